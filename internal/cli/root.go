@@ -1,0 +1,104 @@
+// Package cli implements the dpsd command line: the server (serve, info), the
+// management commands shaped like `az iot dps` (enrollment, enrollment-group,
+// certificate, linked-hub, registration, policy), the certificate helpers
+// (cert) and the device client (device).
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is set at build time with -ldflags "-X github.com/dpsd/dpsd/internal/cli.Version=...".
+var Version = "dev"
+
+// Error is a failure with a hint telling the user what to do next.
+type Error struct {
+	Err  error
+	Hint string
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// withHint attaches a hint to err.
+func withHint(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err, Hint: fmt.Sprintf(format, args...)}
+}
+
+// env carries the process environment into commands, so tests can run them
+// in-process.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// Main runs the dpsd command line and returns the exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return run(args, &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: osGetenv})
+}
+
+func run(args []string, e *env) int {
+	root := newRoot(e)
+	root.SetArgs(args)
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(e.stderr, "dpsd: error: %s\n", strings.TrimSpace(err.Error()))
+	var ce *Error
+	if errors.As(err, &ce) && ce.Hint != "" {
+		fmt.Fprintf(e.stderr, "dpsd: hint: %s\n", ce.Hint)
+	} else if isUsageError(err) {
+		fmt.Fprintf(e.stderr, "dpsd: hint: run 'dpsd %s --help' for usage\n", commandPath(root, args))
+	}
+	return 1
+}
+
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "dpsd",
+		Short:         "Self-hosted device provisioning service, wire-compatible with Azure IoT Hub DPS",
+		Version:       Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	for _, add := range commands {
+		root.AddCommand(add(e))
+	}
+	return root
+}
+
+// commands registers the top-level commands; each file of this package adds
+// its own in an init function, so files do not edit each other.
+var commands []func(*env) *cobra.Command
+
+func register(f func(*env) *cobra.Command) { commands = append(commands, f) }
+
+type usageError struct{ error }
+
+func isUsageError(err error) bool {
+	var u usageError
+	return errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") ||
+		strings.Contains(err.Error(), "required flag") || strings.Contains(err.Error(), "accepts ")
+}
+
+func commandPath(root *cobra.Command, args []string) string {
+	c, _, err := root.Find(args)
+	if err != nil || c == root {
+		return ""
+	}
+	return strings.TrimPrefix(c.CommandPath(), "dpsd ")
+}

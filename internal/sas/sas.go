@@ -1,0 +1,215 @@
+// Package sas parses, signs and verifies the shared access signature tokens of
+// DPS: device tokens (symmetric-key attestation) and service tokens (the
+// service API), and derives per-device keys from group keys.
+//
+// A token is "SharedAccessSignature sr=..&sig=..&se=..[&skn=..]". The HMAC is
+// computed over sr exactly as sent, because clients disagree on how to encode
+// it (raw, %2f, %2F) and each signs its own form.
+package sas
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Prefix starts every token.
+const Prefix = "SharedAccessSignature "
+
+// MaxTokenLength bounds what Parse reads; real tokens are a few hundred bytes.
+const MaxTokenLength = 4096
+
+// Token is a parsed SAS token.
+type Token struct {
+	RawResource string    // sr as sent; the signed string
+	Resource    string    // sr percent-decoded
+	Signature   []byte    // sig decoded
+	RawExpiry   string    // se as sent; the signed string
+	Expiry      time.Time // se as a time
+	KeyName     string    // skn decoded; may be empty
+}
+
+// Parse reads a token. Field order does not matter; unknown fields are
+// ignored; sr, sig and se are required.
+func Parse(s string) (*Token, error) {
+	if len(s) > MaxTokenLength {
+		return nil, fmt.Errorf("SAS token is longer than %d bytes", MaxTokenLength)
+	}
+	rest, ok := cutPrefixFold(strings.TrimSpace(s), Prefix)
+	if !ok {
+		return nil, errors.New(`token does not start with "SharedAccessSignature "`)
+	}
+	var t Token
+	var haveSR, haveSig, haveSE bool
+	for _, field := range strings.Split(strings.TrimSpace(rest), "&") {
+		k, v, ok := strings.Cut(field, "=")
+		if !ok {
+			return nil, fmt.Errorf("SAS token field %q has no '='", truncate(field))
+		}
+		switch strings.ToLower(k) {
+		case "sr":
+			dec, err := url.PathUnescape(v)
+			if err != nil {
+				return nil, fmt.Errorf("SAS token sr is not valid percent-encoding: %v", err)
+			}
+			t.RawResource, t.Resource, haveSR = v, dec, true
+		case "sig":
+			dec, err := url.PathUnescape(v)
+			if err != nil {
+				return nil, fmt.Errorf("SAS token sig is not valid percent-encoding: %v", err)
+			}
+			sig, err := decodeBase64(dec)
+			if err != nil {
+				return nil, errors.New("SAS token sig is not base64")
+			}
+			t.Signature, haveSig = sig, true
+		case "se":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("SAS token se %q is not a Unix time in seconds", truncate(v))
+			}
+			t.RawExpiry, t.Expiry, haveSE = v, time.Unix(n, 0).UTC(), true
+		case "skn":
+			dec, err := url.QueryUnescape(v)
+			if err != nil {
+				return nil, fmt.Errorf("SAS token skn is not valid percent-encoding: %v", err)
+			}
+			t.KeyName = dec
+		}
+	}
+	switch {
+	case !haveSR:
+		return nil, errors.New("SAS token has no sr (resource)")
+	case !haveSig:
+		return nil, errors.New("SAS token has no sig (signature)")
+	case !haveSE:
+		return nil, errors.New("SAS token has no se (expiry)")
+	}
+	return &t, nil
+}
+
+// Sign returns HMAC-SHA256(key, sr + "\n" + se).
+func Sign(key []byte, rawResource, rawExpiry string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(rawResource))
+	m.Write([]byte{'\n'})
+	m.Write([]byte(rawExpiry))
+	return m.Sum(nil)
+}
+
+// Verify reports whether the token was signed with key. The comparison takes
+// constant time.
+func (t *Token) Verify(key []byte) bool {
+	return hmac.Equal(Sign(key, t.RawResource, t.RawExpiry), t.Signature)
+}
+
+// Expired reports whether the token's expiry is not after now.
+func (t *Token) Expired(now time.Time) bool { return !t.Expiry.After(now) }
+
+// New builds a token for resource, valid until expiry. With encodeResource the
+// resource is percent-encoded (lower-case, as the C and C# SDKs do); without,
+// it is sent raw (as the Node SDKs do). keyName may be empty.
+func New(resource, keyName string, key []byte, expiry time.Time, encodeResource bool) string {
+	sr := resource
+	if encodeResource {
+		sr = strings.ToLower(url.QueryEscape(resource))
+	}
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(Sign(key, sr, se)))
+	tok := Prefix + "sr=" + sr + "&sig=" + sig + "&se=" + se
+	if keyName != "" {
+		tok += "&skn=" + url.QueryEscape(keyName)
+	}
+	return tok
+}
+
+// DeriveDeviceKey returns the key of one device of a symmetric-key group:
+// HMAC-SHA256(groupKey, registrationID).
+func DeriveDeviceKey(groupKey []byte, registrationID string) []byte {
+	m := hmac.New(sha256.New, groupKey)
+	m.Write([]byte(registrationID))
+	return m.Sum(nil)
+}
+
+// DecodeKey decodes a base64 symmetric key.
+func DecodeKey(s string) ([]byte, error) { return decodeBase64(s) }
+
+// DeviceResource is the resource a device token must name.
+func DeviceResource(idScope, registrationID string) string {
+	return idScope + "/registrations/" + registrationID
+}
+
+// MatchesDevice reports whether the decoded resource is
+// {idScope}/registrations/{registrationID}, ignoring case.
+func (t *Token) MatchesDevice(idScope, registrationID string) bool {
+	return strings.EqualFold(t.Resource, DeviceResource(idScope, registrationID))
+}
+
+// MatchesService reports whether the decoded resource names host (with or
+// without its port, with or without a scheme) and path, matching by whole
+// path segments: a token for "host/enrollments" covers "/enrollments/x" but
+// not "/enrollmentGroups".
+func (t *Token) MatchesService(host, path string) bool {
+	r := strings.ToLower(t.Resource)
+	r = strings.TrimPrefix(strings.TrimPrefix(r, "https://"), "http://")
+	rHost, rPath, _ := strings.Cut(r, "/")
+	if !hostsEqual(rHost, strings.ToLower(host)) {
+		return false
+	}
+	rPath = strings.Trim(rPath, "/")
+	if rPath == "" {
+		return true
+	}
+	p := strings.Trim(strings.ToLower(path), "/")
+	return p == rPath || strings.HasPrefix(p, rPath+"/")
+}
+
+// hostsEqual compares host[:port] values; a side without a port matches any port.
+func hostsEqual(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ah, ap := splitPort(a)
+	bh, bp := splitPort(b)
+	return ah == bh && (ap == "" || bp == "")
+}
+
+func splitPort(h string) (host, port string) {
+	if strings.HasPrefix(h, "[") { // [::1]:8443
+		if i := strings.LastIndex(h, "]"); i > 0 {
+			return h[:i+1], strings.TrimPrefix(h[i+1:], ":")
+		}
+	}
+	if strings.Count(h, ":") == 1 {
+		host, port, _ = strings.Cut(h, ":")
+		return host, port
+	}
+	return h, ""
+}
+
+func decodeBase64(s string) ([]byte, error) {
+	if b, err := base64.StdEncoding.DecodeString(s); err == nil {
+		return b, nil
+	}
+	return base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+func truncate(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
+}

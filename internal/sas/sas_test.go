@@ -1,0 +1,131 @@
+package sas
+
+import (
+	"encoding/base64"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Vectors from the DPS protocol reference (§2.1), computed independently.
+func TestDeviceVectors(t *testing.T) {
+	group, _ := base64.StdEncoding.DecodeString("8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==")
+	const regID = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
+	dev := DeriveDeviceKey(group, regID)
+	if got := base64.StdEncoding.EncodeToString(dev); got != "Jsm0lyGpjaVYVP2g3FnmnmG9dI/9qU24wNoykUmermc=" {
+		t.Fatalf("derived key = %s", got)
+	}
+	for _, tc := range []struct{ sr, sig string }{
+		{"0ne00111111%2fregistrations%2f" + regID, "LwAx%2BRfQDq37RAHvptYP8R3382xvZ%2FBntAGlh8Wmu18%3D"},
+		{"0ne00111111%2Fregistrations%2F" + regID, "2srIk05%2FHc3kiyY2AcAwJosiRYk6C6jOscAYhKLO2L8%3D"},
+		{"0ne00111111/registrations/" + regID, "%2F%2Beah6KDNGyh0EVauDWy8TsgRl239ASFozi9g%2BrShXg%3D"},
+	} {
+		// Field order as the docs show it, and no skn (Python).
+		tok, err := Parse("SharedAccessSignature sig=" + tc.sig + "&se=1700000000&sr=" + tc.sr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !tok.Verify(dev) {
+			t.Errorf("sr=%s: signature does not verify", tc.sr)
+		}
+		if tok.Verify(group) {
+			t.Errorf("sr=%s: group key verified a device signature", tc.sr)
+		}
+		if !tok.MatchesDevice("0NE00111111", strings.ToUpper(regID)) {
+			t.Errorf("sr=%s: resource does not match", tc.sr)
+		}
+		if tok.MatchesDevice("0ne00111111", "other") {
+			t.Errorf("sr=%s: matched another device", tc.sr)
+		}
+	}
+}
+
+func TestServiceVector(t *testing.T) {
+	key, _ := base64.StdEncoding.DecodeString("dGVzdFN0cmluZzE=")
+	tok, err := Parse("SharedAccessSignature sr=mydps.azure-devices-provisioning.net&sig=B%2B52UIZrOfnttB8z7DOG24mG8cBQoF3EtdNWkGWofjQ%3D&se=1700000000&skn=provisioningserviceowner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.Verify(key) || tok.KeyName != "provisioningserviceowner" {
+		t.Fatalf("service vector: verify=%v skn=%q", tok.Verify(key), tok.KeyName)
+	}
+	if !tok.Expired(time.Unix(1700000000, 0)) || tok.Expired(time.Unix(1699999999, 0)) {
+		t.Fatal("expiry boundary wrong")
+	}
+}
+
+func TestNewRoundTrip(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	exp := time.Now().Add(time.Hour)
+	for _, enc := range []bool{true, false} {
+		tok, err := Parse(New("0ne00000001/registrations/dev-1", "registration", key, exp, enc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !tok.Verify(key) || tok.KeyName != "registration" || !tok.MatchesDevice("0ne00000001", "dev-1") {
+			t.Fatalf("encode=%v: round trip failed: %+v", enc, tok)
+		}
+		if enc && !strings.Contains(tok.RawResource, "%2f") {
+			t.Fatalf("encoded resource %q", tok.RawResource)
+		}
+	}
+}
+
+func TestMatchesService(t *testing.T) {
+	cases := []struct {
+		sr, host, path string
+		want           bool
+	}{
+		{"localhost:8443", "localhost:8443", "/enrollments/x", true},
+		{"localhost", "localhost:8443", "/enrollments/x", true},
+		{"LOCALHOST:8443", "localhost:8443", "/x", true},
+		{"localhost:9999", "localhost:8443", "/x", false},
+		{"otherhost", "localhost:8443", "/x", false},
+		{"localhost:8443/enrollments", "localhost:8443", "/enrollments/x", true},
+		{"localhost:8443/enrollments", "localhost:8443", "/enrollments", true},
+		{"localhost:8443/enrollments", "localhost:8443", "/enrollmentGroups/x", false},
+		{"https://localhost:8443/", "localhost:8443", "/enrollments", true},
+		{"[::1]:8443", "[::1]:8443", "/x", true},
+		{"[::1]", "[::1]:8443", "/x", true},
+	}
+	for _, c := range cases {
+		tok := &Token{Resource: c.sr}
+		if got := tok.MatchesService(c.host, c.path); got != c.want {
+			t.Errorf("sr=%q host=%q path=%q: got %v", c.sr, c.host, c.path, got)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for name, s := range map[string]string{
+		"no prefix":      "sr=a&sig=b&se=1",
+		"no sr":          "SharedAccessSignature sig=YQ==&se=1",
+		"no sig":         "SharedAccessSignature sr=a&se=1",
+		"no se":          "SharedAccessSignature sr=a&sig=YQ==",
+		"bad se":         "SharedAccessSignature sr=a&sig=YQ==&se=tomorrow",
+		"negative se":    "SharedAccessSignature sr=a&sig=YQ==&se=-5",
+		"bad sig":        "SharedAccessSignature sr=a&sig=%%%&se=1",
+		"sig not base64": "SharedAccessSignature sr=a&sig=!!!!&se=1",
+		"field no =":     "SharedAccessSignature sr=a&sig=YQ==&se=1&junk",
+		"too long":       "SharedAccessSignature sr=" + strings.Repeat("a", MaxTokenLength),
+	} {
+		if _, err := Parse(s); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("SharedAccessSignature sr=0ne00111111%2fregistrations%2fdev&sig=LwAx%2BRfQ%3D&se=1700000000&skn=registration")
+	f.Add("SharedAccessSignature sig=abc&se=1&sr=" + url.QueryEscape("a/b"))
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := Parse(s)
+		if err != nil {
+			return
+		}
+		_ = tok.Verify([]byte("k"))
+		_ = tok.MatchesDevice("0ne00000000", "x")
+		_ = tok.MatchesService("h:1", "/p")
+	})
+}

@@ -1,0 +1,199 @@
+// Package store defines what dpsd keeps and how callers reach it: one Store
+// interface named after use cases, its records, and its sentinel errors.
+// Implementations live in sub-packages (sqlstore: SQLite, PostgreSQL) and all
+// pass the contract suite in storetest.
+//
+// Identifiers (registration IDs, enrollment group IDs, CA names, hub names,
+// policy names) are case-insensitive: a store keys records by the lower-cased
+// ID and returns the spelling last written.
+//
+// Writes take an ifMatch precondition taken from an If-Match header:
+//
+//	""       create only: ErrConflict if the record exists
+//	"*"      create or overwrite
+//	etag     overwrite only if the stored etag equals it, else ErrPreconditionFailed
+//	         (also when the record does not exist)
+//
+// Deletes take ifMatch too, where "" and "*" mean unconditional. Etags are
+// compared after stripping surrounding double quotes. Every successful write
+// assigns a new etag and sets the timestamps (created is kept on overwrite).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+)
+
+// Sentinel errors; implementations wrap them with context.
+var (
+	ErrNotFound           = errors.New("not found")
+	ErrConflict           = errors.New("already exists")
+	ErrPreconditionFailed = errors.New("etag does not match")
+	// ErrUnavailable wraps failures to reach the database (as opposed to
+	// errors in the request), so callers can answer 503.
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Store is everything dpsd persists.
+type Store interface {
+	// Instance returns the instance, or ErrNotFound before InitInstance.
+	Instance(ctx context.Context) (*Instance, error)
+	// InitInstance stores inst if no instance exists yet and returns the
+	// stored one, so that concurrent first starts agree on one instance.
+	InitInstance(ctx context.Context, inst *Instance) (*Instance, error)
+	// UpdateInstance replaces the instance's mutable fields (settings, server
+	// certificate); the ID scope and the CA never change.
+	UpdateInstance(ctx context.Context, inst *Instance) error
+
+	Policy(ctx context.Context, name string) (*Policy, error)
+	Policies(ctx context.Context) ([]*Policy, error)
+	PutPolicy(ctx context.Context, p *Policy, ifMatch string) (*Policy, error)
+	DeletePolicy(ctx context.Context, name, ifMatch string) error
+
+	// Enrollment returns the individual enrollment of a registration ID.
+	Enrollment(ctx context.Context, registrationID string) (*dps.IndividualEnrollment, error)
+	// PutEnrollment writes e (which the caller has validated, with
+	// certificate info filled) and returns it as stored: new etag, timestamps.
+	PutEnrollment(ctx context.Context, e *dps.IndividualEnrollment, ifMatch string) (*dps.IndividualEnrollment, error)
+	DeleteEnrollment(ctx context.Context, registrationID, ifMatch string) error
+	// Enrollments returns up to limit enrollments whose key sorts after
+	// `after` (a key returned as Page.Next), in key order.
+	Enrollments(ctx context.Context, after string, limit int) (Page[*dps.IndividualEnrollment], error)
+
+	Group(ctx context.Context, groupID string) (*dps.EnrollmentGroup, error)
+	PutGroup(ctx context.Context, g *dps.EnrollmentGroup, ifMatch string) (*dps.EnrollmentGroup, error)
+	DeleteGroup(ctx context.Context, groupID, ifMatch string) error
+	Groups(ctx context.Context, after string, limit int) (Page[*dps.EnrollmentGroup], error)
+	// GroupsBySigningCert returns the groups whose signingCertificates
+	// primary or secondary has this SHA-256 thumbprint (upper-case hex).
+	GroupsBySigningCert(ctx context.Context, sha256Thumbprint string) ([]*dps.EnrollmentGroup, error)
+	// GroupsByCA returns the groups whose caReferences name this CA.
+	GroupsByCA(ctx context.Context, caName string) ([]*dps.EnrollmentGroup, error)
+	// SigningCertsBySubject returns the signing certificates (DER) of groups
+	// whose subject equals subject (the raw DER subject of a certificate), so
+	// a chain that stops below a group's certificate can be completed.
+	SigningCertsBySubject(ctx context.Context, subject []byte) ([][]byte, error)
+	// SymmetricKeyGroups returns every group with symmetric-key attestation.
+	SymmetricKeyGroups(ctx context.Context) ([]*dps.EnrollmentGroup, error)
+
+	CACertificate(ctx context.Context, name string) (*CACertificate, error)
+	CACertificates(ctx context.Context) ([]*CACertificate, error)
+	PutCACertificate(ctx context.Context, c *CACertificate, ifMatch string) (*CACertificate, error)
+	DeleteCACertificate(ctx context.Context, name, ifMatch string) error
+	// CACertificatesByThumbprint returns the CAs with this SHA-256 thumbprint.
+	CACertificatesByThumbprint(ctx context.Context, sha256Thumbprint string) ([]*CACertificate, error)
+	// CACertificatesBySubject returns the CAs whose raw DER subject is subject.
+	CACertificatesBySubject(ctx context.Context, subject []byte) ([]*CACertificate, error)
+
+	LinkedHub(ctx context.Context, name string) (*LinkedHub, error)
+	LinkedHubs(ctx context.Context) ([]*LinkedHub, error)
+	PutLinkedHub(ctx context.Context, h *LinkedHub, ifMatch string) (*LinkedHub, error)
+	DeleteLinkedHub(ctx context.Context, name, ifMatch string) error
+
+	// Registration returns the registration record of a registration ID.
+	Registration(ctx context.Context, registrationID string) (*Registration, error)
+	// SaveRegistration writes a registration record and the operation that
+	// produced it, atomically. ifMatch is the etag of the record the caller
+	// read ("" when there was none), so that two concurrent registrations of
+	// one device cannot both win: the loser gets ErrConflict or
+	// ErrPreconditionFailed and must re-read. The store assigns the record's
+	// etag and keeps createdDateTimeUtc of an existing record.
+	SaveRegistration(ctx context.Context, r *Registration, ifMatch string, op *Operation) (*Registration, error)
+	DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error
+	// RegistrationsByGroup pages through the records of one enrollment group.
+	RegistrationsByGroup(ctx context.Context, groupID, after string, limit int) (Page[*Registration], error)
+
+	// Operation returns an operation by ID.
+	Operation(ctx context.Context, operationID string) (*Operation, error)
+	// PutOperation writes an operation on its own (one that carries no
+	// registration record: a refusal is never stored, but an assignment
+	// still in progress is).
+	PutOperation(ctx context.Context, op *Operation) error
+	// DeleteOperationsBefore removes operations that expired before t.
+	DeleteOperationsBefore(ctx context.Context, t time.Time) (int, error)
+
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Page is one page of a keyset-paginated list. Next is empty on the last page.
+type Page[T any] struct {
+	Items []T
+	Next  string
+}
+
+// Instance is the identity of a dpsd instance, created on first start.
+type Instance struct {
+	IDScope          string
+	CreatedAt        time.Time
+	AllocationPolicy string // instance default: hashed unless set
+	// The server CA signs the server certificate; clients trust the CA.
+	ServerCACertPEM []byte
+	ServerCAKeyPEM  []byte
+	// The server certificate and key (PEM) and the host names it covers.
+	ServerCertPEM []byte
+	ServerKeyPEM  []byte
+	// Extra host names the server certificate was issued for.
+	HostNames []string
+}
+
+// Policy is a shared access policy of the service API.
+type Policy struct {
+	Name         string
+	PrimaryKey   string // base64
+	SecondaryKey string // base64
+	Rights       []string
+	Etag         string
+	Created      time.Time
+	Updated      time.Time
+}
+
+// CACertificate is a CA certificate uploaded to the instance.
+type CACertificate struct {
+	Name             string
+	CertificateDER   []byte
+	SHA256Thumbprint string // upper-case hex; derived from CertificateDER by the caller
+	Subject          []byte // raw DER subject; derived from CertificateDER by the caller
+	IsVerified       bool
+	VerificationCode string // last code generated, for proof of possession
+	Etag             string
+	Created          time.Time
+	Updated          time.Time
+}
+
+// LinkedHub is an IoT hub devices can be assigned to.
+type LinkedHub struct {
+	Name                  string // host name, e.g. myhub.azure-devices.net
+	ConnectionString      string // may be empty
+	Location              string
+	AllocationWeight      int
+	ApplyAllocationPolicy bool
+	Etag                  string
+	Created               time.Time
+	Updated               time.Time
+}
+
+// Registration is a device's registration record.
+type Registration struct {
+	// Result is the record as the device API returns it; its etag and
+	// timestamps are set by the store.
+	Result *dps.DeviceRegistrationResult
+	// EnrollmentGroupID is the group the device registered through; empty for
+	// an individual enrollment. Indexed for RegistrationsByGroup.
+	EnrollmentGroupID string
+}
+
+// Operation is the outcome (or progress) of one register request.
+type Operation struct {
+	ID             string
+	RegistrationID string
+	Status         string // dps.Status*
+	// Result is the registrationState to return, nil while assigning.
+	Result    *dps.DeviceRegistrationResult
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
