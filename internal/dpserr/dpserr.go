@@ -16,29 +16,29 @@ import (
 // Error codes. Those Azure is known to use keep Azure's numbers; the others
 // follow Azure's rule (HTTP status × 1000 + a sub-code).
 const (
-	CodeBadRequest            = 400001 // the body cannot be parsed
-	CodeInvalidArgument       = 400004 // a value breaks a rule
-	CodeCustomAllocation      = 400207 // custom allocation webhook failed
-	CodeNoHub                 = 400208 // no IoT hub could be selected
-	CodeHubUnauthorized       = 400209 // the hub refused dpsd's credentials
-	CodeHubNotFound           = 401001 // "IoTHub not found."
-	CodeUnauthorized          = 401002 // authentication or authorization failed
-	CodeNotFound              = 404000 // no such route
-	CodeEnrollmentNotFound    = 404201
-	CodeRegistrationNotFound  = 404202
-	CodeOperationNotFound     = 404203
-	CodeGroupNotFound         = 404204
-	CodeCertificateNotFound   = 404205
-	CodeLinkedHubNotFound     = 404206
-	CodePolicyNotFound        = 404207
-	CodeMethodNotAllowed      = 405000
-	CodeConflict              = 409201 // the record already exists
+	CodeBadRequest             = 400001 // the body cannot be parsed
+	CodeInvalidArgument        = 400004 // a value breaks a rule
+	CodeCustomAllocation       = 400207 // custom allocation webhook failed
+	CodeNoHub                  = 400208 // no IoT hub could be selected
+	CodeHubUnauthorized        = 400209 // the hub refused dpsd's credentials
+	CodeHubNotFound            = 401001 // "IoTHub not found."
+	CodeUnauthorized           = 401002 // authentication or authorization failed
+	CodeNotFound               = 404000 // no such route
+	CodeEnrollmentNotFound     = 404201
+	CodeRegistrationNotFound   = 404202
+	CodeOperationNotFound      = 404203
+	CodeGroupNotFound          = 404204
+	CodeCertificateNotFound    = 404205
+	CodeLinkedHubNotFound      = 404206
+	CodePolicyNotFound         = 404207
+	CodeMethodNotAllowed       = 405000
+	CodeConflict               = 409201 // the record already exists
 	CodeConcurrentRegistration = 409203 // "Precondition failed." on a racing registration
-	CodePreconditionFailed    = 412001 // etag mismatch
-	CodeTooLarge              = 413001
-	CodeThrottled             = 429001
-	CodeInternal              = 500001
-	CodeUnavailable           = 503001
+	CodePreconditionFailed     = 412001 // etag mismatch
+	CodeTooLarge               = 413001
+	CodeThrottled              = 429001
+	CodeInternal               = 500001
+	CodeUnavailable            = 503001
 )
 
 // Error is a failure with everything needed to answer it.
