@@ -1,6 +1,7 @@
 package dps
 
 import (
+	"crypto/rand"
 	"fmt"
 	"regexp"
 )
@@ -121,4 +122,25 @@ func truncate(s string) string {
 		return s[:40] + "..."
 	}
 	return s
+}
+
+// NewUUID returns a random (version 4) UUID, used for tracking and request IDs.
+func NewUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// NewOperationID returns an operation ID in the shape Azure uses,
+// {digit}.{16 hex}.{uuid}: URL- and MQTT-topic-safe, and opaque to clients.
+func NewOperationID(node byte) string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("%d.%x.%s", node%10, b, NewUUID())
 }

@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dpsd/dpsd/internal/server"
+)
+
+func init() { register(newServeCmd) }
+
+func newServeCmd(e *env) *cobra.Command {
+	var cfg server.Config
+	var configFile string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the provisioning service",
+		Long: `Run the provisioning service: the device API (register, operation status) and the
+service API (enrollments, groups, registrations, CA certificates, linked hubs,
+policies) on one HTTPS listener, health on /healthz and Prometheus metrics on
+/metrics.
+
+The first start initializes the instance in the data directory: an ID scope, a
+server CA and a server certificate for localhost, 127.0.0.1, ::1 and every
+--hostname, and the owner policy provisioningserviceowner. 'dpsd info' prints
+how to reach it.
+
+Every flag can also be set as DPSD_<FLAG> in the environment (DPSD_HTTPS_ADDR,
+DPSD_HOSTNAME=a,b) or in a JSON file given with --config ({"https-addr": ":8443"}).
+Flags win over the environment, which wins over the file.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := applyEnvAndFile(c.Flags(), e.getenv, configFile); err != nil {
+				return err
+			}
+			cfg.Init()
+			if err := cfg.Validate(); err != nil {
+				return withHint(err, "see 'dpsd serve --help'")
+			}
+			log := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			s, err := server.New(ctx, cfg, log)
+			if err != nil {
+				return withHint(err, "check --data (%s) and --store", cfg.DataDir)
+			}
+			return s.Serve(ctx)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&configFile, "config", "", "JSON config file keyed by flag name")
+	f.StringVar(&cfg.DataDir, "data", server.DefaultDataDir, "data directory: embedded database, server CA file, server.json")
+	f.StringVar(&cfg.Store, "store", "", "database DSN (default: SQLite in the data directory; postgres://... for PostgreSQL)")
+	f.StringVar(&cfg.HTTPSAddr, "https-addr", server.DefaultHTTPSAddr, "address of the HTTPS listener (device API, and service API unless --service-addr)")
+	f.StringVar(&cfg.ServiceAddr, "service-addr", "", "serve the service API on its own listener at this address")
+	f.StringSliceVar(&cfg.HostNames, "hostname", nil, "host name or IP clients dial, added to the server certificate (repeatable; the first is advertised)")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "server certificate chain (PEM) to use instead of the generated one")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "private key (PEM) of --tls-cert")
+	f.BoolVar(&cfg.AzureStrict, "azure-strict", false, "answer every register with status assigning first, as Azure does, so devices exercise their polling path")
+	f.IntVar(&cfg.RetryAfter, "retry-after", 3, "Retry-After seconds sent with an assigning status")
+	f.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return c
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,437 @@
+// Package enrollment holds the rules of individual enrollments and
+// enrollment groups: what a valid record is, what the server fills in
+// (certificate info, generated keys, defaults), what an update keeps, and
+// what a read hides. The service API calls it before every write.
+package enrollment
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// CAs resolves the CA certificate names of caReferences.
+type CAs interface {
+	CACertificate(ctx context.Context, name string) (*store.CACertificate, error)
+}
+
+// PrepareIndividual validates e for writing and completes it in place:
+// canonical spellings, defaults, certificate info, generated keys. prev is the
+// stored enrollment e replaces (nil on create); secrets e omits are kept from
+// it, because reads hide them and clients send back what they read.
+func PrepareIndividual(e *dps.IndividualEnrollment, prev *dps.IndividualEnrollment) error {
+	if err := dps.ValidateID("registration ID", e.RegistrationID); err != nil {
+		return dpserr.BadRequest("%v", err)
+	}
+	if e.DeviceID != "" {
+		if err := dps.ValidateDeviceID(e.DeviceID); err != nil {
+			return dpserr.BadRequest("%v", err)
+		}
+	}
+	var prevAtt *dps.AttestationMechanism
+	if prev != nil {
+		prevAtt = prev.Attestation
+	}
+	if err := prepareAttestation(e.Attestation, prevAtt, false); err != nil {
+		return err
+	}
+	if e.Attestation.Type == dps.AttestationX509 && len(e.RegistrationID) > dps.MaxX509IDLength {
+		return dpserr.BadRequest("registration ID %q is %d characters long; an X.509 registration ID is a certificate CN and may have at most %d", e.RegistrationID, len(e.RegistrationID), dps.MaxX509IDLength)
+	}
+	if err := checkObject("optionalDeviceInformation", e.OptionalDeviceInformation); err != nil {
+		return err
+	}
+	e.RegistrationState = nil // read-only
+	e.Etag = ""
+	c := common{&e.Capabilities, &e.IotHubHostName, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IotHubs, &e.CustomAllocationDefinition}
+	if err := c.prepare(); err != nil {
+		return err
+	}
+	e.CreatedDateTimeUtc, e.LastUpdatedDateTimeUtc = nil, nil
+	return nil
+}
+
+// PrepareGroup is PrepareIndividual for an enrollment group. cas resolves
+// caReferences, which must name uploaded CA certificates.
+func PrepareGroup(ctx context.Context, g *dps.EnrollmentGroup, prev *dps.EnrollmentGroup, cas CAs) error {
+	if err := dps.ValidateID("enrollment group ID", g.EnrollmentGroupID); err != nil {
+		return dpserr.BadRequest("%v", err)
+	}
+	var prevAtt *dps.AttestationMechanism
+	if prev != nil {
+		prevAtt = prev.Attestation
+	}
+	if err := prepareAttestation(g.Attestation, prevAtt, true); err != nil {
+		return err
+	}
+	if x := g.Attestation.X509; x != nil && x.CAReferences != nil {
+		for _, name := range []string{x.CAReferences.Primary, x.CAReferences.Secondary} {
+			if name == "" {
+				continue
+			}
+			if _, err := cas.CACertificate(ctx, name); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return dpserr.BadRequest("caReferences names CA certificate %q, which is not uploaded; upload it first (dpsd certificate create --certificate-name %s --path FILE)", name, name)
+				}
+				return err
+			}
+		}
+	}
+	g.Etag = ""
+	c := common{&g.Capabilities, &g.IotHubHostName, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IotHubs, &g.CustomAllocationDefinition}
+	if err := c.prepare(); err != nil {
+		return err
+	}
+	g.CreatedDateTimeUtc, g.LastUpdatedDateTimeUtc = nil, nil
+	return nil
+}
+
+// common are the fields individual enrollments and groups share.
+type common struct {
+	capabilities       **dps.DeviceCapabilities
+	iotHubHostName     *string
+	initialTwin        **dps.InitialTwin
+	provisioningStatus *string
+	reprovisionPolicy  **dps.ReprovisionPolicy
+	allocationPolicy   *string
+	iotHubs            *[]string
+	custom             **dps.CustomAllocationDefinition
+}
+
+func (c common) prepare() error {
+	if *c.capabilities == nil {
+		*c.capabilities = &dps.DeviceCapabilities{}
+	}
+	if *c.reprovisionPolicy == nil {
+		*c.reprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
+	}
+	switch strings.ToLower(*c.provisioningStatus) {
+	case "", "enabled":
+		*c.provisioningStatus = dps.ProvisioningEnabled
+	case "disabled":
+		*c.provisioningStatus = dps.ProvisioningDisabled
+	default:
+		return dpserr.BadRequest("provisioningStatus %q is not enabled or disabled", *c.provisioningStatus)
+	}
+	if h := *c.iotHubHostName; h != "" {
+		if err := dps.ValidateHostName(h); err != nil {
+			return dpserr.BadRequest("iotHubHostName: %v", err)
+		}
+	}
+	seen := map[string]bool{}
+	hubs := (*c.iotHubs)[:0]
+	for _, h := range *c.iotHubs {
+		if err := dps.ValidateHostName(h); err != nil {
+			return dpserr.BadRequest("iotHubs: %v", err)
+		}
+		if !seen[strings.ToLower(h)] {
+			seen[strings.ToLower(h)] = true
+			hubs = append(hubs, h)
+		}
+	}
+	if len(hubs) == 0 {
+		hubs = nil
+	}
+	*c.iotHubs = hubs
+	if p := *c.allocationPolicy; p != "" {
+		canon, ok := canonicalPolicy(p)
+		if !ok {
+			return dpserr.BadRequest("allocationPolicy %q is not one of hashed, geoLatency, static, custom", p)
+		}
+		*c.allocationPolicy = canon
+	}
+	if *c.allocationPolicy == dps.AllocationStatic {
+		n := len(hubs)
+		if n == 0 && *c.iotHubHostName != "" {
+			n = 1
+		}
+		if n != 1 {
+			return dpserr.BadRequest("allocationPolicy static needs exactly one IoT hub in iotHubs; this enrollment names %d", n)
+		}
+	}
+	if d := *c.custom; d != nil {
+		u, err := url.Parse(d.WebhookURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return dpserr.BadRequest("customAllocationDefinition.webhookUrl %q is not an absolute http(s) URL", d.WebhookURL)
+		}
+		if d.APIVersion == "" {
+			return dpserr.BadRequest("customAllocationDefinition.apiVersion is required (e.g. 2021-10-01)")
+		}
+	}
+	if *c.allocationPolicy == dps.AllocationCustom && *c.custom == nil {
+		return dpserr.BadRequest("allocationPolicy custom needs customAllocationDefinition with webhookUrl and apiVersion")
+	}
+	if t := *c.initialTwin; t != nil {
+		if err := checkObject("initialTwin.tags", t.Tags); err != nil {
+			return err
+		}
+		if t.Properties != nil {
+			if err := checkObject("initialTwin.properties.desired", t.Properties.Desired); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// CanonicalPolicy returns the canonical spelling of an allocation policy.
+func canonicalPolicy(p string) (string, bool) {
+	for _, c := range []string{dps.AllocationHashed, dps.AllocationGeoLatency, dps.AllocationStatic, dps.AllocationCustom} {
+		if strings.EqualFold(p, c) {
+			return c, true
+		}
+	}
+	return "", false
+}
+
+// CanonicalAllocationPolicy is canonicalPolicy for other packages.
+func CanonicalAllocationPolicy(p string) (string, bool) { return canonicalPolicy(p) }
+
+// checkObject accepts an absent value, null, or a JSON object.
+func checkObject(field string, v json.RawMessage) error {
+	t := bytes.TrimSpace(v)
+	if len(t) == 0 || string(t) == "null" || t[0] == '{' {
+		return nil
+	}
+	return dpserr.BadRequest("%s must be a JSON object", field)
+}
+
+func prepareAttestation(a, prev *dps.AttestationMechanism, group bool) error {
+	if a == nil {
+		return dpserr.BadRequest("attestation is required")
+	}
+	switch strings.ToLower(a.Type) {
+	case "x509":
+		a.Type = dps.AttestationX509
+	case "symmetrickey":
+		a.Type = dps.AttestationSymmetricKey
+	case "tpm":
+		a.Type = dps.AttestationTPM
+	case "none":
+		return dpserr.BadRequest("attestation type none cannot authenticate a device; use x509, symmetricKey or tpm")
+	case "":
+		return dpserr.BadRequest("attestation.type is required: x509, symmetricKey or tpm")
+	default:
+		return dpserr.BadRequest("unknown attestation type %q; use x509, symmetricKey or tpm", a.Type)
+	}
+	if prev != nil && prev.Type != a.Type {
+		prev = nil // nothing to keep across a change of mechanism
+	}
+	other := func(name string, present bool) error {
+		if present {
+			return dpserr.BadRequest("attestation type is %s but the attestation also has %s; send only the mechanism the type names", a.Type, name)
+		}
+		return nil
+	}
+	switch a.Type {
+	case dps.AttestationTPM:
+		if group {
+			return dpserr.BadRequest("enrollment groups do not support TPM attestation; use an individual enrollment per TPM")
+		}
+		if err := errors.Join(other("x509", a.X509 != nil), other("symmetricKey", a.SymmetricKey != nil)); err != nil {
+			return err
+		}
+		return prepareTPM(a, prev)
+	case dps.AttestationSymmetricKey:
+		if err := errors.Join(other("x509", a.X509 != nil), other("tpm", a.TPM != nil)); err != nil {
+			return err
+		}
+		return prepareSymmetricKey(a, prev)
+	default:
+		if err := errors.Join(other("symmetricKey", a.SymmetricKey != nil), other("tpm", a.TPM != nil)); err != nil {
+			return err
+		}
+		return prepareX509(a, prev, group)
+	}
+}
+
+func prepareTPM(a, prev *dps.AttestationMechanism) error {
+	if a.TPM == nil {
+		a.TPM = &dps.TPMAttestation{}
+	}
+	if a.TPM.EndorsementKey == "" && prev != nil && prev.TPM != nil {
+		a.TPM.EndorsementKey = prev.TPM.EndorsementKey
+		if a.TPM.StorageRootKey == "" {
+			a.TPM.StorageRootKey = prev.TPM.StorageRootKey
+		}
+	}
+	if a.TPM.EndorsementKey == "" {
+		return dpserr.BadRequest("tpm.endorsementKey is required for TPM attestation")
+	}
+	if _, err := base64.StdEncoding.DecodeString(a.TPM.EndorsementKey); err != nil {
+		return dpserr.BadRequest("tpm.endorsementKey is not valid base64")
+	}
+	if a.TPM.StorageRootKey != "" {
+		if _, err := base64.StdEncoding.DecodeString(a.TPM.StorageRootKey); err != nil {
+			return dpserr.BadRequest("tpm.storageRootKey is not valid base64")
+		}
+	}
+	return nil
+}
+
+func prepareSymmetricKey(a, prev *dps.AttestationMechanism) error {
+	if a.SymmetricKey == nil {
+		a.SymmetricKey = &dps.SymmetricKeyAttestation{}
+	}
+	k := a.SymmetricKey
+	var pk, sk string
+	if prev != nil && prev.SymmetricKey != nil {
+		pk, sk = prev.SymmetricKey.PrimaryKey, prev.SymmetricKey.SecondaryKey
+	}
+	for _, f := range []struct {
+		name string
+		v    *string
+		keep string
+	}{{"primaryKey", &k.PrimaryKey, pk}, {"secondaryKey", &k.SecondaryKey, sk}} {
+		switch {
+		case *f.v != "":
+			if err := checkKey(f.name, *f.v); err != nil {
+				return err
+			}
+		case f.keep != "":
+			*f.v = f.keep
+		default:
+			*f.v = GenerateKey()
+		}
+	}
+	return nil
+}
+
+func checkKey(name, v string) error {
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return dpserr.BadRequest("symmetricKey.%s is not valid base64", name)
+	}
+	if len(b) < dps.MinSymmetricKey || len(b) > dps.MaxSymmetricKey {
+		return dpserr.BadRequest("symmetricKey.%s is %d bytes; a key must be %d to %d bytes (base64 encoded)", name, len(b), dps.MinSymmetricKey, dps.MaxSymmetricKey)
+	}
+	return nil
+}
+
+// GenerateKey returns a random 64-byte key, base64 encoded, as Azure generates.
+func GenerateKey() string {
+	b := make([]byte, dps.GeneratedKeyBytes)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func prepareX509(a, prev *dps.AttestationMechanism, group bool) error {
+	x := a.X509
+	if x == nil {
+		return dpserr.BadRequest("attestation type x509 needs attestation.x509")
+	}
+	var prevX *dps.X509Attestation
+	if prev != nil {
+		prevX = prev.X509
+	}
+	if !group {
+		if x.SigningCertificates != nil || x.CAReferences != nil {
+			return dpserr.BadRequest("an individual enrollment takes x509.clientCertificates; signingCertificates and caReferences are for enrollment groups")
+		}
+		if x.ClientCertificates == nil || x.ClientCertificates.Primary == nil {
+			return dpserr.BadRequest("x509.clientCertificates.primary is required: the device's certificate")
+		}
+		var keep *dps.X509Certificates
+		if prevX != nil {
+			keep = prevX.ClientCertificates
+		}
+		return prepareCerts("x509.clientCertificates", x.ClientCertificates, keep, false)
+	}
+	if x.ClientCertificates != nil {
+		return dpserr.BadRequest("an enrollment group takes x509.signingCertificates or x509.caReferences; clientCertificates are for individual enrollments")
+	}
+	hasSigning := x.SigningCertificates != nil && x.SigningCertificates.Primary != nil
+	hasCA := x.CAReferences != nil && x.CAReferences.Primary != ""
+	switch {
+	case hasSigning && hasCA:
+		return dpserr.BadRequest("an enrollment group takes either x509.signingCertificates or x509.caReferences, not both")
+	case hasCA:
+		x.SigningCertificates = nil
+		for _, n := range []string{x.CAReferences.Primary, x.CAReferences.Secondary} {
+			if n != "" {
+				if err := dps.ValidateCAName(n); err != nil {
+					return dpserr.BadRequest("caReferences: %v", err)
+				}
+			}
+		}
+		return nil
+	case hasSigning:
+		x.CAReferences = nil
+		var keep *dps.X509Certificates
+		if prevX != nil {
+			keep = prevX.SigningCertificates
+		}
+		return prepareCerts("x509.signingCertificates", x.SigningCertificates, keep, true)
+	}
+	return dpserr.BadRequest("an X.509 enrollment group needs x509.signingCertificates.primary (a root or intermediate certificate) or x509.caReferences.primary (the name of an uploaded CA certificate)")
+}
+
+func prepareCerts(field string, cs, keep *dps.X509Certificates, mustBeCA bool) error {
+	var kp, ks *dps.X509CertificateWithInfo
+	if keep != nil {
+		kp, ks = keep.Primary, keep.Secondary
+	}
+	if err := prepareCert(field+".primary", cs.Primary, []*dps.X509CertificateWithInfo{kp, ks}, mustBeCA); err != nil {
+		return err
+	}
+	if cs.Secondary != nil && (cs.Secondary.Certificate != "" || cs.Secondary.Info != nil) {
+		return prepareCert(field+".secondary", cs.Secondary, []*dps.X509CertificateWithInfo{ks, kp}, mustBeCA)
+	}
+	cs.Secondary = nil
+	return nil
+}
+
+// prepareCert parses the certificate and fills its info. A certificate given
+// by info alone (as reads return it) must be one of the stored ones.
+func prepareCert(field string, c *dps.X509CertificateWithInfo, keep []*dps.X509CertificateWithInfo, mustBeCA bool) error {
+	if c.Certificate == "" {
+		if c.Info != nil {
+			for _, k := range keep {
+				if k != nil && k.Info != nil && sameCert(c.Info, k.Info) {
+					c.Certificate, c.Info = k.Certificate, k.Info
+					return nil
+				}
+			}
+		}
+		return dpserr.BadRequest("%s.certificate is required (PEM or base64 DER)", field)
+	}
+	cert, err := pki.ParseCertificate(c.Certificate)
+	if err != nil {
+		return dpserr.BadRequest("%s.certificate: %v", field, err)
+	}
+	if mustBeCA && !cert.IsCA {
+		return dpserr.BadRequest("%s (%s) is not a CA certificate (basic constraints CA:TRUE missing), so it cannot sign device certificates", field, cert.Subject)
+	}
+	c.Certificate = string(pki.EncodePEM(cert))
+	c.Info = pki.Info(cert)
+	return nil
+}
+
+func sameCert(a, b *dps.X509CertificateInfo) bool {
+	if a.SHA256Thumbprint != "" {
+		return strings.EqualFold(a.SHA256Thumbprint, b.SHA256Thumbprint)
+	}
+	return a.SHA1Thumbprint != "" && strings.EqualFold(a.SHA1Thumbprint, b.SHA1Thumbprint)
+}
+
+// Certificate returns the parsed certificate of c.
+func Certificate(c *dps.X509CertificateWithInfo) (*x509.Certificate, error) {
+	if c == nil || c.Certificate == "" {
+		return nil, fmt.Errorf("no certificate")
+	}
+	return pki.ParseCertificate(c.Certificate)
+}

@@ -1,0 +1,66 @@
+package enrollment
+
+import "github.com/dpsd/dpsd/internal/dps"
+
+// Reads (get, query) return enrollments without their secrets: symmetric keys
+// are left out, and certificates are described by their info alone. The
+// create/update response and the attestation mechanism call return the keys.
+
+// RedactIndividual returns a copy of e fit for a read.
+func RedactIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
+	c := *e
+	c.Attestation = redact(e.Attestation, true)
+	return &c
+}
+
+// RedactGroup returns a copy of g fit for a read.
+func RedactGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
+	c := *g
+	c.Attestation = redact(g.Attestation, true)
+	return &c
+}
+
+// WriteResponseIndividual returns a copy of e for the answer to a write: keys
+// included, certificates by info.
+func WriteResponseIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
+	c := *e
+	c.Attestation = redact(e.Attestation, false)
+	return &c
+}
+
+// WriteResponseGroup is WriteResponseIndividual for a group.
+func WriteResponseGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
+	c := *g
+	c.Attestation = redact(g.Attestation, false)
+	return &c
+}
+
+func redact(a *dps.AttestationMechanism, hideKeys bool) *dps.AttestationMechanism {
+	if a == nil {
+		return nil
+	}
+	c := *a
+	if hideKeys {
+		c.SymmetricKey = nil
+	}
+	if a.X509 != nil {
+		x := *a.X509
+		x.ClientCertificates = infoOnly(a.X509.ClientCertificates)
+		x.SigningCertificates = infoOnly(a.X509.SigningCertificates)
+		c.X509 = &x
+	}
+	return &c
+}
+
+func infoOnly(cs *dps.X509Certificates) *dps.X509Certificates {
+	if cs == nil {
+		return nil
+	}
+	strip := func(c *dps.X509CertificateWithInfo) *dps.X509CertificateWithInfo {
+		if c == nil {
+			return nil
+		}
+		return &dps.X509CertificateWithInfo{Info: c.Info}
+	}
+	return &dps.X509Certificates{Primary: strip(cs.Primary), Secondary: strip(cs.Secondary)}
+}

@@ -1,0 +1,178 @@
+// Package httpx holds the HTTP plumbing both dpsd APIs share: request IDs,
+// body limits, JSON decoding into typed 400s, JSON and error rendering, and
+// panic recovery. Handlers stay thin by leaning on it.
+package httpx
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+)
+
+// ContentTypeJSON is what every JSON response carries; the Node SDKs parse a
+// body only when the content type says JSON.
+const ContentTypeJSON = "application/json; charset=utf-8"
+
+type ctxKey int
+
+const requestIDKey ctxKey = 0
+
+// RequestID returns the request's tracking ID, set by Wrap.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// Wrap gives every request a tracking ID (x-ms-request-id), caps the body at
+// dps.MaxMessageBytes, and turns a panic into a logged 500.
+func Wrap(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := dps.NewUUID()
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
+		w.Header().Set("x-ms-request-id", id)
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, dps.MaxMessageBytes)
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				WriteError(w, r, log, dpserr.Internal(fmt.Errorf("panic: %v", v)))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// WriteJSON writes v with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // messages quote SAS syntax and URLs; keep & < > readable
+	err := enc.Encode(v)
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"errorCode":500001,"message":"response encoding failed"}`)
+	}
+	w.Header().Set("Content-Type", ContentTypeJSON)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// WriteError renders err as a DPS error body and logs it with the same
+// tracking ID: client errors at Info (they are the caller's to fix), server
+// errors at Error.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	e := dpserr.As(err)
+	id := RequestID(r.Context())
+	if id == "" {
+		id = dps.NewUUID()
+	}
+	LogError(log, r.Context(), e, id, slog.String("method", r.Method), slog.String("path", r.URL.Path))
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	w.Header().Set("x-ms-error-code", strconv.Itoa(e.Code))
+	WriteJSON(w, e.Status, dpserr.Details(e, id, time.Now()))
+}
+
+// LogError writes the one log line of a refused or failed request.
+func LogError(log *slog.Logger, ctx context.Context, e *dpserr.Error, trackingID string, attrs ...slog.Attr) {
+	level := slog.LevelInfo
+	if e.Status >= 500 {
+		level = slog.LevelError
+	}
+	a := append([]slog.Attr{
+		slog.String("trackingId", trackingID),
+		slog.Int("status", e.Status),
+		slog.Int("errorCode", e.Code),
+		slog.String("reason", e.Error()),
+	}, attrs...)
+	log.LogAttrs(ctx, level, "request refused", a...)
+}
+
+// DecodeJSON reads a JSON body into v. An empty body is an error unless
+// allowEmpty. Unknown fields are ignored, as Azure does.
+func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return TooLarge()
+		}
+		return dpserr.Malformed("reading the request body: %v", err)
+	}
+	return DecodeBytes(b, v, allowEmpty)
+}
+
+// DecodeBytes is DecodeJSON for a body already read (bulk items, MQTT payloads).
+func DecodeBytes(b []byte, v any, allowEmpty bool) error {
+	if len(strings.TrimSpace(string(b))) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return dpserr.Malformed("the request body is empty; a JSON object is required")
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return dpserr.Malformed("the request body is not valid: field %q must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return dpserr.Malformed("the request body is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+// TooLarge is the error for a body over the DPS limit.
+func TooLarge() *dpserr.Error {
+	return dpserr.New(http.StatusRequestEntityTooLarge, dpserr.CodeTooLarge, "the request body is larger than the %d KB limit", dps.MaxMessageBytes>>10)
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "struct", "map", "ptr":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	}
+	return "a number"
+}
+
+// IfMatch returns the If-Match header value ("" when absent).
+func IfMatch(r *http.Request) string { return strings.TrimSpace(r.Header.Get("If-Match")) }
+
+// routeHolder lets a handler deep in the chain name the route for the
+// metrics middleware wrapped around it.
+type routeHolder struct{ name string }
+
+const routeKey ctxKey = 1
+
+// WithRouteHolder prepares r so that SetRoute can name its route.
+func WithRouteHolder(r *http.Request) (*http.Request, func() string) {
+	h := &routeHolder{}
+	return r.WithContext(context.WithValue(r.Context(), routeKey, h)), func() string { return h.name }
+}
+
+// SetRoute names the route serving r (for metrics); a no-op without a holder.
+func SetRoute(r *http.Request, name string) {
+	if h, ok := r.Context().Value(routeKey).(*routeHolder); ok {
+		h.name = name
+	}
+}

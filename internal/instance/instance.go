@@ -1,0 +1,160 @@
+// Package instance creates a dpsd instance on first start and keeps its
+// identity valid across restarts: the ID scope, the server CA, the server
+// certificate (reissued when host names are added or it nears expiry) and
+// the owner policy.
+package instance
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/serviceapi"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+const (
+	caValidityDays     = 3650
+	serverValidityDays = 397 // what browsers accept; reissued at start when near the end
+	renewBefore        = 30 * 24 * time.Hour
+	serverCACommonName = "dpsd server CA"
+)
+
+// NewIDScope returns "0ne" followed by 8 upper-case hex digits, the shape of
+// Azure's ID scopes.
+func NewIDScope() string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return "0ne" + strings.ToUpper(hex.EncodeToString(b[:]))
+}
+
+// Ensure returns the store's instance, creating it on first start. It
+// reissues the server certificate when it does not cover hostNames or is
+// about to expire. created reports a first start.
+func Ensure(ctx context.Context, st store.Store, hostNames []string) (inst *store.Instance, created bool, err error) {
+	inst, err = st.Instance(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		fresh, err := newInstance(hostNames)
+		if err != nil {
+			return nil, false, err
+		}
+		// Several nodes may start on one empty database: the store keeps
+		// the first instance, and every node adopts it.
+		inst, err = st.InitInstance(ctx, fresh)
+		if err != nil {
+			return nil, false, err
+		}
+		created = inst.IDScope == fresh.IDScope
+		owner := &store.Policy{Name: dps.OwnerPolicyName, PrimaryKey: serviceapi.NewPolicyKey(), SecondaryKey: serviceapi.NewPolicyKey(), Rights: slices.Clone(dps.AllRights)}
+		if _, err := st.PutPolicy(ctx, owner, ""); err != nil && !errors.Is(err, store.ErrConflict) {
+			return nil, false, fmt.Errorf("creating the owner policy: %w", err)
+		}
+	} else if err != nil {
+		return nil, false, err
+	}
+	if needsReissue(inst, hostNames, time.Now()) {
+		if err := issueServerCert(inst, hostNames); err != nil {
+			return nil, false, err
+		}
+		if err := st.UpdateInstance(ctx, inst); err != nil {
+			return nil, false, fmt.Errorf("saving the reissued server certificate: %w", err)
+		}
+	}
+	return inst, created, nil
+}
+
+func newInstance(hostNames []string) (*store.Instance, error) {
+	ca, caKey, err := pki.NewRootCA(pki.Options{CommonName: serverCACommonName, Days: caValidityDays, KeyType: pki.KeyECDSAP256})
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := pki.MarshalPrivateKeyPEM(caKey, nil)
+	if err != nil {
+		return nil, err
+	}
+	inst := &store.Instance{
+		IDScope:          NewIDScope(),
+		CreatedAt:        time.Now().UTC(),
+		AllocationPolicy: dps.AllocationHashed,
+		ServerCACertPEM:  pki.EncodePEM(ca),
+		ServerCAKeyPEM:   keyPEM,
+	}
+	return inst, issueServerCert(inst, hostNames)
+}
+
+// issueServerCert signs a server certificate for localhost, the loopback
+// addresses, every host name the instance was ever started with, and hostNames.
+func issueServerCert(inst *store.Instance, hostNames []string) error {
+	ca, err := pki.ParseCertificate(string(inst.ServerCACertPEM))
+	if err != nil {
+		return fmt.Errorf("server CA: %w", err)
+	}
+	caKey, err := pki.ParsePrivateKeyPEM(inst.ServerCAKeyPEM, nil)
+	if err != nil {
+		return fmt.Errorf("server CA key: %w", err)
+	}
+	for _, h := range hostNames {
+		if !slices.Contains(inst.HostNames, h) {
+			inst.HostNames = append(inst.HostNames, h)
+		}
+	}
+	hosts := pki.ServerHosts(inst.HostNames...)
+	cert, key, err := pki.NewLeaf(pki.Options{
+		CommonName:  hosts[0],
+		Days:        serverValidityDays,
+		KeyType:     pki.KeyECDSAP256,
+		Hosts:       hosts,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, ca, caKey)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := pki.MarshalPrivateKeyPEM(key, nil)
+	if err != nil {
+		return err
+	}
+	inst.ServerCertPEM, inst.ServerKeyPEM = pki.EncodePEM(cert, ca), keyPEM
+	return nil
+}
+
+func needsReissue(inst *store.Instance, hostNames []string, now time.Time) bool {
+	certs, err := pki.ParseCertificates(inst.ServerCertPEM)
+	if err != nil || len(certs) == 0 {
+		return true
+	}
+	leaf := certs[0]
+	if leaf.NotAfter.Sub(now) < renewBefore {
+		return true
+	}
+	for _, h := range pki.ServerHosts(hostNames...) {
+		if ip := net.ParseIP(h); ip != nil {
+			if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
+				return true
+			}
+		} else if !slices.Contains(leaf.DNSNames, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// TLSCertificate returns the server certificate (with the CA in its chain).
+func TLSCertificate(inst *store.Instance) (tls.Certificate, error) {
+	c, err := tls.X509KeyPair(inst.ServerCertPEM, inst.ServerKeyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
+	}
+	return c, nil
+}

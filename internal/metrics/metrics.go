@@ -1,0 +1,93 @@
+// Package metrics defines dpsd's Prometheus metrics on a registry of its own
+// (no global state, so tests can run servers side by side).
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dpsd/dpsd/internal/httpx"
+)
+
+// Metrics holds every collector dpsd exports.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	HTTPRequests *prometheus.CounterVec   // api, route, code
+	HTTPDuration *prometheus.HistogramVec // api, route
+	// Registrations counts register requests by transport, attestation
+	// mechanism and outcome (assigned, failed, disabled, refused).
+	Registrations *prometheus.CounterVec
+	// RegistrationDuration times the provisioning pipeline per transport.
+	RegistrationDuration *prometheus.HistogramVec
+	// Refusals counts authentication refusals by transport and reason class.
+	Refusals *prometheus.CounterVec
+}
+
+// New creates the metrics and registers them with Go and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpsd_http_requests_total", Help: "HTTP requests by API, route and status code.",
+		}, []string{"api", "route", "code"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dpsd_http_request_duration_seconds", Help: "HTTP request latency by API and route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"api", "route"}),
+		Registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpsd_registrations_total", Help: "Device register requests by transport, attestation and outcome.",
+		}, []string{"transport", "attestation", "outcome"}),
+		RegistrationDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dpsd_registration_duration_seconds", Help: "Time to decide a register request, by transport.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"transport"}),
+		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpsd_device_refusals_total", Help: "Refused device requests by transport and errorCode.",
+		}, []string{"transport", "code"}),
+	}
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Registrations, m.RegistrationDuration, m.Refusals,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// Middleware counts and times requests of one API. Handlers name their route
+// with httpx.SetRoute; unnamed requests count as "other".
+func (m *Metrics) Middleware(api string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		r, route := httpx.WithRouteHolder(r)
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		name := route()
+		if name == "" {
+			name = "other"
+		}
+		m.HTTPRequests.WithLabelValues(api, name, strconv.Itoa(sw.code)).Inc()
+		m.HTTPDuration.WithLabelValues(api, name).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (the MQTT
+// WebSocket upgrade needs to hijack it).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,268 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/instance"
+	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/serviceapi"
+	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/store/sqlstore"
+)
+
+// Server is a running dpsd instance.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	inst    *store.Instance
+	metrics *metrics.Metrics
+	tls     *tls.Config
+	service http.Handler
+	device  http.Handler
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	servers   []*http.Server
+	state     State
+}
+
+// New opens the store, initializes or loads the instance, and prepares TLS
+// and the handlers. Call Serve to start listening.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	cfg.Init()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	st, err := sqlstore.Open(ctx, cfg.StoreDSN(), sqlstore.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, store: st, metrics: metrics.New()}
+	if err := s.initInstance(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.service = s.metrics.Middleware("service", httpx.Wrap(log, &serviceapi.API{
+		Store: st, Log: log,
+		Endpoints: func() (string, string) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.state.DeviceEndpoint, s.state.ServiceEndpoint
+		},
+	}))
+	s.device = s.metrics.Middleware("device", httpx.Wrap(log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteError(w, r, log, dpserr.NotFound(dpserr.CodeNotFound, "no device API operation at %s %s", r.Method, r.URL.Path))
+	})))
+	return s, nil
+}
+
+func (s *Server) initInstance(ctx context.Context) error {
+	inst, created, err := instance.Ensure(ctx, s.store, s.cfg.HostNames)
+	if err != nil {
+		return fmt.Errorf("initializing the instance: %w", err)
+	}
+	s.inst = inst
+	if created {
+		s.log.Info("initialized a new instance", "idScope", inst.IDScope)
+	}
+	var cert tls.Certificate
+	if s.cfg.TLSCertFile != "" {
+		cert, err = tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("loading --tls-cert/--tls-key: %w", err)
+		}
+	} else {
+		cert, err = instance.TLSCertificate(inst)
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, CAFile), inst.ServerCACertPEM, 0o644); err != nil {
+			return fmt.Errorf("writing the server CA file: %w", err)
+		}
+	}
+	s.tls = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// Devices present certificates that no fixed pool can verify
+		// (self-signed individual enrollments, CAs that change at run time),
+		// and symmetric-key devices and the service API present none on the
+		// same port: request a certificate, verify it in the application.
+		ClientAuth: tls.RequestClientCert,
+		NextProtos: []string{"http/1.1"},
+	}
+	return nil
+}
+
+// Store returns the server's store (for in-process tests).
+func (s *Server) Store() store.Store { return s.store }
+
+// Instance returns the instance the server serves.
+func (s *Server) Instance() *store.Instance { return s.inst }
+
+// Serve listens on the configured addresses and serves until ctx ends, then
+// drains connections for up to ShutdownTimeout.
+func (s *Server) Serve(ctx context.Context) error {
+	defer s.store.Close()
+	type lis struct {
+		addr    string
+		handler http.Handler
+		what    string
+	}
+	ls := []lis{{s.cfg.HTTPSAddr, s.handler(s.cfg.ServiceAddr == "", true), "https"}}
+	if s.cfg.ServiceAddr != "" {
+		ls = append(ls, lis{s.cfg.ServiceAddr, s.handler(true, false), "service"})
+	}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listening on %s: %w", l.addr, err)
+		}
+		srv := &http.Server{
+			Handler:           l.handler,
+			TLSConfig:         s.tls,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    32 << 10,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		s.mu.Lock()
+		s.listeners = append(s.listeners, ln)
+		s.servers = append(s.servers, srv)
+		s.mu.Unlock()
+		s.log.Info("listening", "listener", l.what, "addr", ln.Addr().String())
+		go func() { errc <- srv.Serve(tls.NewListener(ln, s.tls)) }()
+	}
+	if err := s.writeState(); err != nil {
+		s.log.Warn("could not write server.json", "err", err)
+	}
+	s.log.Info("dpsd ready", "idScope", s.inst.IDScope, "deviceEndpoint", s.state.DeviceEndpoint, "serviceEndpoint", s.state.ServiceEndpoint)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			s.shutdown()
+			return err
+		}
+	}
+	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout.String())
+	return s.shutdown()
+}
+
+func (s *Server) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	for _, srv := range s.servers {
+		errs = append(errs, srv.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		l.Close()
+	}
+}
+
+// handler dispatches on the first path segment: the device and service APIs
+// cannot share one ServeMux (POST /{idScope}/registrations/{id} conflicts
+// with POST /registrations/{id}/query).
+func (s *Server) handler(service, device bool) http.Handler {
+	metricsHandler := s.metrics.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		switch {
+		case first == "healthz":
+			s.healthz(w, r)
+		case first == "metrics":
+			metricsHandler.ServeHTTP(w, r)
+		case serviceapi.Owns(first):
+			if !service {
+				httpx.Wrap(s.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					httpx.WriteError(w, r, s.log, dpserr.NotFound(dpserr.CodeNotFound, "the service API is served on %s, not on this listener", s.state.ServiceEndpoint))
+				})).ServeHTTP(w, r)
+				return
+			}
+			s.service.ServeHTTP(w, r)
+		case device:
+			s.device.ServeHTTP(w, r)
+		default:
+			httpx.Wrap(s.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				httpx.WriteError(w, r, s.log, dpserr.NotFound(dpserr.CodeNotFound, "this listener serves the service API only"))
+			})).ServeHTTP(w, r)
+		}
+	})
+}
+
+// healthz answers 200 when the store answers, 503 otherwise.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("health check: store unreachable", "err", err)
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) writeState() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	host := s.cfg.AdvertisedHost()
+	endpoint := func(ln net.Listener) string {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		return net.JoinHostPort(host, port)
+	}
+	s.state = State{
+		IDScope:         s.inst.IDScope,
+		DeviceEndpoint:  endpoint(s.listeners[0]),
+		ServiceEndpoint: endpoint(s.listeners[len(s.listeners)-1]),
+		PID:             os.Getpid(),
+		StartedAt:       time.Now().UTC(),
+	}
+	if s.cfg.TLSCertFile == "" {
+		abs, err := filepath.Abs(filepath.Join(s.cfg.DataDir, CAFile))
+		if err == nil {
+			s.state.ServerCAFile = abs
+		}
+	}
+	return WriteState(s.cfg.DataDir, &s.state)
+}
+
+// State returns the endpoints the server listens on (after Serve started).
+func (s *Server) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,75 @@
+package serviceapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// authorize checks the request's SAS token against the named policy and that
+// the policy grants right. Every failure says precisely what is wrong; the
+// token itself is never logged.
+func (a *API) authorize(r *http.Request, right string) error {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return dpserr.Unauthorized("the request has no Authorization header; the service API needs 'SharedAccessSignature sr=...&sig=...&se=...&skn=POLICY' signed with a shared access policy key")
+	}
+	tok, err := sas.Parse(h)
+	if err != nil {
+		return dpserr.Unauthorized("malformed SAS token: %v", err)
+	}
+	if tok.KeyName == "" {
+		return dpserr.Unauthorized("the SAS token has no skn; the service API needs the name of the shared access policy that signed it")
+	}
+	if tok.Expired(a.now()) {
+		return dpserr.Unauthorized("the SAS token expired at %s (server time %s)", tok.Expiry.Format("2006-01-02T15:04:05Z"), a.now().UTC().Format("2006-01-02T15:04:05Z"))
+	}
+	if !tok.MatchesService(r.Host, r.URL.Path) {
+		return dpserr.Unauthorized("the SAS token is for resource %q, which does not cover %s%s", tok.Resource, r.Host, r.URL.Path)
+	}
+	p, err := a.Store.Policy(r.Context(), tok.KeyName)
+	if errors.Is(err, store.ErrNotFound) {
+		return dpserr.Unauthorized("the SAS token names shared access policy %q, which does not exist", tok.KeyName)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	if !verifyPolicy(tok, p) {
+		return dpserr.Unauthorized("the SAS token signature does not match a key of shared access policy %q", p.Name)
+	}
+	for _, g := range p.Rights {
+		if strings.EqualFold(g, right) {
+			return nil
+		}
+	}
+	return dpserr.Unauthorized("shared access policy %q does not grant %s (it grants %s)", p.Name, right, strings.Join(p.Rights, ", "))
+}
+
+func verifyPolicy(tok *sas.Token, p *store.Policy) bool {
+	for _, k := range []string{p.PrimaryKey, p.SecondaryKey} {
+		if k == "" {
+			continue
+		}
+		key, err := sas.DecodeKey(k)
+		if err == nil && tok.Verify(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// storeErr maps store failures that a handler did not map itself.
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return dpserr.Unavailable(err)
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return dpserr.PreconditionFailed("the If-Match etag does not match the current record; read it again and retry")
+	}
+	return dpserr.Internal(err)
+}

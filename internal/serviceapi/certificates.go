@@ -1,0 +1,206 @@
+package serviceapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// CA certificates, in the shapes of ARM's DPS certificate resource. A device
+// chain that ends in a verified CA authenticates members of groups that
+// reference it; verification is by proof of possession of the CA's key or by
+// the uploader's say-so (isVerified on upload), as in Azure.
+
+func certificateErr(err error, name string) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return dpserr.NotFound(dpserr.CodeCertificateNotFound, "CA certificate %q not found", name)
+	case errors.Is(err, store.ErrConflict):
+		return dpserr.Conflict("CA certificate %q already exists; to replace it, send If-Match with its etag", name)
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return dpserr.PreconditionFailed("the If-Match etag does not match CA certificate %q; read it again and retry", name)
+	}
+	return storeErr(err)
+}
+
+// CertificateView renders a stored CA certificate.
+func CertificateView(c *store.CACertificate, withCode bool) dps.CertificateResponse {
+	resp := dps.CertificateResponse{
+		ID:   "/certificates/" + c.Name,
+		Name: c.Name,
+		Type: dps.CertificateTypeARM,
+		Etag: c.Etag,
+		Properties: dps.CertificateProperties{
+			IsVerified: c.IsVerified,
+			Created:    c.Created.UTC().Format(http.TimeFormat),
+			Updated:    c.Updated.UTC().Format(http.TimeFormat),
+		},
+	}
+	if cert, err := pki.ParseCertificate(string(c.CertificateDER)); err == nil {
+		resp.Properties.Subject = pki.Info(cert).SubjectName
+		resp.Properties.Expiry = cert.NotAfter.UTC().Format(http.TimeFormat)
+		resp.Properties.Thumbprint = pki.SHA1Thumbprint(cert)
+		resp.Properties.SHA256Thumbprint = pki.SHA256Thumbprint(cert)
+		resp.Properties.Certificate = string(pki.EncodePEM(cert))
+	}
+	if withCode {
+		resp.Properties.VerificationCode = c.VerificationCode
+	}
+	return resp
+}
+
+func (a *API) listCertificates(w http.ResponseWriter, r *http.Request, _ []string) error {
+	cs, err := a.Store.CACertificates(r.Context())
+	if err != nil {
+		return storeErr(err)
+	}
+	out := dps.CertificateListDescription{Value: []dps.CertificateResponse{}}
+	for _, c := range cs {
+		out.Value = append(out.Value, CertificateView(c, false))
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *API) getCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
+	c, err := a.Store.CACertificate(r.Context(), p[0])
+	if err != nil {
+		return certificateErr(err, p[0])
+	}
+	httpx.WriteJSON(w, http.StatusOK, CertificateView(c, false))
+	return nil
+}
+
+func (a *API) putCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
+	name := p[0]
+	if err := dps.ValidateCAName(name); err != nil {
+		return dpserr.BadRequest("%v", err)
+	}
+	var body dps.CertificateBody
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return err
+	}
+	pem, verified := body.Certificate, body.IsVerified
+	if body.Properties != nil {
+		if body.Properties.Certificate != "" {
+			pem = body.Properties.Certificate
+		}
+		if body.Properties.IsVerified != nil {
+			verified = body.Properties.IsVerified
+		}
+	}
+	if pem == "" {
+		return dpserr.BadRequest("certificate is required: the CA certificate as PEM or base64 DER")
+	}
+	cert, err := pki.ParseCertificate(pem)
+	if err != nil {
+		return dpserr.BadRequest("certificate: %v", err)
+	}
+	if !cert.IsCA {
+		return dpserr.BadRequest("%s is not a CA certificate (basic constraints CA:TRUE missing); upload the root or intermediate that signs device certificates", cert.Subject)
+	}
+	c := &store.CACertificate{
+		Name:             name,
+		CertificateDER:   cert.Raw,
+		SHA256Thumbprint: pki.SHA256Thumbprint(cert),
+		Subject:          cert.RawSubject,
+	}
+	ifMatch := httpx.IfMatch(r)
+	if ifMatch != "" {
+		// An update keeps the verified state of the same certificate.
+		if prev, err := a.Store.CACertificate(r.Context(), name); err == nil && prev.SHA256Thumbprint == c.SHA256Thumbprint {
+			c.IsVerified, c.VerificationCode = prev.IsVerified, prev.VerificationCode
+		}
+	}
+	if verified != nil {
+		c.IsVerified = *verified
+	}
+	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
+	if err != nil {
+		return certificateErr(err, name)
+	}
+	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, false))
+	return nil
+}
+
+func (a *API) deleteCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
+	if err := a.Store.DeleteCACertificate(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
+		return certificateErr(err, p[0])
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// generateVerificationCode issues the code the subject CN of a proof-of-
+// possession certificate must carry.
+func (a *API) generateVerificationCode(w http.ResponseWriter, r *http.Request, p []string) error {
+	c, err := a.Store.CACertificate(r.Context(), p[0])
+	if err != nil {
+		return certificateErr(err, p[0])
+	}
+	ifMatch := httpx.IfMatch(r)
+	if ifMatch == "" || ifMatch == "*" {
+		ifMatch = c.Etag
+	}
+	var b [16]byte
+	rand.Read(b[:])
+	c.VerificationCode = strings.ToUpper(hex.EncodeToString(b[:]))
+	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
+	if err != nil {
+		return certificateErr(err, p[0])
+	}
+	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, true))
+	return nil
+}
+
+// verifyCertificate checks a certificate whose subject CN is the verification
+// code and which the CA's key signed, and marks the CA verified.
+func (a *API) verifyCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
+	c, err := a.Store.CACertificate(r.Context(), p[0])
+	if err != nil {
+		return certificateErr(err, p[0])
+	}
+	var body dps.VerificationCodeRequest
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return err
+	}
+	if body.Certificate == "" {
+		return dpserr.BadRequest("certificate is required: the verification certificate (PEM or base64 DER) whose subject CN is the verification code")
+	}
+	if c.VerificationCode == "" {
+		return dpserr.BadRequest("no verification code has been generated for CA certificate %q; generate one first (dpsd certificate generate-verification-code --certificate-name %s)", c.Name, c.Name)
+	}
+	vc, err := pki.ParseCertificate(body.Certificate)
+	if err != nil {
+		return dpserr.BadRequest("verification certificate: %v", err)
+	}
+	ca, err := pki.ParseCertificate(string(c.CertificateDER))
+	if err != nil {
+		return dpserr.Internal(err)
+	}
+	if now := a.now(); now.Before(vc.NotBefore) || now.After(vc.NotAfter) {
+		return dpserr.BadRequest("the verification certificate is not valid now (valid %s to %s)", vc.NotBefore.UTC().Format(http.TimeFormat), vc.NotAfter.UTC().Format(http.TimeFormat))
+	}
+	if err := pki.VerifyProofOfPossession(ca, vc, c.VerificationCode); err != nil {
+		return dpserr.BadRequest("proof of possession failed for CA certificate %q: %v", c.Name, err)
+	}
+	ifMatch := httpx.IfMatch(r)
+	if ifMatch == "" || ifMatch == "*" {
+		ifMatch = c.Etag
+	}
+	c.IsVerified, c.VerificationCode = true, ""
+	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
+	if err != nil {
+		return certificateErr(err, p[0])
+	}
+	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, false))
+	return nil
+}

@@ -1,0 +1,347 @@
+package serviceapi
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/enrollment"
+	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// Linked hubs, shared access policies and settings: the instance's
+// configuration, all behind the ServiceConfig right.
+
+func linkedHubErr(err error, name string) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return dpserr.NotFound(dpserr.CodeLinkedHubNotFound, "linked IoT hub %q not found", name)
+	case errors.Is(err, store.ErrConflict):
+		return dpserr.Conflict("IoT hub %q is already linked; to change it, send If-Match with its etag", name)
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return dpserr.PreconditionFailed("the If-Match etag does not match linked IoT hub %q; read it again and retry", name)
+	}
+	return storeErr(err)
+}
+
+// LinkedHubView renders a linked hub; the hub's key is never returned.
+func LinkedHubView(h *store.LinkedHub) dps.LinkedHub {
+	v := dps.LinkedHub{Name: h.Name, Location: h.Location, AllocationWeight: h.AllocationWeight, ApplyAllocationPolicy: h.ApplyAllocationPolicy, Etag: h.Etag}
+	if h.ConnectionString != "" {
+		if cs, err := sas.ParseConnectionString(h.ConnectionString); err == nil {
+			v.ConnectionString = cs.Masked()
+		}
+	}
+	return v
+}
+
+func (a *API) listLinkedHubs(w http.ResponseWriter, r *http.Request, _ []string) error {
+	hs, err := a.Store.LinkedHubs(r.Context())
+	if err != nil {
+		return storeErr(err)
+	}
+	out := dps.LinkedHubList{Value: []dps.LinkedHub{}}
+	for _, h := range hs {
+		out.Value = append(out.Value, LinkedHubView(h))
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *API) getLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
+	h, err := a.Store.LinkedHub(r.Context(), p[0])
+	if err != nil {
+		return linkedHubErr(err, p[0])
+	}
+	httpx.WriteJSON(w, http.StatusOK, LinkedHubView(h))
+	return nil
+}
+
+// putLinkedHub links a hub, or with If-Match updates it; fields the body
+// leaves out keep their value (defaults on create: weight 1, policy applied).
+func (a *API) putLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
+	name := p[0]
+	if err := dps.ValidateHostName(name); err != nil {
+		return dpserr.BadRequest("%v", err)
+	}
+	var body dps.LinkedHubBody
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return err
+	}
+	if body.Name != "" && !strings.EqualFold(body.Name, name) {
+		return dpserr.BadRequest("name %q in the body does not match %q in the URL", body.Name, name)
+	}
+	h := &store.LinkedHub{Name: name, AllocationWeight: 1, ApplyAllocationPolicy: true}
+	ifMatch := httpx.IfMatch(r)
+	if ifMatch != "" {
+		prev, err := a.Store.LinkedHub(r.Context(), name)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return linkedHubErr(err, name)
+		}
+		if prev != nil {
+			h = prev
+		}
+	}
+	if body.ConnectionString != "" {
+		cs, err := sas.ParseConnectionString(body.ConnectionString)
+		if err != nil {
+			return dpserr.BadRequest("connectionString: %v", err)
+		}
+		if !strings.EqualFold(cs.HostName, name) {
+			return dpserr.BadRequest("connectionString is for %q, not %q", cs.HostName, name)
+		}
+		if cs.SharedAccessKeyName == "" || cs.SharedAccessKey == "" {
+			return dpserr.BadRequest("connectionString needs SharedAccessKeyName and SharedAccessKey (a hub policy with registry write rights)")
+		}
+		h.ConnectionString = cs.String()
+	}
+	if body.Location != "" {
+		h.Location = body.Location
+	}
+	if body.AllocationWeight != nil {
+		if *body.AllocationWeight < 1 || *body.AllocationWeight > 1000 {
+			return dpserr.BadRequest("allocationWeight %d is outside 1 to 1000", *body.AllocationWeight)
+		}
+		h.AllocationWeight = *body.AllocationWeight
+	}
+	if body.ApplyAllocationPolicy != nil {
+		h.ApplyAllocationPolicy = *body.ApplyAllocationPolicy
+	}
+	stored, err := a.Store.PutLinkedHub(r.Context(), h, ifMatch)
+	if err != nil {
+		return linkedHubErr(err, name)
+	}
+	httpx.WriteJSON(w, http.StatusOK, LinkedHubView(stored))
+	return nil
+}
+
+func (a *API) deleteLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
+	if err := a.Store.DeleteLinkedHub(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
+		return linkedHubErr(err, p[0])
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func policyErr(err error, name string) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return dpserr.NotFound(dpserr.CodePolicyNotFound, "shared access policy %q not found", name)
+	case errors.Is(err, store.ErrConflict):
+		return dpserr.Conflict("shared access policy %q already exists; to change it, send If-Match with its etag", name)
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return dpserr.PreconditionFailed("the If-Match etag does not match shared access policy %q; read it again and retry", name)
+	}
+	return storeErr(err)
+}
+
+// PolicyView renders a policy with its keys: only ServiceConfig may read it.
+func PolicyView(p *store.Policy) dps.AccessPolicy {
+	return dps.AccessPolicy{KeyName: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey, Rights: strings.Join(p.Rights, ", ")}
+}
+
+// ParseRights reads a comma- or space-separated list of rights.
+func ParseRights(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		canon := ""
+		for _, r := range dps.AllRights {
+			if strings.EqualFold(f, r) {
+				canon = r
+			}
+		}
+		if canon == "" {
+			return nil, errors.New("unknown right " + f + "; rights are " + strings.Join(dps.AllRights, ", "))
+		}
+		if !seen[canon] {
+			seen[canon] = true
+			out = append(out, canon)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("a policy needs at least one right: " + strings.Join(dps.AllRights, ", "))
+	}
+	return out, nil
+}
+
+// NewPolicyKey returns a random 32-byte key, base64 encoded.
+func NewPolicyKey() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+func (a *API) listPolicies(w http.ResponseWriter, r *http.Request, _ []string) error {
+	ps, err := a.Store.Policies(r.Context())
+	if err != nil {
+		return storeErr(err)
+	}
+	out := dps.AccessPolicyList{Value: []dps.AccessPolicy{}}
+	for _, p := range ps {
+		out.Value = append(out.Value, PolicyView(p))
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *API) getPolicy(w http.ResponseWriter, r *http.Request, p []string) error {
+	pol, err := a.Store.Policy(r.Context(), p[0])
+	if err != nil {
+		return policyErr(err, p[0])
+	}
+	httpx.WriteJSON(w, http.StatusOK, PolicyView(pol))
+	return nil
+}
+
+func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, p []string) error {
+	name := p[0]
+	if err := dps.ValidateCAName(name); err != nil { // same alphabet as ARM rule names
+		return dpserr.BadRequest("policy name: %v", strings.TrimPrefix(err.Error(), "certificate name "))
+	}
+	var body dps.AccessPolicy
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return err
+	}
+	if body.KeyName != "" && !strings.EqualFold(body.KeyName, name) {
+		return dpserr.BadRequest("keyName %q in the body does not match %q in the URL", body.KeyName, name)
+	}
+	ifMatch := httpx.IfMatch(r)
+	pol := &store.Policy{Name: name}
+	if ifMatch != "" {
+		if prev, err := a.Store.Policy(r.Context(), name); err == nil {
+			pol = prev
+		}
+	}
+	if body.Rights != "" || len(pol.Rights) == 0 {
+		rights, err := ParseRights(body.Rights)
+		if err != nil {
+			return dpserr.BadRequest("rights: %v", err)
+		}
+		pol.Rights = rights
+	}
+	for _, k := range []struct {
+		name     string
+		in       string
+		dst      *string
+		required bool
+	}{{"primaryKey", body.PrimaryKey, &pol.PrimaryKey, true}, {"secondaryKey", body.SecondaryKey, &pol.SecondaryKey, true}} {
+		switch {
+		case k.in != "":
+			b, err := sas.DecodeKey(k.in)
+			if err != nil || len(b) < 16 || len(b) > 64 {
+				return dpserr.BadRequest("%s must be base64 of 16 to 64 bytes", k.name)
+			}
+			*k.dst = k.in
+		case *k.dst == "":
+			*k.dst = NewPolicyKey()
+		}
+	}
+	if err := a.keepServiceConfig(r, pol.Name, pol.Rights); err != nil {
+		return err
+	}
+	stored, err := a.Store.PutPolicy(r.Context(), pol, ifMatch)
+	if err != nil {
+		return policyErr(err, name)
+	}
+	httpx.WriteJSON(w, http.StatusOK, PolicyView(stored))
+	return nil
+}
+
+func (a *API) deletePolicy(w http.ResponseWriter, r *http.Request, p []string) error {
+	if err := a.keepServiceConfig(r, p[0], nil); err != nil {
+		return err
+	}
+	if err := a.Store.DeletePolicy(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
+		return policyErr(err, p[0])
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// keepServiceConfig refuses a change that would leave no policy with the
+// ServiceConfig right: nobody could manage the instance over the API again.
+func (a *API) keepServiceConfig(r *http.Request, name string, newRights []string) error {
+	for _, g := range newRights {
+		if g == dps.RightServiceConfig {
+			return nil
+		}
+	}
+	ps, err := a.Store.Policies(r.Context())
+	if err != nil {
+		return storeErr(err)
+	}
+	for _, p := range ps {
+		if strings.EqualFold(p.Name, name) {
+			continue
+		}
+		for _, g := range p.Rights {
+			if g == dps.RightServiceConfig {
+				return nil
+			}
+		}
+	}
+	return dpserr.BadRequest("policy %q is the last one with ServiceConfig; removing that right would lock every client out of the instance's configuration", name)
+}
+
+func (a *API) settings(r *http.Request) (*dps.Settings, *store.Instance, error) {
+	inst, err := a.Store.Instance(r.Context())
+	if err != nil {
+		return nil, nil, storeErr(err)
+	}
+	s := &dps.Settings{IDScope: inst.IDScope, AllocationPolicy: inst.AllocationPolicy}
+	if s.AllocationPolicy == "" {
+		s.AllocationPolicy = dps.AllocationHashed
+	}
+	if a.Endpoints != nil {
+		s.DeviceProvisioningHostName, s.ServiceOperationsHostName = a.Endpoints()
+	}
+	return s, inst, nil
+}
+
+func (a *API) getSettings(w http.ResponseWriter, r *http.Request, _ []string) error {
+	s, _, err := a.settings(r)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, s)
+	return nil
+}
+
+// putSettings changes the instance default allocation policy; the ID scope
+// and endpoints are read-only.
+func (a *API) putSettings(w http.ResponseWriter, r *http.Request, _ []string) error {
+	var body dps.Settings
+	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+		return err
+	}
+	s, inst, err := a.settings(r)
+	if err != nil {
+		return err
+	}
+	if body.IDScope != "" && body.IDScope != s.IDScope {
+		return dpserr.BadRequest("the ID scope cannot be changed")
+	}
+	if body.AllocationPolicy != "" {
+		p, ok := enrollment.CanonicalAllocationPolicy(body.AllocationPolicy)
+		if !ok || p == dps.AllocationCustom {
+			return dpserr.BadRequest("allocationPolicy %q: the instance default must be hashed, geoLatency or static (custom is set per enrollment)", body.AllocationPolicy)
+		}
+		inst.AllocationPolicy = p
+		if err := a.Store.UpdateInstance(r.Context(), inst); err != nil {
+			return storeErr(err)
+		}
+	}
+	s, _, err = a.settings(r)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, s)
+	return nil
+}
