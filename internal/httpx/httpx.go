@@ -107,15 +107,27 @@ func LogError(log *slog.Logger, ctx context.Context, e *dpserr.Error, trackingID
 // DecodeJSON reads a JSON body into v. An empty body is an error unless
 // allowEmpty. Unknown fields are ignored, as Azure does.
 func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
+	b, err := ReadBody(r)
+	if err != nil {
+		return err
+	}
+	return DecodeBytes(b, v, allowEmpty)
+}
+
+// ReadBody reads the (capped) request body.
+func ReadBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return TooLarge()
+			return nil, TooLarge()
 		}
-		return dpserr.Malformed("reading the request body: %v", err)
+		return nil, dpserr.Malformed("reading the request body: %v", err)
 	}
-	return DecodeBytes(b, v, allowEmpty)
+	return b, nil
 }
 
 // DecodeBytes is DecodeJSON for a body already read (bulk items, MQTT payloads).

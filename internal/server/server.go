@@ -15,10 +15,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
 	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/serviceapi"
 	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
@@ -26,14 +29,15 @@ import (
 
 // Server is a running dpsd instance.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   store.Store
-	inst    *store.Instance
-	metrics *metrics.Metrics
-	tls     *tls.Config
-	service http.Handler
-	device  http.Handler
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	inst     *store.Instance
+	metrics  *metrics.Metrics
+	tls      *tls.Config
+	service  http.Handler
+	device   http.Handler
+	pipeline *provisioning.Pipeline
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -68,9 +72,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return s.state.DeviceEndpoint, s.state.ServiceEndpoint
 		},
 	}))
-	s.device = s.metrics.Middleware("device", httpx.Wrap(log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteError(w, r, log, dpserr.NotFound(dpserr.CodeNotFound, "no device API operation at %s %s", r.Method, r.URL.Path))
-	})))
+	s.pipeline = &provisioning.Pipeline{
+		Store:      st,
+		Attest:     &attest.Attestor{Store: st, Log: log},
+		Log:        log,
+		Metrics:    s.metrics,
+		IDScope:    s.inst.IDScope,
+		Strict:     cfg.AzureStrict,
+		RetryAfter: cfg.RetryAfter,
+	}
+	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: s.pipeline, Log: log}))
 	return s, nil
 }
 

@@ -21,6 +21,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -185,6 +186,9 @@ type Registration struct {
 	// EnrollmentGroupID is the group the device registered through; empty for
 	// an individual enrollment. Indexed for RegistrationsByGroup.
 	EnrollmentGroupID string
+	// DevicePayload is the payload the device sent with its last register
+	// request (custom allocation and operators read it); nil when none.
+	DevicePayload json.RawMessage
 }
 
 // Operation is the outcome (or progress) of one register request.

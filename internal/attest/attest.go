@@ -1,0 +1,78 @@
+// Package attest decides who a device is: it checks the credentials a device
+// presents (a TLS client certificate chain, or a SAS token signed with a
+// symmetric key) against the enrollments and CA certificates, in DPS's order
+// of precedence, and explains every refusal precisely enough to fix it.
+//
+// A refusal is a *dpserr.Error with status 401 and errorCode 401002. A match
+// whose enrollment is disabled is not an error: the Identity says so, and the
+// provisioning pipeline answers with the terminal status "disabled".
+package attest
+
+import (
+	"crypto/x509"
+	"log/slog"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// Credentials are what a device presented.
+type Credentials struct {
+	// Certificates is the TLS client chain as presented: leaf first.
+	Certificates []*x509.Certificate
+	// SAS is the Authorization header (HTTPS) or CONNECT password (MQTT).
+	SAS string
+}
+
+// Identity is the enrollment a device authenticated against.
+type Identity struct {
+	Mechanism  string // dps.AttestationX509 or dps.AttestationSymmetricKey
+	Individual *dps.IndividualEnrollment
+	Group      *dps.EnrollmentGroup
+	// Leaf describes the device certificate (X.509 only).
+	Leaf *dps.X509CertificateInfo
+	// Signer describes the group's certificate the chain reached (X.509 groups).
+	Signer *dps.X509CertificateInfo
+}
+
+// Disabled reports whether the matched enrollment is disabled.
+func (id *Identity) Disabled() bool {
+	if id.Individual != nil {
+		return id.Individual.ProvisioningStatus == dps.ProvisioningDisabled
+	}
+	return id.Group.ProvisioningStatus == dps.ProvisioningDisabled
+}
+
+// EnrollmentName names the matched enrollment for messages and logs:
+// `enrollment "dev-1"` or `enrollment group "line-3"`.
+func (id *Identity) EnrollmentName() string {
+	if id.Individual != nil {
+		return "enrollment " + quote(id.Individual.RegistrationID)
+	}
+	return "enrollment group " + quote(id.Group.EnrollmentGroupID)
+}
+
+// GroupID is the matched group's ID, or "".
+func (id *Identity) GroupID() string {
+	if id.Group != nil {
+		return id.Group.EnrollmentGroupID
+	}
+	return ""
+}
+
+// Attestor checks credentials against a store.
+type Attestor struct {
+	Store store.Store
+	Log   *slog.Logger
+	Now   func() time.Time
+}
+
+func (a *Attestor) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func quote(s string) string { return `"` + s + `"` }

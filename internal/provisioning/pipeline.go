@@ -1,0 +1,383 @@
+// Package provisioning is where a registration is decided. Every transport
+// (HTTPS, MQTT) hands a Request to the Pipeline and renders what it returns:
+//
+//	authenticate (internal/attest) → refuse, or
+//	disabled enrollment            → terminal status "disabled", or
+//	choose a hub (internal/allocation) → "assigned", or "failed" with a reason
+//	write the registration record and the operation in one transaction
+//
+// Refusals are returned as *dpserr.Error (401002 etc.) and write nothing.
+// The assignment normally completes inside the register request, so its
+// answer already carries the terminal status; in strict mode the answer is
+// "assigning" and the device polls, exactly as with Azure.
+package provisioning
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/allocation"
+	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// Pipeline decides registrations.
+type Pipeline struct {
+	Store   store.Store
+	Attest  *attest.Attestor
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+	// IDScope is the instance's ID scope (immutable).
+	IDScope string
+	// Strict answers register with "assigning" first, as Azure does.
+	Strict bool
+	// RetryAfter (seconds) accompanies every "assigning" answer.
+	RetryAfter int
+	// OperationTTL is how long an operation can be polled.
+	OperationTTL time.Duration
+	Now          func() time.Time
+}
+
+// Request is one device request, whatever the transport.
+type Request struct {
+	Transport      string // "https", "mqtt", "mqtt-ws": metrics and logs
+	TrackingID     string // ties the answer to the log line
+	IDScope        string
+	RegistrationID string
+	// Body is the DeviceRegistration the device sent; nil when it sent none.
+	Body        *dps.DeviceRegistration
+	Credentials attest.Credentials
+}
+
+// Answer is what a transport renders: the status code (HTTP status, or the
+// MQTT response topic's status), the Retry-After seconds when the device
+// must poll, and the body.
+type Answer struct {
+	Status     int
+	RetryAfter int
+	Body       *dps.RegistrationOperationStatus
+}
+
+const saveAttempts = 5
+
+func (p *Pipeline) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// Register authenticates the device and assigns it.
+func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
+	start := p.now()
+	id, err := p.authenticate(ctx, &req, true)
+	if err != nil {
+		p.refused(req, err)
+		return nil, err
+	}
+	var op *store.Operation
+	switch {
+	case id.Disabled():
+		op, err = p.disabled(ctx, req, id)
+	default:
+		op, err = p.assign(ctx, req, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.observe(req, id, op, start)
+	status := &dps.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}
+	if p.Strict {
+		return &Answer{Status: http.StatusAccepted, RetryAfter: p.RetryAfter, Body: &dps.RegistrationOperationStatus{OperationID: op.ID, Status: dps.StatusAssigning}}, nil
+	}
+	return &Answer{Status: http.StatusAccepted, Body: status}, nil
+}
+
+// OperationStatus answers a poll: 202 while assigning, 200 when terminal.
+func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID string) (*Answer, error) {
+	if _, err := p.authenticate(ctx, &req, false); err != nil {
+		p.refused(req, err)
+		return nil, err
+	}
+	op, err := p.Store.Operation(ctx, operationID)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !strings.EqualFold(op.RegistrationID, req.RegistrationID) {
+		return nil, dpserr.NotFound(dpserr.CodeOperationNotFound, "operation %q of registration %q not found (operations can be polled for %s after the register request)", operationID, req.RegistrationID, p.ttl())
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	body := &dps.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}
+	if op.Status == dps.StatusAssigning {
+		body.RegistrationState = &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID, Status: dps.StatusAssigning}
+		return &Answer{Status: http.StatusAccepted, RetryAfter: p.RetryAfter, Body: body}, nil
+	}
+	return &Answer{Status: http.StatusOK, Body: body}, nil
+}
+
+// RegistrationStatus returns the device's registration record (the device
+// API's status lookup).
+func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (*dps.DeviceRegistrationResult, error) {
+	if req.Body != nil && req.Body.CSR != "" {
+		return nil, dpserr.BadRequest("a status lookup must not carry a csr; send it with the register request")
+	}
+	if _, err := p.authenticate(ctx, &req, false); err != nil {
+		p.refused(req, err)
+		return nil, err
+	}
+	reg, err := p.Store.Registration(ctx, req.RegistrationID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, dpserr.NotFound(dpserr.CodeRegistrationNotFound, "registration %q has no registration record: the device has not registered (or its record was deleted)", req.RegistrationID)
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return reg.Result, nil
+}
+
+func (p *Pipeline) ttl() time.Duration {
+	if p.OperationTTL > 0 {
+		return p.OperationTTL
+	}
+	return 24 * time.Hour
+}
+
+// authenticate checks the request's addressing and credentials.
+func (p *Pipeline) authenticate(ctx context.Context, req *Request, register bool) (*attest.Identity, error) {
+	if !strings.EqualFold(req.IDScope, p.IDScope) {
+		return nil, dpserr.Unauthorized("ID scope %q is not served here; this dpsd instance's ID scope is %s", req.IDScope, p.IDScope)
+	}
+	if err := dps.ValidateID("registration ID", req.RegistrationID); err != nil {
+		return nil, dpserr.BadRequest("%v", err)
+	}
+	if b := req.Body; b != nil && b.RegistrationID != "" && !strings.EqualFold(b.RegistrationID, req.RegistrationID) {
+		return nil, dpserr.BadRequest("registrationId %q in the body does not match %q in the request path", b.RegistrationID, req.RegistrationID)
+	}
+	if register && req.Body != nil && req.Body.CSR != "" {
+		return nil, dpserr.BadRequest("certificate issuance (csr) is not supported by this dpsd version; register without a csr")
+	}
+	c := req.Credentials
+	switch {
+	case c.SAS != "":
+		hint := ""
+		if reg, err := p.Store.Registration(ctx, req.RegistrationID); err == nil {
+			hint = reg.EnrollmentGroupID
+		}
+		return p.Attest.SymmetricKey(ctx, req.IDScope, req.RegistrationID, c.SAS, hint)
+	case len(c.Certificates) > 0:
+		return p.Attest.X509(ctx, req.RegistrationID, c.Certificates)
+	case req.Body != nil && req.Body.TPM != nil:
+		return nil, dpserr.Unauthorized("TPM attestation is not supported by this dpsd version; enroll the device with an X.509 certificate or a symmetric key")
+	}
+	return nil, dpserr.Unauthorized("no credentials: present the device certificate (and its chain) in the TLS handshake for X.509, or send an Authorization SAS token for a symmetric key")
+}
+
+// disabled records the terminal "disabled" outcome of an operation. The
+// registration record is not written: a disabled enrollment refuses the
+// device, and refusals change nothing.
+func (p *Pipeline) disabled(ctx context.Context, req Request, id *attest.Identity) (*store.Operation, error) {
+	now := p.now()
+	res := &dps.DeviceRegistrationResult{
+		RegistrationID:         req.RegistrationID,
+		Status:                 dps.StatusDisabled,
+		ErrorCode:              dpserr.CodeUnauthorized,
+		ErrorMessage:           id.EnrollmentName() + " is disabled",
+		LastUpdatedDateTimeUtc: dps.NewTime(now),
+	}
+	setAttestation(res, id)
+	op := p.newOperation(req, dps.StatusDisabled, res, now)
+	if err := p.Store.PutOperation(ctx, op); err != nil {
+		return nil, storeErr(err)
+	}
+	return op, nil
+}
+
+// assign chooses the hub and writes the record. Two registrations of one
+// device racing each other both read the record, and the store lets only one
+// write win; the other reads again and recomputes.
+func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity) (*store.Operation, error) {
+	for attempt := 1; ; attempt++ {
+		prev, err := p.Store.Registration(ctx, req.RegistrationID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, storeErr(err)
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			prev = nil
+		}
+		rec, err := p.decide(ctx, req, id, prev)
+		if err != nil {
+			return nil, err
+		}
+		ifMatch := ""
+		if prev != nil {
+			ifMatch = prev.Result.Etag
+		}
+		now := p.now()
+		op := p.newOperation(req, rec.Result.Status, nil, now)
+		stored, err := p.Store.SaveRegistration(ctx, rec, ifMatch, op)
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrPreconditionFailed) {
+			if attempt < saveAttempts {
+				continue
+			}
+			return nil, dpserr.New(http.StatusConflict, dpserr.CodeConcurrentRegistration, "Precondition failed. Registration %q was changed by a concurrent request; retry", req.RegistrationID)
+		}
+		if err != nil {
+			return nil, storeErr(err)
+		}
+		op.Result = stored.Result
+		return op, nil
+	}
+}
+
+// decide computes the new registration record from the identity and the
+// previous record.
+func (p *Pipeline) decide(ctx context.Context, req Request, id *attest.Identity, prev *store.Registration) (*store.Registration, error) {
+	res := &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID, DeviceID: req.RegistrationID}
+	setAttestation(res, id)
+	hubs, policy, reprov := targets(id)
+	if id.Individual != nil && id.Individual.DeviceID != "" {
+		res.DeviceID = id.Individual.DeviceID
+	}
+	if prev != nil && prev.Result.RegistrationID != "" {
+		res.RegistrationID = prev.Result.RegistrationID
+	}
+	hub, fail, err := p.chooseHub(ctx, hubs, policy, req.RegistrationID)
+	if err != nil {
+		return nil, err
+	}
+	var prevHub string
+	if prev != nil && prev.Result.Status == dps.StatusAssigned {
+		prevHub = prev.Result.AssignedHub
+	}
+	// "Never re-provision" keeps a registered device on its hub.
+	if prevHub != "" && reprov != nil && !reprov.UpdateHubAssignment {
+		hub, fail = prevHub, nil
+	}
+	if fail != nil {
+		res.Status, res.ErrorCode, res.ErrorMessage = dps.StatusFailed, fail.Code, fail.Message
+		res.DeviceID = ""
+	} else {
+		res.Status, res.AssignedHub = dps.StatusAssigned, hub
+		switch {
+		case prevHub == "":
+			res.Substatus = dps.SubstatusInitialAssignment
+		case strings.EqualFold(prevHub, hub):
+			res.Substatus = dps.SubstatusReprovisionedToInitialAssignment
+		case reprov == nil || reprov.MigrateDeviceData:
+			res.Substatus = dps.SubstatusDeviceDataMigrated
+		default:
+			res.Substatus = dps.SubstatusDeviceDataReset
+		}
+	}
+	var payload json.RawMessage
+	if req.Body != nil {
+		payload = req.Body.Payload
+	}
+	return &store.Registration{Result: res, EnrollmentGroupID: id.GroupID(), DevicePayload: payload}, nil
+}
+
+// chooseHub returns the hub, or a terminal failure, or an error.
+func (p *Pipeline) chooseHub(ctx context.Context, hubs []string, policy, registrationID string) (string, *allocation.Failure, error) {
+	linked, err := p.Store.LinkedHubs(ctx)
+	if err != nil {
+		return "", nil, storeErr(err)
+	}
+	if policy == "" {
+		inst, err := p.Store.Instance(ctx)
+		if err != nil {
+			return "", nil, storeErr(err)
+		}
+		policy = inst.AllocationPolicy
+	}
+	cands, fail := allocation.Candidates(hubs, "", linked)
+	if fail != nil {
+		return "", fail, nil
+	}
+	hub, fail := allocation.Select(policy, cands, registrationID)
+	return hub, fail, nil
+}
+
+func (p *Pipeline) newOperation(req Request, status string, res *dps.DeviceRegistrationResult, now time.Time) *store.Operation {
+	return &store.Operation{
+		ID:             dps.NewOperationID(5),
+		RegistrationID: req.RegistrationID,
+		Status:         status,
+		Result:         res,
+		CreatedAt:      now,
+		ExpiresAt:      now.Add(p.ttl()),
+	}
+}
+
+// setAttestation fills the attestation-specific part of a result.
+func setAttestation(res *dps.DeviceRegistrationResult, id *attest.Identity) {
+	switch id.Mechanism {
+	case dps.AttestationX509:
+		res.X509 = &dps.X509RegistrationResult{CertificateInfo: id.Leaf, EnrollmentGroupID: id.GroupID(), SigningCertificateInfo: id.Signer}
+	case dps.AttestationSymmetricKey:
+		if id.Group != nil {
+			res.SymmetricKey = &dps.SymmetricKeyRegistrationResult{EnrollmentGroupID: id.GroupID()}
+		}
+	}
+}
+
+func (p *Pipeline) refused(req Request, err error) {
+	if p.Metrics == nil {
+		return
+	}
+	p.Metrics.Refusals.WithLabelValues(req.Transport, strconv.Itoa(dpserr.As(err).Code)).Inc()
+}
+
+func (p *Pipeline) observe(req Request, id *attest.Identity, op *store.Operation, start time.Time) {
+	attrs := []any{"trackingId", req.TrackingID, "transport", req.Transport, "registrationId", req.RegistrationID,
+		"enrollment", id.EnrollmentName(), "status", op.Status, "operationId", op.ID}
+	if r := op.Result; r != nil {
+		if r.AssignedHub != "" {
+			attrs = append(attrs, "assignedHub", r.AssignedHub, "substatus", r.Substatus)
+		}
+		if r.ErrorMessage != "" {
+			attrs = append(attrs, "errorCode", r.ErrorCode, "reason", r.ErrorMessage)
+		}
+	}
+	p.Log.Info("registration", attrs...)
+	if p.Metrics != nil {
+		p.Metrics.Registrations.WithLabelValues(req.Transport, id.Mechanism, op.Status).Inc()
+		p.Metrics.RegistrationDuration.WithLabelValues(req.Transport).Observe(p.now().Sub(start).Seconds())
+	}
+}
+
+func storeErr(err error) error {
+	var de *dpserr.Error
+	if errors.As(err, &de) {
+		return de
+	}
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return dpserr.Unavailable(err)
+	}
+	return dpserr.Internal(err)
+}
+
+// targets returns the hubs, allocation policy and reprovision policy of the
+// matched enrollment.
+func targets(id *attest.Identity) (hubs []string, policy string, reprov *dps.ReprovisionPolicy) {
+	if e := id.Individual; e != nil {
+		hubs, policy, reprov = e.IotHubs, e.AllocationPolicy, e.ReprovisionPolicy
+		if len(hubs) == 0 && e.IotHubHostName != "" {
+			hubs = []string{e.IotHubHostName}
+		}
+		return hubs, policy, reprov
+	}
+	g := id.Group
+	hubs, policy, reprov = g.IotHubs, g.AllocationPolicy, g.ReprovisionPolicy
+	if len(hubs) == 0 && g.IotHubHostName != "" {
+		hubs = []string{g.IotHubHostName}
+	}
+	return hubs, policy, reprov
+}
