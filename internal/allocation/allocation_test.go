@@ -23,13 +23,13 @@ func TestCandidates(t *testing.T) {
 		want     []string
 		failCode int
 	}{
-		"ok/all linked that apply the policy": {linked: linked, want: []string{"a.azure-devices.net", "B.azure-devices.net"}},
+		"ok/all linked that apply the policy":  {linked: linked, want: []string{"a.azure-devices.net", "B.azure-devices.net"}},
 		"ok/enrollment hubs, case-insensitive": {hubs: []string{"b.azure-devices.net", "c.azure-devices.net"}, linked: linked, want: []string{"B.azure-devices.net", "c.azure-devices.net"}},
-		"ok/unlinked enrollment hub dropped":    {hubs: []string{"x.azure-devices.net", "a.azure-devices.net"}, linked: linked, want: []string{"a.azure-devices.net"}},
-		"ok/legacy iotHubHostName":              {legacy: "c.azure-devices.net", linked: linked, want: []string{"c.azure-devices.net"}},
-		"fail/nothing linked":                   {failCode: dpserr.CodeHubNotFound},
-		"fail/enrollment hub not linked":        {hubs: []string{"x.azure-devices.net"}, linked: linked, failCode: dpserr.CodeHubNotFound},
-		"fail/no hub applies the policy":        {linked: linked[2:], failCode: dpserr.CodeHubNotFound},
+		"ok/unlinked enrollment hub dropped":   {hubs: []string{"x.azure-devices.net", "a.azure-devices.net"}, linked: linked, want: []string{"a.azure-devices.net"}},
+		"ok/legacy iotHubHostName":             {legacy: "c.azure-devices.net", linked: linked, want: []string{"c.azure-devices.net"}},
+		"fail/nothing linked":                  {failCode: dpserr.CodeHubNotFound},
+		"fail/enrollment hub not linked":       {hubs: []string{"x.azure-devices.net"}, linked: linked, failCode: dpserr.CodeHubNotFound},
+		"fail/no hub applies the policy":       {linked: linked[2:], failCode: dpserr.CodeHubNotFound},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -350,4 +350,3 @@ func (k *kind[T]) bulkItem(ctx context.Context, mode string, v *T, i int) error 
 		return err
 	}
 }
-
