@@ -1,0 +1,346 @@
+// Package client registers a device with a Device Provisioning Service —
+// dpsd or Azure IoT Hub DPS — over HTTPS, and returns the IoT hub the device
+// is assigned to. It authenticates with an X.509 certificate (the TLS client
+// certificate) or a symmetric key (a SAS token), honours Retry-After and
+// throttling with backoff, and stops when its context ends.
+//
+//	cert, _ := client.LoadX509KeyPair("device.pem", "device.key", nil)
+//	state, err := client.Register(ctx, client.Config{
+//		Endpoint:       "dps.example.com:8443",
+//		IDScope:        "0ne00111111",
+//		RegistrationID: "device-01",
+//		Certificate:    &cert,
+//	})
+//	// state.AssignedHub, state.DeviceID
+//
+// The package depends on the standard library only; the MQTT transport is in
+// the sub-package client/mqtt.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultEndpoint is Azure's global device endpoint.
+const DefaultEndpoint = "global.azure-devices-provisioning.net"
+
+// DefaultAPIVersion is the device API version sent; every DPS accepts it.
+const DefaultAPIVersion = "2019-03-31"
+
+// Config describes one device and where it registers.
+type Config struct {
+	// Endpoint is host[:port] of the device API (default DefaultEndpoint, port 443).
+	Endpoint       string
+	IDScope        string
+	RegistrationID string
+	// Certificate authenticates an X.509 device; its chain (leaf first, then
+	// intermediates) is sent in the TLS handshake.
+	Certificate *tls.Certificate
+	// SymmetricKey authenticates a symmetric-key device: the enrollment's key,
+	// or for a group DeriveKey(groupKey, registrationID).
+	SymmetricKey []byte
+	// RootCAs verifies the server (nil: the system roots).
+	RootCAs *x509.CertPool
+	// Payload is sent with the register request (optional JSON).
+	Payload json.RawMessage
+	// APIVersion defaults to DefaultAPIVersion.
+	APIVersion string
+	// HTTPClient overrides the client built from the settings above (its
+	// transport must present Certificate for X.509).
+	HTTPClient *http.Client
+	// UserAgent is sent as User-Agent.
+	UserAgent string
+}
+
+// RegistrationState is the registration record the service returns.
+type RegistrationState struct {
+	RegistrationID         string          `json:"registrationId"`
+	CreatedDateTimeUTC     string          `json:"createdDateTimeUtc,omitempty"`
+	AssignedHub            string          `json:"assignedHub,omitempty"`
+	DeviceID               string          `json:"deviceId,omitempty"`
+	Status                 string          `json:"status"`
+	Substatus              string          `json:"substatus,omitempty"`
+	ErrorCode              int             `json:"errorCode,omitempty"`
+	ErrorMessage           string          `json:"errorMessage,omitempty"`
+	LastUpdatedDateTimeUTC string          `json:"lastUpdatedDateTimeUtc,omitempty"`
+	Etag                   string          `json:"etag,omitempty"`
+	Payload                json.RawMessage `json:"payload,omitempty"`
+	X509                   *struct {
+		EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+	} `json:"x509,omitempty"`
+	SymmetricKey *struct {
+		EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+	} `json:"symmetricKey,omitempty"`
+}
+
+// OperationStatus is the answer to a register request or a poll.
+type OperationStatus struct {
+	OperationID       string             `json:"operationId"`
+	Status            string             `json:"status"`
+	RegistrationState *RegistrationState `json:"registrationState,omitempty"`
+}
+
+// Error is a refusal by the service (HTTP status ≥ 300).
+type Error struct {
+	StatusCode int    // HTTP status
+	ErrorCode  int    `json:"errorCode"`
+	TrackingID string `json:"trackingId"`
+	Message    string `json:"message"`
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("provisioning service answered HTTP %d", e.StatusCode)
+	}
+	return fmt.Sprintf("%s (HTTP %d, errorCode %d, trackingId %s)", e.Message, e.StatusCode, e.ErrorCode, e.TrackingID)
+}
+
+// Temporary reports whether the request may succeed later (429 and 5xx).
+func (e *Error) Temporary() bool { return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500 }
+
+// StatusError is a registration that ended in "failed" or "disabled".
+type StatusError struct {
+	State *RegistrationState
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("registration of %q ended with status %s", e.State.RegistrationID, e.State.Status)
+	if e.State.ErrorMessage != "" {
+		msg += ": " + e.State.ErrorMessage
+	}
+	if e.State.ErrorCode != 0 {
+		msg += fmt.Sprintf(" (errorCode %d)", e.State.ErrorCode)
+	}
+	return msg
+}
+
+// Register registers the device and waits for its assignment. It returns the
+// registration state when the status is "assigned"; a *StatusError when it
+// is "failed" or "disabled"; an *Error when the service refuses the request.
+// Throttling (429) and server errors are retried with backoff until ctx ends.
+func Register(ctx context.Context, cfg Config) (*RegistrationState, error) {
+	c, err := newConn(cfg)
+	if err != nil {
+		return nil, err
+	}
+	body := map[string]any{"registrationId": cfg.RegistrationID}
+	if len(cfg.Payload) > 0 {
+		body["payload"] = cfg.Payload
+	}
+	b, _ := json.Marshal(body)
+	op, err := c.retry(ctx, http.MethodPut, c.path("/register"), b)
+	if err != nil {
+		return nil, err
+	}
+	for op.status.Status == "assigning" || op.status.Status == "unassigned" {
+		if op.status.OperationID == "" {
+			return nil, errors.New("the service answered assigning without an operationId")
+		}
+		if err := sleep(ctx, op.retryAfter); err != nil {
+			return nil, err
+		}
+		op, err = c.retry(ctx, http.MethodGet, c.path("/operations/"+url.PathEscape(op.status.OperationID)), nil)
+		if err != nil {
+			return nil, err
+		}
+	}
+	st := op.status.RegistrationState
+	if st == nil {
+		return nil, fmt.Errorf("the service answered status %q without a registrationState", op.status.Status)
+	}
+	if op.status.Status != "assigned" {
+		return st, &StatusError{State: st}
+	}
+	return st, nil
+}
+
+// DeriveKey returns the key of one device of a symmetric-key enrollment group:
+// HMAC-SHA256(groupKey, registrationID).
+func DeriveKey(groupKey []byte, registrationID string) []byte {
+	m := hmac.New(sha256.New, groupKey)
+	m.Write([]byte(registrationID))
+	return m.Sum(nil)
+}
+
+// SASToken returns a device SAS token for registrationID, valid until expiry.
+func SASToken(idScope, registrationID string, key []byte, expiry time.Time) string {
+	sr := strings.ToLower(url.QueryEscape(idScope + "/registrations/" + registrationID))
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(sr + "\n" + se))
+	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	return "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=registration"
+}
+
+type conn struct {
+	cfg  Config
+	base string
+	http *http.Client
+}
+
+func newConn(cfg Config) (*conn, error) {
+	if cfg.IDScope == "" || cfg.RegistrationID == "" {
+		return nil, errors.New("IDScope and RegistrationID are required")
+	}
+	if (cfg.Certificate == nil) == (cfg.SymmetricKey == nil) {
+		return nil, errors.New("give exactly one of Certificate (X.509) and SymmetricKey")
+	}
+	if cfg.Endpoint == "" {
+		cfg.Endpoint = DefaultEndpoint
+	}
+	if cfg.APIVersion == "" {
+		cfg.APIVersion = DefaultAPIVersion
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		host := cfg.Endpoint
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs, ServerName: host}
+		if cfg.Certificate != nil {
+			tc.Certificates = []tls.Certificate{*cfg.Certificate}
+		}
+		hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
+	}
+	return &conn{cfg: cfg, base: "https://" + cfg.Endpoint, http: hc}, nil
+}
+
+func (c *conn) path(suffix string) string {
+	return "/" + url.PathEscape(c.cfg.IDScope) + "/registrations/" + url.PathEscape(c.cfg.RegistrationID) + suffix
+}
+
+type answer struct {
+	status     OperationStatus
+	retryAfter time.Duration
+}
+
+// retry sends a request until it gets a final answer, backing off on 429 and
+// 5xx (honouring Retry-After) and on network errors.
+func (c *conn) retry(ctx context.Context, method, path string, body []byte) (*answer, error) {
+	backoff := time.Second
+	for {
+		a, err := c.do(ctx, method, path, body)
+		if err == nil {
+			return a, nil
+		}
+		var e *Error
+		temporary := errors.As(err, &e) && e.Temporary() || !errors.As(err, &e) && ctx.Err() == nil && isNetErr(err)
+		if !temporary {
+			return nil, err
+		}
+		wait := backoff + rand.N(backoff/2+1)
+		if e != nil && e.RetryAfter > 0 {
+			wait = e.RetryAfter
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return nil, fmt.Errorf("%w (last error: %v)", err, errAsText(e, err))
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+}
+
+func (c *conn) do(ctx context.Context, method, path string, body []byte) (*answer, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path+"?api-version="+url.QueryEscape(c.cfg.APIVersion), rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	if c.cfg.UserAgent != "" {
+		req.Header.Set("User-Agent", c.cfg.UserAgent)
+	}
+	if c.cfg.SymmetricKey != nil {
+		req.Header.Set("Authorization", SASToken(c.cfg.IDScope, c.cfg.RegistrationID, c.cfg.SymmetricKey, time.Now().Add(time.Hour)))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
+	if resp.StatusCode >= 300 {
+		e := &Error{StatusCode: resp.StatusCode, RetryAfter: retryAfter}
+		_ = json.Unmarshal(b, e)
+		return nil, e
+	}
+	a := &answer{retryAfter: retryAfter}
+	if a.retryAfter == 0 {
+		a.retryAfter = 2 * time.Second
+	}
+	if err := json.Unmarshal(b, &a.status); err != nil {
+		return nil, fmt.Errorf("decoding the answer to %s %s: %w", method, path, err)
+	}
+	return a, nil
+}
+
+// parseRetryAfter reads integer seconds, clamped to 1..300 as the C SDK does.
+func parseRetryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(min(n, 300)) * time.Second
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// isNetErr reports a transient network failure. Certificate and TLS
+// handshake failures are not: retrying cannot fix them.
+func isNetErr(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	var alert tls.AlertError
+	var rh tls.RecordHeaderError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) || errors.As(err, &alert) || errors.As(err, &rh) {
+		return false
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+func errAsText(e *Error, err error) string {
+	if e != nil {
+		return e.Error()
+	}
+	return err.Error()
+}
