@@ -114,7 +114,9 @@ func (e *Error) Error() string {
 }
 
 // Temporary reports whether the request may succeed later (429 and 5xx).
-func (e *Error) Temporary() bool { return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500 }
+func (e *Error) Temporary() bool {
+	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
+}
 
 // StatusError is a registration that ended in "failed" or "disabled".
 type StatusError struct {
