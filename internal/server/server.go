@@ -165,6 +165,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Info("listening", "listener", l.what, "addr", ln.Addr().String())
 		go func() { errc <- srv.Serve(tls.NewListener(ln, s.tls)) }()
 	}
+	go s.purgeOperations(ctx)
 	if err := s.writeState(); err != nil {
 		s.log.Warn("could not write server.json", "err", err)
 	}
@@ -225,6 +226,26 @@ func (s *Server) handler(service, device bool) http.Handler {
 			})).ServeHTTP(w, r)
 		}
 	})
+}
+
+// purgeOperations deletes expired operations every few minutes; devices poll
+// an operation for seconds, and the registration record keeps the outcome.
+func (s *Server) purgeOperations(ctx context.Context) {
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.store.DeleteOperationsBefore(ctx, time.Now())
+			if err != nil {
+				s.log.Warn("purging expired operations", "err", err)
+			} else if n > 0 {
+				s.log.Debug("purged expired operations", "count", n)
+			}
+		}
+	}
 }
 
 // healthz answers 200 when the store answers, 503 otherwise.
