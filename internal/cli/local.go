@@ -158,13 +158,16 @@ func newInfoCmd(e *env) *cobra.Command {
 	var lf localFlags
 	var output string
 	c := &cobra.Command{
-		Use:   "info",
+		Use:   "info [FIELD]",
 		Short: "Print the ID scope, endpoints, service connection string and CA file of the local instance",
 		Long: `Print how to reach the local instance: its ID scope, the device and service
 endpoints, the owner policy's service connection string (this command is the
-only place dpsd prints a key), and the server CA file clients must trust.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
+only place dpsd prints a key), and the server CA file clients must trust.
+
+With a FIELD (idScope, deviceEndpoint, serviceEndpoint, serviceConnectionString,
+serverCAFile), print only that value, for scripts: SCOPE=$(dpsd info idScope).`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
@@ -172,16 +175,26 @@ only place dpsd prints a key), and the server CA file clients must trust.`,
 			if err != nil {
 				return err
 			}
-			if output == outputJSON {
-				return writeJSON(e.stdout, info)
-			}
-			return writeFields(e.stdout, [][2]string{
+			fields := [][2]string{
 				{"idScope", info.IDScope},
 				{"deviceEndpoint", info.DeviceEndpoint},
 				{"serviceEndpoint", info.ServiceEndpoint},
 				{"serviceConnectionString", info.ServiceConnectionString},
 				{"serverCAFile", info.ServerCAFile},
-			})
+			}
+			if len(args) == 1 {
+				for _, f := range fields {
+					if strings.EqualFold(f[0], args[0]) {
+						_, err := fmt.Fprintln(e.stdout, f[1])
+						return err
+					}
+				}
+				return withHint(fmt.Errorf("unknown field %q", args[0]), "fields are idScope, deviceEndpoint, serviceEndpoint, serviceConnectionString, serverCAFile")
+			}
+			if output == outputJSON {
+				return writeJSON(e.stdout, info)
+			}
+			return writeFields(e.stdout, fields)
 		},
 	}
 	lf.add(c)
