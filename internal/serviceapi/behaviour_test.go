@@ -1,0 +1,271 @@
+package serviceapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// Behaviour that a golden file cannot show well: limits measured to the
+// byte, races, and properties that need several requests to observe.
+
+// TestBodyLimit: a body of exactly 96 KB is accepted, one byte more is 413
+// and changes nothing.
+func TestBodyLimit(t *testing.T) {
+	s := startServer(t)
+	body := func(size int) []byte {
+		head := `{"attestation": {"type": "tpm", "tpm": {"endorsementKey": "AAAA"}}, "optionalDeviceInformation": {"pad": "`
+		tail := `"}}`
+		return []byte(head + strings.Repeat("x", size-len(head)-len(tail)) + tail)
+	}
+	if r := s.do("PUT", "/enrollments/at-limit?api-version=2021-10-01", nil, body(dps.MaxMessageBytes)); r.Status != http.StatusOK {
+		t.Fatalf("a body of exactly %d bytes: status %d: %s", dps.MaxMessageBytes, r.Status, truncate(r.Body))
+	}
+	before := s.snapshot()
+	r := s.do("PUT", "/enrollments/over-limit?api-version=2021-10-01", nil, body(dps.MaxMessageBytes+1))
+	if r.Status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body of %d bytes: status %d, want 413: %s", dps.MaxMessageBytes+1, r.Status, truncate(r.Body))
+	}
+	checkErrorBody(t, r, 413001, "larger than the 96 KB limit")
+	if after := s.snapshot(); after != before {
+		t.Errorf("the refused request changed the store")
+	}
+}
+
+// TestConcurrentIfMatch: of many writers sending the same If-Match etag at
+// once, exactly one wins; the others get 412. Deletes race the same way.
+func TestConcurrentIfMatch(t *testing.T) {
+	s := startServer(t)
+	var created dps.IndividualEnrollment
+	s.doJSON("PUT", "/enrollments/race?api-version=2021-10-01", nil, map[string]any{"attestation": map[string]any{"type": "tpm", "tpm": map[string]any{"endorsementKey": "AAAA"}}}, 200, &created)
+
+	const writers = 12
+	statuses := make([]int, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"attestation": {"type": "tpm", "tpm": {"endorsementKey": "AAAA"}}, "deviceId": "writer-%d"}`, i)
+			statuses[i] = s.do("PUT", "/enrollments/race?api-version=2021-10-01", map[string]string{"If-Match": created.Etag}, []byte(body)).Status
+		})
+	}
+	wg.Wait()
+	won := 0
+	for i, st := range statuses {
+		switch st {
+		case http.StatusOK:
+			won++
+		case http.StatusPreconditionFailed:
+		default:
+			t.Errorf("writer %d: status %d", i, st)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d writers won with the same etag, want exactly 1 (statuses %v)", won, statuses)
+	}
+
+	var current dps.IndividualEnrollment
+	s.doJSON("GET", "/enrollments/race?api-version=2021-10-01", nil, nil, 200, &current)
+	for i := range writers {
+		wg.Go(func() {
+			statuses[i] = s.do("DELETE", "/enrollments/race?api-version=2021-10-01", map[string]string{"If-Match": current.Etag}, nil).Status
+		})
+	}
+	wg.Wait()
+	won = 0
+	for i, st := range statuses {
+		switch st {
+		case http.StatusNoContent:
+			won++
+		case http.StatusPreconditionFailed:
+		default:
+			t.Errorf("deleter %d: status %d", i, st)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d deletes succeeded with the same etag, want exactly 1 (statuses %v)", won, statuses)
+	}
+}
+
+// TestCreateRace: of many creates (no If-Match) of one new ID, exactly one
+// succeeds and the others get 409.
+func TestCreateRace(t *testing.T) {
+	s := startServer(t)
+	const writers = 12
+	statuses := make([]int, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			statuses[i] = s.do("PUT", "/enrollmentGroups/race?api-version=2021-10-01", nil, []byte(`{"attestation": {"type": "symmetricKey"}}`)).Status
+		})
+	}
+	wg.Wait()
+	won := 0
+	for i, st := range statuses {
+		switch st {
+		case http.StatusOK:
+			won++
+		case http.StatusConflict:
+		default:
+			t.Errorf("writer %d: status %d", i, st)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d creates succeeded, want exactly 1 (statuses %v)", won, statuses)
+	}
+}
+
+// TestQueryPagingWalk pages through many enrollments with every page size
+// and checks that each is returned exactly once, in order, and that only the
+// last page lacks x-ms-continuation.
+func TestQueryPagingWalk(t *testing.T) {
+	s := startServer(t)
+	const n = 23
+	for i := range n {
+		s.doJSON("PUT", fmt.Sprintf("/enrollments/walk-%02d", i), nil, map[string]any{"attestation": map[string]any{"type": "tpm", "tpm": map[string]any{"endorsementKey": "AAAA"}}}, 200, nil)
+	}
+	for size := 1; size <= n+1; size++ {
+		var seen []string
+		token := ""
+		for pages := 0; ; pages++ {
+			if pages > n+1 {
+				t.Fatalf("page size %d: paging does not end", size)
+			}
+			h := map[string]string{"x-ms-max-item-count": fmt.Sprint(size)}
+			if token != "" {
+				h["x-ms-continuation"] = token
+			}
+			var items []dps.IndividualEnrollment
+			r := s.doJSON("POST", "/enrollments/query?api-version=2021-10-01", h, map[string]string{"query": "*"}, 200, &items)
+			if got := r.Header.Get("x-ms-item-type"); got != "Enrollment" {
+				t.Fatalf("x-ms-item-type %q", got)
+			}
+			if len(items) > size {
+				t.Fatalf("page size %d: %d items", size, len(items))
+			}
+			for _, e := range items {
+				seen = append(seen, e.RegistrationID)
+			}
+			vals := r.Header.Values("x-ms-continuation")
+			if len(vals) == 0 {
+				break
+			}
+			if vals[0] == "" {
+				t.Fatalf("page size %d: empty x-ms-continuation", size)
+			}
+			if len(items) < size {
+				t.Errorf("page size %d: a short page (%d) still has a continuation", size, len(items))
+			}
+			token = vals[0]
+		}
+		if len(seen) != n {
+			t.Errorf("page size %d: %d enrollments seen, want %d: %v", size, len(seen), n, seen)
+			continue
+		}
+		for i, id := range seen {
+			if want := fmt.Sprintf("walk-%02d", i); id != want {
+				t.Errorf("page size %d: item %d is %s, want %s", size, i, id, want)
+				break
+			}
+		}
+	}
+}
+
+// TestPolicyEtag: a policy can be changed under an If-Match precondition,
+// as the server's own 409 message asks ("send If-Match with its etag"). That
+// needs the etag in the policy's representation.
+func TestPolicyEtag(t *testing.T) {
+	s := startServer(t)
+	var created map[string]any
+	s.doJSON("PUT", "/policies/reader?api-version=2021-10-01", nil, map[string]any{"rights": "EnrollmentRead"}, 200, &created)
+	r := s.do("PUT", "/policies/reader?api-version=2021-10-01", nil, []byte(`{"rights": "EnrollmentRead, EnrollmentWrite"}`))
+	if r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "send If-Match with its etag") {
+		t.Fatalf("re-create: status %d: %s", r.Status, r.Body)
+	}
+	var got map[string]any
+	s.doJSON("GET", "/policies/reader?api-version=2021-10-01", nil, nil, 200, &got)
+	etag, _ := got["etag"].(string)
+	if etag == "" {
+		t.Fatalf("GET /policies/reader has no etag, so the If-Match the 409 asks for cannot be sent: %v", got)
+	}
+	s.doJSON("PUT", "/policies/reader?api-version=2021-10-01", map[string]string{"If-Match": etag}, map[string]any{"rights": "EnrollmentRead, EnrollmentWrite"}, 200, nil)
+	s.doJSON("PUT", "/policies/reader?api-version=2021-10-01", map[string]string{"If-Match": etag}, map[string]any{"rights": "EnrollmentRead"}, 412, nil)
+}
+
+// TestLinkedHubReadModifyWrite: a client that reads a linked hub and writes
+// it back with one field changed (the usual read-modify-write of ARM
+// resources, az iot dps linked-hub update) sends the masked connection
+// string it was given. The update must succeed and keep the stored key.
+func TestLinkedHubReadModifyWrite(t *testing.T) {
+	s := startServer(t)
+	const conn = "HostName=hub1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0LWh1Yi1rZXktMDEyMzQ1Njc4OWFiY2RlZg=="
+	s.doJSON("PUT", "/linkedHubs/hub1.azure-devices.net?api-version=2021-10-01", nil, map[string]any{"connectionString": conn}, 200, nil)
+	var hub map[string]any
+	s.doJSON("GET", "/linkedHubs/hub1.azure-devices.net?api-version=2021-10-01", nil, nil, 200, &hub)
+	if cs, _ := hub["connectionString"].(string); strings.Contains(cs, "c2VjcmV0") || !strings.Contains(cs, "SharedAccessKey=****") {
+		t.Fatalf("connectionString %q is not masked", cs)
+	}
+	hub["allocationWeight"] = 10
+	r := s.do("PUT", "/linkedHubs/hub1.azure-devices.net?api-version=2021-10-01", map[string]string{"If-Match": hub["etag"].(string)}, mustJSON(t, hub))
+	if r.Status != http.StatusOK {
+		t.Fatalf("writing back the hub as read, weight changed: status %d: %s", r.Status, r.Body)
+	}
+	h, err := s.Store.LinkedHub(context.Background(), "hub1.azure-devices.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.ConnectionString != conn || h.AllocationWeight != 10 {
+		t.Errorf("stored hub: connection string %q, weight %d; want the original key and weight 10", h.ConnectionString, h.AllocationWeight)
+	}
+}
+
+// TestEnrollmentShowsRegistrationState: an individual enrollment whose
+// device has registered carries its registrationState (a read-only field of
+// the IndividualEnrollment model); group and registration reads do not.
+func TestEnrollmentShowsRegistrationState(t *testing.T) {
+	s := startServer(t)
+	s.doJSON("PUT", "/enrollments/solo-1?api-version=2021-10-01", nil, map[string]any{"attestation": map[string]any{"type": "tpm", "tpm": map[string]any{"endorsementKey": "AAAA"}}}, 200, nil)
+	if _, err := s.Store.SaveRegistration(context.Background(), &store.Registration{Result: &dps.DeviceRegistrationResult{
+		RegistrationID: "solo-1", Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment, AssignedHub: "hub1.azure-devices.net", DeviceID: "solo-1",
+	}}, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	var e dps.IndividualEnrollment
+	s.doJSON("GET", "/enrollments/solo-1?api-version=2021-10-01", nil, nil, 200, &e)
+	if e.RegistrationState == nil {
+		t.Fatal("GET /enrollments/solo-1 has no registrationState although the device is registered")
+	}
+	if e.RegistrationState.Status != dps.StatusAssigned || e.RegistrationState.AssignedHub != "hub1.azure-devices.net" || e.RegistrationState.Etag == "" {
+		t.Errorf("registrationState %+v", e.RegistrationState)
+	}
+}
+
+// TestAttestationMechanismRights: the attestation mechanism returns
+// secrets; a policy without enrollment rights gets none.
+func TestAttestationMechanismRights(t *testing.T) {
+	s := startServer(t)
+	s.doJSON("PUT", "/enrollments/sym?api-version=2021-10-01", nil, map[string]any{"attestation": map[string]any{"type": "symmetricKey"}}, 200, nil)
+	s.doJSON("PUT", "/policies/regs?api-version=2021-10-01", nil, map[string]any{"rights": "RegistrationStatusRead"}, 200, nil)
+	r := s.do("POST", "/enrollments/sym/attestationmechanism?api-version=2021-10-01", map[string]string{"Authorization": s.token("regs")}, nil)
+	if r.Status != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401: %s", r.Status, r.Body)
+	}
+	if strings.Contains(string(r.Body), "primaryKey") {
+		t.Errorf("a refused request returned a key: %s", r.Body)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

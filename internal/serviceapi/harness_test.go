@@ -1,0 +1,278 @@
+package serviceapi_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/server"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// testServer is a real dpsd server (server.New + Serve, the same wiring as
+// `dpsd serve`) on 127.0.0.1 with a fresh SQLite store in t.TempDir().
+type testServer struct {
+	t       testing.TB
+	srv     *server.Server
+	Store   store.Store
+	Host    string // localhost:port, the HostName of the connection string
+	IDScope string
+	// ownerKey is the owner policy's key as the server started; requests
+	// use it by default, also after a test deleted or changed the policy.
+	ownerKey []byte
+	client   *http.Client
+	logs     *syncBuffer
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startServer starts a server and stops it when the test ends, checking that
+// it shuts down cleanly. The server log is printed if the test failed.
+func startServer(t testing.TB) *testServer {
+	t.Helper()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), HTTPSAddr: "127.0.0.1:0"}, log)
+	if err != nil {
+		cancel()
+		t.Fatalf("server.New: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve returned %v after shutdown", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("server did not stop within 20 s")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.State().ServiceEndpoint == "" {
+		select {
+		case err := <-done:
+			t.Fatalf("Serve returned early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server did not start listening within 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := srv.State()
+	_, port, err := net.SplitHostPort(st.ServiceEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(srv.Instance().ServerCACertPEM) {
+		t.Fatal("server CA is not PEM")
+	}
+	// The URL says localhost (SNI, Host header, the token's sr), but the
+	// server listens on 127.0.0.1 only, so never let localhost resolve to ::1.
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	s := &testServer{
+		t: t, srv: srv, Store: srv.Store(), Host: st.ServiceEndpoint, IDScope: st.IDScope,
+		client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, logs: logs,
+	}
+	s.ownerKey = s.policyKey(dps.OwnerPolicyName)
+	return s
+}
+
+// policyKey returns the primary key of a policy, read from the store.
+func (s *testServer) policyKey(name string) []byte {
+	s.t.Helper()
+	p, err := s.Store.Policy(context.Background(), name)
+	if err != nil {
+		s.t.Fatalf("policy %s: %v", name, err)
+	}
+	k, err := sas.DecodeKey(p.PrimaryKey)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return k
+}
+
+// token returns a valid SAS token of a policy for this server, as the C and
+// C# SDKs make it (sr URL-encoded).
+func (s *testServer) token(policy string) string {
+	return sas.New(s.Host, policy, s.policyKey(policy), time.Now().Add(time.Hour), true)
+}
+
+// response is an answer with its body read.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// do sends one request. headers are sent as given; Authorization is the
+// owner's token unless headers set it ("" removes it).
+func (s *testServer) do(method, path string, headers map[string]string, body []byte) *response {
+	s.t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "https://"+s.Host+path, r)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	req.Header.Set("Authorization", sas.New(s.Host, dps.OwnerPolicyName, s.ownerKey, time.Now().Add(time.Hour), true))
+	for k, v := range headers {
+		if strings.EqualFold(k, "Authorization") && v == "" {
+			req.Header.Del(k)
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatalf("%s %s: reading the answer: %v", method, path, err)
+	}
+	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// doJSON is do with a JSON-encoded body (nil: no body) that expects want and
+// decodes the answer into out (when not nil).
+func (s *testServer) doJSON(method, path string, headers map[string]string, in any, want int, out any) *response {
+	s.t.Helper()
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	resp := s.do(method, path, headers, body)
+	if resp.Status != want {
+		s.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.Status, want, resp.Body)
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp.Body, out); err != nil {
+			s.t.Fatalf("%s %s: decoding %s: %v", method, path, resp.Body, err)
+		}
+	}
+	return resp
+}
+
+// snapshot is everything the service API can change, read straight from the
+// store, for "the store is unchanged" assertions.
+type snapshot struct {
+	Enrollments   []*dps.IndividualEnrollment
+	Groups        []*dps.EnrollmentGroup
+	CAs           []*store.CACertificate
+	Hubs          []*store.LinkedHub
+	Policies      []*store.Policy
+	Registrations map[string]*store.Registration
+	Instance      string
+}
+
+// snapshot reads the store. Registrations are read by ID for the IDs given
+// (the store has no list of all records).
+func (s *testServer) snapshot(registrationIDs ...string) string {
+	s.t.Helper()
+	ctx := context.Background()
+	var snap snapshot
+	for after := ""; ; {
+		p, err := s.Store.Enrollments(ctx, after, 1000)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		snap.Enrollments = append(snap.Enrollments, p.Items...)
+		if after = p.Next; after == "" {
+			break
+		}
+	}
+	for after := ""; ; {
+		p, err := s.Store.Groups(ctx, after, 1000)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		snap.Groups = append(snap.Groups, p.Items...)
+		if after = p.Next; after == "" {
+			break
+		}
+	}
+	var err error
+	if snap.CAs, err = s.Store.CACertificates(ctx); err != nil {
+		s.t.Fatal(err)
+	}
+	if snap.Hubs, err = s.Store.LinkedHubs(ctx); err != nil {
+		s.t.Fatal(err)
+	}
+	if snap.Policies, err = s.Store.Policies(ctx); err != nil {
+		s.t.Fatal(err)
+	}
+	snap.Registrations = map[string]*store.Registration{}
+	for _, id := range registrationIDs {
+		r, err := s.Store.Registration(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		snap.Registrations[id] = r
+	}
+	inst, err := s.Store.Instance(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	snap.Instance = inst.IDScope + " " + inst.AllocationPolicy
+	b, err := json.MarshalIndent(snap, "", "  ")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return string(b)
+}
