@@ -101,6 +101,7 @@ type AccessPolicy struct {
 	PrimaryKey   string `json:"primaryKey,omitempty"`
 	SecondaryKey string `json:"secondaryKey,omitempty"`
 	Rights       string `json:"rights"`
+	Etag         string `json:"etag,omitempty"`
 }
 
 // AccessPolicyList is the body of a policy list.

@@ -89,7 +89,7 @@ func (a *API) putLinkedHub(w http.ResponseWriter, r *http.Request, p []string) e
 		}
 	}
 	if body.ConnectionString != "" {
-		cs, err := sas.ParseConnectionString(body.ConnectionString)
+		cs, err := sas.ParseConnectionString(keepMaskedKey(body.ConnectionString, h.ConnectionString))
 		if err != nil {
 			return dpserr.BadRequest("connectionString: %v", err)
 		}
@@ -121,6 +121,21 @@ func (a *API) putLinkedHub(w http.ResponseWriter, r *http.Request, p []string) e
 	return nil
 }
 
+// keepMaskedKey lets a client write back the masked connection string it
+// read: SharedAccessKey=**** stands for the stored key of the same policy.
+func keepMaskedKey(in, stored string) string {
+	cs, err := sas.ParseConnectionString(strings.Replace(in, "SharedAccessKey=****", "SharedAccessKey=", 1))
+	if err != nil || !strings.Contains(in, "SharedAccessKey=****") || stored == "" {
+		return in
+	}
+	prev, err := sas.ParseConnectionString(stored)
+	if err != nil || !strings.EqualFold(prev.HostName, cs.HostName) || prev.SharedAccessKeyName != cs.SharedAccessKeyName {
+		return in
+	}
+	cs.SharedAccessKey = prev.SharedAccessKey
+	return cs.String()
+}
+
 func (a *API) deleteLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
 	if err := a.Store.DeleteLinkedHub(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
 		return linkedHubErr(err, p[0])
@@ -143,7 +158,7 @@ func policyErr(err error, name string) error {
 
 // PolicyView renders a policy with its keys: only ServiceConfig may read it.
 func PolicyView(p *store.Policy) dps.AccessPolicy {
-	return dps.AccessPolicy{KeyName: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey, Rights: strings.Join(p.Rights, ", ")}
+	return dps.AccessPolicy{KeyName: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey, Rights: strings.Join(p.Rights, ", "), Etag: p.Etag}
 }
 
 // ParseRights reads a comma- or space-separated list of rights.

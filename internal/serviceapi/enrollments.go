@@ -19,20 +19,23 @@ import (
 // kind describes one enrollment record type, so that individual enrollments
 // and groups share one implementation of every operation.
 type kind[T any] struct {
-	noun      string // "enrollment", "enrollment group"
-	idField   string // JSON field of the ID
-	itemType  string // x-ms-item-type of query results
-	notFound  int    // errorCode of a missing record
-	id        func(*T) string
-	setID     func(*T, string)
-	etag      func(*T) string
-	att       func(*T) *dps.AttestationMechanism
-	get       func(context.Context, string) (*T, error)
-	put       func(context.Context, *T, string) (*T, error)
-	del       func(context.Context, string, string) error
-	list      func(context.Context, string, int) (store.Page[*T], error)
-	prepare   func(ctx context.Context, v, prev *T) error
-	redact    func(*T) *T // for reads
+	noun     string // "enrollment", "enrollment group"
+	idField  string // JSON field of the ID
+	itemType string // x-ms-item-type of query results
+	notFound int    // errorCode of a missing record
+	id       func(*T) string
+	setID    func(*T, string)
+	etag     func(*T) string
+	att      func(*T) *dps.AttestationMechanism
+	get      func(context.Context, string) (*T, error)
+	put      func(context.Context, *T, string) (*T, error)
+	del      func(context.Context, string, string) error
+	list     func(context.Context, string, int) (store.Page[*T], error)
+	prepare  func(ctx context.Context, v, prev *T) error
+	redact   func(*T) *T // for reads
+	// decorate adds read-only state to a read (the registration record of
+	// an individual enrollment); nil when there is none.
+	decorate  func(context.Context, *T) error
 	writeView func(*T) *T // for the answer to a write
 	bulkError func(id string, e *dpserr.Error) dps.BulkEnrollmentOperationError
 }
@@ -49,6 +52,17 @@ func (a *API) individuals() *kind[dps.IndividualEnrollment] {
 			return enrollment.PrepareIndividual(e, prev)
 		},
 		redact: enrollment.RedactIndividual, writeView: enrollment.WriteResponseIndividual,
+		decorate: func(ctx context.Context, e *dps.IndividualEnrollment) error {
+			reg, err := a.Store.Registration(ctx, e.RegistrationID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				return nil
+			case err != nil:
+				return err
+			}
+			e.RegistrationState = reg.Result.State()
+			return nil
+		},
 		bulkError: func(id string, e *dpserr.Error) dps.BulkEnrollmentOperationError {
 			return dps.BulkEnrollmentOperationError{RegistrationID: id, ErrorCode: e.Code, ErrorStatus: e.Message}
 		},
@@ -124,8 +138,23 @@ func getRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id str
 	if err != nil {
 		return k.mapErr(err, id)
 	}
-	httpx.WriteJSON(w, http.StatusOK, k.redact(v))
+	out, err := k.read(r.Context(), v)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// read renders a record for a read: secrets hidden, read-only state added.
+func (k *kind[T]) read(ctx context.Context, v *T) (*T, error) {
+	out := k.redact(v)
+	if k.decorate != nil {
+		if err := k.decorate(ctx, out); err != nil {
+			return nil, storeErr(err)
+		}
+	}
+	return out, nil
 }
 
 func putRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
@@ -285,7 +314,9 @@ func query[T any](k *kind[T], w http.ResponseWriter, r *http.Request) error {
 	}
 	items := make([]*T, len(page.Items))
 	for i, v := range page.Items {
-		items[i] = k.redact(v)
+		if items[i], err = k.read(r.Context(), v); err != nil {
+			return err
+		}
 	}
 	writePage(w, k.itemType, pr, items, page.Next)
 	return nil
@@ -305,6 +336,10 @@ func bulk[T any](k *kind[T], w http.ResponseWriter, r *http.Request, mode string
 	}
 	if len(raw) == 0 {
 		return dpserr.BadRequest("the bulk operation has no %s", field)
+	}
+	// Azure's limit: scripts tested against dpsd must not break on Azure.
+	if len(raw) > dps.MaxBulkItems {
+		return dpserr.BadRequest("the bulk operation has %d %s; the limit is %d per request, as in Azure DPS: split it", len(raw), field, dps.MaxBulkItems)
 	}
 	res := dps.BulkEnrollmentOperationResult{IsSuccessful: true, Errors: []dps.BulkEnrollmentOperationError{}}
 	for i, item := range raw {
