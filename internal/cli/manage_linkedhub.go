@@ -1,0 +1,324 @@
+package cli
+
+// dpsd linked-hub: the IoT hubs devices can be assigned to (az iot dps
+// linked-hub). A hub is named by its host name.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/svcclient"
+)
+
+func init() { register(newLinkedHubCmd) }
+
+type hubOpts struct {
+	name       string // host name
+	connString string
+	location   string
+	weight     int
+	apply      optBool
+	etag       string
+	output     string
+}
+
+func (o *hubOpts) target() target {
+	return target{cmd: "linked-hub", noun: "linked IoT hub", idFlag: "--linked-hub", id: o.name}
+}
+
+func (o *hubOpts) urlPath() string { return "/linkedHubs/" + url.PathEscape(o.name) }
+
+func newLinkedHubCmd(e *env) *cobra.Command {
+	cf := &connFlags{}
+	c := nounCmd("linked-hub", "Manage linked IoT hubs (az iot dps linked-hub)",
+		`Manage the IoT hubs devices can be assigned to. A linked hub is named by its
+host name (myhub.azure-devices.net); its connection string (a hub policy with
+registry write rights) lets dpsd create the device in the hub. Reads never
+return the hub's key.`, cf)
+	c.AddCommand(hubCreateCmd(e, cf), hubListCmd(e, cf), hubShowCmd(e, cf), hubUpdateCmd(e, cf), hubDeleteCmd(e, cf))
+	return c
+}
+
+// addLinkedHub adds --linked-hub, which takes the host name (or, as in az,
+// the hub's short name when it matches one linked hub).
+func (o *hubOpts) addLinkedHub(c *cobra.Command) {
+	f := flagsOf(c)
+	f.str(&o.name, "linked-hub", "", "host name of the linked hub (myhub.azure-devices.net), or its short name (myhub)")
+	f.required("linked-hub")
+}
+
+// resolve turns a short hub name into the host name of the one linked hub
+// it names.
+func (o *hubOpts) resolve(ctx context.Context, cl *svcclient.Client) error {
+	if strings.Contains(o.name, ".") {
+		return nil
+	}
+	var list dps.LinkedHubList
+	if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: "/linkedHubs"}, &list); err != nil {
+		return err
+	}
+	var match []string
+	for _, h := range list.Value {
+		short, _, _ := strings.Cut(h.Name, ".")
+		if strings.EqualFold(short, o.name) || strings.EqualFold(h.Name, o.name) {
+			match = append(match, h.Name)
+		}
+	}
+	switch len(match) {
+	case 1:
+		o.name = match[0]
+		return nil
+	case 0:
+		return withHint(fmt.Errorf("no linked IoT hub is named %q", o.name), "'dpsd linked-hub list' lists the linked hubs by host name")
+	}
+	return withHint(fmt.Errorf("%q matches several linked hubs: %s", o.name, strings.Join(match, ", ")), "give the host name with --linked-hub")
+}
+
+func (o *hubOpts) print(e *env, raw json.RawMessage) error {
+	if o.output == outputJSON {
+		return writeRaw(e.stdout, raw)
+	}
+	var h dps.LinkedHub
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return fmt.Errorf("decoding the linked hub: %w", err)
+	}
+	return writeFields(e.stdout, [][2]string{
+		{"name", h.Name},
+		{"connectionString", dash(h.ConnectionString)},
+		{"location", dash(h.Location)},
+		{"allocationWeight", fmt.Sprint(h.AllocationWeight)},
+		{"applyAllocationPolicy", fmt.Sprint(h.ApplyAllocationPolicy)},
+		{"etag", h.Etag},
+	})
+}
+
+func (o *hubOpts) checkWeight(f flags) error {
+	if f.changed("allocation-weight") && (o.weight < 1 || o.weight > 1000) {
+		return withHint(fmt.Errorf("--allocation-weight %d is outside 1 to 1000", o.weight), "a hub with a higher weight gets proportionally more devices")
+	}
+	return nil
+}
+
+func (o *hubOpts) body(f flags) dps.LinkedHubBody {
+	b := dps.LinkedHubBody{ConnectionString: o.connString, Location: o.location}
+	if f.changed("allocation-weight") {
+		w := o.weight
+		b.AllocationWeight = &w
+	}
+	if o.apply.set {
+		v := o.apply.v
+		b.ApplyAllocationPolicy = &v
+	}
+	return b
+}
+
+// checkConnString validates --connection-string and returns its HostName.
+func checkConnString(s string) (string, error) {
+	cs, err := sas.ParseConnectionString(s)
+	if err != nil {
+		return "", withHint(fmt.Errorf("--connection-string: %v", err), "give the hub's connection string: HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=...")
+	}
+	if cs.SharedAccessKeyName == "" || cs.SharedAccessKey == "" {
+		return "", withHint(errors.New("--connection-string has no SharedAccessKeyName or SharedAccessKey"), "use the connection string of a hub policy with registry write rights, e.g. iothubowner")
+	}
+	if err := dps.ValidateHostName(cs.HostName); err != nil {
+		return "", withHint(fmt.Errorf("--connection-string: %v", err), "check HostName in the connection string")
+	}
+	return cs.HostName, nil
+}
+
+func hubCreateCmd(e *env, cf *connFlags) *cobra.Command {
+	o := &hubOpts{}
+	c := &cobra.Command{
+		Use:   "create",
+		Short: "Link an IoT hub",
+		Example: `  dpsd linked-hub create --connection-string "HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=..."
+  dpsd linked-hub create --hub-name myhub.azure-devices.net --allocation-weight 2`,
+	}
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		f := flagsOf(c)
+		if err := checkOutput(o.output); err != nil {
+			return err
+		}
+		if o.connString == "" && o.name == "" {
+			return withHint(errors.New("give --connection-string or --hub-name"), "the hub's connection string lets dpsd create devices in it; --hub-name alone links the hub by host name without credentials")
+		}
+		if o.connString != "" {
+			host, err := checkConnString(o.connString)
+			if err != nil {
+				return err
+			}
+			if o.name != "" && !strings.EqualFold(o.name, host) {
+				return withHint(fmt.Errorf("--hub-name %q does not match the connection string's HostName %q", o.name, host), "omit --hub-name: the connection string names the hub")
+			}
+			o.name = host
+		}
+		if err := dps.ValidateHostName(o.name); err != nil {
+			return withHint(fmt.Errorf("--hub-name: %v", err), "give the hub's host name, e.g. myhub.azure-devices.net")
+		}
+		if err := o.checkWeight(f); err != nil {
+			return err
+		}
+		ctx := c.Context()
+		cl, err := cf.client(ctx, e.getenv)
+		if err != nil {
+			return err
+		}
+		var raw json.RawMessage
+		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodPut, Path: o.urlPath(), Body: o.body(f)}, &raw); err != nil {
+			return err
+		}
+		return o.print(e, raw)
+	}
+	f := flagsOf(c)
+	f.str(&o.connString, "connection-string", "", "connection string of the hub (a policy with registry write rights); its HostName names the hub", "cs")
+	f.str(&o.name, "hub-name", "", "host name of the hub, when no connection string is given", "hn")
+	f.str(&o.location, "location", "l", "the hub's location (used by the geoLatency policy)")
+	f.int(&o.weight, "allocation-weight", "weight of the hub under the hashed policy, 1 to 1000 (default 1)")
+	f.optBool(&o.apply, "apply-allocation-policy", "the hub takes part in allocation (true|false; bare: true; default true)")
+	addOutputFlag(c, &o.output)
+	return leafCmd(c)
+}
+
+func hubListCmd(e *env, cf *connFlags) *cobra.Command {
+	o := &hubOpts{}
+	c := &cobra.Command{Use: "list", Short: "List the linked IoT hubs"}
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		if err := checkOutput(o.output); err != nil {
+			return err
+		}
+		ctx := c.Context()
+		cl, err := cf.client(ctx, e.getenv)
+		if err != nil {
+			return err
+		}
+		var raw json.RawMessage
+		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: "/linkedHubs"}, &raw); err != nil {
+			return err
+		}
+		if o.output == outputJSON {
+			return writeRaw(e.stdout, raw)
+		}
+		var list dps.LinkedHubList
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return fmt.Errorf("decoding the linked hub list: %w", err)
+		}
+		var rows [][]string
+		for _, h := range list.Value {
+			rows = append(rows, []string{h.Name, fmt.Sprint(h.AllocationWeight), fmt.Sprint(h.ApplyAllocationPolicy), dash(h.Location), dash(h.ConnectionString)})
+		}
+		return writeTable(e.stdout, []string{"NAME", "WEIGHT", "APPLY POLICY", "LOCATION", "CONNECTION STRING"}, rows)
+	}
+	addOutputFlag(c, &o.output)
+	return leafCmd(c)
+}
+
+func hubShowCmd(e *env, cf *connFlags) *cobra.Command {
+	o := &hubOpts{}
+	c := &cobra.Command{Use: "show", Short: "Show a linked IoT hub"}
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		if err := checkOutput(o.output); err != nil {
+			return err
+		}
+		ctx := c.Context()
+		cl, err := cf.client(ctx, e.getenv)
+		if err != nil {
+			return err
+		}
+		if err := o.resolve(ctx, cl); err != nil {
+			return err
+		}
+		var raw json.RawMessage
+		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.urlPath()}, &raw); err != nil {
+			return err
+		}
+		return o.print(e, raw)
+	}
+	o.addLinkedHub(c)
+	addOutputFlag(c, &o.output)
+	return leafCmd(c)
+}
+
+func hubUpdateCmd(e *env, cf *connFlags) *cobra.Command {
+	o := &hubOpts{}
+	c := &cobra.Command{
+		Use:   "update",
+		Short: "Change a linked IoT hub's weight, allocation participation, location or connection string",
+	}
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		f := flagsOf(c)
+		if err := checkOutput(o.output); err != nil {
+			return err
+		}
+		if o.connString != "" {
+			if _, err := checkConnString(o.connString); err != nil {
+				return err
+			}
+		}
+		if err := o.checkWeight(f); err != nil {
+			return err
+		}
+		if !f.changed("allocation-weight") && !o.apply.set && o.location == "" && o.connString == "" {
+			return withHint(errors.New("nothing to update"), "give --allocation-weight, --apply-allocation-policy, --location or --connection-string")
+		}
+		ctx := c.Context()
+		cl, err := cf.client(ctx, e.getenv)
+		if err != nil {
+			return err
+		}
+		if err := o.resolve(ctx, cl); err != nil {
+			return err
+		}
+		etag := o.etag
+		if etag == "" {
+			var cur dps.LinkedHub
+			if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.urlPath()}, &cur); err != nil {
+				return err
+			}
+			etag = firstNonEmpty(cur.Etag, "*")
+		}
+		var raw json.RawMessage
+		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodPut, Path: o.urlPath(), IfMatch: etag, Body: o.body(f)}, &raw); err != nil {
+			return err
+		}
+		return o.print(e, raw)
+	}
+	o.addLinkedHub(c)
+	f := flagsOf(c)
+	f.str(&o.connString, "connection-string", "", "a new connection string for the hub (same HostName)", "cs")
+	f.str(&o.location, "location", "l", "the hub's location")
+	f.int(&o.weight, "allocation-weight", "weight of the hub under the hashed policy, 1 to 1000")
+	f.optBool(&o.apply, "apply-allocation-policy", "the hub takes part in allocation (true|false; bare: true)")
+	f.str(&o.etag, "etag", "e", "update only if the hub still has this etag (default: the etag just read)")
+	addOutputFlag(c, &o.output)
+	return leafCmd(c)
+}
+
+func hubDeleteCmd(e *env, cf *connFlags) *cobra.Command {
+	o := &hubOpts{}
+	c := &cobra.Command{Use: "delete", Short: "Unlink an IoT hub"}
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		ctx := c.Context()
+		cl, err := cf.client(ctx, e.getenv)
+		if err != nil {
+			return err
+		}
+		if err := o.resolve(ctx, cl); err != nil {
+			return err
+		}
+		_, err = do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.urlPath(), IfMatch: o.etag}, nil)
+		return err
+	}
+	o.addLinkedHub(c)
+	flagsOf(c).str(&o.etag, "etag", "e", "delete only if the hub still has this etag")
+	return leafCmd(c)
+}
