@@ -129,14 +129,22 @@ func (f *connFlags) client(ctx context.Context, getenv func(string) string) (*sv
 		}
 	}
 	var ca []byte
+	newClient := svcclient.New
 	if caFile != "" {
 		b, err := os.ReadFile(caFile)
 		if err != nil {
 			return nil, withHint(err, "check --ca-file / DPSD_CA_FILE")
 		}
 		ca = b
+	} else {
+		// --login without --ca-file: the system roots, and the local
+		// server's CA when there is one (a server on this machine).
+		dataDir, _ := f.localFlags.resolve(getenv)
+		if b, err := os.ReadFile(filepath.Join(dataDir, server.CAFile)); err == nil {
+			ca, newClient = b, svcclient.NewWithSystemRoots
+		}
 	}
-	c, err := svcclient.New(login, ca)
+	c, err := newClient(login, ca)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("connection string: %w", err), "--login takes HostName=host:port;SharedAccessKeyName=NAME;SharedAccessKey=KEY (see 'dpsd info')")
 	}

@@ -38,6 +38,15 @@ type Client struct {
 // New returns a client for the connection string, trusting the CA
 // certificates in caPEM (nil: the system roots).
 func New(connectionString string, caPEM []byte) (*Client, error) {
+	return newClient(connectionString, caPEM, false)
+}
+
+// NewWithSystemRoots trusts the system roots and the certificates in caPEM.
+func NewWithSystemRoots(connectionString string, caPEM []byte) (*Client, error) {
+	return newClient(connectionString, caPEM, true)
+}
+
+func newClient(connectionString string, caPEM []byte, systemRoots bool) (*Client, error) {
 	cs, err := sas.ParseConnectionString(connectionString)
 	if err != nil {
 		return nil, err
@@ -52,6 +61,11 @@ func New(connectionString string, caPEM []byte) (*Client, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caPEM != nil {
 		pool := x509.NewCertPool()
+		if systemRoots {
+			if sp, err := x509.SystemCertPool(); err == nil {
+				pool = sp
+			}
+		}
 		if !pool.AppendCertsFromPEM(caPEM) {
 			return nil, errors.New("the CA file holds no PEM certificate")
 		}
