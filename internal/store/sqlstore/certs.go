@@ -1,0 +1,113 @@
+package sqlstore
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"strings"
+
+	"github.com/dpsd/dpsd/internal/dps"
+)
+
+// signingCert is an index row of group_signing_certs.
+type signingCert struct {
+	slot       string
+	thumbprint string
+	subject    []byte // nil if the certificate did not parse
+	der        []byte
+}
+
+// signingCerts derives the index rows of a group's signing certificates.
+// The thumbprint is computed from the certificate when it parses, because
+// that is what a device's chain will be matched by; otherwise the caller's
+// Info is trusted. A certificate with neither is not indexed: the caller
+// validates groups, and the store must not fail on what it cannot read.
+func signingCerts(g *dps.EnrollmentGroup) []signingCert {
+	if g.Attestation == nil || g.Attestation.X509 == nil || g.Attestation.X509.SigningCertificates == nil {
+		return nil
+	}
+	sc := g.Attestation.X509.SigningCertificates
+	var out []signingCert
+	for _, c := range []struct {
+		slot string
+		cert *dps.X509CertificateWithInfo
+	}{{"primary", sc.Primary}, {"secondary", sc.Secondary}} {
+		if c.cert == nil {
+			continue
+		}
+		row := signingCert{slot: c.slot}
+		if cert, err := parseCertificate(c.cert.Certificate); err == nil {
+			sum := sha256.Sum256(cert.Raw)
+			row.thumbprint = strings.ToUpper(hex.EncodeToString(sum[:]))
+			row.subject = cert.RawSubject
+			row.der = cert.Raw
+		} else if c.cert.Info != nil && c.cert.Info.SHA256Thumbprint != "" {
+			row.thumbprint = normThumbprint(c.cert.Info.SHA256Thumbprint)
+		} else {
+			continue
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// caRef is an index row of group_ca_refs.
+type caRef struct{ slot, caKey string }
+
+func caRefs(g *dps.EnrollmentGroup) []caRef {
+	if g.Attestation == nil || g.Attestation.X509 == nil || g.Attestation.X509.CAReferences == nil {
+		return nil
+	}
+	r := g.Attestation.X509.CAReferences
+	var out []caRef
+	if r.Primary != "" {
+		out = append(out, caRef{"primary", key(r.Primary)})
+	}
+	if r.Secondary != "" {
+		out = append(out, caRef{"secondary", key(r.Secondary)})
+	}
+	return out
+}
+
+// normThumbprint upper-cases a hex thumbprint and drops the separators some
+// tools print.
+func normThumbprint(s string) string {
+	return strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
+}
+
+var errNoCertificate = errors.New("no certificate")
+
+// parseCertificate reads a certificate the way DPS accepts it: PEM, base64
+// DER, or base64 of PEM.
+func parseCertificate(s string) (*x509.Certificate, error) {
+	b := []byte(strings.TrimSpace(s))
+	if len(b) == 0 {
+		return nil, errNoCertificate
+	}
+	if !bytes.HasPrefix(b, []byte("-----BEGIN")) {
+		// Base64 is often wrapped over several lines.
+		compact := strings.Join(strings.Fields(string(b)), "")
+		dec, err := base64.StdEncoding.DecodeString(compact)
+		if err != nil {
+			return nil, err
+		}
+		// Trim only to recognize PEM: DER may end in a byte that looks
+		// like white space.
+		if t := bytes.TrimSpace(dec); bytes.HasPrefix(t, []byte("-----BEGIN")) {
+			dec = t
+		}
+		b = dec
+	}
+	if bytes.HasPrefix(b, []byte("-----BEGIN")) {
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != "CERTIFICATE" {
+			return nil, errNoCertificate
+		}
+		b = blk.Bytes
+	}
+	return x509.ParseCertificate(b)
+}

@@ -1,0 +1,315 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+var (
+	enrollmentsT = newTable("enrollments", "doc")
+	groupsT      = newTable("enrollment_groups", "attestation_type", "doc")
+)
+
+const (
+	selectEnrollment  = `SELECT key, doc, etag, created, updated FROM enrollments`
+	selectGroup       = `SELECT key, doc, etag, created, updated FROM enrollment_groups`
+	symmetricKeyLower = "symmetrickey" // lower(dps.AttestationSymmetricKey)
+)
+
+func decodeEnrollment(doc string, m meta) (*dps.IndividualEnrollment, error) {
+	var e dps.IndividualEnrollment
+	if err := json.Unmarshal([]byte(doc), &e); err != nil {
+		return nil, fmt.Errorf("enrollment: corrupt record: %w", err)
+	}
+	e.Etag = quoted(m.etag)
+	e.CreatedDateTimeUtc = dps.NewTime(fromNanos(m.created))
+	e.LastUpdatedDateTimeUtc = dps.NewTime(fromNanos(m.updated))
+	return &e, nil
+}
+
+func decodeGroup(doc string, m meta) (*dps.EnrollmentGroup, error) {
+	var g dps.EnrollmentGroup
+	if err := json.Unmarshal([]byte(doc), &g); err != nil {
+		return nil, fmt.Errorf("enrollment group: corrupt record: %w", err)
+	}
+	g.Etag = quoted(m.etag)
+	g.CreatedDateTimeUtc = dps.NewTime(fromNanos(m.created))
+	g.LastUpdatedDateTimeUtc = dps.NewTime(fromNanos(m.updated))
+	return &g, nil
+}
+
+// scanDoc reads the columns key, doc, etag, created, updated.
+func scanDoc(sc interface{ Scan(...any) error }) (k, doc string, m meta, err error) {
+	err = sc.Scan(&k, &doc, &m.etag, &m.created, &m.updated)
+	return k, doc, m, err
+}
+
+// Enrollment returns the individual enrollment of a registration ID.
+func (s *Store) Enrollment(ctx context.Context, registrationID string) (*dps.IndividualEnrollment, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	what := fmt.Sprintf("enrollment %q", registrationID)
+	_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qEnrollment, key(registrationID)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	return decodeEnrollment(doc, m)
+}
+
+// PutEnrollment writes e per ifMatch and returns it as stored. e is not
+// modified.
+func (s *Store) PutEnrollment(ctx context.Context, e *dps.IndividualEnrollment, ifMatch string) (*dps.IndividualEnrollment, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if e == nil || e.RegistrationID == "" {
+		return nil, errors.New("enrollment: the registration ID is empty")
+	}
+	what := fmt.Sprintf("enrollment %q", e.RegistrationID)
+	c := *e
+	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
+	doc, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	m, err := s.put(ctx, s.w, enrollmentsT, what, key(e.RegistrationID), []any{string(doc)}, ifMatch, newEtag)
+	if err != nil {
+		return nil, err
+	}
+	return decodeEnrollment(string(doc), m)
+}
+
+// DeleteEnrollment deletes the enrollment of a registration ID per ifMatch.
+func (s *Store) DeleteEnrollment(ctx context.Context, registrationID, ifMatch string) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return s.remove(ctx, s.w, enrollmentsT, fmt.Sprintf("enrollment %q", registrationID), key(registrationID), ifMatch)
+}
+
+// Enrollments returns a page of enrollments in key order.
+func (s *Store) Enrollments(ctx context.Context, after string, limit int) (store.Page[*dps.IndividualEnrollment], error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return page(ctx, s, "enrollments", qEnrollmentsAfter,
+		[]any{key(after)}, limit, decodeEnrollment)
+}
+
+// page runs query, whose last parameter is the row limit, and decodes up to
+// limit rows. It asks for one row more than it returns, to know whether a
+// next page exists without a second query.
+func page[T any](ctx context.Context, s *Store, what, query string, args []any, limit int,
+	decode func(doc string, m meta) (T, error)) (store.Page[T], error) {
+	n := pageSize(limit)
+	rows, err := s.r.QueryContext(ctx, query, append(args, n+1)...)
+	if err != nil {
+		return store.Page[T]{}, s.fail(ctx, what, err)
+	}
+	defer rows.Close()
+	var p store.Page[T]
+	var last string
+	for rows.Next() {
+		if len(p.Items) == n {
+			p.Next = last
+			break
+		}
+		k, doc, m, err := scanDoc(rows)
+		if err != nil {
+			return store.Page[T]{}, s.fail(ctx, what, err)
+		}
+		v, err := decode(doc, m)
+		if err != nil {
+			return store.Page[T]{}, err
+		}
+		p.Items = append(p.Items, v)
+		last = k
+	}
+	if err := rows.Err(); err != nil {
+		return store.Page[T]{}, s.fail(ctx, what, err)
+	}
+	return p, nil
+}
+
+// list runs query and decodes every row.
+func list[T any](ctx context.Context, s *Store, what, query string, args []any,
+	decode func(doc string, m meta) (T, error)) ([]T, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		_, doc, m, err := scanDoc(rows)
+		if err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		v, err := decode(doc, m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	return out, nil
+}
+
+// Group returns an enrollment group.
+func (s *Store) Group(ctx context.Context, groupID string) (*dps.EnrollmentGroup, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	what := fmt.Sprintf("enrollment group %q", groupID)
+	_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qGroup, key(groupID)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	return decodeGroup(doc, m)
+}
+
+// PutGroup writes g per ifMatch, together with the index rows derived from
+// its attestation (signing certificates, CA references), and returns it as
+// stored. g is not modified.
+func (s *Store) PutGroup(ctx context.Context, g *dps.EnrollmentGroup, ifMatch string) (*dps.EnrollmentGroup, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if g == nil || g.EnrollmentGroupID == "" {
+		return nil, errors.New("enrollment group: the group ID is empty")
+	}
+	what := fmt.Sprintf("enrollment group %q", g.EnrollmentGroupID)
+	c := *g
+	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
+	doc, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var attType string
+	if g.Attestation != nil {
+		attType = strings.ToLower(g.Attestation.Type)
+	}
+	k := key(g.EnrollmentGroupID)
+	certs := signingCerts(g)
+	refs := caRefs(g)
+
+	var m meta
+	err = s.inTx(ctx, what, func(tx *sql.Tx) error {
+		var err error
+		m, err = s.put(ctx, tx, groupsT, what, k, []any{attType, string(doc)}, ifMatch, newEtag)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, qDeleteGroupSigningCerts, k); err != nil {
+			return s.fail(ctx, what, err)
+		}
+		if _, err := tx.ExecContext(ctx, qDeleteGroupCARefs, k); err != nil {
+			return s.fail(ctx, what, err)
+		}
+		for _, sc := range certs {
+			if _, err := tx.ExecContext(ctx,
+				`INSERT INTO group_signing_certs (group_key, slot, sha256_thumbprint, subject, der) VALUES ($1, $2, $3, $4, $5)`,
+				k, sc.slot, sc.thumbprint, sc.subject, sc.der); err != nil {
+				return s.fail(ctx, what, err)
+			}
+		}
+		for _, r := range refs {
+			if _, err := tx.ExecContext(ctx,
+				`INSERT INTO group_ca_refs (group_key, slot, ca_key) VALUES ($1, $2, $3)`,
+				k, r.slot, r.caKey); err != nil {
+				return s.fail(ctx, what, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return decodeGroup(string(doc), m)
+}
+
+// DeleteGroup deletes an enrollment group per ifMatch; its index rows go
+// with it (ON DELETE CASCADE).
+func (s *Store) DeleteGroup(ctx context.Context, groupID, ifMatch string) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return s.remove(ctx, s.w, groupsT, fmt.Sprintf("enrollment group %q", groupID), key(groupID), ifMatch)
+}
+
+// Groups returns a page of enrollment groups in key order.
+func (s *Store) Groups(ctx context.Context, after string, limit int) (store.Page[*dps.EnrollmentGroup], error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return page(ctx, s, "enrollment groups", qGroupsAfter,
+		[]any{key(after)}, limit, decodeGroup)
+}
+
+// GroupsBySigningCert returns the groups whose primary or secondary signing
+// certificate has this SHA-256 thumbprint.
+func (s *Store) GroupsBySigningCert(ctx context.Context, sha256Thumbprint string) ([]*dps.EnrollmentGroup, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return list(ctx, s, "enrollment groups by signing certificate",
+		qGroupsBySigningCert,
+		[]any{normThumbprint(sha256Thumbprint)}, decodeGroup)
+}
+
+// GroupsByCA returns the groups whose caReferences name this CA.
+func (s *Store) GroupsByCA(ctx context.Context, caName string) ([]*dps.EnrollmentGroup, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return list(ctx, s, "enrollment groups by CA",
+		qGroupsByCA,
+		[]any{key(caName)}, decodeGroup)
+}
+
+// SigningCertsBySubject returns the distinct signing certificates (DER) of
+// groups whose raw DER subject is subject.
+func (s *Store) SigningCertsBySubject(ctx context.Context, subject []byte) ([][]byte, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	const what = "signing certificates by subject"
+	if len(subject) == 0 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx,
+		qSigningCertsBySubject, subject)
+	if err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	defer rows.Close()
+	var out [][]byte
+	seen := map[string]bool{}
+	for rows.Next() {
+		var der []byte
+		if err := rows.Scan(&der); err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		if !seen[string(der)] {
+			seen[string(der)] = true
+			out = append(out, der)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	return out, nil
+}
+
+// SymmetricKeyGroups returns every group with symmetric-key attestation.
+func (s *Store) SymmetricKeyGroups(ctx context.Context) ([]*dps.EnrollmentGroup, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return list(ctx, s, "symmetric-key enrollment groups",
+		qGroupsByAttestation, []any{symmetricKeyLower}, decodeGroup)
+}

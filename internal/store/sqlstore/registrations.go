@@ -1,0 +1,254 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+var registrationsT = newTable("registrations", "group_key", "group_id", "doc", "payload")
+
+const (
+	selectRegistration = `SELECT key, group_id, doc, payload, etag, created, updated FROM registrations`
+	upsertOperation    = `INSERT INTO operations (id, registration_id, status, result, created, expires) VALUES ($1, $2, $3, $4, $5, $6) ` +
+		`ON CONFLICT (id) DO UPDATE SET registration_id = excluded.registration_id, status = excluded.status, ` +
+		`result = excluded.result, created = excluded.created, expires = excluded.expires`
+	// deleteBatch bounds how long DeleteOperationsBefore holds SQLite's
+	// write lock at a time, so that registrations are not stalled behind a
+	// large purge.
+	deleteBatch = 1000
+)
+
+func decodeResult(doc string, m meta) (*dps.DeviceRegistrationResult, error) {
+	var r dps.DeviceRegistrationResult
+	if err := json.Unmarshal([]byte(doc), &r); err != nil {
+		return nil, fmt.Errorf("registration: corrupt record: %w", err)
+	}
+	r.Etag = m.etag
+	r.CreatedDateTimeUtc = dps.NewTime(fromNanos(m.created))
+	r.LastUpdatedDateTimeUtc = dps.NewTime(fromNanos(m.updated))
+	return &r, nil
+}
+
+func scanRegistration(sc scanner) (k string, r *store.Registration, err error) {
+	var groupID, doc string
+	var payload []byte
+	var m meta
+	if err := sc.Scan(&k, &groupID, &doc, &payload, &m.etag, &m.created, &m.updated); err != nil {
+		return "", nil, err
+	}
+	res, err := decodeResult(doc, m)
+	if err != nil {
+		return "", nil, err
+	}
+	return k, &store.Registration{Result: res, EnrollmentGroupID: groupID, DevicePayload: payload}, nil
+}
+
+// Registration returns the registration record of a registration ID.
+func (s *Store) Registration(ctx context.Context, registrationID string) (*store.Registration, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	what := fmt.Sprintf("registration %q", registrationID)
+	_, r, err := scanRegistration(s.r.QueryRowContext(ctx, qRegistration, key(registrationID)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	return r, nil
+}
+
+// SaveRegistration writes r per ifMatch and, if op is not nil, op with its
+// Result set to the stored record, in one transaction. It returns the stored
+// record; r and op are not modified.
+func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifMatch string, op *store.Operation) (*store.Registration, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if r == nil || r.Result == nil || r.Result.RegistrationID == "" {
+		return nil, errors.New("registration: the registration ID is empty")
+	}
+	if op != nil && op.ID == "" {
+		return nil, errors.New("operation: the ID is empty")
+	}
+	what := fmt.Sprintf("registration %q", r.Result.RegistrationID)
+	c := *r.Result
+	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
+	doc, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var groupKey any // NULL for an individual enrollment, so RegistrationsByGroup("") finds nothing
+	if r.EnrollmentGroupID != "" {
+		groupKey = key(r.EnrollmentGroupID)
+	}
+
+	// Bytes, not text: the payload is kept exactly as the device sent it,
+	// and PostgreSQL text would refuse invalid UTF-8.
+	var payload any
+	if r.DevicePayload != nil {
+		payload = []byte(r.DevicePayload)
+	}
+
+	var out *store.Registration
+	err = s.inTx(ctx, what, func(tx *sql.Tx) error {
+		m, err := s.put(ctx, tx, registrationsT, what, key(r.Result.RegistrationID),
+			[]any{groupKey, r.EnrollmentGroupID, string(doc), payload}, ifMatch, registrationEtag)
+		if err != nil {
+			return err
+		}
+		res, err := decodeResult(string(doc), m)
+		if err != nil {
+			return err
+		}
+		out = &store.Registration{Result: res, EnrollmentGroupID: r.EnrollmentGroupID}
+		if r.DevicePayload != nil {
+			out.DevicePayload = append(json.RawMessage{}, r.DevicePayload...)
+		}
+		if op == nil {
+			return nil
+		}
+		o := *op
+		o.Result = res
+		return s.putOperation(ctx, tx, &o)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteRegistration deletes a registration record per ifMatch. Its
+// operations stay until they expire.
+func (s *Store) DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return s.remove(ctx, s.w, registrationsT, fmt.Sprintf("registration %q", registrationID), key(registrationID), ifMatch)
+}
+
+// RegistrationsByGroup pages through the records of one enrollment group, in
+// key order.
+func (s *Store) RegistrationsByGroup(ctx context.Context, groupID, after string, limit int) (store.Page[*store.Registration], error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	what := fmt.Sprintf("registrations of group %q", groupID)
+	n := pageSize(limit)
+	rows, err := s.r.QueryContext(ctx, qRegistrationsByGroup,
+		key(groupID), key(after), n+1)
+	if err != nil {
+		return store.Page[*store.Registration]{}, s.fail(ctx, what, err)
+	}
+	defer rows.Close()
+	var p store.Page[*store.Registration]
+	var last string
+	for rows.Next() {
+		if len(p.Items) == n {
+			p.Next = last
+			break
+		}
+		k, r, err := scanRegistration(rows)
+		if err != nil {
+			return store.Page[*store.Registration]{}, s.fail(ctx, what, err)
+		}
+		p.Items = append(p.Items, r)
+		last = k
+	}
+	if err := rows.Err(); err != nil {
+		return store.Page[*store.Registration]{}, s.fail(ctx, what, err)
+	}
+	return p, nil
+}
+
+// Operation returns an operation by ID. Operation IDs are generated, and
+// compared exactly.
+func (s *Store) Operation(ctx context.Context, operationID string) (*store.Operation, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	what := fmt.Sprintf("operation %q", operationID)
+	var op store.Operation
+	var result sql.NullString
+	var created, expires int64
+	err := s.r.QueryRowContext(ctx,
+		qOperation, operationID).
+		Scan(&op.ID, &op.RegistrationID, &op.Status, &result, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	op.CreatedAt, op.ExpiresAt = fromNanos(created), fromNanos(expires)
+	if result.Valid {
+		op.Result = new(dps.DeviceRegistrationResult)
+		if err := json.Unmarshal([]byte(result.String), op.Result); err != nil {
+			return nil, fmt.Errorf("%s: corrupt record: %w", what, err)
+		}
+	}
+	return &op, nil
+}
+
+// PutOperation inserts or replaces an operation. CreatedAt defaults to now.
+func (s *Store) PutOperation(ctx context.Context, op *store.Operation) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if op == nil || op.ID == "" {
+		return errors.New("operation: the ID is empty")
+	}
+	return s.putOperation(ctx, s.w, op)
+}
+
+func (s *Store) putOperation(ctx context.Context, q queryer, op *store.Operation) error {
+	what := fmt.Sprintf("operation %q", op.ID)
+	var result any // NULL while assigning
+	if op.Result != nil {
+		b, err := json.Marshal(op.Result)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		result = string(b)
+	}
+	created := toNanos(op.CreatedAt)
+	if created == 0 {
+		created = s.stamp()
+	}
+	if _, err := q.ExecContext(ctx, upsertOperation,
+		op.ID, op.RegistrationID, op.Status, result, created, toNanos(op.ExpiresAt)); err != nil {
+		return s.fail(ctx, what, err)
+	}
+	return nil
+}
+
+// DeleteOperationsBefore removes the operations that expired before t, in
+// batches, and returns how many it removed.
+func (s *Store) DeleteOperationsBefore(ctx context.Context, t time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.deleteOperations(ctx, toNanos(t))
+		total += n
+		if err != nil || n < deleteBatch {
+			return total, err
+		}
+	}
+}
+
+func (s *Store) deleteOperations(ctx context.Context, before int64) (int, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	res, err := s.w.ExecContext(ctx,
+		qDeleteExpiredOperations,
+		before, deleteBatch)
+	if err != nil {
+		return 0, s.fail(ctx, "delete expired operations", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.fail(ctx, "delete expired operations", err)
+	}
+	return int(n), nil
+}

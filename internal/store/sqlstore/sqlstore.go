@@ -1,0 +1,327 @@
+// Package sqlstore implements store.Store on SQLite (modernc.org/sqlite, pure
+// Go) and PostgreSQL (pgx through database/sql) with one SQL text: both
+// engines accept $n placeholders, INSERT ... ON CONFLICT ... DO UPDATE with
+// excluded, and RETURNING. The few differences live in a dialect.
+//
+// Records are kept as JSON documents of the dps models next to the columns
+// the store maintains (key, etag, created, updated) and the columns lookups
+// need. The document never holds the etag or timestamps: the columns are the
+// truth and are copied into the model on read, so that a single upsert can
+// keep the creation time without reading the row first.
+//
+// SQLite allows one writer at a time, so writes go through a pool of exactly
+// one connection that begins transactions with BEGIN IMMEDIATE, and reads go
+// through a separate pool; in WAL mode readers never wait for the writer.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/store"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
+)
+
+var _ store.Store = (*Store)(nil)
+
+// Defaults of Options.
+const (
+	DefaultMaxOpenConns    = 20
+	DefaultConnMaxLifetime = 30 * time.Minute
+	DefaultQueryTimeout    = 10 * time.Second
+	// sqliteBusyTimeout bounds how long a connection waits for a lock held
+	// by another process (or a checkpoint) before reporting SQLITE_BUSY.
+	sqliteBusyTimeout = 5 * time.Second
+)
+
+// Options tune a Store. The zero value is usable.
+type Options struct {
+	// Now is the clock that stamps records; time.Now when nil.
+	Now func() time.Time
+	// Logger receives migration and startup messages; discarded when nil.
+	Logger *slog.Logger
+	// MaxOpenConns bounds the PostgreSQL connection pool
+	// (DefaultMaxOpenConns when <= 0). SQLite sizes its read pool from
+	// GOMAXPROCS and always writes through one connection.
+	MaxOpenConns int
+	// ConnMaxLifetime recycles PostgreSQL connections, so that a fail-over
+	// or a load balancer change is picked up (DefaultConnMaxLifetime when
+	// <= 0).
+	ConnMaxLifetime time.Duration
+	// QueryTimeout bounds each store call, including the wait for a pooled
+	// connection or for SQLite's writer (DefaultQueryTimeout when <= 0). A
+	// call that runs out of time fails with store.ErrUnavailable.
+	QueryTimeout time.Duration
+	// SkipMigrate makes Open refuse a database whose schema is behind this
+	// binary instead of migrating it; `dpsd migrate` then calls Migrate.
+	SkipMigrate bool
+}
+
+// Store is a store.Store on SQLite or PostgreSQL. It is safe for concurrent
+// use.
+type Store struct {
+	d       *dialect
+	r       *sql.DB // reads
+	w       *sql.DB // writes; the same pool as r on PostgreSQL
+	now     func() time.Time
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+// dialect holds what differs between the engines.
+type dialect struct {
+	name string // "sqlite" or "postgres"
+	// Key is the column type of lower-cased IDs. PostgreSQL compares text
+	// by the database's locale unless told otherwise; "C" gives byte order
+	// on both engines, so pages are the same everywhere and cheap to compare.
+	Key string
+	// Blob is the column type of raw bytes.
+	Blob string
+	// forUpdate locks a row read inside a transaction. SQLite needs none:
+	// its writer transactions are BEGIN IMMEDIATE and serialized.
+	forUpdate string
+	// advisoryLock makes Migrate take pg_advisory_lock, so that several
+	// nodes starting together migrate once.
+	advisoryLock bool
+}
+
+var (
+	sqliteDialect   = &dialect{name: "sqlite", Key: "TEXT", Blob: "BLOB"}
+	postgresDialect = &dialect{name: "postgres", Key: `TEXT COLLATE "C"`, Blob: "BYTEA", forUpdate: " FOR UPDATE", advisoryLock: true}
+)
+
+// Open connects to the database named by dsn and migrates it (see
+// Options.SkipMigrate). dsn is a file path, sqlite:PATH or file:PATH for
+// SQLite, or a postgres:// or postgresql:// URL for PostgreSQL.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	s := &Store{
+		now:     opts.Now,
+		log:     opts.Logger,
+		timeout: opts.QueryTimeout,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultQueryTimeout
+	}
+
+	var err error
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		err = s.openPostgres(dsn, opts)
+	} else {
+		err = s.openSQLite(dsn)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	if opts.SkipMigrate {
+		err = s.checkSchema(ctx)
+	} else {
+		err = s.Migrate(ctx)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) openPostgres(dsn string, opts Options) error {
+	s.d = postgresDialect
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		// The error may quote the DSN, password included.
+		return errors.New("sqlstore: invalid PostgreSQL URL")
+	}
+	n := opts.MaxOpenConns
+	if n <= 0 {
+		n = DefaultMaxOpenConns
+	}
+	life := opts.ConnMaxLifetime
+	if life <= 0 {
+		life = DefaultConnMaxLifetime
+	}
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	db.SetConnMaxLifetime(life)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	s.r, s.w = db, db
+	s.log.Info("opened PostgreSQL store", "target", redactURL(dsn), "max_open_conns", n)
+	return nil
+}
+
+func (s *Store) openSQLite(dsn string) error {
+	s.d = sqliteDialect
+	path, query, _ := strings.Cut(dsn, "?")
+	path = strings.TrimPrefix(path, "sqlite:")
+	path = strings.TrimPrefix(path, "file:")
+	extra, err := url.ParseQuery(query)
+	if err != nil {
+		return fmt.Errorf("sqlstore: SQLite DSN %q: %v", dsn, err)
+	}
+	// The read and write pools would each get their own in-memory database.
+	if path == "" || path == ":memory:" || extra.Get("mode") == "memory" {
+		return fmt.Errorf("sqlstore: SQLite needs a file, not %q", dsn)
+	}
+	if err := createSQLiteFile(path); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		s.log.Warn("the database holds private keys but other users can read it",
+			"path", path, "mode", fi.Mode().Perm().String())
+	}
+
+	common := url.Values{}
+	common.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
+	common.Add("_pragma", "journal_mode(WAL)")
+	common.Add("_pragma", "foreign_keys(1)")
+	for k, vs := range extra {
+		for _, v := range vs {
+			common.Add(k, v)
+		}
+	}
+
+	wq := cloneValues(common)
+	// A registration acknowledged to a device must survive a power cut.
+	wq.Add("_pragma", "synchronous(FULL)")
+	wq.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", path+"?"+wq.Encode())
+	if err != nil {
+		return fmt.Errorf("sqlstore: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+
+	rq := cloneValues(common)
+	rq.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", path+"?"+rq.Encode())
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("sqlstore: open %s: %w", path, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	r.SetConnMaxLifetime(0)
+
+	s.r, s.w = r, w
+	s.log.Info("opened SQLite store", "path", path)
+	return nil
+}
+
+// createSQLiteFile creates the database file (and its directory) readable by
+// the owner only before SQLite does, because SQLite would create it 0644 and
+// it holds private keys. SQLite gives the -wal and -shm files the mode of the
+// database file.
+func createSQLiteFile(path string) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("sqlstore: %w", err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlstore: %w", err)
+	}
+	return f.Close()
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := make(url.Values, len(v))
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+// redactURL returns a PostgreSQL URL without its password, for logs.
+func redactURL(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://(unparsable)"
+	}
+	return u.Redacted()
+}
+
+// Engine returns "sqlite" or "postgres".
+func (s *Store) Engine() string { return s.d.name }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.r.PingContext(ctx); err != nil {
+		return s.fail(ctx, "ping", err)
+	}
+	if s.w != s.r {
+		if err := s.w.PingContext(ctx); err != nil {
+			return s.fail(ctx, "ping", err)
+		}
+	}
+	return nil
+}
+
+// Close closes the database. Calls after Close fail with
+// store.ErrUnavailable.
+func (s *Store) Close() error {
+	err := s.r.Close()
+	if s.w != s.r {
+		// Closing the writer last lets SQLite checkpoint the WAL into the
+		// database file and remove it.
+		err = errors.Join(err, s.w.Close())
+	}
+	return err
+}
+
+// ctx bounds one store call by the query timeout.
+func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// stamp returns the store's time in the 100 ns resolution DPS prints, so that
+// what a write returns equals what a later read returns.
+func (s *Store) stamp() int64 {
+	return toNanos(s.now().UTC().Truncate(100 * time.Nanosecond))
+}
+
+// queryer is what *sql.DB, *sql.Conn and *sql.Tx share.
+type queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// inTx runs fn in a write transaction and commits it if fn succeeds. fn's
+// errors are returned as they are; what names the call in the others.
+func (s *Store) inTx(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.fail(ctx, what, err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return s.fail(ctx, what, err)
+	}
+	return nil
+}

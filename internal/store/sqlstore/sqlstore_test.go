@@ -1,0 +1,521 @@
+package sqlstore
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/store/storetest"
+)
+
+func openSQLite(t testing.TB, opts Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "dpsd.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestSQLite(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openSQLite(t, Options{}) })
+}
+
+// pgDSN returns the PostgreSQL test server, skipping the test without one
+// except in CI, where a missing server must not pass unnoticed.
+func pgDSN(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("DPS_TEST_PG_DSN")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI is set but DPS_TEST_PG_DSN is not: the PostgreSQL tests must run in CI")
+		}
+		t.Skip("DPS_TEST_PG_DSN is not set; run under /work/shared/scripts/pg-throwaway.sh")
+	}
+	return dsn
+}
+
+// pgSchema creates a schema of its own for one test, dropped when the test
+// ends, and returns a DSN whose search_path selects it.
+func pgSchema(t *testing.T, dsn string) string {
+	t.Helper()
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	var b [6]byte
+	rand.Read(b[:])
+	schema := "t_" + hex.EncodeToString(b[:])
+	if _, err := admin.ExecContext(context.Background(), "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func openPostgres(t *testing.T, dsn string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), pgSchema(t, dsn), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestPostgres(t *testing.T) {
+	dsn := pgDSN(t)
+	storetest.Run(t, func(t *testing.T) store.Store { return openPostgres(t, dsn, Options{}) })
+}
+
+func TestSQLiteFileModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "db")
+	path := filepath.Join(dir, "dpsd.db")
+	s, err := Open(t.Context(), "sqlite:"+path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A write makes SQLite create the -wal and -shm files.
+	if _, err := s.PutPolicy(t.Context(), &store.Policy{Name: "p", PrimaryKey: "a2V5"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", filepath.Base(p), got)
+		}
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o700 {
+		t.Errorf("directory mode %v, want 0700", got)
+	}
+}
+
+func TestSQLitePragmas(t *testing.T) {
+	s := openSQLite(t, Options{})
+	ctx := t.Context()
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for pragma, want := range map[string]string{
+		"journal_mode": "wal",
+		"synchronous":  "2", // FULL
+		"foreign_keys": "1",
+		"busy_timeout": fmt.Sprint(sqliteBusyTimeout.Milliseconds()),
+	} {
+		var got string
+		if err := conn.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.EqualFold(got, want) {
+			t.Errorf("PRAGMA %s = %s, want %s", pragma, got, want)
+		}
+	}
+	// Reads cannot write, by construction.
+	if _, err := s.r.ExecContext(ctx, `DELETE FROM enrollments`); err == nil {
+		t.Error("the read pool accepted a write")
+	}
+}
+
+func TestSQLiteDSNForms(t *testing.T) {
+	dir := t.TempDir()
+	for _, dsn := range []string{
+		filepath.Join(dir, "plain.db"),
+		"sqlite:" + filepath.Join(dir, "sqlite.db"),
+		"file:" + filepath.Join(dir, "file.db"),
+		"file:" + filepath.Join(dir, "query.db") + "?cache=private",
+	} {
+		s, err := Open(t.Context(), dsn, Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", dsn, err)
+		}
+		if s.Engine() != "sqlite" {
+			t.Errorf("%s: engine %s", dsn, s.Engine())
+		}
+		if err := s.Ping(t.Context()); err != nil {
+			t.Errorf("%s: %v", dsn, err)
+		}
+		s.Close()
+	}
+	for _, dsn := range []string{"", ":memory:", "sqlite::memory:", "file:x.db?mode=memory"} {
+		if s, err := Open(t.Context(), dsn, Options{}); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded; want an error, each pool would see its own database", dsn)
+		}
+	}
+}
+
+func TestSQLiteReopenKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dpsd.db")
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put, err := s.PutEnrollment(t.Context(), &dps.IndividualEnrollment{RegistrationID: "Dev-1",
+		Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.InitInstance(t.Context(), &store.Instance{IDScope: "0ne00000001"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Enrollment(t.Context(), "dev-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RegistrationID != "Dev-1" || got.Etag != put.Etag || !got.CreatedDateTimeUtc.Equal(put.CreatedDateTimeUtc.Time) {
+		t.Fatalf("after reopen: %+v, want %+v", got, put)
+	}
+	inst, err := s.Instance(t.Context())
+	if err != nil || inst.IDScope != "0ne00000001" {
+		t.Fatalf("instance after reopen: %+v, %v", inst, err)
+	}
+}
+
+func TestSchemaTooNew(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dpsd.db")
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := SchemaVersion() + 1
+	if _, err := s.w.ExecContext(t.Context(), `INSERT INTO schema_migrations (version, applied) VALUES ($1, 0)`, future); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	for _, opts := range []Options{{}, {SkipMigrate: true}} {
+		s, err := Open(t.Context(), path, opts)
+		if err == nil {
+			s.Close()
+			t.Fatalf("Open(SkipMigrate=%v) accepted a database at version %d", opts.SkipMigrate, future)
+		}
+		if !errors.Is(err, ErrSchemaTooNew) || !strings.Contains(err.Error(), fmt.Sprintf("version %d", future)) ||
+			!strings.Contains(err.Error(), "upgrade dpsd") {
+			t.Fatalf("Open(SkipMigrate=%v): %v; want ErrSchemaTooNew naming version %d and what to do", opts.SkipMigrate, err, future)
+		}
+	}
+}
+
+func TestSkipMigrate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dpsd.db")
+	_, err := Open(t.Context(), path, Options{SkipMigrate: true})
+	if !errors.Is(err, ErrSchemaTooOld) || !strings.Contains(err.Error(), "dpsd migrate") {
+		t.Fatalf("Open(SkipMigrate) on an empty database: %v, want ErrSchemaTooOld", err)
+	}
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatalf("second Migrate: %v", err)
+	}
+	s.Close()
+	s, err = Open(t.Context(), path, Options{SkipMigrate: true})
+	if err != nil {
+		t.Fatalf("Open(SkipMigrate) on a migrated database: %v", err)
+	}
+	s.Close()
+}
+
+// testConcurrentOpen opens one database from several goroutines at once, as
+// several nodes starting together would: every Open succeeds and each
+// migration is applied once.
+func testConcurrentOpen(t *testing.T, dsn string) {
+	const n = 6
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	stores := make([]*Store, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = Open(t.Context(), dsn, Options{})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Open %d: %v", i, err)
+		}
+		defer stores[i].Close()
+	}
+	var rows, max int
+	if err := stores[0].r.QueryRowContext(t.Context(), `SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&rows, &max); err != nil {
+		t.Fatal(err)
+	}
+	if rows != len(migrations) || max != SchemaVersion() {
+		t.Fatalf("schema_migrations has %d rows up to %d, want %d up to %d", rows, max, len(migrations), SchemaVersion())
+	}
+}
+
+func TestSQLiteConcurrentOpen(t *testing.T) {
+	testConcurrentOpen(t, filepath.Join(t.TempDir(), "dpsd.db"))
+}
+
+func TestPostgresConcurrentOpen(t *testing.T) {
+	testConcurrentOpen(t, pgSchema(t, pgDSN(t)))
+}
+
+func TestPostgresUnreachable(t *testing.T) {
+	// Nothing listens on port 1.
+	_, err := Open(t.Context(), "postgres://dpsd:secret@127.0.0.1:1/dpsd?sslmode=disable&connect_timeout=2", Options{})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Open on a closed port: %v, want ErrUnavailable", err)
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+}
+
+func TestClockAndMonotonicUpdates(t *testing.T) {
+	frozen := time.Date(2025, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	s := openSQLite(t, Options{Now: func() time.Time { return frozen }})
+	ctx := t.Context()
+	e := &dps.IndividualEnrollment{RegistrationID: "dev-1", Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}
+	v1, err := s.PutEnrollment(ctx, e, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := frozen.Truncate(100 * time.Nanosecond)
+	if !v1.CreatedDateTimeUtc.Equal(want) || !v1.LastUpdatedDateTimeUtc.Equal(want) {
+		t.Fatalf("created %v updated %v, want the clock's %v", v1.CreatedDateTimeUtc, v1.LastUpdatedDateTimeUtc, want)
+	}
+	// With the clock stopped, updated still moves forward by one DPS tick.
+	v2, err := s.PutEnrollment(ctx, e, v1.Etag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v2.LastUpdatedDateTimeUtc.Equal(want.Add(100*time.Nanosecond)) || !v2.CreatedDateTimeUtc.Equal(want) {
+		t.Fatalf("second write: created %v updated %v", v2.CreatedDateTimeUtc, v2.LastUpdatedDateTimeUtc)
+	}
+}
+
+func TestEtagShapes(t *testing.T) {
+	s := openSQLite(t, Options{})
+	e, err := s.PutEnrollment(t.Context(), &dps.IndividualEnrollment{RegistrationID: "dev-1",
+		Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "1a2b3c4d-0000-0000-0000-5e8fe3d10000" with its quotes.
+	if len(e.Etag) != 38 || e.Etag[0] != '"' || e.Etag[37] != '"' || strings.Count(e.Etag, "-") != 4 {
+		t.Fatalf("etag %q is not shaped like Azure's", e.Etag)
+	}
+}
+
+// Benchmarks.
+
+func benchRegistration(i int64) *store.Registration {
+	id := fmt.Sprintf("bench-dev-%d", i)
+	return &store.Registration{
+		Result: &dps.DeviceRegistrationResult{RegistrationID: id, DeviceID: id, AssignedHub: "hub1.azure-devices.net",
+			Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment,
+			SymmetricKey: &dps.SymmetricKeyRegistrationResult{EnrollmentGroupID: "fleet"}},
+		EnrollmentGroupID: "fleet",
+	}
+}
+
+func benchOp(id string, r *store.Registration) *store.Operation {
+	return &store.Operation{ID: id, RegistrationID: r.Result.RegistrationID, Status: dps.StatusAssigned,
+		ExpiresAt: time.Now().Add(time.Hour)}
+}
+
+// BenchmarkSaveRegistration measures a first registration: the record and
+// its operation in one transaction, synchronously durable.
+func BenchmarkSaveRegistration(b *testing.B) {
+	b.Run("sequential", func(b *testing.B) {
+		s := openSQLite(b, Options{})
+		ctx := context.Background()
+		var i int64
+		for b.Loop() {
+			i++
+			r := benchRegistration(i)
+			if _, err := s.SaveRegistration(ctx, r, "", benchOp(fmt.Sprintf("op-%d", i), r)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		s := openSQLite(b, Options{})
+		ctx := context.Background()
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := n.Add(1)
+				r := benchRegistration(i)
+				if _, err := s.SaveRegistration(ctx, r, "", benchOp(fmt.Sprintf("op-%d", i), r)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkEnrollmentGet reads random enrollments out of 10,000.
+func BenchmarkEnrollmentGet(b *testing.B) {
+	const n = 10000
+	s := openSQLite(b, Options{})
+	ctx := context.Background()
+	// One transaction: 10,000 durable commits would dominate the run.
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		e := &dps.IndividualEnrollment{RegistrationID: fmt.Sprintf("Dev-%05d", i),
+			Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
+				SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeWtleXByaW1hcnlrZXk=", SecondaryKey: "c2Vjb25kYXJ5a2V5c2Vjb25kYXJ5"}},
+			ProvisioningStatus: dps.ProvisioningEnabled}
+		if _, err := s.put(ctx, tx, enrollmentsT, "bench", key(e.RegistrationID), []any{mustJSON(b, e)}, "", newEtag); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("sequential", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i = (i + 7919) % n
+			if _, err := s.Enrollment(ctx, fmt.Sprintf("dev-%05d", i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		var c atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := int(c.Add(7919) % n)
+				if _, err := s.Enrollment(ctx, fmt.Sprintf("dev-%05d", i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+func mustJSON(tb testing.TB, v any) string {
+	tb.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestSQLiteLookupsUseIndexes guards against a lookup that scans a table:
+// harmless in tests, fatal with a million enrollments.
+func TestSQLiteLookupsUseIndexes(t *testing.T) {
+	s := openSQLite(t, Options{})
+	for _, q := range []string{
+		qEnrollment, qEnrollmentsAfter, qGroup, qGroupsAfter, qGroupsBySigningCert, qGroupsByCA,
+		qSigningCertsBySubject, qGroupsByAttestation, qDeleteGroupSigningCerts, qDeleteGroupCARefs,
+		qPolicy, qCA, qCAsByThumbprint, qCAsBySubject, qHub, qRegistration, qRegistrationsByGroup,
+		qOperation, qDeleteExpiredOperations,
+		enrollmentsT.update, registrationsT.update, registrationsT.delIf, groupsT.del,
+	} {
+		n := strings.Count(q, "$")
+		args := make([]any, n)
+		for i := range args {
+			args[i] = "x"
+		}
+		rows, err := s.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		for _, step := range plan {
+			if strings.HasPrefix(step, "SCAN ") {
+				t.Errorf("%s\nscans a table: %q", q, plan)
+			}
+		}
+	}
+}
+
+func TestPageSizeCap(t *testing.T) {
+	s := openSQLite(t, Options{})
+	ctx := t.Context()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxPageSize + 1 {
+		e := &dps.IndividualEnrollment{RegistrationID: fmt.Sprintf("dev-%04d", i)}
+		if _, err := s.put(ctx, tx, enrollmentsT, "test", key(e.RegistrationID), []any{mustJSON(t, e)}, "", newEtag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Enrollments(ctx, "", 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Items) != maxPageSize || p.Next != fmt.Sprintf("dev-%04d", maxPageSize-1) {
+		t.Fatalf("limit 5000: %d items, next %q; want %d and the last key", len(p.Items), p.Next, maxPageSize)
+	}
+	p, err = s.Enrollments(ctx, p.Next, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Items) != 1 || p.Next != "" {
+		t.Fatalf("last page: %d items, next %q", len(p.Items), p.Next)
+	}
+}

@@ -1,0 +1,144 @@
+package storetest
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+func testInstance(t *testing.T, open func(*testing.T) store.Store) {
+	newInstance := func(scope string) *store.Instance {
+		return &store.Instance{
+			IDScope:          scope,
+			CreatedAt:        time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC),
+			AllocationPolicy: dps.AllocationHashed,
+			ServerCACertPEM:  []byte("-----BEGIN CERTIFICATE-----\nCA " + scope + "\n-----END CERTIFICATE-----\n"),
+			ServerCAKeyPEM:   []byte("-----BEGIN PRIVATE KEY-----\nCA KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
+			ServerCertPEM:    []byte("-----BEGIN CERTIFICATE-----\nSERVER " + scope + "\n-----END CERTIFICATE-----\n"),
+			ServerKeyPEM:     []byte("-----BEGIN PRIVATE KEY-----\nSERVER KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
+			HostNames:        []string{"dps.example.com", "localhost"},
+		}
+	}
+	same := func(t *testing.T, what string, got, want *store.Instance) {
+		t.Helper()
+		if got.IDScope != want.IDScope || !got.CreatedAt.Equal(want.CreatedAt) || got.AllocationPolicy != want.AllocationPolicy ||
+			!bytes.Equal(got.ServerCACertPEM, want.ServerCACertPEM) || !bytes.Equal(got.ServerCAKeyPEM, want.ServerCAKeyPEM) ||
+			!bytes.Equal(got.ServerCertPEM, want.ServerCertPEM) || !bytes.Equal(got.ServerKeyPEM, want.ServerKeyPEM) ||
+			!slices.Equal(got.HostNames, want.HostNames) {
+			t.Fatalf("%s: got %+v, want %+v", what, got, want)
+		}
+	}
+
+	t.Run("get/before init is not found", func(t *testing.T) {
+		s := open(t)
+		_, err := s.Instance(bg(t))
+		wantErr(t, err, store.ErrNotFound, "instance")
+	})
+
+	t.Run("init/stores and returns the instance", func(t *testing.T) {
+		s := open(t)
+		in := newInstance("0ne00000001")
+		got, err := s.InitInstance(bg(t), in)
+		must(t, err, "init")
+		same(t, "init", got, in)
+		got, err = s.Instance(bg(t))
+		must(t, err, "instance")
+		same(t, "instance", got, in)
+	})
+
+	t.Run("init/twice returns the first instance", func(t *testing.T) {
+		s := open(t)
+		first := newInstance("0ne00000001")
+		_, err := s.InitInstance(bg(t), first)
+		must(t, err, "first init")
+		got, err := s.InitInstance(bg(t), newInstance("0ne00000002"))
+		must(t, err, "second init")
+		same(t, "second init", got, first)
+		got, err = s.Instance(bg(t))
+		must(t, err, "instance")
+		same(t, "instance", got, first)
+	})
+
+	t.Run("init/concurrent first starts agree", func(t *testing.T) {
+		s := open(t)
+		const n = 8
+		scopes := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				got, err := s.InitInstance(bg(t), newInstance(fmt.Sprintf("0ne0000000%d", i)))
+				errs[i] = err
+				if err == nil {
+					scopes[i] = got.IDScope
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for i := range n {
+			must(t, errs[i], "init")
+			if scopes[i] != scopes[0] {
+				t.Fatalf("InitInstance %d returned scope %q, another returned %q", i, scopes[i], scopes[0])
+			}
+		}
+		got, err := s.Instance(bg(t))
+		must(t, err, "instance")
+		if got.IDScope != scopes[0] {
+			t.Fatalf("stored scope %q, InitInstance returned %q", got.IDScope, scopes[0])
+		}
+	})
+
+	t.Run("update/replaces mutable fields only", func(t *testing.T) {
+		s := open(t)
+		first := newInstance("0ne00000001")
+		_, err := s.InitInstance(bg(t), first)
+		must(t, err, "init")
+		upd := newInstance("0ne0000000X") // other scope, CA and creation time: ignored
+		upd.CreatedAt = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+		upd.AllocationPolicy = dps.AllocationGeoLatency
+		upd.ServerCertPEM = []byte("new server cert")
+		upd.ServerKeyPEM = []byte("new server key")
+		upd.HostNames = []string{"new.example.com"}
+		must(t, s.UpdateInstance(bg(t), upd), "update")
+
+		want := newInstance("0ne00000001")
+		want.AllocationPolicy = upd.AllocationPolicy
+		want.ServerCertPEM = upd.ServerCertPEM
+		want.ServerKeyPEM = upd.ServerKeyPEM
+		want.HostNames = upd.HostNames
+		got, err := s.Instance(bg(t))
+		must(t, err, "instance")
+		same(t, "after update", got, want)
+	})
+
+	t.Run("update/before init is not found", func(t *testing.T) {
+		s := open(t)
+		wantErr(t, s.UpdateInstance(bg(t), newInstance("0ne00000001")), store.ErrNotFound, "update")
+	})
+
+	t.Run("get/returns fresh copies", func(t *testing.T) {
+		s := open(t)
+		in := newInstance("0ne00000001")
+		out, err := s.InitInstance(bg(t), in)
+		must(t, err, "init")
+		in.HostNames[0] = "mutated-input"
+		out.HostNames[0] = "mutated-output"
+		if len(out.ServerKeyPEM) > 0 {
+			out.ServerKeyPEM[0] = 'X'
+		}
+		got, err := s.Instance(bg(t))
+		must(t, err, "instance")
+		same(t, "after mutation", got, newInstance("0ne00000001"))
+	})
+}
