@@ -109,7 +109,7 @@ func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID
 		return nil, err
 	}
 	op, err := p.Store.Operation(ctx, operationID)
-	if errors.Is(err, store.ErrNotFound) || err == nil && !strings.EqualFold(op.RegistrationID, req.RegistrationID) {
+	if errors.Is(err, store.ErrNotFound) || err == nil && (!strings.EqualFold(op.RegistrationID, req.RegistrationID) || p.now().After(op.ExpiresAt)) {
 		return nil, dpserr.NotFound(dpserr.CodeOperationNotFound, "operation %q of registration %q not found (operations can be polled for %s after the register request)", operationID, req.RegistrationID, p.ttl())
 	}
 	if err != nil {
@@ -240,14 +240,17 @@ func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity)
 // decide computes the new registration record from the identity and the
 // previous record.
 func (p *Pipeline) decide(ctx context.Context, req Request, id *attest.Identity, prev *store.Registration) (*store.Registration, error) {
-	res := &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID, DeviceID: req.RegistrationID}
+	res := &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID}
+	// Registration IDs are case-insensitive: the record keeps the spelling
+	// of its first registration, and so does the device ID derived from it.
+	if prev != nil && prev.Result.RegistrationID != "" {
+		res.RegistrationID = prev.Result.RegistrationID
+	}
+	res.DeviceID = res.RegistrationID
 	setAttestation(res, id)
 	hubs, policy, reprov := targets(id)
 	if id.Individual != nil && id.Individual.DeviceID != "" {
 		res.DeviceID = id.Individual.DeviceID
-	}
-	if prev != nil && prev.Result.RegistrationID != "" {
-		res.RegistrationID = prev.Result.RegistrationID
 	}
 	hub, fail, err := p.chooseHub(ctx, hubs, policy, req.RegistrationID)
 	if err != nil {
