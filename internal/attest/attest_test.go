@@ -1,0 +1,332 @@
+package attest_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/enrollment"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/store/sqlstore"
+)
+
+const scope = "0ne00111111"
+
+type env struct {
+	t     *testing.T
+	st    store.Store
+	a     *attest.Attestor
+	clock time.Time
+	logs  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "dpsd.db"), sqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{t: t, st: st, clock: time.Now(), logs: &syncBuffer{}}
+	e.a = &attest.Attestor{Store: st, Log: slog.New(slog.NewTextHandler(e.logs, nil)), Now: func() time.Time { return e.clock }}
+	return e
+}
+
+func (e *env) individual(en *dps.IndividualEnrollment) {
+	e.t.Helper()
+	if err := enrollment.PrepareIndividual(en, nil); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.st.PutEnrollment(context.Background(), en, ""); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) group(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
+	e.t.Helper()
+	if err := enrollment.PrepareGroup(context.Background(), g, nil, e.st); err != nil {
+		e.t.Fatal(err)
+	}
+	stored, err := e.st.PutGroup(context.Background(), g, "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return stored
+}
+
+func (e *env) ca(name string, c *x509.Certificate, verified bool) {
+	e.t.Helper()
+	if _, err := e.st.PutCACertificate(context.Background(), &store.CACertificate{Name: name, CertificateDER: c.Raw,
+		SHA256Thumbprint: pki.SHA256Thumbprint(c), Subject: c.RawSubject, IsVerified: verified}, ""); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func pem(c *x509.Certificate) *dps.X509CertificateWithInfo {
+	return &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}
+}
+
+func x509Individual(id string, c *x509.Certificate) *dps.IndividualEnrollment {
+	return &dps.IndividualEnrollment{RegistrationID: id, Attestation: &dps.AttestationMechanism{Type: "x509",
+		X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{Primary: pem(c)}}}}
+}
+
+func signingGroup(id string, c *x509.Certificate) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "x509",
+		X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: pem(c)}}}}
+}
+
+func caGroup(id, ca string) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "x509",
+		X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: ca}}}}
+}
+
+func must[T any](t *testing.T) func(T, crypto.Signer, error) (T, crypto.Signer) {
+	return func(v T, k crypto.Signer, err error) (T, crypto.Signer) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, k
+	}
+}
+
+// refused checks a 401 401002 refusal and its message.
+func refused(t *testing.T, id *attest.Identity, err error, reason string) {
+	t.Helper()
+	var de *dpserr.Error
+	if !errors.As(err, &de) {
+		t.Fatalf("got identity %+v, error %v; want a refusal containing %q", id, err, reason)
+	}
+	if de.Status != http.StatusUnauthorized || de.Code != dpserr.CodeUnauthorized {
+		t.Errorf("refusal %d %d, want 401 401002", de.Status, de.Code)
+	}
+	if !strings.Contains(de.Message, reason) {
+		t.Errorf("message %q does not contain %q", de.Message, reason)
+	}
+	if id != nil {
+		t.Errorf("identity %+v returned with a refusal", id)
+	}
+}
+
+// TestX509ValidityBoundaries moves the clock around a leaf's and an
+// intermediate's validity period: valid from NotBefore to NotAfter
+// inclusive, refused one second outside.
+func TestX509ValidityBoundaries(t *testing.T) {
+	e := newEnv(t)
+	nb := time.Now().Add(-time.Hour).Truncate(time.Second)
+	na := nb.Add(48 * time.Hour)
+	leaf, _ := must[*x509.Certificate](t)(pki.NewSelfSigned(pki.Options{CommonName: "valid-dev", NotBefore: nb, NotAfter: na}))
+	e.individual(x509Individual("valid-dev", leaf))
+	root, rootKey := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "Boundary Root", NotBefore: nb.Add(-time.Hour), NotAfter: na.Add(time.Hour)}))
+	inter, interKey := must[*x509.Certificate](t)(pki.NewIntermediateCA(pki.Options{CommonName: "Boundary Intermediate", NotBefore: nb.Add(time.Minute), NotAfter: na.Add(-time.Minute)}, root, rootKey))
+	e.ca("boundary-root", root, true)
+	e.group(caGroup("grp-boundary", "boundary-root"))
+	gleaf, _ := must[*x509.Certificate](t)(pki.NewLeaf(pki.Options{CommonName: "valid-grp-dev", NotBefore: nb, NotAfter: na}, inter, interKey))
+	chain := []*x509.Certificate{gleaf, inter, root}
+
+	tests := map[string]struct {
+		at     time.Time
+		id     string
+		chain  []*x509.Certificate
+		reason string // "" = accepted
+	}{
+		"fail/leaf-one-second-before-not-before": {at: nb.Add(-time.Second), id: "valid-dev", chain: []*x509.Certificate{leaf}, reason: "certificate CN=valid-dev is not valid before " + nb.UTC().Format(time.RFC3339)},
+		"ok/leaf-at-not-before":                  {at: nb, id: "valid-dev", chain: []*x509.Certificate{leaf}},
+		"ok/leaf-at-not-after":                   {at: na, id: "valid-dev", chain: []*x509.Certificate{leaf}},
+		"fail/leaf-one-second-after-not-after":   {at: na.Add(time.Second), id: "valid-dev", chain: []*x509.Certificate{leaf}, reason: "certificate CN=valid-dev expired at " + na.UTC().Format(time.RFC3339)},
+		"fail/intermediate-not-yet-valid":        {at: nb.Add(30 * time.Second), id: "valid-grp-dev", chain: chain, reason: "CA certificate CN=Boundary Intermediate is not valid before"},
+		"ok/chain-inside-every-period":           {at: nb.Add(2 * time.Minute), id: "valid-grp-dev", chain: chain},
+		"fail/intermediate-expired":              {at: na.Add(-30 * time.Second), id: "valid-grp-dev", chain: chain, reason: "CA certificate CN=Boundary Intermediate expired at"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			e.clock = tc.at
+			id, err := e.a.X509(context.Background(), tc.id, tc.chain)
+			if tc.reason != "" {
+				refused(t, id, err, tc.reason)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id.Mechanism != dps.AttestationX509 || id.Leaf == nil || id.Leaf.SHA256Thumbprint != pki.SHA256Thumbprint(tc.chain[0]) {
+				t.Errorf("identity %+v", id)
+			}
+		})
+	}
+}
+
+// TestX509Precedence: the individual enrollment first; then the group of the
+// first issuing certificate presented, then the next; among groups on one
+// certificate, the first by ID (ignoring case), with a warning in the log.
+func TestX509Precedence(t *testing.T) {
+	e := newEnv(t)
+	root, rootKey := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "P Root"}))
+	inter, interKey := must[*x509.Certificate](t)(pki.NewIntermediateCA(pki.Options{CommonName: "P Intermediate"}, root, rootKey))
+	e.ca("p-root", root, true)
+	e.group(caGroup("grp-root", "p-root"))
+	e.group(signingGroup("zz-inter", inter))
+	e.group(signingGroup("B-inter", inter))
+	e.ca("p-inter", inter, true)
+	e.group(caGroup("c-inter-ca", "p-inter"))
+	leaf := func(cn string) *x509.Certificate {
+		l, _ := must[*x509.Certificate](t)(pki.NewLeaf(pki.Options{CommonName: cn}, inter, interKey))
+		return l
+	}
+	ind := leaf("p-ind")
+	e.individual(x509Individual("p-ind", ind))
+
+	id, err := e.a.X509(context.Background(), "p-ind", []*x509.Certificate{ind, inter, root})
+	if err != nil || id.Individual == nil || id.Group != nil || id.GroupID() != "" || id.EnrollmentName() != `enrollment "p-ind"` {
+		t.Errorf("individual enrollment: identity %+v, %v", id, err)
+	}
+	id, err = e.a.X509(context.Background(), "p-grp", []*x509.Certificate{leaf("p-grp"), inter, root})
+	if err != nil || id.GroupID() != "B-inter" || id.Individual != nil {
+		t.Fatalf("group: identity %+v, %v; want B-inter (first by ID among the intermediate's three)", id, err)
+	}
+	if id.Signer == nil || id.Signer.SHA256Thumbprint != pki.SHA256Thumbprint(inter) || id.EnrollmentName() != `enrollment group "B-inter"` {
+		t.Errorf("signer %+v, name %q", id.Signer, id.EnrollmentName())
+	}
+	if !strings.Contains(e.logs.String(), "several enrollment groups match one certificate") {
+		t.Errorf("no warning about several groups on one certificate in the log:\n%s", e.logs.String())
+	}
+}
+
+// TestX509DNSName: C# devices take the first DNS name for the registration
+// ID, so dpsd accepts it when it differs from the CN; only the first.
+func TestX509DNSName(t *testing.T) {
+	e := newEnv(t)
+	c, _ := must[*x509.Certificate](t)(pki.NewSelfSigned(pki.Options{CommonName: "cn-name", DNSNames: []string{"dns-dev", "second-dev"}}))
+	e.individual(x509Individual("dns-dev", c))
+	e.individual(x509Individual("second-dev", c))
+	if id, err := e.a.X509(context.Background(), "DNS-DEV", []*x509.Certificate{c}); err != nil || id.Individual.RegistrationID != "dns-dev" {
+		t.Errorf("first DNS name: %+v, %v", id, err)
+	}
+	id, err := e.a.X509(context.Background(), "second-dev", []*x509.Certificate{c})
+	refused(t, id, err, `certificate CN "cn-name" does not match registration ID "second-dev"`)
+}
+
+// TestSymmetricKey covers what the HTTPS tests cannot reach easily: the
+// expiry boundary, the group hint, the §2.1 vectors at the attestor, and
+// precedence of the individual enrollment over groups.
+func TestSymmetricKey(t *testing.T) {
+	const docGroupKey = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+	const docID = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
+	e := newEnv(t)
+	doc := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "doc-group", Attestation: &dps.AttestationMechanism{Type: "symmetricKey",
+		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: docGroupKey}}})
+	other := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "other-group", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}})
+	ok, _ := sas.DecodeKey(other.Attestation.SymmetricKey.PrimaryKey)
+	dk, _ := sas.DecodeKey(doc.Attestation.SymmetricKey.PrimaryKey)
+	ctx := context.Background()
+
+	vectors := []string{
+		"SharedAccessSignature sr=0ne00111111%2fregistrations%2f" + docID + "&sig=LwAx%2BRfQDq37RAHvptYP8R3382xvZ%2FBntAGlh8Wmu18%3D&se=1700000000&skn=registration",
+		"SharedAccessSignature sr=0ne00111111%2Fregistrations%2F" + docID + "&sig=2srIk05%2FHc3kiyY2AcAwJosiRYk6C6jOscAYhKLO2L8%3D&se=1700000000",
+		"SharedAccessSignature sr=0ne00111111/registrations/" + docID + "&sig=%2F%2Beah6KDNGyh0EVauDWy8TsgRl239ASFozi9g%2BrShXg%3D&se=1700000000&skn=registration",
+	}
+	for i, tok := range vectors {
+		e.clock = time.Unix(1699999999, 0)
+		id, err := e.a.SymmetricKey(ctx, scope, docID, tok, "")
+		if err != nil || id.GroupID() != "doc-group" || id.Mechanism != dps.AttestationSymmetricKey {
+			t.Errorf("vector %d one second before expiry: %+v, %v", i, id, err)
+		}
+		e.clock = time.Unix(1700000000, 0)
+		id, err = e.a.SymmetricKey(ctx, scope, docID, tok, "")
+		refused(t, id, err, "the SAS token expired at 2023-11-14T22:13:20Z (server time 2023-11-14T22:13:20Z)")
+	}
+	e.clock = time.Now()
+
+	tok := func(id string, key []byte) string {
+		return sas.New(sas.DeviceResource(scope, id), "registration", key, e.clock.Add(time.Hour), true)
+	}
+	t.Run("hint-of-the-right-group", func(t *testing.T) {
+		id, err := e.a.SymmetricKey(ctx, scope, "h-dev", tok("h-dev", sas.DeriveDeviceKey(ok, "h-dev")), "other-group")
+		if err != nil || id.GroupID() != "other-group" {
+			t.Errorf("%+v, %v", id, err)
+		}
+	})
+	t.Run("hint-of-another-group-falls-back-to-the-scan", func(t *testing.T) {
+		id, err := e.a.SymmetricKey(ctx, scope, "h-dev", tok("h-dev", sas.DeriveDeviceKey(ok, "h-dev")), "doc-group")
+		if err != nil || id.GroupID() != "other-group" {
+			t.Errorf("%+v, %v", id, err)
+		}
+	})
+	t.Run("hint-of-a-deleted-group-falls-back-to-the-scan", func(t *testing.T) {
+		id, err := e.a.SymmetricKey(ctx, scope, "h-dev", tok("h-dev", sas.DeriveDeviceKey(ok, "h-dev")), "deleted-group")
+		if err != nil || id.GroupID() != "other-group" {
+			t.Errorf("%+v, %v", id, err)
+		}
+	})
+	t.Run("hint-naming-an-x509-group", func(t *testing.T) {
+		root, _ := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "Hint Root"}))
+		e.group(signingGroup("x509-group", root))
+		id, err := e.a.SymmetricKey(ctx, scope, "h-dev", tok("h-dev", sas.DeriveDeviceKey(ok, "h-dev")), "x509-group")
+		if err != nil || id.GroupID() != "other-group" {
+			t.Errorf("%+v, %v", id, err)
+		}
+	})
+	t.Run("hint-group-key-used-directly-refused", func(t *testing.T) {
+		id, err := e.a.SymmetricKey(ctx, scope, "h-dev", tok("h-dev", ok), "other-group")
+		refused(t, id, err, "a group key cannot authenticate a device")
+	})
+	t.Run("expiry-boundary", func(t *testing.T) {
+		key := sas.DeriveDeviceKey(dk, "b-dev")
+		id, err := e.a.SymmetricKey(ctx, scope, "b-dev", sas.New(sas.DeviceResource(scope, "b-dev"), "", key, e.clock.Add(time.Second), false), "")
+		if err != nil || id.GroupID() != "doc-group" {
+			t.Errorf("token expiring in a second: %+v, %v", id, err)
+		}
+		id, err = e.a.SymmetricKey(ctx, scope, "b-dev", sas.New(sas.DeviceResource(scope, "b-dev"), "", key, e.clock, false), "")
+		refused(t, id, err, "the SAS token expired at")
+	})
+	t.Run("individual-enrollment-before-groups", func(t *testing.T) {
+		en := &dps.IndividualEnrollment{RegistrationID: "both-dev", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+		e.individual(en)
+		id, err := e.a.SymmetricKey(ctx, scope, "both-dev", tok("both-dev", sas.DeriveDeviceKey(ok, "both-dev")), "")
+		refused(t, id, err, `matches neither the primary nor the secondary key of individual enrollment "both-dev"`)
+		pk, _ := sas.DecodeKey(en.Attestation.SymmetricKey.PrimaryKey)
+		id, err = e.a.SymmetricKey(ctx, scope, "BOTH-DEV", tok("both-dev", pk), "other-group")
+		if err != nil || id.Individual == nil || id.Group != nil {
+			t.Errorf("individual key: %+v, %v", id, err)
+		}
+	})
+	t.Run("registration-id-case-in-token", func(t *testing.T) {
+		key := sas.DeriveDeviceKey(ok, "case-dev")
+		id, err := e.a.SymmetricKey(ctx, scope, "case-dev", sas.New(sas.DeviceResource(strings.ToLower(scope), "CASE-DEV"), "", key, e.clock.Add(time.Hour), false), "")
+		if err != nil || id.GroupID() != "other-group" {
+			t.Errorf("%+v, %v", id, err)
+		}
+	})
+}

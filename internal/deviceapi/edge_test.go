@@ -1,0 +1,253 @@
+package deviceapi_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+type edgeCase struct {
+	method string
+	path   string // %[1]s is the ID scope; api-version is added
+	id     string // the device whose SAS token is sent ("": none)
+	hdr    map[string]string
+	body   []byte
+	status int
+	code   int    // errorCode of an error answer
+	msg    string // in the error message
+	// opStatus is the status of a 2xx answer's body.
+	opStatus string
+	// record: the registration the request must (or must not) have written.
+	record string
+	// upperScope sends the ID scope upper-cased in the path.
+	upperScope bool
+}
+
+func body(s string) []byte { return []byte(s) }
+
+// registerBody returns a register body of exactly n bytes.
+func registerBody(id string, n int) []byte {
+	head := `{"registrationId":"` + id + `","payload":{"pad":"`
+	tail := `"}}`
+	return []byte(head + strings.Repeat("x", n-len(head)-len(tail)) + tail)
+}
+
+// TestEdgeInput sends what misbehaving and unusual clients send to the
+// device API over HTTPS and checks the documented answers.
+func TestEdgeInput(t *testing.T) {
+	a := newAPI(t)
+	base, c := a.server(t)
+	json := map[string]string{"Content-Type": "application/json"}
+	tests := map[string]edgeCase{
+		"fail/body-not-json": {method: "PUT", path: "/%[1]s/registrations/e-dev-01/register", id: "e-dev-01", hdr: json, body: body("registrationId=e-dev-01"),
+			status: 400, code: dpserr.CodeBadRequest, msg: "the request body must be a JSON object"},
+		"fail/body-json-array": {method: "PUT", path: "/%[1]s/registrations/e-dev-02/register", id: "e-dev-02", hdr: json, body: body(`[{"registrationId":"e-dev-02"}]`),
+			status: 400, code: dpserr.CodeBadRequest, msg: "must be a JSON object"},
+		"fail/body-invalid-json": {method: "PUT", path: "/%[1]s/registrations/e-dev-03/register", id: "e-dev-03", hdr: json, body: body(`{"registrationId":"e-dev-03"`),
+			status: 400, code: dpserr.CodeBadRequest, msg: "not valid JSON"},
+		"fail/body-registration-id-differs-from-path": {method: "PUT", path: "/%[1]s/registrations/e-dev-04/register", id: "e-dev-04", hdr: json, body: body(`{"registrationId":"e-dev-other"}`),
+			status: 400, code: dpserr.CodeInvalidArgument, msg: `registrationId "e-dev-other" in the body does not match "e-dev-04" in the request path`},
+		"fail/invalid-registration-id-in-path-leading-dot": {method: "PUT", path: "/%[1]s/registrations/.e-dev/register", id: ".e-dev", hdr: json, body: body(`{}`),
+			status: 400, code: dpserr.CodeInvalidArgument, msg: `registration ID ".e-dev" must start with a letter or digit`},
+		"fail/invalid-registration-id-in-path-space": {method: "PUT", path: "/%[1]s/registrations/e%%20dev/register", hdr: json, body: body(`{}`),
+			status: 400, code: dpserr.CodeInvalidArgument, msg: `registration ID "e dev" contains ' '`},
+		"fail/invalid-registration-id-in-path-too-long": {method: "PUT", path: "/%[1]s/registrations/" + strings.Repeat("a", 129) + "/register", hdr: json, body: body(`{}`),
+			status: 400, code: dpserr.CodeInvalidArgument, msg: "the limit is 128"},
+		"fail/invalid-registration-id-in-path-encoded-slash": {method: "PUT", path: "/%[1]s/registrations/e%%2Fdev/register", hdr: json, body: body(`{}`),
+			status: 400, code: dpserr.CodeInvalidArgument, msg: `registration ID "e/dev" contains '/'`},
+		"fail/body-over-96KB": {method: "PUT", path: "/%[1]s/registrations/e-dev-05/register", id: "e-dev-05", hdr: json, body: registerBody("e-dev-05", 96<<10+1),
+			status: 413, code: dpserr.CodeTooLarge, msg: "the request body is larger than the 96 KB limit"},
+		"fail/body-1MB": {method: "PUT", path: "/%[1]s/registrations/e-dev-06/register", id: "e-dev-06", hdr: json, body: registerBody("e-dev-06", 1<<20),
+			status: 413, code: dpserr.CodeTooLarge, msg: "96 KB"},
+		"fail/csr-not-supported": {method: "PUT", path: "/%[1]s/registrations/e-dev-07/register", id: "e-dev-07", hdr: json, body: body(`{"registrationId":"e-dev-07","csr":"MIIBCjCBsQIBADA"}`),
+			status: 400, code: dpserr.CodeInvalidArgument, msg: "certificate issuance (csr) is not supported"},
+		"fail/status-lookup-with-csr": {method: "POST", path: "/%[1]s/registrations/e-dev-07", id: "e-dev-07", hdr: json, body: body(`{"registrationId":"e-dev-07","csr":"MIIB"}`),
+			status: 400, code: dpserr.CodeInvalidArgument, msg: "a status lookup must not carry a csr"},
+		"fail/tpm-not-supported": {method: "PUT", path: "/%[1]s/registrations/e-dev-08/register", hdr: json, body: body(`{"registrationId":"e-dev-08","tpm":{"endorsementKey":"AAAA"}}`),
+			status: 401, code: dpserr.CodeUnauthorized, msg: "TPM attestation is not supported"},
+		"fail/register-with-get": {method: "GET", path: "/%[1]s/registrations/e-dev-09/register", id: "e-dev-09",
+			status: 405, code: dpserr.CodeMethodNotAllowed, msg: "method GET is not allowed"},
+		"fail/poll-with-post": {method: "POST", path: "/%[1]s/registrations/e-dev-09/operations/5.0123456789abcdef.x", id: "e-dev-09", body: body(`{}`),
+			status: 405, code: dpserr.CodeMethodNotAllowed, msg: "use GET"},
+		"fail/status-lookup-with-get": {method: "GET", path: "/%[1]s/registrations/e-dev-09", id: "e-dev-09",
+			status: 405, code: dpserr.CodeMethodNotAllowed, msg: "use POST"},
+		"fail/unknown-route": {method: "GET", path: "/%[1]s/devices/e-dev-09",
+			status: 404, code: dpserr.CodeNotFound, msg: "no device API operation"},
+		"fail/too-many-segments": {method: "PUT", path: "/%[1]s/registrations/e-dev-09/register/again", id: "e-dev-09",
+			status: 404, code: dpserr.CodeNotFound, msg: "no device API operation"},
+		"fail/root": {method: "GET", path: "/",
+			status: 404, code: dpserr.CodeNotFound, msg: "no device API operation"},
+		"fail/unknown-operation": {method: "GET", path: "/%[1]s/registrations/e-dev-10/operations/5.0123456789abcdef.00000000-0000-4000-8000-000000000000", id: "e-dev-10",
+			status: 404, code: dpserr.CodeOperationNotFound, msg: `operation "5.0123456789abcdef.00000000-0000-4000-8000-000000000000" of registration "e-dev-10" not found`},
+		"fail/status-lookup-before-registering": {method: "POST", path: "/%[1]s/registrations/e-dev-11", id: "e-dev-11", hdr: json, body: body(`{"registrationId":"e-dev-11"}`),
+			status: 404, code: dpserr.CodeRegistrationNotFound, msg: "has no registration record"},
+
+		"ok/body-exactly-96KB": {method: "PUT", path: "/%[1]s/registrations/e-ok-01/register", id: "e-ok-01", hdr: json, body: registerBody("e-ok-01", 96<<10),
+			status: 202, opStatus: "assigned", record: "e-ok-01"},
+		"ok/content-encoding-utf-8-ignored": {method: "PUT", path: "/%[1]s/registrations/e-ok-02/register", id: "e-ok-02",
+			hdr: map[string]string{"Content-Type": "application/json", "Content-Encoding": "utf-8"}, body: body(`{"registrationId":"e-ok-02"}`),
+			status: 202, opStatus: "assigned", record: "e-ok-02"},
+		"ok/no-body": {method: "PUT", path: "/%[1]s/registrations/e-ok-03/register", id: "e-ok-03",
+			status: 202, opStatus: "assigned", record: "e-ok-03"},
+		"ok/body-without-registration-id": {method: "PUT", path: "/%[1]s/registrations/e-ok-04/register", id: "e-ok-04", body: body(`{"payload":{"a":1}}`),
+			status: 202, opStatus: "assigned", record: "e-ok-04"},
+		"ok/body-null": {method: "PUT", path: "/%[1]s/registrations/e-ok-05/register", id: "e-ok-05", body: body(`null`),
+			status: 202, opStatus: "assigned", record: "e-ok-05"},
+		"ok/registration-id-in-body-differs-in-case": {method: "PUT", path: "/%[1]s/registrations/e-ok-06/register", id: "e-ok-06", hdr: json, body: body(`{"registrationId":"E-OK-06"}`),
+			status: 202, opStatus: "assigned", record: "e-ok-06"},
+		"ok/path-segments-case-insensitive": {method: "PUT", path: "/%[1]s/Registrations/e-ok-07/Register", id: "e-ok-07", hdr: json, body: body(`{"registrationId":"e-ok-07"}`),
+			status: 202, opStatus: "assigned", record: "e-ok-07"},
+		"ok/trailing-slash": {method: "PUT", path: "/%[1]s/registrations/e-ok-08/register/", id: "e-ok-08", hdr: json, body: body(`{}`),
+			status: 202, opStatus: "assigned", record: "e-ok-08"},
+		"ok/percent-encoded-registration-id": {method: "PUT", path: "/%[1]s/registrations/e%%2Dok%%2D09/register", id: "e-ok-09", body: body(`{"registrationId":"e-ok-09"}`),
+			status: 202, opStatus: "assigned", record: "e-ok-09"},
+		"ok/force-registration-query": {method: "PUT", path: "/%[1]s/registrations/e-ok-10/register?api-version=2019-03-31&forceRegistration=true", id: "e-ok-10", body: body(`{}`),
+			status: 202, opStatus: "assigned", record: "e-ok-10"},
+		"ok/id-scope-case-insensitive": {method: "PUT", path: "/%[1]s/registrations/e-ok-13/register", id: "e-ok-13", body: body(`{}`),
+			status: 202, opStatus: "assigned", record: "e-ok-13", upperScope: true},
+		"ok/registration-id-with-dot-colon-underscore": {method: "PUT", path: "/%[1]s/registrations/e.ok:14_x/register", id: "e.ok:14_x", body: body(`{"registrationId":"e.ok:14_x"}`),
+			status: 202, opStatus: "assigned", record: "e.ok:14_x"},
+		"ok/old-api-version": {method: "PUT", path: "/%[1]s/registrations/e-ok-11/register?api-version=2018-11-01", id: "e-ok-11", body: body(`{}`),
+			status: 202, opStatus: "assigned", record: "e-ok-11"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			path := tc.path
+			if strings.Contains(path, "%[1]s") {
+				sc := a.Scope
+				if tc.upperScope {
+					sc = strings.ToUpper(sc)
+				}
+				path = fmt.Sprintf(tc.path, sc)
+			}
+			if !strings.Contains(path, "?") {
+				path += "?api-version=2021-06-01"
+			}
+			hdr := map[string]string{}
+			for k, v := range tc.hdr {
+				hdr[k] = v
+			}
+			if tc.id != "" {
+				hdr["Authorization"] = a.token(tc.id)
+			}
+			r := send(t, c, tc.method, base+path, hdr, tc.body)
+			if r.Status != tc.status {
+				t.Fatalf("%s %s: HTTP %d %s, want %d", tc.method, path, r.Status, r.Body, tc.status)
+			}
+			if ct := r.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+			if r.Header.Get("x-ms-request-id") == "" {
+				t.Error("no x-ms-request-id")
+			}
+			if tc.code != 0 {
+				var e dps.ErrorDetails
+				decode(t, r.Body, &e)
+				if e.ErrorCode != tc.code || !strings.Contains(e.Message, tc.msg) {
+					t.Errorf("error %d %q, want %d containing %q", e.ErrorCode, e.Message, tc.code, tc.msg)
+				}
+				if e.TrackingID != r.Header.Get("x-ms-request-id") {
+					t.Errorf("trackingId %q, x-ms-request-id %q", e.TrackingID, r.Header.Get("x-ms-request-id"))
+				}
+				if tc.id != "" && tc.method == "PUT" {
+					if _, err := a.Store.Registration(context.Background(), tc.id); !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("a refused request left a registration record for %s (err %v)", tc.id, err)
+					}
+				}
+				return
+			}
+			var op dps.RegistrationOperationStatus
+			decode(t, r.Body, &op)
+			if op.Status != tc.opStatus {
+				t.Errorf("status %q, want %q: %s", op.Status, tc.opStatus, r.Body)
+			}
+			if tc.record != "" {
+				rec, err := a.Store.Registration(context.Background(), tc.record)
+				if err != nil || rec.Result.Status != dps.StatusAssigned {
+					t.Errorf("record of %s: %+v, %v", tc.record, rec, err)
+				}
+			}
+		})
+	}
+}
+
+// TestPolling covers the poll: Node sends "{}" on the GET; an operation of
+// another device is not found (even with valid credentials for that other
+// device); the Location header points at the register URL.
+func TestPolling(t *testing.T) {
+	a := newAPI(t)
+	base, c := a.server(t)
+	reg := func(id string) (*response, dps.RegistrationOperationStatus) {
+		r := send(t, c, "PUT", base+"/"+a.Scope+"/registrations/"+id+"/register?api-version=2019-03-31",
+			map[string]string{"Authorization": a.token(id), "Content-Type": "application/json"}, body(`{"registrationId":"`+id+`"}`))
+		if r.Status != 202 {
+			t.Fatalf("register %s: %d %s", id, r.Status, r.Body)
+		}
+		var op dps.RegistrationOperationStatus
+		decode(t, r.Body, &op)
+		return r, op
+	}
+	r, opA := reg("poll-dev-a")
+	if got, want := r.Header.Get("Location"), base+"/"+a.Scope+"/registrations/poll-dev-a/register"; got != want {
+		t.Errorf("Location = %q, want %q", got, want)
+	}
+	_, opB := reg("poll-dev-b")
+	pollURL := func(id, op string) string {
+		return base + "/" + a.Scope + "/registrations/" + id + "/operations/" + op + "?api-version=2019-03-31"
+	}
+
+	t.Run("ok/empty-object-body-as-node-sends", func(t *testing.T) {
+		r := send(t, c, "GET", pollURL("poll-dev-a", opA.OperationID),
+			map[string]string{"Authorization": a.token("poll-dev-a"), "Content-Type": "application/json; charset=utf-8", "Content-Length": strconv.Itoa(2)}, body(`{}`))
+		if r.Status != 200 {
+			t.Fatalf("poll: %d %s", r.Status, r.Body)
+		}
+		var op dps.RegistrationOperationStatus
+		decode(t, r.Body, &op)
+		if op.OperationID != opA.OperationID || op.Status != "assigned" || op.RegistrationState == nil || op.RegistrationState.AssignedHub != hub {
+			t.Errorf("poll: %s", r.Body)
+		}
+	})
+	t.Run("ok/garbage-body-ignored", func(t *testing.T) {
+		r := send(t, c, "GET", pollURL("poll-dev-a", opA.OperationID), map[string]string{"Authorization": a.token("poll-dev-a")}, body(` `))
+		if r.Status != 200 {
+			t.Fatalf("poll: %d %s", r.Status, r.Body)
+		}
+	})
+	t.Run("fail/another-devices-operation", func(t *testing.T) {
+		r := send(t, c, "GET", pollURL("poll-dev-a", opB.OperationID), map[string]string{"Authorization": a.token("poll-dev-a")}, nil)
+		if r.Status != 404 {
+			t.Fatalf("poll of poll-dev-b's operation as poll-dev-a: %d %s, want 404", r.Status, r.Body)
+		}
+		var e dps.ErrorDetails
+		decode(t, r.Body, &e)
+		if e.ErrorCode != dpserr.CodeOperationNotFound || strings.Contains(string(r.Body), "poll-dev-b") {
+			t.Errorf("error %s (must not reveal the other device)", r.Body)
+		}
+	})
+	t.Run("fail/operation-id-case-changed", func(t *testing.T) {
+		r := send(t, c, "GET", pollURL("poll-dev-a", strings.ToUpper(opA.OperationID)), map[string]string{"Authorization": a.token("poll-dev-a")}, nil)
+		if r.Status != 404 {
+			t.Errorf("poll with an upper-cased operation ID: %d, want 404", r.Status)
+		}
+	})
+	t.Run("fail/poll-without-credentials", func(t *testing.T) {
+		r := send(t, c, "GET", pollURL("poll-dev-a", opA.OperationID), nil, nil)
+		if r.Status != 401 {
+			t.Errorf("poll without credentials: %d %s, want 401", r.Status, r.Body)
+		}
+	})
+	t.Run("ok/registration-id-case-in-poll-path", func(t *testing.T) {
+		r := send(t, c, "GET", pollURL("POLL-DEV-A", opA.OperationID), map[string]string{"Authorization": a.token("POLL-DEV-A")}, nil)
+		if r.Status != 200 {
+			t.Errorf("poll with the registration ID in upper case: %d %s, want 200", r.Status, r.Body)
+		}
+	})
+}

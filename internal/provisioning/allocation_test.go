@@ -1,0 +1,281 @@
+package provisioning_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/allocation"
+	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/provisioning"
+	"github.com/dpsd/dpsd/internal/sas"
+)
+
+// TestHashedDistribution registers 2,000 group-derived symmetric-key devices
+// through the pipeline over two linked hubs weighted 1:3. The shares must be
+// 25 % and 75 % within 3.5 points (the binomial standard deviation is about
+// 1 point), each device must land where allocation.Hashed puts it, and the
+// choice must not depend on the instance (a second database) nor change on
+// re-registration.
+func TestHashedDistribution(t *testing.T) {
+	t.Parallel()
+	const n = 2000
+	const tolerance = 0.035
+	h := newHarness(t, options{})
+	h.linkHub(hub1, 1, true)
+	h.linkHub(hub2, 3, true)
+	gpk, _ := keys(t, h.putGroup(symGroup("grp-fleet")).Attestation)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("fleet-%04d", i)
+	}
+	register := func(h *harness, id string) (*dps.RegistrationOperationStatus, error) {
+		ans, err := h.pipelineRegister(t, provisioning.Request{
+			Transport: "https", IDScope: h.Scope, RegistrationID: id,
+			Body:        &dps.DeviceRegistration{RegistrationID: id},
+			Credentials: attest.Credentials{SAS: h.deviceToken(id, sas.DeriveDeviceKey(gpk, id))},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if ans.Status != http.StatusAccepted {
+			return nil, fmt.Errorf("answer status %d", ans.Status)
+		}
+		return ans.Body, nil
+	}
+
+	start := time.Now()
+	hubOf := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	work := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				op, err := register(h, ids[i])
+				if err != nil {
+					errs <- fmt.Errorf("%s: %v", ids[i], err)
+					continue
+				}
+				if op.Status != dps.StatusAssigned || op.RegistrationState.Substatus != dps.SubstatusInitialAssignment {
+					errs <- fmt.Errorf("%s: %s", ids[i], mustJSON(t, op))
+					continue
+				}
+				hubOf[i] = op.RegistrationState.AssignedHub
+			}
+		}()
+	}
+	for i := range ids {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d registrations in %s", n, time.Since(start).Round(time.Millisecond))
+
+	count := map[string]int{}
+	cands := []allocation.Hub{{Name: hub1, Weight: 1}, {Name: hub2, Weight: 3}}
+	for i, hub := range hubOf {
+		count[hub]++
+		if want := allocation.Hashed(cands, ids[i]); hub != want {
+			t.Errorf("%s assigned to %s, allocation.Hashed says %s", ids[i], hub, want)
+		}
+	}
+	if len(count) != 2 {
+		t.Fatalf("hubs used: %v, want exactly %s and %s", count, hub1, hub2)
+	}
+	for hub, want := range map[string]float64{hub1: 0.25, hub2: 0.75} {
+		got := float64(count[hub]) / n
+		t.Logf("%s: %d devices (%.1f %%, want %.0f %% ± %.1f)", hub, count[hub], 100*got, 100*want, 100*tolerance)
+		if math.Abs(got-want) > tolerance {
+			t.Errorf("%s got %.1f %% of the devices, want %.0f %% ± %.1f", hub, 100*got, 100*want, 100*tolerance)
+		}
+	}
+
+	t.Run("same-choice-on-another-instance", func(t *testing.T) {
+		h2 := newHarness(t, options{})
+		h2.linkHub(hub2, 3, true) // linked in the other order
+		h2.linkHub(hub1, 1, true)
+		g := symGroup("grp-fleet")
+		g.Attestation.SymmetricKey = &dps.SymmetricKeyAttestation{PrimaryKey: encodeB64(gpk)}
+		h2.putGroup(g)
+		for i := 0; i < n; i += 10 {
+			op, err := register(h2, ids[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if op.RegistrationState.AssignedHub != hubOf[i] {
+				t.Errorf("%s: %s here, %s on the first instance", ids[i], op.RegistrationState.AssignedHub, hubOf[i])
+			}
+		}
+	})
+	t.Run("same-hub-on-re-registration", func(t *testing.T) {
+		for i := 0; i < n; i += 20 {
+			op, err := register(h, ids[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := op.RegistrationState
+			if rs.AssignedHub != hubOf[i] || rs.Substatus != dps.SubstatusReprovisionedToInitialAssignment {
+				t.Errorf("%s re-registered to %s (%s), first to %s", ids[i], rs.AssignedHub, rs.Substatus, hubOf[i])
+			}
+		}
+	})
+}
+
+// allocationCase is one enrollment's hub selection and the outcome.
+type allocationCase struct {
+	enroll    func(*dps.IndividualEnrollment)
+	hub       string // assigned to
+	errorCode int    // or failed with
+	errorText string
+}
+
+// TestAllocationPolicies runs hub selection through the HTTPS device API in
+// both modes, on an instance with hub-1 and hub-2 linked (both applying the
+// allocation policy) and hub-3 linked without applying it.
+func TestAllocationPolicies(t *testing.T) {
+	const hub3 = "hub-3.azure-devices.net"
+	const unlinked = "unlinked.azure-devices.net"
+	tests := map[string]allocationCase{
+		"ok/static-one-hub": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy, e.IotHubs = "static", []string{hub2}
+		}, hub: hub2},
+		"ok/static-legacy-iotHubHostName": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy, e.IotHubHostName = "static", hub2
+		}, hub: hub2},
+		"ok/static-hub-case-insensitive": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy, e.IotHubs = "static", []string{"HUB-2.azure-devices.net"}
+		}, hub: hub2},
+		"ok/enrollment-hub-not-applying-the-policy": {enroll: func(e *dps.IndividualEnrollment) {
+			e.IotHubs = []string{hub3}
+		}, hub: hub3},
+		"ok/unlinked-enrollment-hub-skipped": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy, e.IotHubs = "hashed", []string{unlinked, hub1}
+		}, hub: hub1},
+		"ok/hashed-over-enrollment-hubs": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy, e.IotHubs = "hashed", []string{hub1, hub2}
+		}, hub: allocation.Hashed([]allocation.Hub{{Name: hub1, Weight: 1}, {Name: hub2, Weight: 1}}, "alloc-dev")},
+		"ok/default-policy-over-linked-hubs": {enroll: func(e *dps.IndividualEnrollment) {},
+			hub: allocation.Hashed([]allocation.Hub{{Name: hub1, Weight: 1}, {Name: hub2, Weight: 1}}, "alloc-dev")},
+		"fail/enrollment-hub-not-linked": {enroll: func(e *dps.IndividualEnrollment) {
+			e.IotHubs = []string{unlinked}
+		}, errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found. The enrollment selects " + unlinked + ", which is not linked"},
+		"fail/static-hub-not-linked": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy, e.IotHubHostName = "static", unlinked
+		}, errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found."},
+		"fail/custom": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy = "custom"
+			e.CustomAllocationDefinition = &dps.CustomAllocationDefinition{WebhookURL: "https://alloc.example.com/api", APIVersion: "2021-10-01"}
+		}, errorCode: dpserr.CodeCustomAllocation, errorText: "custom allocation (webhook) is not supported"},
+		"fail/geoLatency": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy = "geoLatency"
+		}, errorCode: dpserr.CodeNoHub, errorText: "allocation policy geoLatency is not supported"},
+	}
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			for name, tc := range tests {
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					h := newHarness(t, options{strict: mode.strict})
+					h.linkHub(hub1, 1, true)
+					h.linkHub(hub2, 1, true)
+					h.linkHub(hub3, 1, false)
+					e := symIndividual("alloc-dev")
+					tc.enroll(e)
+					pk, _ := keys(t, h.putIndividual(e).Attestation)
+					runAllocation(t, h, cred{sas: h.deviceToken("alloc-dev", pk)}, "alloc-dev", tc)
+				})
+			}
+		})
+	}
+}
+
+// TestAllocationFailures covers instance-wide configurations: no hub linked,
+// no linked hub applying the policy, static as the instance default with two
+// linked hubs.
+func TestAllocationFailures(t *testing.T) {
+	tests := map[string]struct {
+		setup func(*harness)
+		allocationCase
+	}{
+		"fail/no-linked-hub": {setup: func(h *harness) {},
+			allocationCase: allocationCase{errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found. No IoT hub is linked to this instance"}},
+		"fail/no-linked-hub-applies-the-policy": {setup: func(h *harness) { h.linkHub(hub1, 1, false) },
+			allocationCase: allocationCase{errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found. No linked IoT hub applies the allocation policy"}},
+		"fail/static-instance-default-two-hubs": {setup: func(h *harness) {
+			h.linkHub(hub1, 1, true)
+			h.linkHub(hub2, 1, true)
+			h.setInstancePolicy("static")
+		}, allocationCase: allocationCase{errorCode: dpserr.CodeNoHub, errorText: "static allocation needs exactly one IoT hub"}},
+		"ok/static-instance-default-one-hub": {setup: func(h *harness) {
+			h.linkHub(hub1, 1, true)
+			h.linkHub(hub2, 1, false)
+			h.setInstancePolicy("static")
+		}, allocationCase: allocationCase{hub: hub1}},
+	}
+	for _, mode := range modes {
+		for name, tc := range tests {
+			t.Run(mode.name+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				h := newHarness(t, options{strict: mode.strict})
+				tc.setup(h)
+				gpk, _ := keys(t, h.putGroup(symGroup("grp-alloc")).Attestation)
+				id := "alloc-grp-dev"
+				tc.enroll = func(*dps.IndividualEnrollment) {}
+				runAllocation(t, h, cred{sas: h.deviceToken(id, sas.DeriveDeviceKey(gpk, id))}, id, tc.allocationCase)
+			})
+		}
+	}
+}
+
+func (h *harness) setInstancePolicy(p string) {
+	h.t.Helper()
+	ctx := context.Background()
+	inst, err := h.Store.Instance(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	inst.AllocationPolicy = p
+	if err := h.Store.UpdateInstance(ctx, inst); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// runAllocation provisions the device and checks the outcome: assigned to
+// tc.hub, or failed (a terminal status, HTTP 202 then 200, with a
+// registration record that says why).
+func runAllocation(t *testing.T, h *harness, c cred, id string, tc allocationCase) {
+	t.Helper()
+	op := h.provision(t, c, id)
+	rs := op.RegistrationState
+	if tc.errorCode == 0 {
+		if op.Status != dps.StatusAssigned || rs.AssignedHub != tc.hub {
+			t.Fatalf("status %s, hub %q (errorMessage %q); want assigned to %s", op.Status, rs.AssignedHub, rs.ErrorMessage, tc.hub)
+		}
+	} else {
+		if op.Status != dps.StatusFailed {
+			t.Fatalf("status %s (hub %q), want failed", op.Status, rs.AssignedHub)
+		}
+		checkResult(t, rs, want{regID: id, status: dps.StatusFailed, errorCode: tc.errorCode, errorText: tc.errorText}, time.Time{})
+		if rs.Substatus != "" {
+			t.Errorf("failed with substatus %q", rs.Substatus)
+		}
+		if rs.ErrorCode/1000 != 400 && rs.ErrorCode/1000 != 401 {
+			t.Errorf("errorCode %d is not a 400xxx/401xxx DPS code", rs.ErrorCode)
+		}
+	}
+	h.checkLookup(t, c, id, rs)
+}

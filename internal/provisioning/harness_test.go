@@ -1,0 +1,863 @@
+package provisioning_test
+
+// The harness runs the device API as dpsd serves it — deviceapi.API behind
+// httpx.Wrap, on a real TLS listener that requests (and does not verify)
+// client certificates — in front of a real SQLite store in t.TempDir().
+// Devices connect with real TLS client certificates or SAS tokens.
+//
+// A store call that never returns must fail a test, not hang the package:
+// requests have a client timeout, pipeline calls made in-process go through
+// within(), and the cleanup gives up on a server whose handler is stuck.
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/deviceapi"
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/enrollment"
+	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/instance"
+	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/store/sqlstore"
+)
+
+// requestTimeout bounds every device request. A registration takes
+// milliseconds; anything near this is a hang.
+const requestTimeout = 20 * time.Second
+
+const apiVersion = "2021-06-01"
+
+// Linked hub names used across the tests.
+const (
+	hub1 = "hub-1.azure-devices.net"
+	hub2 = "hub-2.azure-devices.net"
+)
+
+type harness struct {
+	t        testing.TB
+	Store    store.Store
+	Pipeline *provisioning.Pipeline
+	Scope    string
+	Host     string // 127.0.0.1:port
+	dbPath   string
+	roots    *x509.CertPool
+	logs     *syncBuffer
+
+	mu      sync.Mutex
+	clients map[*tls.Certificate]*http.Client
+	db      *sql.DB
+}
+
+type options struct {
+	strict bool
+	// scope replaces the instance's ID scope (the §2.1 vectors use 0ne00111111).
+	scope string
+	// now is the attestor's clock (validity periods, SAS expiry).
+	now func() time.Time
+	// ttl is Pipeline.OperationTTL.
+	ttl time.Duration
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if len(s) > 20000 {
+		s = "...\n" + s[len(s)-20000:]
+	}
+	return s
+}
+
+func newHarness(t testing.TB, o options) *harness {
+	t.Helper()
+	ctx := context.Background()
+	dbPath := filepath.Join(t.TempDir(), "dpsd.db")
+	st, err := sqlstore.Open(ctx, dbPath, sqlstore.Options{})
+	if err != nil {
+		t.Fatalf("sqlstore.Open: %v", err)
+	}
+	inst, _, err := instance.Ensure(ctx, st, nil)
+	if err != nil {
+		st.Close()
+		t.Fatalf("instance.Ensure: %v", err)
+	}
+	scope := inst.IDScope
+	if o.scope != "" {
+		scope = o.scope
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p := &provisioning.Pipeline{
+		Store:        st,
+		Attest:       &attest.Attestor{Store: st, Log: log, Now: o.now},
+		Log:          log,
+		Metrics:      metrics.New(),
+		IDScope:      scope,
+		Strict:       o.strict,
+		RetryAfter:   3, // what server.Config.Init sets
+		OperationTTL: o.ttl,
+	}
+	srv := httptest.NewUnstartedServer(httpx.Wrap(log, &deviceapi.API{Pipeline: p, Log: log}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	h := &harness{
+		t: t, Store: st, Pipeline: p, Scope: scope, Host: srv.Listener.Addr().String(),
+		dbPath: dbPath, roots: x509.NewCertPool(), logs: logs,
+		clients: map[*tls.Certificate]*http.Client{},
+	}
+	h.roots.AddCert(srv.Certificate())
+	t.Cleanup(func() {
+		h.mu.Lock()
+		for _, c := range h.clients {
+			c.CloseIdleConnections()
+		}
+		if h.db != nil {
+			h.db.Close()
+		}
+		h.mu.Unlock()
+		// A handler stuck in the store keeps Close waiting forever: give
+		// up after a while, so that one hang fails one test only.
+		if !within(10*time.Second, func() { srv.Close(); st.Close() }) {
+			t.Errorf("the device API did not shut down within 10 s: a request is stuck (in the store?)")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return h
+}
+
+// within runs f and reports whether it returned within d. When it does not,
+// f keeps running in the background.
+func within(d time.Duration, f func()) bool {
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// register calls Pipeline.Register in-process and fails the test if it does
+// not return within requestTimeout.
+func (h *harness) pipelineRegister(t testing.TB, req provisioning.Request) (*provisioning.Answer, error) {
+	t.Helper()
+	var ans *provisioning.Answer
+	var err error
+	if !within(requestTimeout, func() { ans, err = h.Pipeline.Register(context.Background(), req) }) {
+		t.Fatalf("Pipeline.Register(%q) did not return within %s (stuck in the store?)", req.RegistrationID, requestTimeout)
+	}
+	return ans, err
+}
+
+// ---- fixtures: linked hubs, enrollments, CA certificates ----
+
+func (h *harness) linkHub(name string, weight int, apply bool) {
+	h.t.Helper()
+	_, err := h.Store.PutLinkedHub(context.Background(), &store.LinkedHub{
+		Name: name, ConnectionString: "HostName=" + name + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + enrollment.GenerateKey(),
+		AllocationWeight: weight, ApplyAllocationPolicy: apply,
+	}, "")
+	if err != nil {
+		h.t.Fatalf("linking hub %s: %v", name, err)
+	}
+}
+
+// putIndividual validates e as the service API does and stores it
+// (overwriting any previous version).
+func (h *harness) putIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
+	h.t.Helper()
+	ctx := context.Background()
+	prev, err := h.Store.Enrollment(ctx, e.RegistrationID)
+	if err != nil {
+		prev = nil
+	}
+	if err := enrollment.PrepareIndividual(e, prev); err != nil {
+		h.t.Fatalf("PrepareIndividual(%s): %v", e.RegistrationID, err)
+	}
+	stored, err := h.Store.PutEnrollment(ctx, e, "*")
+	if err != nil {
+		h.t.Fatalf("PutEnrollment(%s): %v", e.RegistrationID, err)
+	}
+	return stored
+}
+
+func (h *harness) putGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
+	h.t.Helper()
+	ctx := context.Background()
+	prev, err := h.Store.Group(ctx, g.EnrollmentGroupID)
+	if err != nil {
+		prev = nil
+	}
+	if err := enrollment.PrepareGroup(ctx, g, prev, h.Store); err != nil {
+		h.t.Fatalf("PrepareGroup(%s): %v", g.EnrollmentGroupID, err)
+	}
+	stored, err := h.Store.PutGroup(ctx, g, "*")
+	if err != nil {
+		h.t.Fatalf("PutGroup(%s): %v", g.EnrollmentGroupID, err)
+	}
+	return stored
+}
+
+// uploadCA stores a CA certificate as the service API does.
+func (h *harness) uploadCA(name string, c *x509.Certificate, verified bool) {
+	h.t.Helper()
+	_, err := h.Store.PutCACertificate(context.Background(), &store.CACertificate{
+		Name: name, CertificateDER: c.Raw, SHA256Thumbprint: pki.SHA256Thumbprint(c), Subject: c.RawSubject, IsVerified: verified,
+	}, "*")
+	if err != nil {
+		h.t.Fatalf("PutCACertificate(%s): %v", name, err)
+	}
+}
+
+func x509Individual(regID string, primary, secondary *x509.Certificate) *dps.IndividualEnrollment {
+	cc := &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(primary))}}
+	if secondary != nil {
+		cc.Secondary = &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(secondary))}
+	}
+	return &dps.IndividualEnrollment{
+		RegistrationID: regID,
+		Attestation:    &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{ClientCertificates: cc}},
+	}
+}
+
+func signingGroup(id string, c *x509.Certificate) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{
+		EnrollmentGroupID: id,
+		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
+			SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}},
+		}},
+	}
+}
+
+func caGroup(id, caName string) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{
+		EnrollmentGroupID: id,
+		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
+			CAReferences: &dps.X509CAReferences{Primary: caName},
+		}},
+	}
+}
+
+func symIndividual(regID string) *dps.IndividualEnrollment {
+	return &dps.IndividualEnrollment{RegistrationID: regID, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+}
+
+func symGroup(id string) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+}
+
+// keys returns the decoded primary and secondary keys of a stored
+// symmetric-key attestation.
+func keys(t testing.TB, a *dps.AttestationMechanism) (primary, secondary []byte) {
+	t.Helper()
+	p, err := sas.DecodeKey(a.SymmetricKey.PrimaryKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sas.DecodeKey(a.SymmetricKey.SecondaryKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, s
+}
+
+// ---- PKI fixtures ----
+
+type ca struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+func newRoot(t testing.TB, o pki.Options) ca {
+	t.Helper()
+	c, k, err := pki.NewRootCA(o)
+	if err != nil {
+		t.Fatalf("NewRootCA(%s): %v", o.CommonName, err)
+	}
+	return ca{c, k}
+}
+
+func (c ca) intermediate(t testing.TB, o pki.Options) ca {
+	t.Helper()
+	ic, k, err := pki.NewIntermediateCA(o, c.cert, c.key)
+	if err != nil {
+		t.Fatalf("NewIntermediateCA(%s): %v", o.CommonName, err)
+	}
+	return ca{ic, k}
+}
+
+// leaf issues a device certificate.
+func (c ca) leaf(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	l, k, err := pki.NewLeaf(o, c.cert, c.key)
+	if err != nil {
+		t.Fatalf("NewLeaf(%s): %v", o.CommonName, err)
+	}
+	return l, k
+}
+
+func selfSigned(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	c, k, err := pki.NewSelfSigned(o)
+	if err != nil {
+		t.Fatalf("NewSelfSigned(%s): %v", o.CommonName, err)
+	}
+	return c, k
+}
+
+// tlsCert is what a device presents: its key, and the chain leaf first.
+func tlsCert(key crypto.Signer, chain ...*x509.Certificate) *tls.Certificate {
+	c := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, x := range chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+
+// ---- SAS tokens as the SDKs make them ----
+
+// srLower, srUpper and srRaw are the three encodings of §2.1.
+func srLower(scope, id string) string { return scope + "%2fregistrations%2f" + url.PathEscape(id) }
+func srUpper(scope, id string) string { return scope + "%2Fregistrations%2F" + url.PathEscape(id) }
+func srRaw(scope, id string) string   { return scope + "/registrations/" + id }
+
+// token signs sr exactly as given; skn is left out when empty.
+func token(sr string, key []byte, expiry time.Time, skn string) string {
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	sig := url.QueryEscape(encodeB64(sas.Sign(key, sr, se)))
+	tok := "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se
+	if skn != "" {
+		tok += "&skn=" + skn
+	}
+	return tok
+}
+
+// deviceToken is the C SDK's token for a device, valid for an hour.
+func (h *harness) deviceToken(id string, key []byte) string {
+	return token(srLower(h.Scope, id), key, time.Now().Add(time.Hour), "registration")
+}
+
+// ---- device requests ----
+
+// cred is what a device authenticates with: a TLS client certificate, an
+// Authorization header, both or neither.
+type cred struct {
+	cert *tls.Certificate
+	sas  string
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	Err    error // transport error (timeout: a hang)
+}
+
+func (h *harness) client(c *tls.Certificate) *http.Client {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hc, ok := h.clients[c]; ok {
+		return hc
+	}
+	tc := &tls.Config{RootCAs: h.roots, MinVersion: tls.VersionTLS12}
+	if c != nil {
+		tc.Certificates = []tls.Certificate{*c}
+	}
+	hc := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{TLSClientConfig: tc, MaxIdleConnsPerHost: 32}}
+	h.clients[c] = hc
+	return hc
+}
+
+// do sends one request. path is relative to the server; api-version is
+// added unless the path has a query.
+func (h *harness) do(t testing.TB, c cred, method, path string, hdr map[string]string, body []byte) *response {
+	t.Helper()
+	if !strings.Contains(path, "?") {
+		path += "?api-version=" + apiVersion
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "https://"+h.Host+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.sas != "" {
+		req.Header.Set("Authorization", c.sas)
+	}
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := h.client(c.cert).Do(req)
+	if err != nil {
+		return &response{Err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b, Err: err}
+}
+
+func regPath(scope, id string) string {
+	return "/" + url.PathEscape(scope) + "/registrations/" + url.PathEscape(id)
+}
+
+// register sends PUT .../register with {"registrationId": id}, as curl and
+// the C SDK do.
+func (h *harness) register(t testing.TB, c cred, id string) *response {
+	t.Helper()
+	return h.registerIn(t, c, h.Scope, id)
+}
+
+func (h *harness) registerIn(t testing.TB, c cred, scope, id string) *response {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"registrationId": id})
+	return h.do(t, c, http.MethodPut, regPath(scope, id)+"/register", nil, body)
+}
+
+func (h *harness) poll(t testing.TB, c cred, id, opID string) *response {
+	t.Helper()
+	return h.do(t, c, http.MethodGet, regPath(h.Scope, id)+"/operations/"+url.PathEscape(opID), nil, nil)
+}
+
+func (h *harness) lookup(t testing.TB, c cred, id string) *response {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"registrationId": id})
+	return h.do(t, c, http.MethodPost, regPath(h.Scope, id), nil, body)
+}
+
+// must fails the test on a transport error (a timeout means a hang).
+func (r *response) must(t testing.TB, what string) *response {
+	t.Helper()
+	if r.Err != nil {
+		t.Fatalf("%s: %v", what, r.Err)
+	}
+	return r
+}
+
+func (r *response) String() string {
+	if r.Err != nil {
+		return "transport error: " + r.Err.Error()
+	}
+	return fmt.Sprintf("HTTP %d %s", r.Status, r.Body)
+}
+
+// operation decodes a RegistrationOperationStatus, refusing unknown fields.
+func (r *response) operation(t testing.TB) *dps.RegistrationOperationStatus {
+	t.Helper()
+	var op dps.RegistrationOperationStatus
+	strictDecode(t, r.Body, &op)
+	return &op
+}
+
+func (r *response) result(t testing.TB) *dps.DeviceRegistrationResult {
+	t.Helper()
+	var res dps.DeviceRegistrationResult
+	strictDecode(t, r.Body, &res)
+	return &res
+}
+
+func (r *response) errorDetails(t testing.TB) *dps.ErrorDetails {
+	t.Helper()
+	var e dps.ErrorDetails
+	strictDecode(t, r.Body, &e)
+	return &e
+}
+
+func strictDecode(t testing.TB, b []byte, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("decoding %T from %s: %v", v, b, err)
+	}
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+// checkHeaders checks what every device API answer carries.
+func checkHeaders(t testing.TB, r *response) {
+	t.Helper()
+	if got := r.Header.Get("Content-Type"); got != "application/json; charset=utf-8" {
+		t.Errorf("Content-Type = %q, want application/json; charset=utf-8", got)
+	}
+	if id := r.Header.Get("x-ms-request-id"); !uuidRE.MatchString(id) {
+		t.Errorf("x-ms-request-id = %q, want a UUID", id)
+	}
+}
+
+// checkRefusal checks an error answer: status, errorCode, the reason in the
+// message, trackingId = x-ms-request-id, x-ms-error-code.
+func checkRefusal(t testing.TB, r *response, status, code int, reason string) {
+	t.Helper()
+	if r.Err != nil {
+		t.Fatalf("request failed: %v", r.Err)
+	}
+	if r.Status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	checkHeaders(t, r)
+	e := r.errorDetails(t)
+	if e.ErrorCode != code {
+		t.Errorf("errorCode = %d, want %d (message %q)", e.ErrorCode, code, e.Message)
+	}
+	if e.ErrorCode/1000 != r.Status {
+		t.Errorf("errorCode %d does not start with the HTTP status %d", e.ErrorCode, r.Status)
+	}
+	if !strings.Contains(e.Message, reason) {
+		t.Errorf("message %q does not contain %q", e.Message, reason)
+	}
+	if e.TrackingID == "" || e.TrackingID != r.Header.Get("x-ms-request-id") {
+		t.Errorf("trackingId %q != x-ms-request-id %q", e.TrackingID, r.Header.Get("x-ms-request-id"))
+	}
+	if got := r.Header.Get("x-ms-error-code"); got != strconv.Itoa(code) {
+		t.Errorf("x-ms-error-code = %q, want %d", got, code)
+	}
+	if e.TimestampUtc == nil || time.Since(e.TimestampUtc.Time) > time.Minute {
+		t.Errorf("timestampUtc = %v, want about now", e.TimestampUtc)
+	}
+}
+
+// ---- store snapshots ----
+
+// snapshot is every registration record (key, etag, updated) and every
+// operation (id, status) in the database, read with plain SQL so that it
+// sees exactly what is stored.
+type snapshot struct {
+	Registrations []string
+	Operations    []string
+}
+
+func (h *harness) snapshot(t testing.TB) snapshot {
+	t.Helper()
+	h.mu.Lock()
+	if h.db == nil {
+		db, err := sql.Open("sqlite", "file:"+h.dbPath+"?mode=ro&_pragma=busy_timeout(5000)")
+		if err != nil {
+			h.mu.Unlock()
+			t.Fatal(err)
+		}
+		h.db = db
+	}
+	db := h.db
+	h.mu.Unlock()
+	var s snapshot
+	for _, q := range []struct {
+		sql string
+		out *[]string
+	}{
+		{`SELECT key || ' ' || etag || ' ' || updated FROM registrations ORDER BY key`, &s.Registrations},
+		{`SELECT id || ' ' || registration_id || ' ' || status FROM operations ORDER BY id`, &s.Operations},
+	} {
+		rows, err := db.Query(q.sql)
+		if err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			*q.out = append(*q.out, v)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+	}
+	return s
+}
+
+func (s snapshot) String() string {
+	return fmt.Sprintf("%d registrations %v, %d operations", len(s.Registrations), s.Registrations, len(s.Operations))
+}
+
+func sameStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// noRecord checks that a registration ID has no registration record.
+func (h *harness) noRecord(t testing.TB, id string) {
+	t.Helper()
+	if r, err := h.Store.Registration(context.Background(), id); err == nil {
+		t.Errorf("registration %q has a record (status %s), want none", id, r.Result.Status)
+	}
+}
+
+// ---- expectations on a registration record ----
+
+type want struct {
+	regID     string
+	deviceID  string
+	hub       string
+	status    string // default assigned
+	substatus string // default initialAssignment when assigned
+	mechanism string // x509 or symmetricKey
+	groupID   string
+	leaf      *x509.Certificate // x509.certificateInfo
+	signer    *x509.Certificate // x509.signingCertificateInfo (groups)
+	errorCode int
+	errorText string
+}
+
+// checkResult checks a registrationState against w. notBefore bounds the
+// record's timestamps from below (zero: unchecked).
+func checkResult(t testing.TB, r *dps.DeviceRegistrationResult, w want, notBefore time.Time) {
+	t.Helper()
+	if r == nil {
+		t.Fatal("registrationState is missing")
+	}
+	status := w.status
+	if status == "" {
+		status = dps.StatusAssigned
+	}
+	if !strings.EqualFold(r.RegistrationID, w.regID) {
+		t.Errorf("registrationId = %q, want %q", r.RegistrationID, w.regID)
+	}
+	if r.Status != status {
+		t.Errorf("status = %q, want %q (errorCode %d, errorMessage %q)", r.Status, status, r.ErrorCode, r.ErrorMessage)
+	}
+	switch status {
+	case dps.StatusAssigned:
+		sub := w.substatus
+		if sub == "" {
+			sub = dps.SubstatusInitialAssignment
+		}
+		if r.Substatus != sub {
+			t.Errorf("substatus = %q, want %q", r.Substatus, sub)
+		}
+		if r.AssignedHub != w.hub {
+			t.Errorf("assignedHub = %q, want %q", r.AssignedHub, w.hub)
+		}
+		if r.DeviceID != w.deviceID {
+			t.Errorf("deviceId = %q, want %q", r.DeviceID, w.deviceID)
+		}
+		if r.ErrorCode != 0 || r.ErrorMessage != "" {
+			t.Errorf("assigned with errorCode %d, errorMessage %q", r.ErrorCode, r.ErrorMessage)
+		}
+	case dps.StatusFailed, dps.StatusDisabled:
+		if r.AssignedHub != "" || r.DeviceID != "" {
+			t.Errorf("%s with assignedHub %q, deviceId %q; want neither", status, r.AssignedHub, r.DeviceID)
+		}
+		if r.ErrorCode != w.errorCode {
+			t.Errorf("errorCode = %d, want %d", r.ErrorCode, w.errorCode)
+		}
+		if !strings.Contains(r.ErrorMessage, w.errorText) {
+			t.Errorf("errorMessage = %q, want it to contain %q", r.ErrorMessage, w.errorText)
+		}
+	}
+	if status != dps.StatusDisabled {
+		if r.CreatedDateTimeUtc == nil || r.LastUpdatedDateTimeUtc == nil || r.Etag == "" {
+			t.Fatalf("record without createdDateTimeUtc/lastUpdatedDateTimeUtc/etag: %+v", r)
+		}
+		if !notBefore.IsZero() {
+			if r.CreatedDateTimeUtc.Before(notBefore.Add(-time.Second)) || r.CreatedDateTimeUtc.After(time.Now().Add(time.Second)) {
+				t.Errorf("createdDateTimeUtc = %s, want between %s and now", r.CreatedDateTimeUtc.Format(), notBefore.UTC().Format(time.RFC3339Nano))
+			}
+		}
+		if r.LastUpdatedDateTimeUtc.Before(r.CreatedDateTimeUtc.Time) {
+			t.Errorf("lastUpdatedDateTimeUtc %s is before createdDateTimeUtc %s", r.LastUpdatedDateTimeUtc.Format(), r.CreatedDateTimeUtc.Format())
+		}
+	}
+	switch w.mechanism {
+	case dps.AttestationX509:
+		if r.SymmetricKey != nil {
+			t.Errorf("x509 device with symmetricKey %+v", r.SymmetricKey)
+		}
+		if r.X509 == nil {
+			t.Fatal("x509 is missing")
+		}
+		if r.X509.EnrollmentGroupID != w.groupID {
+			t.Errorf("x509.enrollmentGroupId = %q, want %q", r.X509.EnrollmentGroupID, w.groupID)
+		}
+		if w.leaf != nil {
+			ci := r.X509.CertificateInfo
+			if ci == nil {
+				t.Fatal("x509.certificateInfo is missing")
+			}
+			wi := pki.Info(w.leaf)
+			if ci.SHA256Thumbprint != wi.SHA256Thumbprint || ci.SHA1Thumbprint != wi.SHA1Thumbprint ||
+				ci.SubjectName != wi.SubjectName || ci.IssuerName != wi.IssuerName || ci.SerialNumber != wi.SerialNumber || ci.Version != 3 {
+				t.Errorf("x509.certificateInfo = %+v, want %+v", ci, wi)
+			}
+			if ci.NotAfterUtc == nil || !ci.NotAfterUtc.Equal(w.leaf.NotAfter) {
+				t.Errorf("certificateInfo.notAfterUtc = %v, want %v", ci.NotAfterUtc, w.leaf.NotAfter)
+			}
+		}
+		if w.signer != nil {
+			si := r.X509.SigningCertificateInfo
+			if si == nil || si.SHA256Thumbprint != pki.SHA256Thumbprint(w.signer) {
+				t.Errorf("x509.signingCertificateInfo = %+v, want the certificate %s", si, w.signer.Subject)
+			}
+		}
+	case dps.AttestationSymmetricKey:
+		if r.X509 != nil {
+			t.Errorf("symmetric-key device with x509 %+v", r.X509)
+		}
+		if w.groupID == "" {
+			if r.SymmetricKey != nil && r.SymmetricKey.EnrollmentGroupID != "" {
+				t.Errorf("individual enrollment with symmetricKey.enrollmentGroupId %q", r.SymmetricKey.EnrollmentGroupID)
+			}
+		} else if r.SymmetricKey == nil || r.SymmetricKey.EnrollmentGroupID != w.groupID {
+			t.Errorf("symmetricKey = %+v, want enrollmentGroupId %q", r.SymmetricKey, w.groupID)
+		}
+	}
+}
+
+func encodeB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+var operationIDRE = regexp.MustCompile(`^[0-9]\.[0-9a-f]{16}\.[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+// provision runs a device's register request and its poll, and checks the
+// wire contract of both in the harness's mode:
+//
+//	fast:   register 202 with the terminal status and registrationState
+//	strict: register 202 "assigning", Retry-After 3, no registrationState
+//	both:   Location, x-ms-request-id, JSON content type; the poll answers
+//	        200 with the terminal result (the same as the fast answer)
+//
+// It returns the final operation status.
+func (h *harness) provision(t testing.TB, c cred, id string) *dps.RegistrationOperationStatus {
+	t.Helper()
+	r := h.register(t, c, id).must(t, "register")
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("register: %s, want 202", r)
+	}
+	checkHeaders(t, r)
+	if got, want := r.Header.Get("Location"), "https://"+h.Host+regPath(h.Scope, id)+"/register"; got != want {
+		t.Errorf("Location = %q, want %q", got, want)
+	}
+	first := r.operation(t)
+	if !operationIDRE.MatchString(first.OperationID) {
+		t.Errorf("operationId %q is not shaped {digit}.{16 hex}.{uuid}", first.OperationID)
+	}
+	if h.Pipeline.Strict {
+		if first.Status != dps.StatusAssigning || first.RegistrationState != nil {
+			t.Errorf("strict register answered status %q, registrationState %v; want assigning and none", first.Status, first.RegistrationState)
+		}
+		if got := r.Header.Get("Retry-After"); got != "3" {
+			t.Errorf("strict register: Retry-After = %q, want 3", got)
+		}
+	} else {
+		if first.Status == dps.StatusAssigning || first.Status == dps.StatusUnassigned {
+			t.Errorf("fast register answered %q, want a terminal status", first.Status)
+		}
+		if first.RegistrationState == nil {
+			t.Fatalf("fast register answered without registrationState: %s", r.Body)
+		}
+		if first.RegistrationState.Status != first.Status {
+			t.Errorf("status %q but registrationState.status %q", first.Status, first.RegistrationState.Status)
+		}
+		if got := r.Header.Get("Retry-After"); got != "" {
+			t.Errorf("terminal register answer has Retry-After %q", got)
+		}
+	}
+	var final *dps.RegistrationOperationStatus
+	for i := 0; i < 2; i++ { // polling twice gives the same answer
+		p := h.poll(t, c, id, first.OperationID).must(t, "poll")
+		if p.Status != http.StatusOK {
+			t.Fatalf("poll: %s, want 200", p)
+		}
+		checkHeaders(t, p)
+		op := p.operation(t)
+		if op.OperationID != first.OperationID {
+			t.Errorf("poll operationId = %q, want %q", op.OperationID, first.OperationID)
+		}
+		if op.RegistrationState == nil || op.RegistrationState.Status != op.Status {
+			t.Fatalf("poll answer: %s", p.Body)
+		}
+		if !h.Pipeline.Strict && mustJSON(t, op) != mustJSON(t, first) {
+			t.Errorf("poll answer differs from the register answer:\n poll     %s\n register %s", mustJSON(t, op), mustJSON(t, first))
+		}
+		if final != nil && mustJSON(t, op) != mustJSON(t, final) {
+			t.Errorf("second poll differs from the first:\n %s\n %s", mustJSON(t, op), mustJSON(t, final))
+		}
+		final = op
+	}
+	return final
+}
+
+// checkLookup checks that the status lookup and the store return the same
+// record as res.
+func (h *harness) checkLookup(t testing.TB, c cred, id string, res *dps.DeviceRegistrationResult) {
+	t.Helper()
+	r := h.lookup(t, c, id).must(t, "status lookup")
+	if r.Status != http.StatusOK {
+		t.Fatalf("status lookup: %s, want 200", r)
+	}
+	checkHeaders(t, r)
+	if got, want := mustJSON(t, r.result(t)), mustJSON(t, res); got != want {
+		t.Errorf("status lookup differs from the operation's registrationState:\n lookup %s\n op     %s", got, want)
+	}
+	rec, err := h.Store.Registration(context.Background(), id)
+	if err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	if got, want := mustJSON(t, rec.Result), mustJSON(t, res); got != want {
+		t.Errorf("stored record differs from the operation's registrationState:\n store %s\n op    %s", got, want)
+	}
+}

@@ -1,0 +1,128 @@
+package provisioning_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/client"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/server"
+	"github.com/dpsd/dpsd/internal/store"
+)
+
+// TestServerWiring boots the real server (server.New + Serve on 127.0.0.1:0,
+// the wiring of `dpsd serve`) and provisions devices with the public client,
+// with and without --azure-strict: strict answers "assigning" with
+// Retry-After 3 and the client polls; the default answers at once.
+func TestServerWiring(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &syncBuffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), HTTPSAddr: "127.0.0.1:0", AzureStrict: mode.strict},
+				slog.New(slog.NewTextHandler(logs, nil)))
+			if err != nil {
+				cancel()
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx) }()
+			t.Cleanup(func() {
+				cancel()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Errorf("Serve: %v", err)
+					}
+				case <-time.After(20 * time.Second):
+					t.Errorf("server did not stop")
+				}
+				if t.Failed() {
+					t.Logf("server log:\n%s", logs.String())
+				}
+			})
+			deadline := time.Now().Add(10 * time.Second)
+			for srv.State().DeviceEndpoint == "" {
+				if time.Now().After(deadline) {
+					t.Fatal("server did not start")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			_, port, _ := net.SplitHostPort(srv.State().DeviceEndpoint)
+			endpoint := net.JoinHostPort("127.0.0.1", port)
+			roots := x509.NewCertPool()
+			roots.AppendCertsFromPEM(srv.Instance().ServerCACertPEM)
+			st := srv.Store()
+			scope := srv.Instance().IDScope
+			if _, err := st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub1, AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
+				t.Fatal(err)
+			}
+			h := &harness{t: t, Store: st}
+			gpk, _ := keys(t, h.putGroup(symGroup("grp-wiring")).Attestation)
+			root := newRoot(t, pki.Options{CommonName: "Wiring Root"})
+			h.uploadCA("wiring-root", root.cert, true)
+			h.putGroup(caGroup("grp-wiring-x509", "wiring-root"))
+			leaf, key := root.leaf(t, pki.Options{CommonName: "wiring-x509"})
+
+			// The raw answer to register.
+			tok := sas.New(sas.DeviceResource(scope, "wiring-raw"), "registration", sas.DeriveDeviceKey(gpk, "wiring-raw"), time.Now().Add(time.Hour), true)
+			req, _ := http.NewRequest(http.MethodPut, "https://"+endpoint+"/"+scope+"/registrations/wiring-raw/register?api-version=2019-03-31", strings.NewReader(`{"registrationId":"wiring-raw"}`))
+			req.Header.Set("Authorization", tok)
+			req.Header.Set("Content-Type", "application/json")
+			hc := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			r := &response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+			if r.Status != http.StatusAccepted {
+				t.Fatalf("register: %s", r)
+			}
+			checkHeaders(t, r)
+			op := r.operation(t)
+			if mode.strict {
+				if op.Status != "assigning" || op.RegistrationState != nil || r.Header.Get("Retry-After") != "3" {
+					t.Errorf("strict register: %s, Retry-After %q; want assigning, no registrationState, Retry-After 3", body, r.Header.Get("Retry-After"))
+				}
+			} else if op.Status != "assigned" || op.RegistrationState == nil || op.RegistrationState.AssignedHub != hub1 {
+				t.Errorf("register: %s, want assigned to %s", body, hub1)
+			}
+
+			for name, cfg := range map[string]client.Config{
+				"symmetric-key": {RegistrationID: "wiring-sym", SymmetricKey: client.DeriveKey(gpk, "wiring-sym")},
+				"x509":          {RegistrationID: "wiring-x509", Certificate: tlsCert(key, leaf, root.cert)},
+			} {
+				cfg.Endpoint, cfg.IDScope, cfg.RootCAs = endpoint, scope, roots
+				cctx, ccancel := context.WithTimeout(ctx, requestTimeout)
+				start := time.Now()
+				res, err := client.Register(cctx, cfg)
+				ccancel()
+				took := time.Since(start)
+				if err != nil {
+					t.Errorf("%s: Register: %v", name, err)
+					continue
+				}
+				if res.Status != "assigned" || res.AssignedHub != hub1 || res.DeviceID != cfg.RegistrationID {
+					t.Errorf("%s: %+v", name, res)
+				}
+				// Strict: the client waited the Retry-After before polling.
+				if mode.strict && took < 3*time.Second || !mode.strict && took > 2900*time.Millisecond {
+					t.Errorf("%s: Register took %s in %s mode", name, took, mode.name)
+				}
+			}
+		})
+	}
+}
