@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -67,7 +68,7 @@ type Answer struct {
 	Body       *dps.RegistrationOperationStatus
 }
 
-const saveAttempts = 5
+const saveAttempts = 8
 
 func (p *Pipeline) now() time.Time {
 	if p.Now != nil {
@@ -225,6 +226,8 @@ func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity)
 		stored, err := p.Store.SaveRegistration(ctx, rec, ifMatch, op)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrPreconditionFailed) {
 			if attempt < saveAttempts {
+				// Spread the retries of racing requests so they stop colliding.
+				time.Sleep(time.Duration(rand.IntN(attempt*5)+1) * time.Millisecond)
 				continue
 			}
 			return nil, dpserr.New(http.StatusConflict, dpserr.CodeConcurrentRegistration, "Precondition failed. Registration %q was changed by a concurrent request; retry", req.RegistrationID)
