@@ -13,7 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dpsd/dpsd/client"
+	"github.com/dpsd/dpsd/client/mqtt"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/server"
 )
 
 func init() { register(newDeviceCmd) }
@@ -54,15 +56,20 @@ X.509: --cert (the device certificate, followed by its chain for a group) and
 the certificate's CN. Symmetric key: --symmetric-key (the device's key), or
 --group-key to derive the device key of a symmetric-key enrollment group.
 
+--transport chooses how: https (the device API), mqtt (MQTT 3.1.1 over TLS,
+port 8883) or mqtt-ws (MQTT over WebSocket on the HTTPS port, path
+/$iothub/websocket).
+
 Without --endpoint, --id-scope and --ca-file, the local server's values are
-used (see 'dpsd info'). Works against Azure DPS too: --endpoint
+used (see 'dpsd info'): its device endpoint for https and mqtt-ws, its MQTT
+endpoint for mqtt. Works against Azure DPS too: --endpoint
 global.azure-devices-provisioning.net and the system roots (--ca-file "").`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return f.run(c.Context(), e) },
 	}
 	fl := c.Flags()
 	f.local.add(c)
-	fl.StringVar(&f.endpoint, "endpoint", "", "device endpoint host[:port] (default: the local server's)")
+	fl.StringVar(&f.endpoint, "endpoint", "", "device endpoint host[:port]: the HTTPS listener for https and mqtt-ws, the MQTT listener for mqtt (default: the local server's)")
 	fl.StringVar(&f.idScope, "id-scope", "", "ID scope (default: the local instance's)")
 	fl.StringVar(&f.registrationID, "registration-id", "", "registration ID (default: the certificate's CN)")
 	fl.StringVar(&f.certFile, "cert", "", "device certificate PEM, leaf first, then its chain (X.509)")
@@ -72,7 +79,7 @@ global.azure-devices-provisioning.net and the system roots (--ca-file "").`,
 	fl.StringVar(&f.groupKey, "group-key", "", "enrollment group key, base64: the device key is derived from it")
 	fl.StringVar(&f.caFile, "ca-file", "", "CA certificate PEM that signs the server certificate (default: the local server's, or DPSD_CA_FILE)")
 	fl.StringVar(&f.payload, "payload", "", "JSON payload to send with the registration")
-	fl.StringVar(&f.transport, "transport", "https", "transport: https")
+	fl.StringVar(&f.transport, "transport", "https", "transport: https, mqtt (MQTT over TLS) or mqtt-ws (MQTT over WebSocket)")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this long")
 	addOutputFlag(c, &f.output)
 	return c
@@ -82,8 +89,10 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 	if err := checkOutput(f.output); err != nil {
 		return err
 	}
-	if f.transport != "https" {
-		return withHint(fmt.Errorf("unknown transport %q", f.transport), "use --transport https")
+	switch f.transport {
+	case "https", "mqtt", "mqtt-ws":
+	default:
+		return withHint(fmt.Errorf("unknown transport %q", f.transport), "use --transport https, mqtt or mqtt-ws")
 	}
 	cfg := client.Config{Endpoint: f.endpoint, IDScope: f.idScope, RegistrationID: f.registrationID, UserAgent: "dpsd/" + Version}
 	x509Given, keyGiven := f.certFile != "" || f.keyFile != "", f.symmetricKey != "" || f.groupKey != ""
@@ -132,7 +141,14 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 			return withHint(err, "give --endpoint and --id-scope, or run on the server's machine")
 		}
 		if err == nil {
-			cfg.Endpoint = firstNonEmpty(cfg.Endpoint, info.DeviceEndpoint)
+			endpoint := info.DeviceEndpoint
+			if f.transport == "mqtt" && cfg.Endpoint == "" {
+				endpoint, err = f.localMQTTEndpoint(e)
+				if err != nil {
+					return err
+				}
+			}
+			cfg.Endpoint = firstNonEmpty(cfg.Endpoint, endpoint)
 			cfg.IDScope = firstNonEmpty(cfg.IDScope, info.IDScope)
 			caFile = firstNonEmpty(caFile, info.ServerCAFile)
 		}
@@ -154,15 +170,25 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	state, err := client.Register(ctx, cfg)
+	var state *client.RegistrationState
+	var err error
+	switch f.transport {
+	case "mqtt", "mqtt-ws":
+		state, err = mqtt.Register(ctx, mqtt.Config{Config: cfg, WebSocket: f.transport == "mqtt-ws"})
+	default:
+		state, err = client.Register(ctx, cfg)
+	}
+	var ce *client.Error
+	var se *client.StatusError
+	var me *mqtt.ConnectError
 	if state != nil {
 		if perr := f.print(e, state); perr != nil {
 			return perr
 		}
 	}
-	var ce *client.Error
-	var se *client.StatusError
 	switch {
+	case errors.As(err, &me):
+		return withHint(me, "check --id-scope and --registration-id: the MQTT user name is {idScope}/registrations/{registrationId}/api-version=...")
 	case errors.As(err, &ce):
 		return withHint(ce, "the message says why; fix the enrollment or the device credentials and retry")
 	case errors.As(err, &se):
@@ -205,4 +231,18 @@ func (f *deviceFlags) print(e *env, s *client.RegistrationState) error {
 	add("lastUpdatedDateTimeUtc", s.LastUpdatedDateTimeUTC)
 	add("etag", s.Etag)
 	return writeFields(e.stdout, fields)
+}
+
+// localMQTTEndpoint is the MQTT endpoint the local server wrote to
+// server.json.
+func (f *deviceFlags) localMQTTEndpoint(e *env) (string, error) {
+	dataDir, _ := f.local.resolve(e.getenv)
+	st, err := server.ReadState(dataDir)
+	if err != nil {
+		return "", withHint(fmt.Errorf("cannot read the local server's endpoints: %w", err), "give --endpoint host:8883, or start the server with 'dpsd serve --data %s'", dataDir)
+	}
+	if st.MQTTEndpoint == "" {
+		return "", withHint(errors.New("the local server has no MQTT listener"), "start it with --mqtt-addr (default :8883), use --transport mqtt-ws or https, or give --endpoint")
+	}
+	return st.MQTTEndpoint, nil
 }

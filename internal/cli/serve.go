@@ -24,7 +24,9 @@ func newServeCmd(e *env) *cobra.Command {
 		Long: `Run the provisioning service: the device API (register, operation status) and the
 service API (enrollments, groups, registrations, CA certificates, linked hubs,
 policies) on one HTTPS listener, health on /healthz and Prometheus metrics on
-/metrics.
+/metrics. Devices also register over MQTT: MQTT over TLS on --mqtt-addr
+(default :8883) and MQTT over WebSocket on the HTTPS listener at
+/$iothub/websocket.
 
 The first start initializes the instance in the data directory: an ID scope, a
 server CA and a server certificate for localhost, 127.0.0.1, ::1 and every
@@ -59,6 +61,7 @@ Flags win over the environment, which wins over the file.`,
 	f.StringVar(&cfg.Store, "store", "", "database DSN (default: SQLite in the data directory; postgres://... for PostgreSQL)")
 	f.StringVar(&cfg.HTTPSAddr, "https-addr", server.DefaultHTTPSAddr, "address of the HTTPS listener (device API, and service API unless --service-addr)")
 	f.StringVar(&cfg.ServiceAddr, "service-addr", "", "serve the service API on its own listener at this address")
+	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", server.DefaultMQTTAddr, "address of the MQTT-over-TLS listener (device API over MQTT 3.1.1; \"\" turns it off); MQTT over WebSocket is served on the HTTPS listener at /$iothub/websocket")
 	f.StringSliceVar(&cfg.HostNames, "hostname", nil, "host name or IP clients dial, added to the server certificate (repeatable; the first is advertised)")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "server certificate chain (PEM) to use instead of the generated one")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "private key (PEM) of --tls-cert")

@@ -25,6 +25,10 @@ type Config struct {
 	HTTPSAddr string `json:"httpsAddr"`
 	// ServiceAddr moves the service API to its own listener.
 	ServiceAddr string `json:"serviceAddr"`
+	// MQTTAddr serves the device API over MQTT 3.1.1 with TLS (empty: no
+	// MQTT listener; `dpsd serve` defaults to :8883). MQTT over WebSocket
+	// is always served on the HTTPS listener at /$iothub/websocket.
+	MQTTAddr string `json:"mqttAddr"`
 	// HostNames are added to the server certificate; the first is the host
 	// name advertised in endpoints and connection strings (default localhost).
 	HostNames []string `json:"hostnames"`
@@ -47,6 +51,7 @@ type Config struct {
 const (
 	DefaultDataDir   = "./dpsd-data"
 	DefaultHTTPSAddr = ":8443"
+	DefaultMQTTAddr  = ":8883"
 	DBFile           = "dpsd.db"
 	CAFile           = "server-ca.pem"
 	StateFile        = "server.json"
@@ -76,7 +81,7 @@ func (c *Config) Init() {
 
 // Validate checks values that would otherwise fail late.
 func (c *Config) Validate() error {
-	for _, a := range []struct{ name, v string }{{"https-addr", c.HTTPSAddr}, {"service-addr", c.ServiceAddr}} {
+	for _, a := range []struct{ name, v string }{{"https-addr", c.HTTPSAddr}, {"service-addr", c.ServiceAddr}, {"mqtt-addr", c.MQTTAddr}} {
 		if a.v == "" {
 			continue
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
 	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/serviceapi"
 	"github.com/dpsd/dpsd/internal/store"
@@ -38,9 +39,11 @@ type Server struct {
 	service  http.Handler
 	device   http.Handler
 	pipeline *provisioning.Pipeline
+	mqtt     *mqtt.Server
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	mqttLn    net.Listener
 	servers   []*http.Server
 	state     State
 }
@@ -82,6 +85,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		RetryAfter: cfg.RetryAfter,
 	}
 	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: s.pipeline, Log: log}))
+	s.mqtt = &mqtt.Server{Provisioner: s.pipeline, Log: log, Metrics: mqtt.NewMetrics(s.metrics.Registry), TLSConfig: s.tls}
 	return s, nil
 }
 
@@ -141,7 +145,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.cfg.ServiceAddr != "" {
 		ls = append(ls, lis{s.cfg.ServiceAddr, s.handler(true, false), "service"})
 	}
-	errc := make(chan error, len(ls))
+	errc := make(chan error, len(ls)+1)
 	for _, l := range ls {
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
@@ -164,6 +168,22 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 		s.log.Info("listening", "listener", l.what, "addr", ln.Addr().String())
 		go func() { errc <- srv.Serve(tls.NewListener(ln, s.tls)) }()
+	}
+	if s.cfg.MQTTAddr != "" {
+		ln, err := net.Listen("tcp", s.cfg.MQTTAddr)
+		if err != nil {
+			s.shutdown()
+			return fmt.Errorf("listening on %s (--mqtt-addr): %w", s.cfg.MQTTAddr, err)
+		}
+		s.mu.Lock()
+		s.mqttLn = ln
+		s.mu.Unlock()
+		s.log.Info("listening", "listener", "mqtt", "addr", ln.Addr().String())
+		go func() {
+			if err := s.mqtt.Serve(ln); !errors.Is(err, mqtt.ErrServerClosed) {
+				errc <- err
+			}
+		}()
 	}
 	go s.purgeOperations(ctx)
 	if err := s.writeState(); err != nil {
@@ -189,6 +209,9 @@ func (s *Server) shutdown() error {
 	for _, srv := range s.servers {
 		errs = append(errs, srv.Shutdown(ctx))
 	}
+	// After the HTTPS servers: MQTT over WebSocket connections are hijacked
+	// from them, and the MQTT server tracks those too.
+	errs = append(errs, s.mqtt.Shutdown(ctx))
 	return errors.Join(errs...)
 }
 
@@ -210,6 +233,8 @@ func (s *Server) handler(service, device bool) http.Handler {
 			s.healthz(w, r)
 		case first == "metrics":
 			metricsHandler.ServeHTTP(w, r)
+		case first == "$iothub" && device:
+			s.mqtt.ServeHTTP(w, r)
 		case serviceapi.Owns(first):
 			if !service {
 				httpx.Wrap(s.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -274,6 +299,9 @@ func (s *Server) writeState() error {
 		ServiceEndpoint: endpoint(s.listeners[len(s.listeners)-1]),
 		PID:             os.Getpid(),
 		StartedAt:       time.Now().UTC(),
+	}
+	if s.mqttLn != nil {
+		s.state.MQTTEndpoint = endpoint(s.mqttLn)
 	}
 	if s.cfg.TLSCertFile == "" {
 		abs, err := filepath.Abs(filepath.Join(s.cfg.DataDir, CAFile))

@@ -1,0 +1,431 @@
+package mqtt_test
+
+// The harness runs the MQTT transport as dpsd serves it: mqtt.Server on a
+// real TCP listener with the instance's TLS certificate (client certificates
+// requested, not verified), and MQTT over WebSocket plus the HTTPS device
+// API on one httptest TLS server, in front of either the real provisioning
+// pipeline on a SQLite store in t.TempDir(), or a fake one that a test
+// scripts.
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/deviceapi"
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/enrollment"
+	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/instance"
+	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/mqtt"
+	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/store/sqlstore"
+)
+
+const (
+	hub1 = "hub-1.azure-devices.net"
+	// short is how long a test waits to be sure nothing arrives.
+	short = 300 * time.Millisecond
+)
+
+type harness struct {
+	t        testing.TB
+	Store    store.Store
+	Pipeline *provisioning.Pipeline // nil with a fake provisioner
+	Fake     *fake
+	Server   *mqtt.Server
+	Metrics  *mqtt.Metrics
+	PMetrics *metrics.Metrics
+	Scope    string
+	Addr     string // MQTT over TLS, 127.0.0.1:port
+	WSURL    string // wss://127.0.0.1:port/$iothub/websocket
+	HTTPS    string // https://127.0.0.1:port, the device API
+	roots    *x509.CertPool
+	logs     *syncBuffer
+}
+
+type options struct {
+	strict bool
+	// fake replaces the pipeline.
+	fake           bool
+	connectTimeout time.Duration
+	idleTimeout    time.Duration
+	maxPacket      int
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if len(s) > 30000 {
+		s = "...\n" + s[len(s)-30000:]
+	}
+	return s
+}
+
+func newHarness(t testing.TB, o options) *harness {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "dpsd.db"), sqlstore.Options{})
+	if err != nil {
+		t.Fatalf("sqlstore.Open: %v", err)
+	}
+	inst, _, err := instance.Ensure(ctx, st, nil)
+	if err != nil {
+		st.Close()
+		t.Fatalf("instance.Ensure: %v", err)
+	}
+	cert, err := instance.TLSCertificate(inst)
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	pm := metrics.New()
+	h := &harness{t: t, Store: st, Scope: inst.IDScope, roots: x509.NewCertPool(), logs: logs, PMetrics: pm}
+	h.roots.AppendCertsFromPEM(inst.ServerCACertPEM)
+	var prov mqtt.Provisioner
+	if o.fake {
+		h.Fake = &fake{}
+		prov = h.Fake
+	} else {
+		h.Pipeline = &provisioning.Pipeline{
+			Store: st, Attest: &attest.Attestor{Store: st, Log: log}, Log: log, Metrics: pm,
+			IDScope: inst.IDScope, Strict: o.strict, RetryAfter: 3,
+		}
+		prov = h.Pipeline
+	}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert, NextProtos: []string{"http/1.1"}}
+	h.Metrics = mqtt.NewMetrics(pm.Registry)
+	h.Server = &mqtt.Server{Provisioner: prov, Log: log, Metrics: h.Metrics, TLSConfig: tlsConfig,
+		ConnectTimeout: o.connectTimeout, IdleTimeout: o.idleTimeout, MaxPacketBytes: o.maxPacket}
+
+	ln := listen(t)
+	h.Addr = ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- h.Server.Serve(ln) }()
+
+	var device http.Handler = http.NotFoundHandler()
+	if h.Pipeline != nil {
+		device = httpx.Wrap(log, &deviceapi.API{Pipeline: h.Pipeline, Log: log})
+	}
+	web := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/$iothub") {
+			h.Server.ServeHTTP(w, r)
+			return
+		}
+		device.ServeHTTP(w, r)
+	}))
+	web.TLS = tlsConfig.Clone()
+	web.StartTLS()
+	h.HTTPS = "https://" + web.Listener.Addr().String()
+	h.WSURL = "wss://" + web.Listener.Addr().String() + mqtt.WebSocketPath
+
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Server.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v (connections did not end)", err)
+		}
+		select {
+		case err := <-served:
+			if err != mqtt.ErrServerClosed {
+				t.Errorf("Serve returned %v, want ErrServerClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Serve did not return after Shutdown")
+		}
+		web.Close()
+		st.Close()
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return h
+}
+
+// tlsConfig is a device's TLS configuration: the server CA, SNI localhost,
+// and its certificate (nil for symmetric keys).
+func (h *harness) tlsConfig(cert *tls.Certificate) *tls.Config {
+	c := &tls.Config{RootCAs: h.roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
+}
+
+// dial connects a device over MQTT/TLS (not yet CONNECTed).
+func (h *harness) dial(t testing.TB, cert *tls.Certificate) *mqtttest.Conn {
+	t.Helper()
+	return mqtttest.DialTLS(t, h.Addr, h.tlsConfig(cert))
+}
+
+// device connects and subscribes a device: over TLS, or over WebSocket
+// when ws.
+func (h *harness) device(t testing.TB, ws bool, id string, c cred) *mqtttest.Conn {
+	t.Helper()
+	var conn *mqtttest.Conn
+	if ws {
+		conn = mqtttest.DialWebSocket(t, h.WSURL, h.tlsConfig(c.cert), "mqtt")
+	} else {
+		conn = h.dial(t, c.cert)
+	}
+	conn.MustConnect(h.Scope, id, c.sas)
+	if codes := conn.Subscribe(1, mqtt.ResponseFilter); !bytes.Equal(codes, []byte{1}) {
+		t.Fatalf("SUBACK %v, want [1]", codes)
+	}
+	return conn
+}
+
+func (h *harness) logContains(s string) bool { return strings.Contains(h.logs.String(), s) }
+
+// waitLog waits until the server log contains s.
+func (h *harness) waitLog(t testing.TB, s string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !h.logContains(s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server log does not contain %q", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fake is a scripted provisioner that records requests.
+type fake struct {
+	mu       sync.Mutex
+	requests []fakeCall
+	register func(req provisioning.Request) (*provisioning.Answer, error)
+	poll     func(req provisioning.Request, operationID string) (*provisioning.Answer, error)
+}
+
+type fakeCall struct {
+	Req         provisioning.Request
+	OperationID string
+}
+
+func (f *fake) Register(ctx context.Context, req provisioning.Request) (*provisioning.Answer, error) {
+	f.mu.Lock()
+	f.requests = append(f.requests, fakeCall{Req: req})
+	fn := f.register
+	f.mu.Unlock()
+	if fn != nil {
+		return fn(req)
+	}
+	return &provisioning.Answer{Status: 202, Body: &dps.RegistrationOperationStatus{OperationID: "5.op." + req.RegistrationID, Status: dps.StatusAssigned,
+		RegistrationState: &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID, DeviceID: req.RegistrationID, AssignedHub: hub1, Status: dps.StatusAssigned}}}, nil
+}
+
+func (f *fake) OperationStatus(ctx context.Context, req provisioning.Request, operationID string) (*provisioning.Answer, error) {
+	f.mu.Lock()
+	f.requests = append(f.requests, fakeCall{Req: req, OperationID: operationID})
+	fn := f.poll
+	f.mu.Unlock()
+	if fn != nil {
+		return fn(req, operationID)
+	}
+	return &provisioning.Answer{Status: 200, Body: &dps.RegistrationOperationStatus{OperationID: operationID, Status: dps.StatusAssigned,
+		RegistrationState: &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID, DeviceID: req.RegistrationID, AssignedHub: hub1, Status: dps.StatusAssigned}}}, nil
+}
+
+func (f *fake) set(register func(provisioning.Request) (*provisioning.Answer, error), poll func(provisioning.Request, string) (*provisioning.Answer, error)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.register, f.poll = register, poll
+}
+
+func (f *fake) last(t testing.TB) fakeCall {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.requests) == 0 {
+		t.Fatal("the provisioner received no request")
+	}
+	return f.requests[len(f.requests)-1]
+}
+
+func (f *fake) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.requests)
+}
+
+// ---- fixtures (as the service API stores them) ----
+
+func (h *harness) linkHub(name string) {
+	h.t.Helper()
+	_, err := h.Store.PutLinkedHub(context.Background(), &store.LinkedHub{
+		Name: name, ConnectionString: "HostName=" + name + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + enrollment.GenerateKey(),
+		AllocationWeight: 1, ApplyAllocationPolicy: true,
+	}, "")
+	if err != nil {
+		h.t.Fatalf("linking hub %s: %v", name, err)
+	}
+}
+
+func (h *harness) putIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
+	h.t.Helper()
+	if err := enrollment.PrepareIndividual(e, nil); err != nil {
+		h.t.Fatalf("PrepareIndividual(%s): %v", e.RegistrationID, err)
+	}
+	stored, err := h.Store.PutEnrollment(context.Background(), e, "*")
+	if err != nil {
+		h.t.Fatalf("PutEnrollment(%s): %v", e.RegistrationID, err)
+	}
+	return stored
+}
+
+func (h *harness) putGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
+	h.t.Helper()
+	ctx := context.Background()
+	if err := enrollment.PrepareGroup(ctx, g, nil, h.Store); err != nil {
+		h.t.Fatalf("PrepareGroup(%s): %v", g.EnrollmentGroupID, err)
+	}
+	stored, err := h.Store.PutGroup(ctx, g, "*")
+	if err != nil {
+		h.t.Fatalf("PutGroup(%s): %v", g.EnrollmentGroupID, err)
+	}
+	return stored
+}
+
+func (h *harness) uploadCA(name string, c *x509.Certificate, verified bool) {
+	h.t.Helper()
+	_, err := h.Store.PutCACertificate(context.Background(), &store.CACertificate{
+		Name: name, CertificateDER: c.Raw, SHA256Thumbprint: pki.SHA256Thumbprint(c), Subject: c.RawSubject, IsVerified: verified,
+	}, "*")
+	if err != nil {
+		h.t.Fatalf("PutCACertificate(%s): %v", name, err)
+	}
+}
+
+func x509Individual(regID string, primary *x509.Certificate) *dps.IndividualEnrollment {
+	return &dps.IndividualEnrollment{
+		RegistrationID: regID,
+		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
+			ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(primary))}}}},
+	}
+}
+
+func caGroup(id, caName string) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{
+		EnrollmentGroupID: id,
+		Attestation:       &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: caName}}},
+	}
+}
+
+func symIndividual(regID string) *dps.IndividualEnrollment {
+	return &dps.IndividualEnrollment{RegistrationID: regID, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+}
+
+func symGroup(id string) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+}
+
+func primaryKey(t testing.TB, a *dps.AttestationMechanism) []byte {
+	t.Helper()
+	k, err := sas.DecodeKey(a.SymmetricKey.PrimaryKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+type ca struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+func newRoot(t testing.TB, o pki.Options) ca {
+	t.Helper()
+	c, k, err := pki.NewRootCA(o)
+	if err != nil {
+		t.Fatalf("NewRootCA(%s): %v", o.CommonName, err)
+	}
+	return ca{c, k}
+}
+
+func (c ca) intermediate(t testing.TB, o pki.Options) ca {
+	t.Helper()
+	ic, k, err := pki.NewIntermediateCA(o, c.cert, c.key)
+	if err != nil {
+		t.Fatalf("NewIntermediateCA(%s): %v", o.CommonName, err)
+	}
+	return ca{ic, k}
+}
+
+func (c ca) leaf(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	l, k, err := pki.NewLeaf(o, c.cert, c.key)
+	if err != nil {
+		t.Fatalf("NewLeaf(%s): %v", o.CommonName, err)
+	}
+	return l, k
+}
+
+func selfSigned(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	c, k, err := pki.NewSelfSigned(o)
+	if err != nil {
+		t.Fatalf("NewSelfSigned(%s): %v", o.CommonName, err)
+	}
+	return c, k
+}
+
+func tlsCert(key crypto.Signer, chain ...*x509.Certificate) *tls.Certificate {
+	c := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, x := range chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+
+// cred is what a device authenticates with.
+type cred struct {
+	cert *tls.Certificate
+	sas  string
+}
+
+// srLower is the C SDK's sr encoding; srRaw the Node SDK's.
+func srLower(scope, id string) string { return scope + "%2fregistrations%2f" + url.PathEscape(id) }
+func srRaw(scope, id string) string   { return scope + "/registrations/" + id }
+
+func token(sr string, key []byte, expiry time.Time) string {
+	se := strconv.FormatInt(expiry.Unix(), 10)
+	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(sas.Sign(key, sr, se)))
+	return "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=registration"
+}
+
+func (h *harness) deviceToken(id string, key []byte) string {
+	return token(srRaw(h.Scope, id), key, time.Now().Add(time.Hour))
+}
