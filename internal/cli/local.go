@@ -28,6 +28,7 @@ type instanceInfo struct {
 	ServiceEndpoint         string `json:"serviceEndpoint"`
 	ServiceConnectionString string `json:"serviceConnectionString"`
 	ServerCAFile            string `json:"serverCAFile"`
+	MQTTEndpoint            string `json:"mqttEndpoint,omitempty"`
 }
 
 // localFlags locate the local instance.
@@ -74,6 +75,7 @@ func readLocal(ctx context.Context, l *localFlags, getenv func(string) string) (
 	info := &instanceInfo{IDScope: inst.IDScope, DeviceEndpoint: "localhost:8443", ServiceEndpoint: "localhost:8443"}
 	if s, err := server.ReadState(dataDir); err == nil {
 		info.DeviceEndpoint, info.ServiceEndpoint, info.ServerCAFile = s.DeviceEndpoint, s.ServiceEndpoint, s.ServerCAFile
+		info.MQTTEndpoint = s.MQTTEndpoint
 	} else if abs, err := filepath.Abs(filepath.Join(dataDir, server.CAFile)); err == nil {
 		info.ServerCAFile = abs
 	}
@@ -173,7 +175,7 @@ endpoints, the owner policy's service connection string (this command is the
 only place dpsd prints a key), and the server CA file clients must trust.
 
 With a FIELD (idScope, deviceEndpoint, serviceEndpoint, serviceConnectionString,
-serverCAFile), print only that value, for scripts: SCOPE=$(dpsd info idScope).`,
+serverCAFile, mqttEndpoint), print only that value, for scripts: SCOPE=$(dpsd info idScope).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -190,6 +192,9 @@ serverCAFile), print only that value, for scripts: SCOPE=$(dpsd info idScope).`,
 				{"serviceConnectionString", info.ServiceConnectionString},
 				{"serverCAFile", info.ServerCAFile},
 			}
+			if info.MQTTEndpoint != "" {
+				fields = append(fields, [2]string{"mqttEndpoint", info.MQTTEndpoint})
+			}
 			if len(args) == 1 {
 				for _, f := range fields {
 					if strings.EqualFold(f[0], args[0]) {
@@ -197,7 +202,7 @@ serverCAFile), print only that value, for scripts: SCOPE=$(dpsd info idScope).`,
 						return err
 					}
 				}
-				return withHint(fmt.Errorf("unknown field %q", args[0]), "fields are idScope, deviceEndpoint, serviceEndpoint, serviceConnectionString, serverCAFile")
+				return withHint(fmt.Errorf("unknown field %q", args[0]), "fields are idScope, deviceEndpoint, serviceEndpoint, serviceConnectionString, serverCAFile, mqttEndpoint")
 			}
 			if output == outputJSON {
 				return writeJSON(e.stdout, info)
