@@ -100,7 +100,9 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
 	if p.Strict {
 		return &Answer{Status: http.StatusAccepted, RetryAfter: p.RetryAfter, Body: &dps.RegistrationOperationStatus{OperationID: op.ID, Status: dps.StatusAssigning}}, nil
 	}
-	return &Answer{Status: http.StatusAccepted, Body: status}, nil
+	// Retry-After accompanies every register 202, as with Azure; a device
+	// that reads the terminal status does not wait for it.
+	return &Answer{Status: http.StatusAccepted, RetryAfter: p.RetryAfter, Body: status}, nil
 }
 
 // OperationStatus answers a poll: 202 while assigning, 200 when terminal.
@@ -172,9 +174,9 @@ func (p *Pipeline) authenticate(ctx context.Context, req *Request, register bool
 		if reg, err := p.Store.Registration(ctx, req.RegistrationID); err == nil {
 			hint = reg.EnrollmentGroupID
 		}
-		return p.Attest.SymmetricKey(ctx, req.IDScope, req.RegistrationID, c.SAS, hint)
+		return attested(p.Attest.SymmetricKey(ctx, req.IDScope, req.RegistrationID, c.SAS, hint))
 	case len(c.Certificates) > 0:
-		return p.Attest.X509(ctx, req.RegistrationID, c.Certificates)
+		return attested(p.Attest.X509(ctx, req.RegistrationID, c.Certificates))
 	case req.Body != nil && req.Body.TPM != nil:
 		return nil, dpserr.Unauthorized("TPM attestation is not supported by this dpsd version; enroll the device with an X.509 certificate or a symmetric key")
 	}
@@ -357,6 +359,15 @@ func (p *Pipeline) observe(req Request, id *attest.Identity, op *store.Operation
 		p.Metrics.Registrations.WithLabelValues(req.Transport, id.Mechanism, op.Status).Inc()
 		p.Metrics.RegistrationDuration.WithLabelValues(req.Transport).Observe(p.now().Sub(start).Seconds())
 	}
+}
+
+// attested passes attestation's refusals through and maps the store
+// failures it met like any other, so that a database outage answers 503.
+func attested(id *attest.Identity, err error) (*attest.Identity, error) {
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	return id, nil
 }
 
 func storeErr(err error) error {
