@@ -56,14 +56,19 @@ func readLocal(ctx context.Context, l *localFlags, getenv func(string) string) (
 			return nil, withHint(fmt.Errorf("no dpsd instance in %s", dataDir), "start one with 'dpsd serve --data %s', or give --login CONNECTION_STRING", dataDir)
 		}
 	}
-	st, err := sqlstore.Open(ctx, dsn, sqlstore.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// Reading must not migrate: deployments that migrate explicitly
+	// (serve --skip-migrate) would see a newer CLI change their schema.
+	st, err := sqlstore.Open(ctx, dsn, sqlstore.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SkipMigrate: true})
+	if errors.Is(err, sqlstore.ErrSchemaTooOld) {
+		return nil, withHint(err, "start 'dpsd serve' on it (it migrates at start), or run 'dpsd migrate'")
+	}
 	if err != nil {
 		return nil, withHint(err, "check --data and --store")
 	}
 	defer st.Close()
 	inst, err := st.Instance(ctx)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, withHint(fmt.Errorf("the database %s holds no instance yet", dsn), "start the server once with 'dpsd serve'")
+		return nil, withHint(fmt.Errorf("the database %s holds no instance yet", sqlstore.RedactDSN(dsn)), "start the server once with 'dpsd serve'")
 	}
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dpsd/dpsd/internal/server"
+	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
 func init() { register(newServeCmd) }
@@ -18,6 +20,7 @@ func init() { register(newServeCmd) }
 func newServeCmd(e *env) *cobra.Command {
 	var cfg server.Config
 	var configFile string
+	var storeRetries int
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the provisioning service",
@@ -28,10 +31,16 @@ policies) on one HTTPS listener, health on /healthz and Prometheus metrics on
 (default :8883) and MQTT over WebSocket on the HTTPS listener at
 /$iothub/websocket.
 
-The first start initializes the instance in the data directory: an ID scope, a
+The first start initializes the instance in the database: an ID scope, a
 server CA and a server certificate for localhost, 127.0.0.1, ::1 and every
 --hostname, and the owner policy provisioningserviceowner. 'dpsd info' prints
 how to reach it.
+
+With --store postgres://..., several nodes serve one instance from one
+database, behind a TCP load balancer: the first node creates the instance and
+the others adopt it. Each node migrates the schema at start, under an
+advisory lock; --skip-migrate leaves that to 'dpsd migrate'. See
+docs/deploy.md.
 
 Every flag can also be set as DPSD_<FLAG> in the environment (DPSD_HTTPS_ADDR,
 DPSD_HOSTNAME=a,b) or in a JSON file given with --config ({"https-addr": ":8443"}).
@@ -41,6 +50,12 @@ Flags win over the environment, which wins over the file.`,
 			if err := applyEnvAndFile(c.Flags(), e.getenv, configFile); err != nil {
 				return err
 			}
+			// 0 on the command line means no retries; in Config it means
+			// the default.
+			cfg.StoreRetries = storeRetries
+			if storeRetries == 0 {
+				cfg.StoreRetries = -1
+			}
 			cfg.Init()
 			if err := cfg.Validate(); err != nil {
 				return withHint(err, "see 'dpsd serve --help'")
@@ -49,6 +64,9 @@ Flags win over the environment, which wins over the file.`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			s, err := server.New(ctx, cfg, log)
+			if errors.Is(err, sqlstore.ErrSchemaTooOld) {
+				return withHint(err, "run 'dpsd migrate' with the same --store first, or start without --skip-migrate")
+			}
 			if err != nil {
 				return withHint(err, "check --data (%s) and --store", cfg.DataDir)
 			}
@@ -59,6 +77,11 @@ Flags win over the environment, which wins over the file.`,
 	f.StringVar(&configFile, "config", "", "JSON config file keyed by flag name")
 	f.StringVar(&cfg.DataDir, "data", server.DefaultDataDir, "data directory: embedded database, server CA file, server.json")
 	f.StringVar(&cfg.Store, "store", "", "database DSN (default: SQLite in the data directory; postgres://... for PostgreSQL)")
+	f.IntVar(&cfg.StoreMaxConns, "store-max-conns", sqlstore.DefaultMaxOpenConns, "PostgreSQL: most connections this node opens to the database")
+	f.DurationVar(&cfg.StoreTimeout, "store-timeout", sqlstore.DefaultQueryTimeout, "longest one database call may take, waiting for a connection and retries included; then the request answers 503")
+	f.IntVar(&storeRetries, "store-retries", sqlstore.DefaultRetries, "PostgreSQL: retries of a transient failure (serialization failure, deadlock, lost connection) before a request answers 503; 0 turns them off")
+	f.DurationVar(&cfg.StoreConnLifetime, "store-conn-lifetime", sqlstore.DefaultConnMaxLifetime, "PostgreSQL: replace each connection after this long, to follow a fail-over")
+	f.BoolVar(&cfg.SkipMigrate, "skip-migrate", false, "do not migrate the database schema at start: refuse one older than this dpsd (run 'dpsd migrate' first)")
 	f.StringVar(&cfg.HTTPSAddr, "https-addr", server.DefaultHTTPSAddr, "address of the HTTPS listener (device API, and service API unless --service-addr)")
 	f.StringVar(&cfg.ServiceAddr, "service-addr", "", "serve the service API on its own listener at this address")
 	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", server.DefaultMQTTAddr, "address of the MQTT-over-TLS listener (device API over MQTT 3.1.1; \"\" turns it off); MQTT over WebSocket is served on the HTTPS listener at /$iothub/websocket")

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
@@ -101,7 +102,42 @@ func LogError(log *slog.Logger, ctx context.Context, e *dpserr.Error, trackingID
 		slog.Int("errorCode", e.Code),
 		slog.String("reason", e.Error()),
 	}, attrs...)
+	if e.Code == dpserr.CodeUnavailable {
+		if n, ok := unavailableLines.allow(time.Now()); !ok {
+			level = slog.LevelDebug
+		} else if n > 0 {
+			a = append(a, slog.Int("sameSinceLastLine", n))
+		}
+	}
 	log.LogAttrs(ctx, level, "request refused", a...)
+}
+
+// unavailableLines limits the Error lines of 503 answers to one every
+// unavailableLogEvery: while the database is down every request fails, and
+// the store logs the outage itself. The others are logged at Debug, with
+// their tracking IDs.
+var unavailableLines limiter
+
+const unavailableLogEvery = 10 * time.Second
+
+type limiter struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a line may be logged now and how many were not
+// since the last one.
+func (l *limiter) allow(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.last) < unavailableLogEvery {
+		l.suppressed++
+		return 0, false
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return n, true
 }
 
 // DecodeJSON reads a JSON body into v. An empty body is an error unless

@@ -50,6 +50,14 @@ func Ensure(ctx context.Context, st store.Store, hostNames []string) (inst *stor
 		if err != nil {
 			return nil, false, err
 		}
+		// The owner policy first: a node that dies between the two writes
+		// then leaves a policy without an instance, which the next start
+		// completes, rather than an instance nobody can manage. Create-only,
+		// so that of nodes starting together one policy wins.
+		owner := &store.Policy{Name: dps.OwnerPolicyName, PrimaryKey: serviceapi.NewPolicyKey(), SecondaryKey: serviceapi.NewPolicyKey(), Rights: slices.Clone(dps.AllRights)}
+		if _, err := st.PutPolicy(ctx, owner, ""); err != nil && !errors.Is(err, store.ErrConflict) {
+			return nil, false, fmt.Errorf("creating the owner policy: %w", err)
+		}
 		// Several nodes may start on one empty database: the store keeps
 		// the first instance, and every node adopts it.
 		inst, err = st.InitInstance(ctx, fresh)
@@ -57,10 +65,6 @@ func Ensure(ctx context.Context, st store.Store, hostNames []string) (inst *stor
 			return nil, false, err
 		}
 		created = inst.IDScope == fresh.IDScope
-		owner := &store.Policy{Name: dps.OwnerPolicyName, PrimaryKey: serviceapi.NewPolicyKey(), SecondaryKey: serviceapi.NewPolicyKey(), Rights: slices.Clone(dps.AllRights)}
-		if _, err := st.PutPolicy(ctx, owner, ""); err != nil && !errors.Is(err, store.ErrConflict) {
-			return nil, false, fmt.Errorf("creating the owner policy: %w", err)
-		}
 	} else if err != nil {
 		return nil, false, err
 	}

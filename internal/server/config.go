@@ -5,10 +5,13 @@ package server
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
 // Config is everything `dpsd serve` can be told. Flags, DPSD_* environment
@@ -20,6 +23,21 @@ type Config struct {
 	// Store is the database: empty for SQLite in DataDir, or a DSN
 	// (postgres://...).
 	Store string `json:"store"`
+	// StoreMaxConns bounds this node's PostgreSQL connections (0: 20).
+	StoreMaxConns int `json:"storeMaxConns"`
+	// StoreTimeout bounds each database call, waiting for a connection and
+	// retries included; a call that runs out of time answers 503 (0: 10 s).
+	StoreTimeout time.Duration `json:"storeTimeout"`
+	// StoreRetries is how many times a transient PostgreSQL failure is
+	// retried (0: 3; negative: none).
+	StoreRetries int `json:"storeRetries"`
+	// StoreConnLifetime recycles PostgreSQL connections, so that a
+	// fail-over or a DNS change is picked up (0: 30 min).
+	StoreConnLifetime time.Duration `json:"storeConnLifetime"`
+	// SkipMigrate refuses a database schema older than this binary instead
+	// of migrating it at start, for deployments that run `dpsd migrate`
+	// as an explicit upgrade step.
+	SkipMigrate bool `json:"skipMigrate"`
 	// HTTPSAddr serves the device API, and the service API unless ServiceAddr
 	// is set.
 	HTTPSAddr string `json:"httpsAddr"`
@@ -97,6 +115,18 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--hostname %q is not a host name or IP address", h)
 		}
 	}
+	if c.StoreMaxConns < 0 || c.StoreMaxConns > 10000 {
+		return fmt.Errorf("--store-max-conns %d is negative or more than 10000", c.StoreMaxConns)
+	}
+	if c.StoreTimeout < 0 || c.StoreTimeout > 10*time.Minute {
+		return fmt.Errorf("--store-timeout %s is negative or longer than 10m", c.StoreTimeout)
+	}
+	if c.StoreRetries > 20 {
+		return fmt.Errorf("--store-retries %d is more than 20", c.StoreRetries)
+	}
+	if c.StoreConnLifetime < 0 {
+		return fmt.Errorf("--store-conn-lifetime %s is negative", c.StoreConnLifetime)
+	}
 	if c.RetryAfter < 1 || c.RetryAfter > 300 {
 		return fmt.Errorf("--retry-after %d is outside 1 to 300 seconds", c.RetryAfter)
 	}
@@ -111,6 +141,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--log-level %q is not debug, info, warn or error", c.LogLevel)
 	}
 	return nil
+}
+
+// StoreOptions are the store settings of c.
+func (c *Config) StoreOptions(log *slog.Logger) sqlstore.Options {
+	return sqlstore.Options{
+		Logger:          log,
+		MaxOpenConns:    c.StoreMaxConns,
+		QueryTimeout:    c.StoreTimeout,
+		Retries:         c.StoreRetries,
+		ConnMaxLifetime: c.StoreConnLifetime,
+		SkipMigrate:     c.SkipMigrate,
+	}
 }
 
 // StoreDSN returns the database to open.

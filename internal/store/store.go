@@ -34,11 +34,16 @@ var (
 	ErrConflict           = errors.New("already exists")
 	ErrPreconditionFailed = errors.New("etag does not match")
 	// ErrUnavailable wraps failures to reach the database (as opposed to
-	// errors in the request), so callers can answer 503.
+	// errors in the request), so callers can answer 503. Implementations
+	// retry transient failures (a lost connection, a deadlock) a bounded
+	// number of times before returning it.
 	ErrUnavailable = errors.New("store unavailable")
 )
 
-// Store is everything dpsd persists.
+// Store is everything dpsd persists. Several processes may share one
+// database (dpsd nodes on PostgreSQL): a Store keeps no state of its own,
+// so every call sees what any of them committed, and the ifMatch
+// preconditions hold across them.
 type Store interface {
 	// Instance returns the instance, or ErrNotFound before InitInstance.
 	Instance(ctx context.Context) (*Instance, error)
@@ -109,16 +114,55 @@ type Store interface {
 
 	// Operation returns an operation by ID.
 	Operation(ctx context.Context, operationID string) (*Operation, error)
-	// PutOperation writes an operation on its own (one that carries no
-	// registration record: a refusal is never stored, but an assignment
-	// still in progress is).
+	// PutOperation writes an operation on its own, one that carries no
+	// registration record (the outcome of a disabled enrollment; a refusal
+	// is never stored). dpsd stores operations only with their final status
+	// (see SaveRegistration), so a node that dies in the middle of an
+	// assignment leaves no operation "assigning" behind.
 	PutOperation(ctx context.Context, op *Operation) error
 	// DeleteOperationsBefore removes operations that expired before t.
 	DeleteOperationsBefore(ctx context.Context, t time.Time) (int, error)
 
+	// Registrations pages through every registration record, in key order.
+	Registrations(ctx context.Context, after string, limit int) (Page[*Registration], error)
+
+	// Counts returns how many records of each kind the store holds.
+	Counts(ctx context.Context) (*Counts, error)
+	// Restore writes records exactly as given, etags and timestamps
+	// included, creating them or overwriting the records with the same key,
+	// in one transaction. It is how `dpsd import` moves an instance between
+	// databases; everything else goes through the Put methods and their
+	// etag rules. A record without an etag gets a new one, and one without
+	// timestamps gets the current time.
+	Restore(ctx context.Context, recs []Record) error
+	// RestoreInstance creates or replaces the instance with inst, ID scope
+	// and server CA included (import --force).
+	RestoreInstance(ctx context.Context, inst *Instance) error
+
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Record is one record of Restore: exactly one field is set.
+type Record struct {
+	Policy        *Policy
+	CACertificate *CACertificate
+	LinkedHub     *LinkedHub
+	Enrollment    *dps.IndividualEnrollment
+	Group         *dps.EnrollmentGroup
+	Registration  *Registration
+}
+
+// Counts are the numbers of records of each kind.
+type Counts struct {
+	Policies       int64 `json:"policies"`
+	CACertificates int64 `json:"caCertificates"`
+	LinkedHubs     int64 `json:"linkedHubs"`
+	Groups         int64 `json:"enrollmentGroups"`
+	Enrollments    int64 `json:"enrollments"`
+	Registrations  int64 `json:"registrations"`
+	Operations     int64 `json:"operations"`
 }
 
 // Page is one page of a keyset-paginated list. Next is empty on the last page.

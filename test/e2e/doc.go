@@ -25,6 +25,13 @@
 // Tests and packages that use 443 are serialized through a lock file in the
 // temporary directory, so they may run in parallel with everything else.
 //
+// Several nodes. StartServers starts n servers at once with the same
+// arguments; with --store postgres://... they are the nodes of one
+// deployment (the multi-node tests give each test a database of its own,
+// see multinode_helpers_test.go). Kill ends a server with SIGKILL, as a
+// crash would. The PostgreSQL tests fail in CI when DPS_TEST_PG_DSN is
+// missing and skip elsewhere; scripts/test.sh starts a throwaway server.
+//
 // Node. RunNode runs a script of test/node with the given environment and
 // returns its standard output. If node or test/node/node_modules is missing
 // the test fails (never skips) with the command that fixes it.

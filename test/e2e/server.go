@@ -120,8 +120,10 @@ type Server struct {
 	CAFile          string // the server CA clients must trust
 	ConnString      string // owner policy's service connection string
 	Port            int    // port of DeviceEndpoint
+	Store           string // the --store given, if any
 
 	t      testing.TB
+	args   []string
 	cmd    *exec.Cmd
 	logs   *lockedBuffer
 	exited chan struct{} // closed when the process has exited
@@ -158,7 +160,37 @@ func StartServer(t testing.TB, extraArgs ...string) *Server {
 // StartServerIn is StartServer on an existing data directory (a restart).
 func StartServerIn(t testing.TB, dir string, extraArgs ...string) *Server {
 	t.Helper()
+	s := launch(t, dir, extraArgs)
+	s.await(t)
+	return s
+}
+
+// StartServers starts n servers at once, each in a new t.TempDir(), with the
+// same extraArgs, and returns once all listen: the nodes of one deployment
+// starting together on one --store.
+func StartServers(t testing.TB, n int, extraArgs ...string) []*Server {
+	t.Helper()
+	ss := make([]*Server, n)
+	for i := range ss {
+		ss[i] = launch(t, t.TempDir(), extraArgs)
+	}
+	for _, s := range ss {
+		s.await(t)
+	}
+	return ss
+}
+
+// launch starts `dpsd serve` in dir without waiting for it.
+func launch(t testing.TB, dir string, extraArgs []string) *Server {
+	t.Helper()
 	s := &Server{Dir: dir, Bin: Binary(t), t: t, logs: &lockedBuffer{}, exited: make(chan struct{})}
+	for i, a := range extraArgs {
+		if a == "--store" && i+1 < len(extraArgs) {
+			s.Store = extraArgs[i+1]
+		} else if v, ok := strings.CutPrefix(a, "--store="); ok {
+			s.Store = v
+		}
+	}
 	// A server.json left by an earlier run in dir must not be mistaken for
 	// this one's.
 	os.Remove(filepath.Join(dir, server.StateFile))
@@ -180,7 +212,14 @@ func StartServerIn(t testing.TB, dir string, extraArgs ...string) *Server {
 		close(s.exited)
 	}()
 	t.Cleanup(s.Stop)
+	s.args = args
+	return s
+}
 
+// await waits until s listens and reads its connection details.
+func (s *Server) await(t testing.TB) {
+	t.Helper()
+	dir, args := s.Dir, s.args
 	deadline := time.Now().Add(startTimeout)
 	for {
 		st, err := server.ReadState(dir)
@@ -198,7 +237,11 @@ func StartServerIn(t testing.TB, dir string, extraArgs ...string) *Server {
 		}
 	}
 
-	out, err := exec.Command(s.Bin, "info", "--data", dir, "-o", "json").CombinedOutput()
+	infoArgs := []string{"info", "--data", dir, "-o", "json"}
+	if s.Store != "" {
+		infoArgs = append(infoArgs, "--store", s.Store)
+	}
+	out, err := exec.Command(s.Bin, infoArgs...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("dpsd info: %v\n%s", err, out)
 	}
@@ -226,7 +269,16 @@ func StartServerIn(t testing.TB, dir string, extraArgs ...string) *Server {
 			t.Fatalf("dpsd info printed no %s:\n%s", name, out)
 		}
 	}
-	return s
+}
+
+// Kill ends dpsd with SIGKILL, as a crash or a lost machine would, and
+// waits for it to exit. The test does not fail for it, and Stop does
+// nothing afterwards.
+func (s *Server) Kill() {
+	s.stop.Do(func() {
+		s.cmd.Process.Kill()
+		<-s.exited
+	})
 }
 
 // Stop sends SIGTERM and waits for dpsd to exit; the test fails unless it

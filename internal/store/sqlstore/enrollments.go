@@ -53,54 +53,52 @@ func scanDoc(sc interface{ Scan(...any) error }) (k, doc string, m meta, err err
 
 // Enrollment returns the individual enrollment of a registration ID.
 func (s *Store) Enrollment(ctx context.Context, registrationID string) (*dps.IndividualEnrollment, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	what := fmt.Sprintf("enrollment %q", registrationID)
-	_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qEnrollment, key(registrationID)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	return decodeEnrollment(doc, m)
+	return run(ctx, s, read, func(ctx context.Context) (*dps.IndividualEnrollment, error) {
+		what := fmt.Sprintf("enrollment %q", registrationID)
+		_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qEnrollment, key(registrationID)))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		return decodeEnrollment(doc, m)
+	})
 }
 
 // PutEnrollment writes e per ifMatch and returns it as stored. e is not
 // modified.
 func (s *Store) PutEnrollment(ctx context.Context, e *dps.IndividualEnrollment, ifMatch string) (*dps.IndividualEnrollment, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if e == nil || e.RegistrationID == "" {
-		return nil, errors.New("enrollment: the registration ID is empty")
-	}
-	what := fmt.Sprintf("enrollment %q", e.RegistrationID)
-	c := *e
-	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
-	doc, err := json.Marshal(&c)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	m, err := s.put(ctx, s.w, enrollmentsT, what, key(e.RegistrationID), []any{string(doc)}, ifMatch, newEtag)
-	if err != nil {
-		return nil, err
-	}
-	return decodeEnrollment(string(doc), m)
+	return run(ctx, s, write, func(ctx context.Context) (*dps.IndividualEnrollment, error) {
+		if e == nil || e.RegistrationID == "" {
+			return nil, errors.New("enrollment: the registration ID is empty")
+		}
+		what := fmt.Sprintf("enrollment %q", e.RegistrationID)
+		doc, err := enrollmentDoc(e)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		m, err := s.put(ctx, s.w, enrollmentsT, what, key(e.RegistrationID), []any{string(doc)}, ifMatch, newEtag)
+		if err != nil {
+			return nil, err
+		}
+		return decodeEnrollment(string(doc), m)
+	})
 }
 
 // DeleteEnrollment deletes the enrollment of a registration ID per ifMatch.
 func (s *Store) DeleteEnrollment(ctx context.Context, registrationID, ifMatch string) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return s.remove(ctx, s.w, enrollmentsT, fmt.Sprintf("enrollment %q", registrationID), key(registrationID), ifMatch)
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		return s.remove(ctx, s.w, enrollmentsT, fmt.Sprintf("enrollment %q", registrationID), key(registrationID), ifMatch)
+	})
 }
 
 // Enrollments returns a page of enrollments in key order.
 func (s *Store) Enrollments(ctx context.Context, after string, limit int) (store.Page[*dps.IndividualEnrollment], error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return page(ctx, s, "enrollments", qEnrollmentsAfter,
-		[]any{key(after)}, limit, decodeEnrollment)
+	return run(ctx, s, read, func(ctx context.Context) (store.Page[*dps.IndividualEnrollment], error) {
+		return page(ctx, s, "enrollments", qEnrollmentsAfter,
+			[]any{key(after)}, limit, decodeEnrollment)
+	})
 }
 
 // page runs query, whose last parameter is the row limit, and decodes up to
@@ -166,150 +164,172 @@ func list[T any](ctx context.Context, s *Store, what, query string, args []any,
 
 // Group returns an enrollment group.
 func (s *Store) Group(ctx context.Context, groupID string) (*dps.EnrollmentGroup, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	what := fmt.Sprintf("enrollment group %q", groupID)
-	_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qGroup, key(groupID)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	return decodeGroup(doc, m)
+	return run(ctx, s, read, func(ctx context.Context) (*dps.EnrollmentGroup, error) {
+		what := fmt.Sprintf("enrollment group %q", groupID)
+		_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qGroup, key(groupID)))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		return decodeGroup(doc, m)
+	})
 }
 
 // PutGroup writes g per ifMatch, together with the index rows derived from
 // its attestation (signing certificates, CA references), and returns it as
 // stored. g is not modified.
 func (s *Store) PutGroup(ctx context.Context, g *dps.EnrollmentGroup, ifMatch string) (*dps.EnrollmentGroup, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if g == nil || g.EnrollmentGroupID == "" {
-		return nil, errors.New("enrollment group: the group ID is empty")
-	}
-	what := fmt.Sprintf("enrollment group %q", g.EnrollmentGroupID)
+	return run(ctx, s, write, func(ctx context.Context) (*dps.EnrollmentGroup, error) {
+		if g == nil || g.EnrollmentGroupID == "" {
+			return nil, errors.New("enrollment group: the group ID is empty")
+		}
+		what := fmt.Sprintf("enrollment group %q", g.EnrollmentGroupID)
+		doc, err := groupDoc(g)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		k := key(g.EnrollmentGroupID)
+		var m meta
+		err = s.inTx(ctx, what, func(tx *sql.Tx) error {
+			var err error
+			m, err = s.put(ctx, tx, groupsT, what, k, groupCols(g, doc), ifMatch, newEtag)
+			if err != nil {
+				return err
+			}
+			return s.writeGroupIndex(ctx, tx, what, g)
+		})
+		if err != nil {
+			return nil, err
+		}
+		return decodeGroup(string(doc), m)
+	})
+}
+
+// enrollmentDoc is the stored document of e: the model without the etag and
+// timestamps, which live in their own columns.
+func enrollmentDoc(e *dps.IndividualEnrollment) ([]byte, error) {
+	c := *e
+	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
+	return json.Marshal(&c)
+}
+
+// groupDoc is enrollmentDoc for a group.
+func groupDoc(g *dps.EnrollmentGroup) ([]byte, error) {
 	c := *g
 	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
-	doc, err := json.Marshal(&c)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
+	return json.Marshal(&c)
+}
+
+// groupCols are the data columns of groupsT.
+func groupCols(g *dps.EnrollmentGroup, doc []byte) []any {
 	var attType string
 	if g.Attestation != nil {
 		attType = strings.ToLower(g.Attestation.Type)
 	}
-	k := key(g.EnrollmentGroupID)
-	certs := signingCerts(g)
-	refs := caRefs(g)
+	return []any{attType, string(doc)}
+}
 
-	var m meta
-	err = s.inTx(ctx, what, func(tx *sql.Tx) error {
-		var err error
-		m, err = s.put(ctx, tx, groupsT, what, k, []any{attType, string(doc)}, ifMatch, newEtag)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, qDeleteGroupSigningCerts, k); err != nil {
-			return s.fail(ctx, what, err)
-		}
-		if _, err := tx.ExecContext(ctx, qDeleteGroupCARefs, k); err != nil {
-			return s.fail(ctx, what, err)
-		}
-		for _, sc := range certs {
-			if _, err := tx.ExecContext(ctx,
-				`INSERT INTO group_signing_certs (group_key, slot, sha256_thumbprint, subject, der) VALUES ($1, $2, $3, $4, $5)`,
-				k, sc.slot, sc.thumbprint, sc.subject, sc.der); err != nil {
-				return s.fail(ctx, what, err)
-			}
-		}
-		for _, r := range refs {
-			if _, err := tx.ExecContext(ctx,
-				`INSERT INTO group_ca_refs (group_key, slot, ca_key) VALUES ($1, $2, $3)`,
-				k, r.slot, r.caKey); err != nil {
-				return s.fail(ctx, what, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+// writeGroupIndex replaces the index rows derived from a group's
+// attestation (signing certificates, CA references) in tx.
+func (s *Store) writeGroupIndex(ctx context.Context, tx *sql.Tx, what string, g *dps.EnrollmentGroup) error {
+	k := key(g.EnrollmentGroupID)
+	if _, err := tx.ExecContext(ctx, qDeleteGroupSigningCerts, k); err != nil {
+		return s.fail(ctx, what, err)
 	}
-	return decodeGroup(string(doc), m)
+	if _, err := tx.ExecContext(ctx, qDeleteGroupCARefs, k); err != nil {
+		return s.fail(ctx, what, err)
+	}
+	for _, sc := range signingCerts(g) {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO group_signing_certs (group_key, slot, sha256_thumbprint, subject, der) VALUES ($1, $2, $3, $4, $5)`,
+			k, sc.slot, sc.thumbprint, sc.subject, sc.der); err != nil {
+			return s.fail(ctx, what, err)
+		}
+	}
+	for _, r := range caRefs(g) {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO group_ca_refs (group_key, slot, ca_key) VALUES ($1, $2, $3)`,
+			k, r.slot, r.caKey); err != nil {
+			return s.fail(ctx, what, err)
+		}
+	}
+	return nil
 }
 
 // DeleteGroup deletes an enrollment group per ifMatch; its index rows go
 // with it (ON DELETE CASCADE).
 func (s *Store) DeleteGroup(ctx context.Context, groupID, ifMatch string) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return s.remove(ctx, s.w, groupsT, fmt.Sprintf("enrollment group %q", groupID), key(groupID), ifMatch)
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		return s.remove(ctx, s.w, groupsT, fmt.Sprintf("enrollment group %q", groupID), key(groupID), ifMatch)
+	})
 }
 
 // Groups returns a page of enrollment groups in key order.
 func (s *Store) Groups(ctx context.Context, after string, limit int) (store.Page[*dps.EnrollmentGroup], error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return page(ctx, s, "enrollment groups", qGroupsAfter,
-		[]any{key(after)}, limit, decodeGroup)
+	return run(ctx, s, read, func(ctx context.Context) (store.Page[*dps.EnrollmentGroup], error) {
+		return page(ctx, s, "enrollment groups", qGroupsAfter,
+			[]any{key(after)}, limit, decodeGroup)
+	})
 }
 
 // GroupsBySigningCert returns the groups whose primary or secondary signing
 // certificate has this SHA-256 thumbprint.
 func (s *Store) GroupsBySigningCert(ctx context.Context, sha256Thumbprint string) ([]*dps.EnrollmentGroup, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return list(ctx, s, "enrollment groups by signing certificate",
-		qGroupsBySigningCert,
-		[]any{normThumbprint(sha256Thumbprint)}, decodeGroup)
+	return run(ctx, s, read, func(ctx context.Context) ([]*dps.EnrollmentGroup, error) {
+		return list(ctx, s, "enrollment groups by signing certificate",
+			qGroupsBySigningCert,
+			[]any{normThumbprint(sha256Thumbprint)}, decodeGroup)
+	})
 }
 
 // GroupsByCA returns the groups whose caReferences name this CA.
 func (s *Store) GroupsByCA(ctx context.Context, caName string) ([]*dps.EnrollmentGroup, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return list(ctx, s, "enrollment groups by CA",
-		qGroupsByCA,
-		[]any{key(caName)}, decodeGroup)
+	return run(ctx, s, read, func(ctx context.Context) ([]*dps.EnrollmentGroup, error) {
+		return list(ctx, s, "enrollment groups by CA",
+			qGroupsByCA,
+			[]any{key(caName)}, decodeGroup)
+	})
 }
 
 // SigningCertsBySubject returns the distinct signing certificates (DER) of
 // groups whose raw DER subject is subject.
 func (s *Store) SigningCertsBySubject(ctx context.Context, subject []byte) ([][]byte, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	const what = "signing certificates by subject"
-	if len(subject) == 0 {
-		return nil, nil
-	}
-	rows, err := s.r.QueryContext(ctx,
-		qSigningCertsBySubject, subject)
-	if err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	defer rows.Close()
-	var out [][]byte
-	seen := map[string]bool{}
-	for rows.Next() {
-		var der []byte
-		if err := rows.Scan(&der); err != nil {
+	return run(ctx, s, read, func(ctx context.Context) ([][]byte, error) {
+		const what = "signing certificates by subject"
+		if len(subject) == 0 {
+			return nil, nil
+		}
+		rows, err := s.r.QueryContext(ctx,
+			qSigningCertsBySubject, subject)
+		if err != nil {
 			return nil, s.fail(ctx, what, err)
 		}
-		if !seen[string(der)] {
-			seen[string(der)] = true
-			out = append(out, der)
+		defer rows.Close()
+		var out [][]byte
+		seen := map[string]bool{}
+		for rows.Next() {
+			var der []byte
+			if err := rows.Scan(&der); err != nil {
+				return nil, s.fail(ctx, what, err)
+			}
+			if !seen[string(der)] {
+				seen[string(der)] = true
+				out = append(out, der)
+			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	return out, nil
+		if err := rows.Err(); err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		return out, nil
+	})
 }
 
 // SymmetricKeyGroups returns every group with symmetric-key attestation.
 func (s *Store) SymmetricKeyGroups(ctx context.Context) ([]*dps.EnrollmentGroup, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return list(ctx, s, "symmetric-key enrollment groups",
-		qGroupsByAttestation, []any{symmetricKeyLower}, decodeGroup)
+	return run(ctx, s, read, func(ctx context.Context) ([]*dps.EnrollmentGroup, error) {
+		return list(ctx, s, "symmetric-key enrollment groups",
+			qGroupsByAttestation, []any{symmetricKeyLower}, decodeGroup)
+	})
 }

@@ -59,9 +59,9 @@ const selectInstance = `SELECT doc, created FROM instance WHERE id = 1`
 
 // Instance returns the instance, or ErrNotFound before InitInstance.
 func (s *Store) Instance(ctx context.Context) (*store.Instance, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return s.instance(ctx, s.r, "")
+	return run(ctx, s, read, func(ctx context.Context) (*store.Instance, error) {
+		return s.instance(ctx, s.r, "")
+	})
 }
 
 func (s *Store) instance(ctx context.Context, q queryer, suffix string) (*store.Instance, error) {
@@ -84,62 +84,62 @@ func (s *Store) instance(ctx context.Context, q queryer, suffix string) (*store.
 // InitInstance stores inst unless an instance exists, and returns the stored
 // one. CreatedAt defaults to now.
 func (s *Store) InitInstance(ctx context.Context, inst *store.Instance) (*store.Instance, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if inst == nil || inst.IDScope == "" {
-		return nil, errors.New("instance: the ID scope is empty")
-	}
-	doc, err := json.Marshal(instanceToDoc(inst))
-	if err != nil {
-		return nil, fmt.Errorf("instance: %w", err)
-	}
-	created := toNanos(inst.CreatedAt.UTC())
-	if created == 0 {
-		created = s.stamp()
-	}
-	var out *store.Instance
-	// One transaction, so that the loser of a race reads the winner's row.
-	err = s.inTx(ctx, "instance", func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx,
-			`INSERT INTO instance (id, id_scope, doc, created) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING`,
-			inst.IDScope, string(doc), created)
-		if err != nil {
-			return s.fail(ctx, "instance", err)
+	return run(ctx, s, write, func(ctx context.Context) (*store.Instance, error) {
+		if inst == nil || inst.IDScope == "" {
+			return nil, errors.New("instance: the ID scope is empty")
 		}
-		out, err = s.instance(ctx, tx, "")
-		return err
+		doc, err := json.Marshal(instanceToDoc(inst))
+		if err != nil {
+			return nil, fmt.Errorf("instance: %w", err)
+		}
+		created := toNanos(inst.CreatedAt.UTC())
+		if created == 0 {
+			created = s.stamp()
+		}
+		var out *store.Instance
+		// One transaction, so that the loser of a race reads the winner's row.
+		err = s.inTx(ctx, "instance", func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx,
+				`INSERT INTO instance (id, id_scope, doc, created) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING`,
+				inst.IDScope, string(doc), created)
+			if err != nil {
+				return s.fail(ctx, "instance", err)
+			}
+			out, err = s.instance(ctx, tx, "")
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // UpdateInstance replaces the instance's mutable fields: the allocation
 // policy, the server certificate and key, and the host names. The ID scope,
 // the creation time and the server CA are kept.
 func (s *Store) UpdateInstance(ctx context.Context, inst *store.Instance) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if inst == nil {
-		return errors.New("instance: nil")
-	}
-	return s.inTx(ctx, "instance", func(tx *sql.Tx) error {
-		cur, err := s.instance(ctx, tx, s.d.forUpdate)
-		if err != nil {
-			return err
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		if inst == nil {
+			return errors.New("instance: nil")
 		}
-		cur.AllocationPolicy = inst.AllocationPolicy
-		cur.ServerCertPEM = inst.ServerCertPEM
-		cur.ServerKeyPEM = inst.ServerKeyPEM
-		cur.HostNames = inst.HostNames
-		doc, err := json.Marshal(instanceToDoc(cur))
-		if err != nil {
-			return fmt.Errorf("instance: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE instance SET doc = $1 WHERE id = 1`, string(doc)); err != nil {
-			return s.fail(ctx, "instance", err)
-		}
-		return nil
+		return s.inTx(ctx, "instance", func(tx *sql.Tx) error {
+			cur, err := s.instance(ctx, tx, s.d.forUpdate)
+			if err != nil {
+				return err
+			}
+			cur.AllocationPolicy = inst.AllocationPolicy
+			cur.ServerCertPEM = inst.ServerCertPEM
+			cur.ServerKeyPEM = inst.ServerKeyPEM
+			cur.HostNames = inst.HostNames
+			doc, err := json.Marshal(instanceToDoc(cur))
+			if err != nil {
+				return fmt.Errorf("instance: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE instance SET doc = $1 WHERE id = 1`, string(doc)); err != nil {
+				return s.fail(ctx, "instance", err)
+			}
+			return nil
+		})
 	})
 }

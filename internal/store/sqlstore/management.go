@@ -80,51 +80,59 @@ func scanPolicy(sc scanner) (*store.Policy, error) {
 
 // Policy returns a shared access policy.
 func (s *Store) Policy(ctx context.Context, name string) (*store.Policy, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return one(ctx, s, fmt.Sprintf("policy %q", name),
-		s.r.QueryRowContext(ctx, qPolicy, key(name)), scanPolicy)
+	return run(ctx, s, read, func(ctx context.Context) (*store.Policy, error) {
+		return one(ctx, s, fmt.Sprintf("policy %q", name),
+			s.r.QueryRowContext(ctx, qPolicy, key(name)), scanPolicy)
+	})
 }
 
 // Policies returns every shared access policy, by name.
 func (s *Store) Policies(ctx context.Context) ([]*store.Policy, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return all(ctx, s, "policies", selectPolicy+` ORDER BY key`, nil, scanPolicy)
+	return run(ctx, s, read, func(ctx context.Context) ([]*store.Policy, error) {
+		return all(ctx, s, "policies", selectPolicy+` ORDER BY key`, nil, scanPolicy)
+	})
 }
 
 // PutPolicy writes p per ifMatch and returns it as stored.
 func (s *Store) PutPolicy(ctx context.Context, p *store.Policy, ifMatch string) (*store.Policy, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if p == nil || p.Name == "" {
-		return nil, errors.New("policy: the name is empty")
-	}
-	what := fmt.Sprintf("policy %q", p.Name)
+	return run(ctx, s, write, func(ctx context.Context) (*store.Policy, error) {
+		if p == nil || p.Name == "" {
+			return nil, errors.New("policy: the name is empty")
+		}
+		what := fmt.Sprintf("policy %q", p.Name)
+		cols, err := policyCols(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		m, err := s.put(ctx, s.w, policiesT, what, key(p.Name), cols, ifMatch, newEtag)
+		if err != nil {
+			return nil, err
+		}
+		out := *p
+		out.Rights = append([]string{}, p.Rights...)
+		out.Etag, out.Created, out.Updated = quoted(m.etag), fromNanos(m.created), fromNanos(m.updated)
+		return &out, nil
+	})
+}
+
+// policyCols are the data columns of policiesT.
+func policyCols(p *store.Policy) ([]any, error) {
 	rights := p.Rights
 	if rights == nil {
 		rights = []string{}
 	}
 	rj, err := json.Marshal(rights)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	m, err := s.put(ctx, s.w, policiesT, what, key(p.Name),
-		[]any{p.Name, p.PrimaryKey, p.SecondaryKey, string(rj)}, ifMatch, newEtag)
-	if err != nil {
 		return nil, err
 	}
-	out := *p
-	out.Rights = append([]string{}, rights...)
-	out.Etag, out.Created, out.Updated = quoted(m.etag), fromNanos(m.created), fromNanos(m.updated)
-	return &out, nil
+	return []any{p.Name, p.PrimaryKey, p.SecondaryKey, string(rj)}, nil
 }
 
 // DeletePolicy deletes a shared access policy per ifMatch.
 func (s *Store) DeletePolicy(ctx context.Context, name, ifMatch string) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return s.remove(ctx, s.w, policiesT, fmt.Sprintf("policy %q", name), key(name), ifMatch)
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		return s.remove(ctx, s.w, policiesT, fmt.Sprintf("policy %q", name), key(name), ifMatch)
+	})
 }
 
 // CA certificates.
@@ -142,32 +150,44 @@ func scanCA(sc scanner) (*store.CACertificate, error) {
 
 // CACertificate returns a CA certificate by name.
 func (s *Store) CACertificate(ctx context.Context, name string) (*store.CACertificate, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return one(ctx, s, fmt.Sprintf("CA certificate %q", name),
-		s.r.QueryRowContext(ctx, qCA, key(name)), scanCA)
+	return run(ctx, s, read, func(ctx context.Context) (*store.CACertificate, error) {
+		return one(ctx, s, fmt.Sprintf("CA certificate %q", name),
+			s.r.QueryRowContext(ctx, qCA, key(name)), scanCA)
+	})
 }
 
 // CACertificates returns every CA certificate, by name.
 func (s *Store) CACertificates(ctx context.Context) ([]*store.CACertificate, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return all(ctx, s, "CA certificates", selectCA+` ORDER BY key`, nil, scanCA)
+	return run(ctx, s, read, func(ctx context.Context) ([]*store.CACertificate, error) {
+		return all(ctx, s, "CA certificates", selectCA+` ORDER BY key`, nil, scanCA)
+	})
 }
 
 // PutCACertificate writes c per ifMatch and returns it as stored. The
 // thumbprint and subject are derived from the certificate if the caller left
 // them empty, so that the lookups cannot miss a CA.
 func (s *Store) PutCACertificate(ctx context.Context, c *store.CACertificate, ifMatch string) (*store.CACertificate, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if c == nil || c.Name == "" {
-		return nil, errors.New("CA certificate: the name is empty")
-	}
-	what := fmt.Sprintf("CA certificate %q", c.Name)
-	if len(c.CertificateDER) == 0 {
-		return nil, fmt.Errorf("%s: no certificate", what)
-	}
+	return run(ctx, s, write, func(ctx context.Context) (*store.CACertificate, error) {
+		if c == nil || c.Name == "" {
+			return nil, errors.New("CA certificate: the name is empty")
+		}
+		what := fmt.Sprintf("CA certificate %q", c.Name)
+		if len(c.CertificateDER) == 0 {
+			return nil, fmt.Errorf("%s: no certificate", what)
+		}
+		out, cols := caCols(c)
+		m, err := s.put(ctx, s.w, casT, what, key(c.Name), cols, ifMatch, newEtag)
+		if err != nil {
+			return nil, err
+		}
+		out.Etag, out.Created, out.Updated = quoted(m.etag), fromNanos(m.created), fromNanos(m.updated)
+		return out, nil
+	})
+}
+
+// caCols returns a copy of c with the thumbprint and subject derived from
+// the certificate where c left them empty, and the data columns of casT.
+func caCols(c *store.CACertificate) (*store.CACertificate, []any) {
 	out := *c
 	out.CertificateDER = append([]byte{}, c.CertificateDER...)
 	out.SHA256Thumbprint = normThumbprint(c.SHA256Thumbprint)
@@ -181,41 +201,34 @@ func (s *Store) PutCACertificate(ctx context.Context, c *store.CACertificate, if
 			out.Subject = append([]byte{}, cert.RawSubject...)
 		}
 	}
-	m, err := s.put(ctx, s.w, casT, what, key(c.Name),
-		[]any{c.Name, out.CertificateDER, out.SHA256Thumbprint, out.Subject, out.IsVerified, out.VerificationCode},
-		ifMatch, newEtag)
-	if err != nil {
-		return nil, err
-	}
-	out.Etag, out.Created, out.Updated = quoted(m.etag), fromNanos(m.created), fromNanos(m.updated)
-	return &out, nil
+	return &out, []any{c.Name, out.CertificateDER, out.SHA256Thumbprint, out.Subject, out.IsVerified, out.VerificationCode}
 }
 
 // DeleteCACertificate deletes a CA certificate per ifMatch. Groups that
 // reference it keep their reference; the caller decides whether to allow it.
 func (s *Store) DeleteCACertificate(ctx context.Context, name, ifMatch string) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return s.remove(ctx, s.w, casT, fmt.Sprintf("CA certificate %q", name), key(name), ifMatch)
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		return s.remove(ctx, s.w, casT, fmt.Sprintf("CA certificate %q", name), key(name), ifMatch)
+	})
 }
 
 // CACertificatesByThumbprint returns the CAs with this SHA-256 thumbprint.
 func (s *Store) CACertificatesByThumbprint(ctx context.Context, sha256Thumbprint string) ([]*store.CACertificate, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return all(ctx, s, "CA certificates by thumbprint", qCAsByThumbprint,
-		[]any{normThumbprint(sha256Thumbprint)}, scanCA)
+	return run(ctx, s, read, func(ctx context.Context) ([]*store.CACertificate, error) {
+		return all(ctx, s, "CA certificates by thumbprint", qCAsByThumbprint,
+			[]any{normThumbprint(sha256Thumbprint)}, scanCA)
+	})
 }
 
 // CACertificatesBySubject returns the CAs whose raw DER subject is subject.
 func (s *Store) CACertificatesBySubject(ctx context.Context, subject []byte) ([]*store.CACertificate, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if len(subject) == 0 {
-		return nil, nil
-	}
-	return all(ctx, s, "CA certificates by subject", qCAsBySubject,
-		[]any{subject}, scanCA)
+	return run(ctx, s, read, func(ctx context.Context) ([]*store.CACertificate, error) {
+		if len(subject) == 0 {
+			return nil, nil
+		}
+		return all(ctx, s, "CA certificates by subject", qCAsBySubject,
+			[]any{subject}, scanCA)
+	})
 }
 
 // Linked hubs.
@@ -233,40 +246,44 @@ func scanHub(sc scanner) (*store.LinkedHub, error) {
 
 // LinkedHub returns a linked hub by host name.
 func (s *Store) LinkedHub(ctx context.Context, name string) (*store.LinkedHub, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return one(ctx, s, fmt.Sprintf("linked hub %q", name),
-		s.r.QueryRowContext(ctx, qHub, key(name)), scanHub)
+	return run(ctx, s, read, func(ctx context.Context) (*store.LinkedHub, error) {
+		return one(ctx, s, fmt.Sprintf("linked hub %q", name),
+			s.r.QueryRowContext(ctx, qHub, key(name)), scanHub)
+	})
 }
 
 // LinkedHubs returns every linked hub, by name.
 func (s *Store) LinkedHubs(ctx context.Context) ([]*store.LinkedHub, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return all(ctx, s, "linked hubs", selectHub+` ORDER BY key`, nil, scanHub)
+	return run(ctx, s, read, func(ctx context.Context) ([]*store.LinkedHub, error) {
+		return all(ctx, s, "linked hubs", selectHub+` ORDER BY key`, nil, scanHub)
+	})
 }
 
 // PutLinkedHub writes h per ifMatch and returns it as stored.
 func (s *Store) PutLinkedHub(ctx context.Context, h *store.LinkedHub, ifMatch string) (*store.LinkedHub, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if h == nil || h.Name == "" {
-		return nil, errors.New("linked hub: the name is empty")
-	}
-	what := fmt.Sprintf("linked hub %q", h.Name)
-	m, err := s.put(ctx, s.w, hubsT, what, key(h.Name),
-		[]any{h.Name, h.ConnectionString, h.Location, h.AllocationWeight, h.ApplyAllocationPolicy}, ifMatch, newEtag)
-	if err != nil {
-		return nil, err
-	}
-	out := *h
-	out.Etag, out.Created, out.Updated = quoted(m.etag), fromNanos(m.created), fromNanos(m.updated)
-	return &out, nil
+	return run(ctx, s, write, func(ctx context.Context) (*store.LinkedHub, error) {
+		if h == nil || h.Name == "" {
+			return nil, errors.New("linked hub: the name is empty")
+		}
+		what := fmt.Sprintf("linked hub %q", h.Name)
+		m, err := s.put(ctx, s.w, hubsT, what, key(h.Name), hubCols(h), ifMatch, newEtag)
+		if err != nil {
+			return nil, err
+		}
+		out := *h
+		out.Etag, out.Created, out.Updated = quoted(m.etag), fromNanos(m.created), fromNanos(m.updated)
+		return &out, nil
+	})
+}
+
+// hubCols are the data columns of hubsT.
+func hubCols(h *store.LinkedHub) []any {
+	return []any{h.Name, h.ConnectionString, h.Location, h.AllocationWeight, h.ApplyAllocationPolicy}
 }
 
 // DeleteLinkedHub deletes a linked hub per ifMatch.
 func (s *Store) DeleteLinkedHub(ctx context.Context, name, ifMatch string) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return s.remove(ctx, s.w, hubsT, fmt.Sprintf("linked hub %q", name), key(name), ifMatch)
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		return s.remove(ctx, s.w, hubsT, fmt.Sprintf("linked hub %q", name), key(name), ifMatch)
+	})
 }

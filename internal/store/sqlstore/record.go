@@ -103,16 +103,17 @@ type table struct {
 	name string
 	cols []string
 
-	insert string // create only
-	upsert string // create or overwrite
-	update string // overwrite if the etag matches
-	del    string
-	delIf  string
+	insert  string // create only
+	upsert  string // create or overwrite
+	update  string // overwrite if the etag matches
+	restore string // create or overwrite with the given etag and timestamps
+	del     string
+	delIf   string
 }
 
 // newTable builds the write statements of a table. Parameters: $1 the key,
 // $2.. the data columns, then the new etag, the time, and (update only) the
-// expected etag.
+// expected etag; restore takes the etag, created and updated instead.
 //
 // A write never lets updated go backwards or stand still: a clock that steps
 // back, or two writes within one tick, still leave the later write later.
@@ -138,6 +139,9 @@ func newTable(name string, cols ...string) *table {
 	t.update = fmt.Sprintf(`UPDATE %[1]s SET %[2]s, etag = %[3]s, updated = CASE WHEN %[4]s > updated THEN %[4]s ELSE updated + 100 END `+
 		`WHERE key = $1 AND etag = %[5]s RETURNING created, updated`,
 		name, strings.Join(upd, ", "), etagP, nowP, oldP)
+	t.restore = fmt.Sprintf(`INSERT INTO %[1]s (%[2]s) VALUES (%[3]s) ON CONFLICT (key) DO UPDATE SET %[4]s, `+
+		`etag = excluded.etag, created = excluded.created, updated = excluded.updated`,
+		name, colList, "$1, "+strings.Join(ph, ", ")+", "+etagP+", "+nowP+", "+oldP, strings.Join(set, ", "))
 	t.del = fmt.Sprintf(`DELETE FROM %s WHERE key = $1`, name)
 	t.delIf = fmt.Sprintf(`DELETE FROM %s WHERE key = $1 AND etag = $2`, name)
 	return t

@@ -52,95 +52,107 @@ func scanRegistration(sc scanner) (k string, r *store.Registration, err error) {
 
 // Registration returns the registration record of a registration ID.
 func (s *Store) Registration(ctx context.Context, registrationID string) (*store.Registration, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	what := fmt.Sprintf("registration %q", registrationID)
-	_, r, err := scanRegistration(s.r.QueryRowContext(ctx, qRegistration, key(registrationID)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	return r, nil
+	return run(ctx, s, read, func(ctx context.Context) (*store.Registration, error) {
+		what := fmt.Sprintf("registration %q", registrationID)
+		_, r, err := scanRegistration(s.r.QueryRowContext(ctx, qRegistration, key(registrationID)))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		return r, nil
+	})
 }
 
 // SaveRegistration writes r per ifMatch and, if op is not nil, op with its
 // Result set to the stored record, in one transaction. It returns the stored
 // record; r and op are not modified.
 func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifMatch string, op *store.Operation) (*store.Registration, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if r == nil || r.Result == nil || r.Result.RegistrationID == "" {
-		return nil, errors.New("registration: the registration ID is empty")
-	}
-	if op != nil && op.ID == "" {
-		return nil, errors.New("operation: the ID is empty")
-	}
-	what := fmt.Sprintf("registration %q", r.Result.RegistrationID)
+	return run(ctx, s, write, func(ctx context.Context) (*store.Registration, error) {
+		if r == nil || r.Result == nil || r.Result.RegistrationID == "" {
+			return nil, errors.New("registration: the registration ID is empty")
+		}
+		if op != nil && op.ID == "" {
+			return nil, errors.New("operation: the ID is empty")
+		}
+		what := fmt.Sprintf("registration %q", r.Result.RegistrationID)
+		doc, cols, err := registrationCols(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		var out *store.Registration
+		err = s.inTx(ctx, what, func(tx *sql.Tx) error {
+			m, err := s.put(ctx, tx, registrationsT, what, key(r.Result.RegistrationID), cols, ifMatch, registrationEtag)
+			if err != nil {
+				return err
+			}
+			res, err := decodeResult(doc, m)
+			if err != nil {
+				return err
+			}
+			out = &store.Registration{Result: res, EnrollmentGroupID: r.EnrollmentGroupID}
+			if r.DevicePayload != nil {
+				out.DevicePayload = append(json.RawMessage{}, r.DevicePayload...)
+			}
+			if op == nil {
+				return nil
+			}
+			o := *op
+			o.Result = res
+			return s.putOperation(ctx, tx, &o)
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	})
+}
+
+// registrationCols returns the stored document of a record (the result
+// without etag and timestamps) and the data columns of registrationsT.
+func registrationCols(r *store.Registration) (string, []any, error) {
 	c := *r.Result
 	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
 	doc, err := json.Marshal(&c)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return "", nil, err
 	}
 	var groupKey any // NULL for an individual enrollment, so RegistrationsByGroup("") finds nothing
 	if r.EnrollmentGroupID != "" {
 		groupKey = key(r.EnrollmentGroupID)
 	}
-
 	// Bytes, not text: the payload is kept exactly as the device sent it,
 	// and PostgreSQL text would refuse invalid UTF-8.
 	var payload any
 	if r.DevicePayload != nil {
 		payload = []byte(r.DevicePayload)
 	}
-
-	var out *store.Registration
-	err = s.inTx(ctx, what, func(tx *sql.Tx) error {
-		m, err := s.put(ctx, tx, registrationsT, what, key(r.Result.RegistrationID),
-			[]any{groupKey, r.EnrollmentGroupID, string(doc), payload}, ifMatch, registrationEtag)
-		if err != nil {
-			return err
-		}
-		res, err := decodeResult(string(doc), m)
-		if err != nil {
-			return err
-		}
-		out = &store.Registration{Result: res, EnrollmentGroupID: r.EnrollmentGroupID}
-		if r.DevicePayload != nil {
-			out.DevicePayload = append(json.RawMessage{}, r.DevicePayload...)
-		}
-		if op == nil {
-			return nil
-		}
-		o := *op
-		o.Result = res
-		return s.putOperation(ctx, tx, &o)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return string(doc), []any{groupKey, r.EnrollmentGroupID, string(doc), payload}, nil
 }
 
 // DeleteRegistration deletes a registration record per ifMatch. Its
 // operations stay until they expire.
 func (s *Store) DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	return s.remove(ctx, s.w, registrationsT, fmt.Sprintf("registration %q", registrationID), key(registrationID), ifMatch)
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		return s.remove(ctx, s.w, registrationsT, fmt.Sprintf("registration %q", registrationID), key(registrationID), ifMatch)
+	})
 }
 
 // RegistrationsByGroup pages through the records of one enrollment group, in
 // key order.
 func (s *Store) RegistrationsByGroup(ctx context.Context, groupID, after string, limit int) (store.Page[*store.Registration], error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	what := fmt.Sprintf("registrations of group %q", groupID)
+	return run(ctx, s, read, func(ctx context.Context) (store.Page[*store.Registration], error) {
+		return s.registrationPage(ctx, fmt.Sprintf("registrations of group %q", groupID), qRegistrationsByGroup,
+			[]any{key(groupID), key(after)}, limit)
+	})
+}
+
+// registrationPage runs query, whose last parameter is the row limit, and
+// decodes up to limit records (see page).
+func (s *Store) registrationPage(ctx context.Context, what, query string, args []any, limit int) (store.Page[*store.Registration], error) {
 	n := pageSize(limit)
-	rows, err := s.r.QueryContext(ctx, qRegistrationsByGroup,
-		key(groupID), key(after), n+1)
+	rows, err := s.r.QueryContext(ctx, query, append(args, n+1)...)
 	if err != nil {
 		return store.Page[*store.Registration]{}, s.fail(ctx, what, err)
 	}
@@ -168,39 +180,39 @@ func (s *Store) RegistrationsByGroup(ctx context.Context, groupID, after string,
 // Operation returns an operation by ID. Operation IDs are generated, and
 // compared exactly.
 func (s *Store) Operation(ctx context.Context, operationID string) (*store.Operation, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	what := fmt.Sprintf("operation %q", operationID)
-	var op store.Operation
-	var result sql.NullString
-	var created, expires int64
-	err := s.r.QueryRowContext(ctx,
-		qOperation, operationID).
-		Scan(&op.ID, &op.RegistrationID, &op.Status, &result, &created, &expires)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	op.CreatedAt, op.ExpiresAt = fromNanos(created), fromNanos(expires)
-	if result.Valid {
-		op.Result = new(dps.DeviceRegistrationResult)
-		if err := json.Unmarshal([]byte(result.String), op.Result); err != nil {
-			return nil, fmt.Errorf("%s: corrupt record: %w", what, err)
+	return run(ctx, s, read, func(ctx context.Context) (*store.Operation, error) {
+		what := fmt.Sprintf("operation %q", operationID)
+		var op store.Operation
+		var result sql.NullString
+		var created, expires int64
+		err := s.r.QueryRowContext(ctx,
+			qOperation, operationID).
+			Scan(&op.ID, &op.RegistrationID, &op.Status, &result, &created, &expires)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
 		}
-	}
-	return &op, nil
+		if err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		op.CreatedAt, op.ExpiresAt = fromNanos(created), fromNanos(expires)
+		if result.Valid {
+			op.Result = new(dps.DeviceRegistrationResult)
+			if err := json.Unmarshal([]byte(result.String), op.Result); err != nil {
+				return nil, fmt.Errorf("%s: corrupt record: %w", what, err)
+			}
+		}
+		return &op, nil
+	})
 }
 
 // PutOperation inserts or replaces an operation. CreatedAt defaults to now.
 func (s *Store) PutOperation(ctx context.Context, op *store.Operation) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if op == nil || op.ID == "" {
-		return errors.New("operation: the ID is empty")
-	}
-	return s.putOperation(ctx, s.w, op)
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		if op == nil || op.ID == "" {
+			return errors.New("operation: the ID is empty")
+		}
+		return s.putOperation(ctx, s.w, op)
+	})
 }
 
 func (s *Store) putOperation(ctx context.Context, q queryer, op *store.Operation) error {
@@ -238,17 +250,17 @@ func (s *Store) DeleteOperationsBefore(ctx context.Context, t time.Time) (int, e
 }
 
 func (s *Store) deleteOperations(ctx context.Context, before int64) (int, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	res, err := s.w.ExecContext(ctx,
-		qDeleteExpiredOperations,
-		before, deleteBatch)
-	if err != nil {
-		return 0, s.fail(ctx, "delete expired operations", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, s.fail(ctx, "delete expired operations", err)
-	}
-	return int(n), nil
+	return run(ctx, s, write, func(ctx context.Context) (int, error) {
+		res, err := s.w.ExecContext(ctx,
+			qDeleteExpiredOperations,
+			before, deleteBatch)
+		if err != nil {
+			return 0, s.fail(ctx, "delete expired operations", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, s.fail(ctx, "delete expired operations", err)
+		}
+		return int(n), nil
+	})
 }

@@ -12,6 +12,12 @@
 // SQLite allows one writer at a time, so writes go through a pool of exactly
 // one connection that begins transactions with BEGIN IMMEDIATE, and reads go
 // through a separate pool; in WAL mode readers never wait for the writer.
+//
+// On PostgreSQL several dpsd nodes share one database. The store keeps
+// nothing outside it, so every call sees what any node committed. Every
+// call runs through run (retry.go): bounded by Options.QueryTimeout,
+// retried after transient failures where that is safe, and reported to a
+// health tracker that logs an outage once rather than once per call.
 package sqlstore
 
 import (
@@ -26,6 +32,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/store"
@@ -64,9 +71,18 @@ type Options struct {
 	// connection or for SQLite's writer (DefaultQueryTimeout when <= 0). A
 	// call that runs out of time fails with store.ErrUnavailable.
 	QueryTimeout time.Duration
+	// Retries is how many times a call is retried after a transient
+	// PostgreSQL failure: a serialization failure or deadlock, a server
+	// restart, a lost connection when that cannot have committed anything
+	// (DefaultRetries when 0, none when negative). The retries share the
+	// call's QueryTimeout.
+	Retries int
 	// SkipMigrate makes Open refuse a database whose schema is behind this
 	// binary instead of migrating it; `dpsd migrate` then calls Migrate.
 	SkipMigrate bool
+	// SkipSchemaCheck makes Open neither migrate nor check the schema, for
+	// `dpsd migrate`, which reports the versions before migrating.
+	SkipSchemaCheck bool
 }
 
 // Store is a store.Store on SQLite or PostgreSQL. It is safe for concurrent
@@ -78,6 +94,9 @@ type Store struct {
 	now     func() time.Time
 	log     *slog.Logger
 	timeout time.Duration
+	retries int
+	health  *health
+	closed  atomic.Bool
 }
 
 // dialect holds what differs between the engines.
@@ -120,6 +139,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if s.timeout <= 0 {
 		s.timeout = DefaultQueryTimeout
 	}
+	switch s.retries = opts.Retries; {
+	case s.retries == 0:
+		s.retries = DefaultRetries
+	case s.retries < 0:
+		s.retries = 0
+	}
+	s.health = &health{log: s.log, now: time.Now}
 
 	var err error
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
@@ -131,9 +157,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 
-	if opts.SkipMigrate {
+	switch {
+	case opts.SkipSchemaCheck:
+	case opts.SkipMigrate:
 		err = s.checkSchema(ctx)
-	} else {
+	default:
 		err = s.Migrate(ctx)
 	}
 	if err != nil {
@@ -261,13 +289,29 @@ func redactURL(dsn string) string {
 	return u.Redacted()
 }
 
+// RedactDSN returns dsn fit for messages: a PostgreSQL URL without its
+// password, a SQLite path as it is.
+func RedactDSN(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return redactURL(dsn)
+	}
+	return dsn
+}
+
 // Engine returns "sqlite" or "postgres".
 func (s *Store) Engine() string { return s.d.name }
 
-// Ping checks that the database answers.
+// Ping checks that the database answers now: it is not retried, and a
+// success ends an outage the store had logged.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	err := s.ping(ctx)
+	s.health.observe(err)
+	return err
+}
+
+func (s *Store) ping(ctx context.Context) error {
 	if err := s.r.PingContext(ctx); err != nil {
 		return s.fail(ctx, "ping", err)
 	}
@@ -282,6 +326,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the database. Calls after Close fail with
 // store.ErrUnavailable.
 func (s *Store) Close() error {
+	s.closed.Store(true)
 	err := s.r.Close()
 	if s.w != s.r {
 		// Closing the writer last lets SQLite checkpoint the WAL into the
@@ -311,14 +356,16 @@ type queryer interface {
 
 // inTx runs fn in a write transaction and commits it if fn succeeds. fn's
 // errors are returned as they are; what names the call in the others.
+// Failures before COMMIT are marked as not committed, so that run may retry
+// them even when the connection broke.
 func (s *Store) inTx(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return s.fail(ctx, what, err)
+		return notCommitted{s.fail(ctx, what, err)}
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return notCommitted{err}
 	}
 	if err := tx.Commit(); err != nil {
 		return s.fail(ctx, what, err)

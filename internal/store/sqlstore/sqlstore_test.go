@@ -2,13 +2,9 @@ package sqlstore
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,47 +34,11 @@ func TestSQLite(t *testing.T) {
 
 // pgDSN returns the PostgreSQL test server, skipping the test without one
 // except in CI, where a missing server must not pass unnoticed.
-func pgDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("DPS_TEST_PG_DSN")
-	if dsn == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI is set but DPS_TEST_PG_DSN is not: the PostgreSQL tests must run in CI")
-		}
-		t.Skip("DPS_TEST_PG_DSN is not set; run under /work/shared/scripts/pg-throwaway.sh")
-	}
-	return dsn
-}
+func pgDSN(t *testing.T) string { return storetest.PostgresDSN(t) }
 
 // pgSchema creates a schema of its own for one test, dropped when the test
 // ends, and returns a DSN whose search_path selects it.
-func pgSchema(t *testing.T, dsn string) string {
-	t.Helper()
-	admin, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	var b [6]byte
-	rand.Read(b[:])
-	schema := "t_" + hex.EncodeToString(b[:])
-	if _, err := admin.ExecContext(context.Background(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func pgSchema(t *testing.T, dsn string) string { return storetest.PostgresSchema(t, dsn) }
 
 func openPostgres(t *testing.T, dsn string, opts Options) *Store {
 	t.Helper()
@@ -457,9 +417,9 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 	for _, q := range []string{
 		qEnrollment, qEnrollmentsAfter, qGroup, qGroupsAfter, qGroupsBySigningCert, qGroupsByCA,
 		qSigningCertsBySubject, qGroupsByAttestation, qDeleteGroupSigningCerts, qDeleteGroupCARefs,
-		qPolicy, qCA, qCAsByThumbprint, qCAsBySubject, qHub, qRegistration, qRegistrationsByGroup,
+		qPolicy, qCA, qCAsByThumbprint, qCAsBySubject, qHub, qRegistration, qRegistrationsByGroup, qRegistrationsAfter,
 		qOperation, qDeleteExpiredOperations,
-		enrollmentsT.update, registrationsT.update, registrationsT.delIf, groupsT.del,
+		enrollmentsT.update, registrationsT.update, registrationsT.delIf, groupsT.del, groupsT.restore,
 	} {
 		n := strings.Count(q, "$")
 		args := make([]any, n)

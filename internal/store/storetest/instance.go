@@ -127,6 +127,31 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		wantErr(t, s.UpdateInstance(bg(t), newInstance("0ne00000001")), store.ErrNotFound, "update")
 	})
 
+	t.Run("restore/creates the instance", func(t *testing.T) {
+		s := open(t)
+		in := newInstance("0ne00000007")
+		must(t, s.RestoreInstance(bg(t), in), "restore")
+		got, err := s.Instance(bg(t))
+		must(t, err, "instance")
+		same(t, "restored", got, in)
+	})
+
+	t.Run("restore/replaces everything, ID scope and CA included", func(t *testing.T) {
+		s := open(t)
+		_, err := s.InitInstance(bg(t), newInstance("0ne00000001"))
+		must(t, err, "init")
+		in := newInstance("0ne00000002")
+		in.CreatedAt = time.Date(2020, 2, 3, 4, 5, 6, 0, time.UTC)
+		must(t, s.RestoreInstance(bg(t), in), "restore")
+		got, err := s.Instance(bg(t))
+		must(t, err, "instance")
+		same(t, "restored", got, in)
+		// InitInstance still keeps what is stored.
+		got, err = s.InitInstance(bg(t), newInstance("0ne00000003"))
+		must(t, err, "init after restore")
+		same(t, "init after restore", got, in)
+	})
+
 	t.Run("get/returns fresh copies", func(t *testing.T) {
 		s := open(t)
 		in := newInstance("0ne00000001")

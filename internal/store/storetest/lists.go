@@ -125,6 +125,24 @@ func testPaging(t *testing.T, open func(*testing.T) store.Store) {
 				return ids, p.Next, err
 			},
 		},
+		"registrations": {
+			create: func(t *testing.T, s store.Store, id string) {
+				r := registrationKind().make(id, "hub1.azure-devices.net")
+				if len(id)%2 == 0 {
+					r.EnrollmentGroupID = "fleet-1"
+				}
+				_, err := s.SaveRegistration(bg(t), r, "", nil)
+				must(t, err, "save registration")
+			},
+			list: func(ctx context.Context, s store.Store, after string, limit int) ([]string, string, error) {
+				p, err := s.Registrations(ctx, after, limit)
+				var ids []string
+				for _, r := range p.Items {
+					ids = append(ids, r.Result.RegistrationID)
+				}
+				return ids, p.Next, err
+			},
+		},
 		"registrations by group": {
 			create: func(t *testing.T, s store.Store, id string) {
 				r := registrationKind().make(id, "hub1.azure-devices.net")

@@ -26,6 +26,9 @@ type kind[T any] struct {
 	put        func(ctx context.Context, s store.Store, v T, ifMatch string) (T, error)
 	get        func(ctx context.Context, s store.Store, id string) (T, error)
 	del        func(ctx context.Context, s store.Store, id, ifMatch string) error
+	// record wraps a value for Restore; setMeta sets what Restore keeps.
+	record  func(T) store.Record
+	setMeta func(v T, etag string, created, updated time.Time)
 	// registrationEtag: the etag is base64 of a quoted value rather than a
 	// quoted value.
 	registrationEtag bool
@@ -48,7 +51,11 @@ func enrollmentKind() kind[*dps.IndividualEnrollment] {
 		get: func(ctx context.Context, s store.Store, id string) (*dps.IndividualEnrollment, error) {
 			return s.Enrollment(ctx, id)
 		},
-		del: func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteEnrollment(ctx, id, m) },
+		del:    func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteEnrollment(ctx, id, m) },
+		record: func(e *dps.IndividualEnrollment) store.Record { return store.Record{Enrollment: e} },
+		setMeta: func(e *dps.IndividualEnrollment, etag string, c, u time.Time) {
+			e.Etag, e.CreatedDateTimeUtc, e.LastUpdatedDateTimeUtc = etag, dps.NewTime(c), dps.NewTime(u)
+		},
 	}
 }
 
@@ -69,7 +76,11 @@ func groupKind() kind[*dps.EnrollmentGroup] {
 		get: func(ctx context.Context, s store.Store, id string) (*dps.EnrollmentGroup, error) {
 			return s.Group(ctx, id)
 		},
-		del: func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteGroup(ctx, id, m) },
+		del:    func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteGroup(ctx, id, m) },
+		record: func(g *dps.EnrollmentGroup) store.Record { return store.Record{Group: g} },
+		setMeta: func(g *dps.EnrollmentGroup, etag string, c, u time.Time) {
+			g.Etag, g.CreatedDateTimeUtc, g.LastUpdatedDateTimeUtc = etag, dps.NewTime(c), dps.NewTime(u)
+		},
 	}
 }
 
@@ -87,8 +98,12 @@ func policyKind() kind[*store.Policy] {
 		put: func(ctx context.Context, s store.Store, p *store.Policy, m string) (*store.Policy, error) {
 			return s.PutPolicy(ctx, p, m)
 		},
-		get: func(ctx context.Context, s store.Store, id string) (*store.Policy, error) { return s.Policy(ctx, id) },
-		del: func(ctx context.Context, s store.Store, id, m string) error { return s.DeletePolicy(ctx, id, m) },
+		get:    func(ctx context.Context, s store.Store, id string) (*store.Policy, error) { return s.Policy(ctx, id) },
+		del:    func(ctx context.Context, s store.Store, id, m string) error { return s.DeletePolicy(ctx, id, m) },
+		record: func(p *store.Policy) store.Record { return store.Record{Policy: p} },
+		setMeta: func(p *store.Policy, etag string, c, u time.Time) {
+			p.Etag, p.Created, p.Updated = etag, c, u
+		},
 	}
 }
 
@@ -110,7 +125,11 @@ func caKind(certs testCerts) kind[*store.CACertificate] {
 		get: func(ctx context.Context, s store.Store, id string) (*store.CACertificate, error) {
 			return s.CACertificate(ctx, id)
 		},
-		del: func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteCACertificate(ctx, id, m) },
+		del:    func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteCACertificate(ctx, id, m) },
+		record: func(c *store.CACertificate) store.Record { return store.Record{CACertificate: c} },
+		setMeta: func(c *store.CACertificate, etag string, cr, u time.Time) {
+			c.Etag, c.Created, c.Updated = etag, cr, u
+		},
 	}
 }
 
@@ -132,7 +151,11 @@ func hubKind() kind[*store.LinkedHub] {
 		get: func(ctx context.Context, s store.Store, id string) (*store.LinkedHub, error) {
 			return s.LinkedHub(ctx, id)
 		},
-		del: func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteLinkedHub(ctx, id, m) },
+		del:    func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteLinkedHub(ctx, id, m) },
+		record: func(h *store.LinkedHub) store.Record { return store.Record{LinkedHub: h} },
+		setMeta: func(h *store.LinkedHub, etag string, c, u time.Time) {
+			h.Etag, h.Created, h.Updated = etag, c, u
+		},
 	}
 }
 
@@ -155,7 +178,11 @@ func registrationKind() kind[*store.Registration] {
 		get: func(ctx context.Context, s store.Store, id string) (*store.Registration, error) {
 			return s.Registration(ctx, id)
 		},
-		del:              func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteRegistration(ctx, id, m) },
+		del:    func(ctx context.Context, s store.Store, id, m string) error { return s.DeleteRegistration(ctx, id, m) },
+		record: func(r *store.Registration) store.Record { return store.Record{Registration: r} },
+		setMeta: func(r *store.Registration, etag string, c, u time.Time) {
+			r.Result.Etag, r.Result.CreatedDateTimeUtc, r.Result.LastUpdatedDateTimeUtc = etag, dps.NewTime(c), dps.NewTime(u)
+		},
 		registrationEtag: true,
 	}
 }
