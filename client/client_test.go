@@ -113,13 +113,13 @@ const (
 	outage    = `{"errorCode":503001,"trackingId":"t-503","message":"service temporarily unavailable; retry later"}`
 )
 
-func register(t *testing.T, cfg client.Config, timeout time.Duration) (*client.RegistrationState, error, time.Duration) {
+func register(t *testing.T, cfg client.Config, timeout time.Duration) (*client.RegistrationState, time.Duration, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
 	st, err := client.Register(ctx, cfg)
-	return st, err, time.Since(start)
+	return st, time.Since(start), err
 }
 
 func gap(r []seen, i int) time.Duration { return r[i].at.Sub(r[i-1].at) }
@@ -130,7 +130,7 @@ func TestRegisterAssignedAtOnce(t *testing.T) {
 	cfg := f.config()
 	cfg.Payload = json.RawMessage(`{"model":"x1"}`)
 	cfg.UserAgent = "dpsd-test/1.0"
-	st, err, _ := register(t, cfg, 10*time.Second)
+	st, _, err := register(t, cfg, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func checkToken(t *testing.T, tok string) {
 func TestRegisterHonoursRetryAfterOn429(t *testing.T) {
 	t.Parallel()
 	f := newFake(t, reply{status: 429, retryAfter: "2", body: throttled}, reply{status: 202, body: assigned})
-	st, err, _ := register(t, f.config(), 10*time.Second)
+	st, _, err := register(t, f.config(), 10*time.Second)
 	if err != nil || st.Status != "assigned" {
 		t.Fatalf("Register = %+v, %v", st, err)
 	}
@@ -193,7 +193,7 @@ func TestRegisterHonoursRetryAfterOn429(t *testing.T) {
 func TestRegisterBacksOffOn503(t *testing.T) {
 	t.Parallel()
 	f := newFake(t, reply{status: 503, body: outage}, reply{status: 500, body: `{}`}, reply{status: 202, body: assigned})
-	st, err, _ := register(t, f.config(), 15*time.Second)
+	st, _, err := register(t, f.config(), 15*time.Second)
 	if err != nil || st.Status != "assigned" {
 		t.Fatalf("Register = %+v, %v", st, err)
 	}
@@ -212,7 +212,7 @@ func TestRegisterBacksOffOn503(t *testing.T) {
 func TestRegisterRetriesAHungUpConnection(t *testing.T) {
 	t.Parallel()
 	f := newFake(t, reply{hangUp: true}, reply{status: 202, body: assigned})
-	st, err, _ := register(t, f.config(), 10*time.Second)
+	st, _, err := register(t, f.config(), 10*time.Second)
 	if err != nil || st.Status != "assigned" {
 		t.Fatalf("Register = %+v, %v; a dropped connection is a network error to retry", st, err)
 	}
@@ -227,7 +227,7 @@ func TestRegisterPollsUntilAssigned(t *testing.T) {
 		reply{status: 202, retryAfter: "1", body: assigning},
 		reply{status: 202, retryAfter: "1", body: `{"operationId":"5.0123456789abcdef.op-1","status":"assigning","registrationState":{"registrationId":"client-dev-01","status":"assigning"}}`},
 		reply{status: 200, body: assigned})
-	st, err, took := register(t, f.config(), 10*time.Second)
+	st, took, err := register(t, f.config(), 10*time.Second)
 	if err != nil || st.Status != "assigned" || st.AssignedHub != "hub-1.azure-devices.net" {
 		t.Fatalf("Register = %+v, %v", st, err)
 	}
@@ -265,7 +265,7 @@ func TestRegisterTerminalFailures(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			f := newFake(t, tc.script...)
-			st, err, _ := register(t, f.config(), 10*time.Second)
+			st, _, err := register(t, f.config(), 10*time.Second)
 			var se *client.StatusError
 			if !errors.As(err, &se) {
 				t.Fatalf("Register = %+v, %v; want a *client.StatusError", st, err)
@@ -289,7 +289,7 @@ func TestRegisterRefusalIsNotRetried(t *testing.T) {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel()
 			f := newFake(t, reply{status: status, body: refused}, reply{status: 202, body: assigned})
-			st, err, took := register(t, f.config(), 10*time.Second)
+			st, took, err := register(t, f.config(), 10*time.Second)
 			var ce *client.Error
 			if !errors.As(err, &ce) {
 				t.Fatalf("Register = %+v, %v; want a *client.Error", st, err)
@@ -319,7 +319,7 @@ func TestRegisterStopsAtTheContextDeadline(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			f := newFake(t, script...)
-			st, err, took := register(t, f.config(), 1500*time.Millisecond)
+			st, took, err := register(t, f.config(), 1500*time.Millisecond)
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("Register = %+v, %v; want context.DeadlineExceeded", st, err)
 			}
@@ -345,7 +345,7 @@ func TestRegisterMalformedAnswers(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newFake(t, tc.script...)
-			_, err, _ := register(t, f.config(), 5*time.Second)
+			_, _, err := register(t, f.config(), 5*time.Second)
 			if err == nil || !strings.Contains(err.Error(), tc.text) {
 				t.Errorf("err = %v, want it to mention %q", err, tc.text)
 			}
@@ -389,7 +389,7 @@ func TestRegisterX509PresentsTheChain(t *testing.T) {
 	cfg := f.config()
 	cfg.SymmetricKey = nil
 	cfg.Certificate = &tls.Certificate{Certificate: [][]byte{leaf.Raw, inter.Raw}, PrivateKey: key}
-	if _, err, _ := register(t, cfg, 10*time.Second); err != nil {
+	if _, _, err := register(t, cfg, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r := f.requests()
@@ -408,7 +408,7 @@ func TestRegisterVerifiesTheServer(t *testing.T) {
 	f := newFake(t, reply{status: 202, body: assigned})
 	cfg := f.config()
 	cfg.RootCAs = x509.NewCertPool()
-	_, err, took := register(t, cfg, 10*time.Second)
+	_, took, err := register(t, cfg, 10*time.Second)
 	var uae x509.UnknownAuthorityError
 	var cve *tls.CertificateVerificationError
 	if !errors.As(err, &uae) && !errors.As(err, &cve) {

@@ -73,12 +73,6 @@ type enrollOpts struct {
 	paging                    paging
 }
 
-func (o *enrollOpts) cmd() string {
-	if o.group {
-		return "enrollment-group"
-	}
-	return "enrollment"
-}
 
 func (o *enrollOpts) target() target {
 	if o.group {

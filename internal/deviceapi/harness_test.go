@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -157,5 +156,3 @@ func decode(t testing.TB, b []byte, v any) {
 		t.Fatalf("decoding %T from %s: %v", v, b, err)
 	}
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }

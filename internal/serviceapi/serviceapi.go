@@ -96,11 +96,6 @@ func (a *API) match(method string, segs []string) (rt *route, params []string, p
 	for i, s := range segs {
 		lower[i] = strings.ToLower(s)
 	}
-	type entry struct {
-		pattern []string // "*" = parameter
-		method  string
-		rt      route
-	}
 	m := method
 	for _, e := range a.routes() {
 		if len(e.pattern) != len(segs) {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,7 +71,8 @@ func build() (string, error) {
 		}
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			buildErr = fmt.Errorf("the go command is not on PATH: %w", err)
+			return
 		}
 		buildDir, err = os.MkdirTemp("", "dpsd-e2e-bin-")
 		if err != nil {
