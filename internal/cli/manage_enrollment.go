@@ -73,7 +73,6 @@ type enrollOpts struct {
 	paging                    paging
 }
 
-
 func (o *enrollOpts) target() target {
 	if o.group {
 		return target{cmd: "enrollment-group", noun: "enrollment group", idFlag: "--enrollment-id", id: o.id}
