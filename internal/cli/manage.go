@@ -510,3 +510,38 @@ func compactJSON(raw json.RawMessage) string {
 func warnf(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, "dpsd: warning: "+format+"\n", args...)
 }
+
+// listValueCmd builds a list command for an ARM-shaped list ({"value": [...]}):
+// the service's JSON with --output json, else a table of row(item).
+func listValueCmd[T any](e *env, cf *connFlags, use, short, path string, t target, header []string, row func(T) []string) *cobra.Command {
+	var output string
+	c := &cobra.Command{Use: use, Short: short}
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		if err := checkOutput(output); err != nil {
+			return err
+		}
+		ctx := c.Context()
+		cl, err := cf.client(ctx, e.getenv)
+		if err != nil {
+			return err
+		}
+		var raw json.RawMessage
+		if _, err := do(ctx, cl, t, svcclient.Request{Method: http.MethodGet, Path: path}, &raw); err != nil {
+			return err
+		}
+		if output == outputJSON {
+			return writeRaw(e.stdout, raw)
+		}
+		var list struct{ Value []T }
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return fmt.Errorf("decoding the answer of GET %s: %w", path, err)
+		}
+		rows := make([][]string, 0, len(list.Value))
+		for _, v := range list.Value {
+			rows = append(rows, row(v))
+		}
+		return writeTable(e.stdout, header, rows)
+	}
+	addOutputFlag(c, &output)
+	return leafCmd(c)
+}

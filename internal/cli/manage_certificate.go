@@ -174,36 +174,11 @@ func certificateShowCmd(e *env, cf *connFlags) *cobra.Command {
 }
 
 func certificateListCmd(e *env, cf *connFlags) *cobra.Command {
-	o := &certOpts{}
-	c := &cobra.Command{Use: "list", Short: "List the CA certificates"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: "/certificates"}, &raw); err != nil {
-			return err
-		}
-		if o.output == outputJSON {
-			return writeRaw(e.stdout, raw)
-		}
-		var list dps.CertificateListDescription
-		if err := json.Unmarshal(raw, &list); err != nil {
-			return fmt.Errorf("decoding the certificate list: %w", err)
-		}
-		var rows [][]string
-		for _, c := range list.Value {
-			rows = append(rows, []string{c.Name, dash(c.Properties.Subject), fmt.Sprint(c.Properties.IsVerified), dash(c.Properties.Expiry), dash(c.Properties.Thumbprint)})
-		}
-		return writeTable(e.stdout, []string{"NAME", "SUBJECT", "VERIFIED", "EXPIRY", "THUMBPRINT"}, rows)
-	}
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return listValueCmd(e, cf, "list", "List the CA certificates", "/certificates", (&certOpts{}).target(),
+		[]string{"NAME", "SUBJECT", "VERIFIED", "EXPIRY", "THUMBPRINT"},
+		func(c dps.CertificateResponse) []string {
+			return []string{c.Name, dash(c.Properties.Subject), fmt.Sprint(c.Properties.IsVerified), dash(c.Properties.Expiry), dash(c.Properties.Thumbprint)}
+		})
 }
 
 func certificateUpdateCmd(e *env, cf *connFlags) *cobra.Command {

@@ -190,36 +190,11 @@ func hubCreateCmd(e *env, cf *connFlags) *cobra.Command {
 }
 
 func hubListCmd(e *env, cf *connFlags) *cobra.Command {
-	o := &hubOpts{}
-	c := &cobra.Command{Use: "list", Short: "List the linked IoT hubs"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: "/linkedHubs"}, &raw); err != nil {
-			return err
-		}
-		if o.output == outputJSON {
-			return writeRaw(e.stdout, raw)
-		}
-		var list dps.LinkedHubList
-		if err := json.Unmarshal(raw, &list); err != nil {
-			return fmt.Errorf("decoding the linked hub list: %w", err)
-		}
-		var rows [][]string
-		for _, h := range list.Value {
-			rows = append(rows, []string{h.Name, fmt.Sprint(h.AllocationWeight), fmt.Sprint(h.ApplyAllocationPolicy), dash(h.Location), dash(h.ConnectionString)})
-		}
-		return writeTable(e.stdout, []string{"NAME", "WEIGHT", "APPLY POLICY", "LOCATION", "CONNECTION STRING"}, rows)
-	}
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return listValueCmd(e, cf, "list", "List the linked IoT hubs", "/linkedHubs", (&hubOpts{}).target(),
+		[]string{"NAME", "WEIGHT", "APPLY POLICY", "LOCATION", "CONNECTION STRING"},
+		func(h dps.LinkedHub) []string {
+			return []string{h.Name, fmt.Sprint(h.AllocationWeight), fmt.Sprint(h.ApplyAllocationPolicy), dash(h.Location), dash(h.ConnectionString)}
+		})
 }
 
 func hubShowCmd(e *env, cf *connFlags) *cobra.Command {

@@ -148,36 +148,9 @@ func policyCreateCmd(e *env, cf *connFlags) *cobra.Command {
 }
 
 func policyListCmd(e *env, cf *connFlags) *cobra.Command {
-	o := &policyOpts{}
-	c := &cobra.Command{Use: "list", Short: "List the shared access policies and their rights"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: "/policies"}, &raw); err != nil {
-			return err
-		}
-		if o.output == outputJSON {
-			return writeRaw(e.stdout, raw)
-		}
-		var list dps.AccessPolicyList
-		if err := json.Unmarshal(raw, &list); err != nil {
-			return fmt.Errorf("decoding the policy list: %w", err)
-		}
-		var rows [][]string
-		for _, p := range list.Value {
-			rows = append(rows, []string{p.KeyName, p.Rights})
-		}
-		return writeTable(e.stdout, []string{"NAME", "RIGHTS"}, rows)
-	}
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return listValueCmd(e, cf, "list", "List the shared access policies and their rights", "/policies", (&policyOpts{}).target(),
+		[]string{"NAME", "RIGHTS"},
+		func(p dps.AccessPolicy) []string { return []string{p.KeyName, p.Rights} })
 }
 
 func policyShowCmd(e *env, cf *connFlags) *cobra.Command {
