@@ -281,12 +281,12 @@ func (c *conn) do(ctx context.Context, method, path string, body []byte) (*answe
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, &transportError{err}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, err
+		return nil, &transportError{err}
 	}
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
 	if resp.StatusCode >= 300 {
@@ -336,9 +336,19 @@ func isNetErr(err error) bool {
 	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) || errors.As(err, &alert) || errors.As(err, &rh) {
 		return false
 	}
-	var oe *net.OpError
-	return errors.As(err, &oe) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+	// Any other failure to exchange the request (refused or reset
+	// connections, a server that closed an idle connection as it died) is
+	// worth retrying: registering again is safe.
+	var te *transportError
+	return errors.As(err, &te)
 }
+
+// transportError marks a failure of the HTTP exchange itself, as opposed to
+// a malformed request or an answer the service gave.
+type transportError struct{ err error }
+
+func (e *transportError) Error() string { return e.err.Error() }
+func (e *transportError) Unwrap() error { return e.err }
 
 func errAsText(e *Error, err error) string {
 	if e != nil {
