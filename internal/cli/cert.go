@@ -208,6 +208,27 @@ func certSamePath(a, b string) bool {
 
 // certWrite writes a new certificate, its key and, when chainFile is
 // set, the certificate followed by chain; it reports each file on w.
+// certIssue checks the output files, loads the issuing CA of ca, and writes
+// the certificate (and chain) that issue makes with it.
+func certIssue(e *env, f *certOutFlags, ca *certCAFlags, opts pki.Options, issue func(pki.Options, *x509.Certificate, crypto.Signer) (*x509.Certificate, crypto.Signer, error)) error {
+	outs := []certOutFile{{"cert-file", f.certFile}, {"key-file", f.keyFile}}
+	if f.chainFile != "" {
+		outs = append(outs, certOutFile{"chain-file", f.chainFile})
+	}
+	if err := certCheckOutputs(outs, []string{ca.certFile, ca.keyFile}, f.force); err != nil {
+		return err
+	}
+	chain, caKey, err := ca.load(true)
+	if err != nil {
+		return err
+	}
+	cert, key, err := issue(opts, chain[0], caKey)
+	if err != nil {
+		return err
+	}
+	return certWrite(e.stdout, f, cert, key, chain, ca.certFile)
+}
+
 func certWrite(w io.Writer, f *certOutFlags, cert *x509.Certificate, key crypto.Signer, chain []*x509.Certificate, chainFrom string) error {
 	if err := pki.WriteCertificatesFile(f.certFile, []*x509.Certificate{cert}, f.force); err != nil {
 		return err
@@ -295,22 +316,7 @@ chain reaches the root.`,
 			if err := certCheckCACommonName(f.commonName); err != nil {
 				return err
 			}
-			outs := []certOutFile{{"cert-file", f.certFile}, {"key-file", f.keyFile}}
-			if f.chainFile != "" {
-				outs = append(outs, certOutFile{"chain-file", f.chainFile})
-			}
-			if err := certCheckOutputs(outs, []string{ca.certFile, ca.keyFile}, f.force); err != nil {
-				return err
-			}
-			chain, caKey, err := ca.load(true)
-			if err != nil {
-				return err
-			}
-			cert, key, err := pki.NewIntermediateCA(opts, chain[0], caKey)
-			if err != nil {
-				return err
-			}
-			return certWrite(e.stdout, &f, cert, key, chain, ca.certFile)
+			return certIssue(e, &f, &ca, opts, pki.NewIntermediateCA)
 		},
 	}
 	f.add(c, "subject common name of the intermediate CA (required)", "intermediate.cert.pem", "intermediate.key.pem", 365)
@@ -356,22 +362,7 @@ and <CN>-full-chain.cert.pem.`,
 			if !fl.Changed("chain-file") {
 				f.chainFile = f.commonName + "-full-chain.cert.pem"
 			}
-			outs := []certOutFile{{"cert-file", f.certFile}, {"key-file", f.keyFile}}
-			if f.chainFile != "" {
-				outs = append(outs, certOutFile{"chain-file", f.chainFile})
-			}
-			if err := certCheckOutputs(outs, []string{ca.certFile, ca.keyFile}, f.force); err != nil {
-				return err
-			}
-			chain, caKey, err := ca.load(true)
-			if err != nil {
-				return err
-			}
-			cert, key, err := pki.NewLeaf(opts, chain[0], caKey)
-			if err != nil {
-				return err
-			}
-			return certWrite(e.stdout, &f, cert, key, chain, ca.certFile)
+			return certIssue(e, &f, &ca, opts, pki.NewLeaf)
 		},
 	}
 	f.add(c, "registration ID of the device, its certificate's subject CN (required)", "", "", 365)
