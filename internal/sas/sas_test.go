@@ -129,3 +129,24 @@ func FuzzParse(f *testing.F) {
 		_ = tok.MatchesService("h:1", "/p")
 	})
 }
+
+func FuzzParseConnectionString(f *testing.F) {
+	f.Add("HostName=hub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=aGVsbG8=")
+	f.Add("HostName=;;=;SharedAccessKey=****")
+	f.Fuzz(func(t *testing.T, s string) {
+		cs, err := ParseConnectionString(s)
+		if err != nil {
+			return
+		}
+		if cs.HostName == "" {
+			t.Fatalf("accepted %q without a HostName", s)
+		}
+		if cs.SharedAccessKey != "" && !strings.HasSuffix(cs.Masked(), ";SharedAccessKey=****") {
+			t.Fatalf("Masked() %q does not hide the key", cs.Masked())
+		}
+		back, err := ParseConnectionString(cs.String())
+		if err != nil || *back != *cs {
+			t.Fatalf("String() %q does not parse back to %+v: %+v, %v", cs.String(), cs, back, err)
+		}
+	})
+}
