@@ -10,16 +10,13 @@ package mqtt_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
+	"database/sql"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,39 +25,37 @@ import (
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dps"
-	"github.com/dpsd/dpsd/internal/enrollment"
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
-	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
-	"github.com/dpsd/dpsd/internal/sas"
-	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
 const (
-	hub1 = "hub-1.azure-devices.net"
+	hub1 = provtest.Hub1
 	// short is how long a test waits to be sure nothing arrives.
 	short = 300 * time.Millisecond
 )
 
+// harness is the instance (its store, its ID scope, and the fixtures its
+// methods enroll) behind the MQTT transport.
 type harness struct {
-	t        testing.TB
-	Store    store.Store
+	provtest.Instance
 	Pipeline *provisioning.Pipeline // nil with a fake provisioner
 	Fake     *fake
 	Server   *mqtt.Server
 	Metrics  *mqtt.Metrics
 	PMetrics *metrics.Metrics
-	Scope    string
 	Addr     string // MQTT over TLS, 127.0.0.1:port
 	WSURL    string // wss://127.0.0.1:port/$iothub/websocket
 	HTTPS    string // https://127.0.0.1:port, the device API
 	roots    *x509.CertPool
 	logs     *syncBuffer
+	db       *sql.DB // read-only, for snapshots
 }
 
 type options struct {
@@ -96,7 +91,8 @@ func (b *syncBuffer) String() string {
 func newHarness(t testing.TB, o options) *harness {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "dpsd.db"), sqlstore.Options{})
+	dbPath := filepath.Join(t.TempDir(), "dpsd.db")
+	st, err := sqlstore.Open(ctx, dbPath, sqlstore.Options{})
 	if err != nil {
 		t.Fatalf("sqlstore.Open: %v", err)
 	}
@@ -113,7 +109,7 @@ func newHarness(t testing.TB, o options) *harness {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pm := metrics.New()
-	h := &harness{t: t, Store: st, Scope: inst.IDScope, roots: x509.NewCertPool(), logs: logs, PMetrics: pm}
+	h := &harness{Instance: provtest.Instance{T: t, Store: st, Scope: inst.IDScope}, roots: x509.NewCertPool(), logs: logs, PMetrics: pm}
 	h.roots.AppendCertsFromPEM(inst.ServerCACertPEM)
 	var prov mqtt.Provisioner
 	if o.fake {
@@ -172,6 +168,7 @@ func newHarness(t testing.TB, o options) *harness {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
+	h.db = provtest.OpenSnapshots(t, dbPath)
 	return h
 }
 
@@ -193,15 +190,15 @@ func (h *harness) dial(t testing.TB, cert *tls.Certificate) *mqtttest.Conn {
 
 // device connects and subscribes a device: over TLS, or over WebSocket
 // when ws.
-func (h *harness) device(t testing.TB, ws bool, id string, c cred) *mqtttest.Conn {
+func (h *harness) device(t testing.TB, ws bool, id string, c provtest.Cred) *mqtttest.Conn {
 	t.Helper()
 	var conn *mqtttest.Conn
 	if ws {
-		conn = mqtttest.DialWebSocket(t, h.WSURL, h.tlsConfig(c.cert), "mqtt")
+		conn = mqtttest.DialWebSocket(t, h.WSURL, h.tlsConfig(c.Cert), "mqtt")
 	} else {
-		conn = h.dial(t, c.cert)
+		conn = h.dial(t, c.Cert)
 	}
-	conn.MustConnect(h.Scope, id, c.sas)
+	conn.MustConnect(h.Scope, id, c.SAS)
 	if codes := conn.Subscribe(1, mqtt.ResponseFilter); !bytes.Equal(codes, []byte{1}) {
 		t.Fatalf("SUBACK %v, want [1]", codes)
 	}
@@ -279,153 +276,4 @@ func (f *fake) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.requests)
-}
-
-// ---- fixtures (as the service API stores them) ----
-
-func (h *harness) linkHub(name string) {
-	h.t.Helper()
-	_, err := h.Store.PutLinkedHub(context.Background(), &store.LinkedHub{
-		Name: name, ConnectionString: "HostName=" + name + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + enrollment.GenerateKey(),
-		AllocationWeight: 1, ApplyAllocationPolicy: true,
-	}, "")
-	if err != nil {
-		h.t.Fatalf("linking hub %s: %v", name, err)
-	}
-}
-
-func (h *harness) putIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
-	h.t.Helper()
-	if err := enrollment.PrepareIndividual(e, nil); err != nil {
-		h.t.Fatalf("PrepareIndividual(%s): %v", e.RegistrationID, err)
-	}
-	stored, err := h.Store.PutEnrollment(context.Background(), e, "*")
-	if err != nil {
-		h.t.Fatalf("PutEnrollment(%s): %v", e.RegistrationID, err)
-	}
-	return stored
-}
-
-func (h *harness) putGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
-	h.t.Helper()
-	ctx := context.Background()
-	if err := enrollment.PrepareGroup(ctx, g, nil, h.Store); err != nil {
-		h.t.Fatalf("PrepareGroup(%s): %v", g.EnrollmentGroupID, err)
-	}
-	stored, err := h.Store.PutGroup(ctx, g, "*")
-	if err != nil {
-		h.t.Fatalf("PutGroup(%s): %v", g.EnrollmentGroupID, err)
-	}
-	return stored
-}
-
-func (h *harness) uploadCA(name string, c *x509.Certificate, verified bool) {
-	h.t.Helper()
-	_, err := h.Store.PutCACertificate(context.Background(), &store.CACertificate{
-		Name: name, CertificateDER: c.Raw, SHA256Thumbprint: pki.SHA256Thumbprint(c), Subject: c.RawSubject, IsVerified: verified,
-	}, "*")
-	if err != nil {
-		h.t.Fatalf("PutCACertificate(%s): %v", name, err)
-	}
-}
-
-func x509Individual(regID string, primary *x509.Certificate) *dps.IndividualEnrollment {
-	return &dps.IndividualEnrollment{
-		RegistrationID: regID,
-		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
-			ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(primary))}}}},
-	}
-}
-
-func caGroup(id, caName string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{
-		EnrollmentGroupID: id,
-		Attestation:       &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: caName}}},
-	}
-}
-
-func symIndividual(regID string) *dps.IndividualEnrollment {
-	return &dps.IndividualEnrollment{RegistrationID: regID, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
-}
-
-func symGroup(id string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
-}
-
-func primaryKey(t testing.TB, a *dps.AttestationMechanism) []byte {
-	t.Helper()
-	k, err := sas.DecodeKey(a.SymmetricKey.PrimaryKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-type ca struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newRoot(t testing.TB, o pki.Options) ca {
-	t.Helper()
-	c, k, err := pki.NewRootCA(o)
-	if err != nil {
-		t.Fatalf("NewRootCA(%s): %v", o.CommonName, err)
-	}
-	return ca{c, k}
-}
-
-func (c ca) intermediate(t testing.TB, o pki.Options) ca {
-	t.Helper()
-	ic, k, err := pki.NewIntermediateCA(o, c.cert, c.key)
-	if err != nil {
-		t.Fatalf("NewIntermediateCA(%s): %v", o.CommonName, err)
-	}
-	return ca{ic, k}
-}
-
-func (c ca) leaf(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
-	t.Helper()
-	l, k, err := pki.NewLeaf(o, c.cert, c.key)
-	if err != nil {
-		t.Fatalf("NewLeaf(%s): %v", o.CommonName, err)
-	}
-	return l, k
-}
-
-func selfSigned(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
-	t.Helper()
-	c, k, err := pki.NewSelfSigned(o)
-	if err != nil {
-		t.Fatalf("NewSelfSigned(%s): %v", o.CommonName, err)
-	}
-	return c, k
-}
-
-func tlsCert(key crypto.Signer, chain ...*x509.Certificate) *tls.Certificate {
-	c := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, x := range chain {
-		c.Certificate = append(c.Certificate, x.Raw)
-	}
-	return c
-}
-
-// cred is what a device authenticates with.
-type cred struct {
-	cert *tls.Certificate
-	sas  string
-}
-
-// srLower is the C SDK's sr encoding; srRaw the Node SDK's.
-func srLower(scope, id string) string { return scope + "%2fregistrations%2f" + url.PathEscape(id) }
-func srRaw(scope, id string) string   { return scope + "/registrations/" + id }
-
-func token(sr string, key []byte, expiry time.Time) string {
-	se := strconv.FormatInt(expiry.Unix(), 10)
-	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(sas.Sign(key, sr, se)))
-	return "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=registration"
-}
-
-func (h *harness) deviceToken(id string, key []byte) string {
-	return token(srRaw(h.Scope, id), key, time.Now().Add(time.Hour))
 }

@@ -7,20 +7,21 @@ package mqtt_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
 )
@@ -31,22 +32,24 @@ var modes = []struct {
 }{{"fast", false}, {"strict", true}}
 
 // devices enrolls one device of each attestation kind and returns them.
-func devices(t *testing.T, h *harness) map[string]cred {
-	h.linkHub(hub1)
-	ss, ssKey := selfSigned(t, pki.Options{CommonName: "x509-self"})
-	h.putIndividual(x509Individual("x509-self", ss))
-	root := newRoot(t, pki.Options{CommonName: "Root"})
-	h.uploadCA("root", root.cert, true)
-	h.putGroup(caGroup("grp-x509", "root"))
-	inter := root.intermediate(t, pki.Options{CommonName: "Intermediate"})
-	leaf, leafKey := inter.leaf(t, pki.Options{CommonName: "x509-chain"})
-	sym := primaryKey(t, h.putIndividual(symIndividual("sym-individual")).Attestation)
-	grp := primaryKey(t, h.putGroup(symGroup("grp-sym")).Attestation)
-	return map[string]cred{
-		"x509-self":      {cert: tlsCert(ssKey, ss)},
-		"x509-chain":     {cert: tlsCert(leafKey, leaf, inter.cert, root.cert)},
-		"sym-individual": {sas: h.deviceToken("sym-individual", sym)},
-		"sym-group-dev":  {sas: token(srLower(h.Scope, "sym-group-dev"), sas.DeriveDeviceKey(grp, "sym-group-dev"), time.Now().Add(time.Hour))},
+func devices(t *testing.T, h *harness) map[string]provtest.Cred {
+	h.LinkHub(hub1, 1, true)
+	ss, ssKey := provtest.SelfSigned(t, pki.Options{CommonName: "x509-self"})
+	h.PutIndividual(provtest.X509Individual("x509-self", ss, nil))
+	root := provtest.NewRoot(t, pki.Options{CommonName: "Root"})
+	h.UploadCA("root", root.Cert, true)
+	h.PutGroup(provtest.CAGroup("grp-x509", "root"))
+	inter := root.Intermediate(t, pki.Options{CommonName: "Intermediate"})
+	leaf, leafKey := inter.Leaf(t, pki.Options{CommonName: "x509-chain"})
+	sym, _ := provtest.Keys(t, h.PutIndividual(provtest.SymIndividual("sym-individual")).Attestation)
+	grp, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-sym")).Attestation)
+	hour := time.Now().Add(time.Hour)
+	return map[string]provtest.Cred{
+		"x509-self":  {Cert: provtest.TLSCert(ssKey, ss)},
+		"x509-chain": {Cert: provtest.TLSCert(leafKey, leaf, inter.Cert, root.Cert)},
+		// The Node SDK's resource encoding (unencoded), and the C SDK's.
+		"sym-individual": {SAS: provtest.Token(provtest.SRRaw(h.Scope, "sym-individual"), sym, hour, "registration")},
+		"sym-group-dev":  {SAS: provtest.Token(provtest.SRLower(h.Scope, "sym-group-dev"), sas.DeriveDeviceKey(grp, "sym-group-dev"), hour, "registration")},
 	}
 }
 
@@ -111,7 +114,7 @@ func TestAcrossTransports(t *testing.T) {
 	}
 	// HTTPS register, MQTT poll.
 	req, _ := http.NewRequest(http.MethodPut, h.HTTPS+"/"+h.Scope+"/registrations/sym-individual/register?api-version=2019-03-31", strings.NewReader(`{"registrationId":"sym-individual"}`))
-	req.Header.Set("Authorization", c.sas)
+	req.Header.Set("Authorization", c.SAS)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := h.httpClient(nil).Do(req)
 	if err != nil {
@@ -135,18 +138,18 @@ func TestAcrossTransports(t *testing.T) {
 
 // devices2 enrolls and connects a second symmetric-key device.
 func devices2(t *testing.T, h *harness) *mqtttest.Conn {
-	k := primaryKey(t, h.putIndividual(symIndividual("sym-other")).Attestation)
-	return h.device(t, false, "sym-other", cred{sas: h.deviceToken("sym-other", k)})
+	k, _ := provtest.Keys(t, h.PutIndividual(provtest.SymIndividual("sym-other")).Attestation)
+	return h.device(t, false, "sym-other", provtest.Cred{SAS: h.DeviceToken("sym-other", k)})
 }
 
-func (h *harness) httpClient(c *cred) *http.Client {
+func (h *harness) httpClient(c *provtest.Cred) *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: h.tlsConfig(nil)}}
 }
 
-func (h *harness) httpsPoll(t *testing.T, c cred, id, opID string) (int, string) {
+func (h *harness) httpsPoll(t *testing.T, c provtest.Cred, id, opID string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, h.HTTPS+"/"+h.Scope+"/registrations/"+id+"/operations/"+opID+"?api-version=2019-03-31", nil)
-	req.Header.Set("Authorization", c.sas)
+	req.Header.Set("Authorization", c.SAS)
 	resp, err := h.httpClient(nil).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -156,124 +159,47 @@ func (h *harness) httpsPoll(t *testing.T, c cred, id, opID string) (int, string)
 	return resp.StatusCode, string(b)
 }
 
-// refusal is one row of the refusal table (the HTTPS table of
-// internal/provisioning, as far as it concerns the credentials an MQTT
-// device presents).
-type refusal struct {
-	id       string
-	scope    string
-	cred     cred
-	reason   string
-	disabled bool
-}
-
-func refusals(t *testing.T, h *harness) map[string]refusal {
-	now := time.Now()
-	h.linkHub(hub1)
-	rootA := newRoot(t, pki.Options{CommonName: "Root A"})
-	h.uploadCA("root-a", rootA.cert, true)
-	h.putGroup(caGroup("grp-a", "root-a"))
-	interA := rootA.intermediate(t, pki.Options{CommonName: "Intermediate A"})
-	rootB := newRoot(t, pki.Options{CommonName: "Root B"})
-	h.uploadCA("root-b", rootB.cert, false)
-	h.putGroup(caGroup("grp-ca-b", "root-b"))
-	rootRSA := newRoot(t, pki.Options{CommonName: "Root RSA", KeyType: pki.KeyRSA2048})
-	h.uploadCA("root-rsa", rootRSA.cert, true)
-	h.putGroup(caGroup("grp-rsa", "root-rsa"))
-	rootE := newRoot(t, pki.Options{CommonName: "Root E"})
-	h.uploadCA("root-e", rootE.cert, true)
-	disabledGroup := caGroup("grp-disabled", "root-e")
-	disabledGroup.ProvisioningStatus = dps.ProvisioningDisabled
-	h.putGroup(disabledGroup)
-
-	leafOf := func(c ca, cn string, o pki.Options, chain ...*x509.Certificate) cred {
-		o.CommonName = cn
-		l, k := c.leaf(t, o)
-		return cred{cert: tlsCert(k, append([]*x509.Certificate{l}, chain...)...)}
-	}
-	ssUnknown, ssUnknownKey := selfSigned(t, pki.Options{CommonName: "dev-unknown"})
-	sha1Self, sha1SelfKey := selfSigned(t, pki.Options{CommonName: "dev-sha1-self", KeyType: pki.KeyRSA2048, SignatureAlgorithm: x509.SHA1WithRSA})
-	h.putIndividual(x509Individual("dev-sha1-self", sha1Self))
-	symPK := primaryKey(t, h.putIndividual(symIndividual("sym-dev")).Attestation)
-	symDisabled := symIndividual("sym-disabled")
-	symDisabled.ProvisioningStatus = dps.ProvisioningDisabled
-	symDisabledPK := primaryKey(t, h.putIndividual(symDisabled).Attestation)
-	grpPK := primaryKey(t, h.putGroup(symGroup("grp-sym")).Attestation)
-	otherKey := make([]byte, 32)
-	rand.Read(otherKey)
-	hour := now.Add(time.Hour)
-	s := h.Scope
-	return map[string]refusal{
-		"fail/expired-leaf": {id: "dev-expired", cred: leafOf(interA, "dev-expired", pki.Options{NotBefore: now.Add(-72 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}, interA.cert),
-			reason: "certificate CN=dev-expired expired at"},
-		"fail/cn-differs-from-registration-id": {id: "dev-cn-b", cred: leafOf(interA, "dev-cn-a", pki.Options{}, interA.cert),
-			reason: `certificate CN "dev-cn-a" does not match registration ID "dev-cn-b"`},
-		"fail/unknown-self-signed": {id: "dev-unknown", cred: cred{cert: tlsCert(ssUnknownKey, ssUnknown)},
-			reason: "self-signed certificate (SHA-256 thumbprint " + pki.SHA256Thumbprint(ssUnknown) + ") is not enrolled"},
-		"fail/chain-missing-intermediate": {id: "dev-no-inter", cred: leafOf(interA, "dev-no-inter", pki.Options{}),
-			reason: "the device sent only its own certificate (issued by CN=Intermediate A)"},
-		"fail/chain-to-unverified-ca": {id: "dev-unverified", cred: leafOf(rootB, "dev-unverified", pki.Options{}, rootB.cert),
-			reason: `reaches CA certificate "root-b" (CN=Root B), which is not verified`},
-		"fail/sha1-leaf": {id: "dev-sha1", cred: leafOf(rootRSA, "dev-sha1", pki.Options{SignatureAlgorithm: x509.SHA1WithRSA}, rootRSA.cert),
-			reason: "is signed with SHA1-RSA; dpsd does not accept SHA-1"},
-		"fail/sha1-self-signed-individual": {id: "dev-sha1-self", cred: cred{cert: tlsCert(sha1SelfKey, sha1Self)},
-			reason: "dpsd does not accept SHA-1"},
-		"disabled/group": {id: "dev-grp-disabled", cred: leafOf(rootE, "dev-grp-disabled", pki.Options{}, rootE.cert),
-			disabled: true, reason: `enrollment group "grp-disabled" is disabled`},
-		"disabled/symmetric-key-individual": {id: "sym-disabled", cred: cred{sas: h.deviceToken("sym-disabled", symDisabledPK)},
-			disabled: true, reason: `enrollment "sym-disabled" is disabled`},
-		"fail/no-certificate-and-no-sas": {id: "dev-anonymous", reason: "no credentials: present the device certificate"},
-		"fail/sas-expired": {id: "sym-dev", cred: cred{sas: token(srLower(s, "sym-dev"), symPK, now.Add(-time.Minute))},
-			reason: "the SAS token expired at"},
-		"fail/sas-wrong-key": {id: "sym-dev", cred: cred{sas: token(srLower(s, "sym-dev"), otherKey, hour)},
-			reason: `the SAS token signature matches neither the primary nor the secondary key of individual enrollment "sym-dev"`},
-		"fail/sas-sr-another-registration-id": {id: "sym-dev", cred: cred{sas: token(srLower(s, "sym-dev-2"), symPK, hour)},
-			reason: `the SAS token is for resource "` + s + `/registrations/sym-dev-2", not "` + s + `/registrations/sym-dev"`},
-		"fail/sas-group-key-used-directly": {id: "grp-dev-1", cred: cred{sas: token(srLower(s, "grp-dev-1"), grpPK, hour)},
-			reason: `is signed with a key of enrollment group "grp-sym" itself; a group key cannot authenticate a device`},
-		"fail/sas-malformed": {id: "sym-dev", cred: cred{sas: "Bearer eyJhbGciOiJIUzI1NiJ9"},
-			reason: `malformed SAS token: token does not start with "SharedAccessSignature "`},
-		"fail/unknown-id-scope": {id: "sym-dev", scope: "0ne99999999", cred: cred{sas: token(srLower("0ne99999999", "sym-dev"), symPK, hour)},
-			reason: `ID scope "0ne99999999" is not served here`},
-	}
-}
-
-// TestRefusals: each refusal is answered on res/401 with the DPS error JSON
-// and the reason, on register and on a poll; a disabled enrollment ends in
-// status "disabled"; nothing is written; a device connected all along keeps
-// registering.
+// TestRefusals runs every case of provtest.Refusals — the table the HTTPS
+// suite runs too — over MQTT/TLS and MQTT over WebSocket, in both modes:
+// each refusal is answered on res/401 with the DPS error JSON and the
+// reason, on register and on a poll, and writes nothing; a disabled
+// enrollment ends in status "disabled" and writes one operation and no
+// registration record; a device connected all along keeps registering.
 func TestRefusals(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, options{strict: mode.strict})
-			table := refusals(t, h)
-			good := primaryKey(t, h.putIndividual(symIndividual("bystander")).Attestation)
-			bystander := h.device(t, false, "bystander", cred{sas: h.deviceToken("bystander", good)})
+			table := provtest.Refusals(h.Instance)
+			good, _ := provtest.Keys(t, h.PutIndividual(provtest.SymIndividual("bystander")).Attestation)
+			bystander := h.device(t, false, "bystander", provtest.Cred{SAS: h.DeviceToken("bystander", good)})
+			refused := map[string]int{}
 			for name, tc := range table {
 				for _, ws := range []bool{false, true} {
-					t.Run(name+"/"+transportName(ws), func(t *testing.T) {
-						scope := tc.scope
-						if scope == "" {
-							scope = h.Scope
-						}
+					tr := transportName(ws)
+					t.Run(name+"/"+tr, func(t *testing.T) {
+						tc.Skip(t, tr)
+						before := provtest.TakeSnapshot(t, h.db)
 						var d *mqtttest.Conn
 						if ws {
-							d = mqtttest.DialWebSocket(t, h.WSURL, h.tlsConfig(tc.cred.cert), "mqtt")
+							d = mqtttest.DialWebSocket(t, h.WSURL, h.tlsConfig(tc.Cred.Cert), "mqtt")
 						} else {
-							d = h.dial(t, tc.cred.cert)
+							d = h.dial(t, tc.Cred.Cert)
 						}
-						d.MustConnect(scope, tc.id, tc.cred.sas)
+						d.MustConnect(tc.IDScope(h.Scope), tc.RegistrationID, tc.Cred.SAS)
 						d.Subscribe(1, "$dps/registrations/res/#")
 						a := d.Register("r1", nil)
-						if tc.disabled {
-							checkDisabled(t, d, a, tc, mode.strict)
+						if tc.Want.Terminal != "" {
+							checkTerminal(t, d, a, tc, mode.strict)
+							provtest.OneOperation(t, before, provtest.TakeSnapshot(t, h.db))
 						} else {
-							checkRefused(t, a, tc.reason)
-							checkRefused(t, d.Poll("r2", "5.0123456789abcdef.00000000-0000-4000-8000-000000000000"), tc.reason)
+							h.checkRefused(t, a, tc.Want)
+							h.checkRefused(t, d.Poll("r2", "5.0123456789abcdef.00000000-0000-4000-8000-000000000000"), tc.Want)
+							provtest.Unchanged(t, before, provtest.TakeSnapshot(t, h.db))
+							refused[tr] += 2
 						}
-						if _, err := h.Store.Registration(context.Background(), tc.id); !errors.Is(err, store.ErrNotFound) {
-							t.Errorf("a registration record was written for %s: %v", tc.id, err)
+						if _, err := h.Store.Registration(context.Background(), tc.RegistrationID); !errors.Is(err, store.ErrNotFound) {
+							t.Errorf("a registration record was written for %s: %v", tc.RegistrationID, err)
 						}
 						if a := bystander.Register("b", nil); a.String("status") != map[bool]string{false: "assigned", true: "assigning"}[mode.strict] {
 							t.Errorf("the device connected all along: %s %s", a.Topic, a.Raw)
@@ -281,36 +207,52 @@ func TestRefusals(t *testing.T) {
 					})
 				}
 			}
+			// Every refusal went through the pipeline, counted by transport.
+			for _, tr := range []string{mqtt.TransportTLS, mqtt.TransportWebSocket} {
+				if got := value(h.PMetrics.Refusals.WithLabelValues(tr, strconv.Itoa(dpserr.CodeUnauthorized))); got != float64(refused[tr]) {
+					t.Errorf("dpsd_refusals_total{%s,401002} = %v, want %d", tr, got, refused[tr])
+				}
+			}
 		})
 	}
 }
 
-func checkRefused(t *testing.T, a *mqtttest.Answer, reason string) {
+// checkRefused checks a refusal on the response topic: the status and the
+// DPS error JSON of want, no retry-after, and a trackingId that is in the
+// server's log line.
+func (h *harness) checkRefused(t *testing.T, a *mqtttest.Answer, want provtest.Outcome) {
 	t.Helper()
-	if a.Status != 401 || !strings.HasPrefix(a.Topic, "$dps/registrations/res/401/?$rid=") || a.RetryAfter != 0 {
-		t.Errorf("topic %q, want res/401", a.Topic)
+	if a.Status != want.Status || !strings.HasPrefix(a.Topic, "$dps/registrations/res/"+strconv.Itoa(want.Status)+"/?$rid=") || a.RetryAfter != 0 {
+		t.Errorf("topic %q, want res/%d without retry-after", a.Topic, want.Status)
 	}
-	if a.Number("errorCode") != dpserr.CodeUnauthorized || !strings.Contains(a.String("message"), reason) || a.String("trackingId") == "" {
-		t.Errorf("body %s, want errorCode 401002 and %q", a.Raw, reason)
+	e := provtest.CheckError(t, a.Raw, a.Status, want.ErrorCode, want.Reason)
+	if !h.logContains("trackingId=" + e.TrackingID) {
+		t.Errorf("trackingId %s is in no server log line", e.TrackingID)
 	}
 }
 
-func checkDisabled(t *testing.T, d *mqtttest.Conn, a *mqtttest.Answer, tc refusal, strict bool) {
+// checkTerminal checks the answers to a device whose enrollment is
+// disabled: register 202 (with the terminal status, or "assigning" in strict
+// mode), then a poll 200 with the terminal status.
+func checkTerminal(t *testing.T, d *mqtttest.Conn, a *mqtttest.Answer, tc provtest.Refusal, strict bool) {
 	t.Helper()
-	if a.Status != 202 {
-		t.Fatalf("register: %s %s", a.Topic, a.Raw)
+	if a.Status != tc.Want.Status {
+		t.Fatalf("register: %s %s, want %d", a.Topic, a.Raw, tc.Want.Status)
 	}
+	var first dps.RegistrationOperationStatus
+	provtest.StrictDecode(t, a.Raw, &first)
 	if strict {
-		if a.String("status") != "assigning" {
-			t.Fatalf("strict register: %s", a.Raw)
+		if first.Status != dps.StatusAssigning || first.RegistrationState != nil {
+			t.Errorf("strict register: status %q, registrationState %v; want assigning and none", first.Status, first.RegistrationState)
 		}
-		a = d.Poll("r2", a.String("operationId"))
-		if a.Status != 200 {
-			t.Errorf("poll: %s", a.Topic)
-		}
+	} else {
+		tc.CheckTerminal(t, &first)
 	}
-	if a.String("status") != "disabled" || a.String("registrationState", "status") != "disabled" ||
-		!strings.Contains(a.String("registrationState", "errorMessage"), tc.reason) {
-		t.Errorf("answer %s %s, want status disabled with %q", a.Topic, a.Raw, tc.reason)
+	p := d.Poll("r2", first.OperationID)
+	if p.Status != 200 || p.RetryAfter != 0 {
+		t.Fatalf("poll: %s %s, want res/200", p.Topic, p.Raw)
 	}
+	var op dps.RegistrationOperationStatus
+	provtest.StrictDecode(t, p.Raw, &op)
+	tc.CheckTerminal(t, &op)
 }

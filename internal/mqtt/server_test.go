@@ -24,6 +24,7 @@ import (
 	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 )
 
 func listen(t testing.TB) net.Listener {
@@ -49,7 +50,7 @@ func TestExchange(t *testing.T) {
 			h.Fake.set(func(req provisioning.Request) (*provisioning.Answer, error) {
 				return &provisioning.Answer{Status: 202, RetryAfter: 3, Body: &dps.RegistrationOperationStatus{OperationID: "4.d0a671905ea5b2c8.e7173b7b", Status: dps.StatusAssigning}}, nil
 			}, nil)
-			c := h.device(t, ws, "dev-01", cred{sas: sasPassword})
+			c := h.device(t, ws, "dev-01", provtest.Cred{SAS: sasPassword})
 			for _, rid := range []string{"1", "42", "6f1e1c3a-4b6f-4c1b-9d1e-0c6f5a0f3b2a", "a%20b"} {
 				a := c.Register(rid, []byte(`{"registrationId":"dev-01"}`))
 				if want := "$dps/registrations/res/202/?$rid=" + rid + "&retry-after=3"; a.Topic != want {
@@ -96,7 +97,7 @@ func TestExchange(t *testing.T) {
 // TestPayloadVariants: every SDK's register and poll payloads (§3.4).
 func TestPayloadVariants(t *testing.T) {
 	h := newHarness(t, options{fake: true})
-	c := h.device(t, false, "dev", cred{sas: sasPassword})
+	c := h.device(t, false, "dev", provtest.Cred{SAS: sasPassword})
 	tests := map[string]struct {
 		payload     []byte
 		wantBody    bool
@@ -165,7 +166,7 @@ func TestPayloadVariants(t *testing.T) {
 // retry-after for 429 and 503.
 func TestErrorAnswers(t *testing.T) {
 	h := newHarness(t, options{fake: true})
-	c := h.device(t, false, "dev", cred{})
+	c := h.device(t, false, "dev", provtest.Cred{})
 	tests := map[string]struct {
 		err        error
 		status     int
@@ -321,8 +322,8 @@ func TestSubscribe(t *testing.T) {
 // device connected at the same time keeps registering.
 func TestRefusedPackets(t *testing.T) {
 	h := newHarness(t, options{fake: true, maxPacket: 200 << 10})
-	other := h.device(t, false, "bystander", cred{sas: sasPassword})
-	otherWS := h.device(t, true, "bystander-ws", cred{sas: sasPassword})
+	other := h.device(t, false, "bystander", provtest.Cred{SAS: sasPassword})
+	otherWS := h.device(t, true, "bystander-ws", provtest.Cred{SAS: sasPassword})
 	big := make([]byte, dps.MaxMessageBytes+1)
 	tests := map[string]struct {
 		send   []byte
@@ -349,7 +350,7 @@ func TestRefusedPackets(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for _, ws := range []bool{false, true} {
 				before := value(h.Metrics.Refusals.WithLabelValues(transportName(ws), tt.reason))
-				c := h.device(t, ws, "dev", cred{sas: sasPassword})
+				c := h.device(t, ws, "dev", provtest.Cred{SAS: sasPassword})
 				n := h.Fake.count()
 				if err := c.TrySend(tt.send); err != nil {
 					t.Fatal(err)
@@ -490,8 +491,8 @@ func TestWebSocket(t *testing.T) {
 	}
 
 	// X.509 over WebSocket: the HTTPS connection's client chain.
-	leaf, key := selfSigned(t, pki.Options{CommonName: "ws-x509"})
-	c := h.device(t, true, "ws-x509", cred{cert: tlsCert(key, leaf)})
+	leaf, key := provtest.SelfSigned(t, pki.Options{CommonName: "ws-x509"})
+	c := h.device(t, true, "ws-x509", provtest.Cred{Cert: provtest.TLSCert(key, leaf)})
 	c.Register("1", nil)
 	certs := h.Fake.last(t).Req.Credentials.Certificates
 	if len(certs) != 1 || !certs[0].Equal(leaf) || h.Fake.last(t).Req.Credentials.SAS != "" {
@@ -538,13 +539,13 @@ func TestWebSocket(t *testing.T) {
 // there is no password.
 func TestX509OverTLS(t *testing.T) {
 	h := newHarness(t, options{fake: true})
-	root := newRoot(t, pki.Options{CommonName: "Root"})
-	inter := root.intermediate(t, pki.Options{CommonName: "Inter"})
-	leaf, key := inter.leaf(t, pki.Options{CommonName: "chained"})
-	c := h.device(t, false, "chained", cred{cert: tlsCert(key, leaf, inter.cert)})
+	root := provtest.NewRoot(t, pki.Options{CommonName: "Root"})
+	inter := root.Intermediate(t, pki.Options{CommonName: "Inter"})
+	leaf, key := inter.Leaf(t, pki.Options{CommonName: "chained"})
+	c := h.device(t, false, "chained", provtest.Cred{Cert: provtest.TLSCert(key, leaf, inter.Cert)})
 	c.Register("1", nil)
 	cr := h.Fake.last(t).Req.Credentials
-	if len(cr.Certificates) != 2 || !cr.Certificates[0].Equal(leaf) || !cr.Certificates[1].Equal(inter.cert) || cr.SAS != "" {
+	if len(cr.Certificates) != 2 || !cr.Certificates[0].Equal(leaf) || !cr.Certificates[1].Equal(inter.Cert) || cr.SAS != "" {
 		t.Errorf("credentials: %d certificates, SAS %q", len(cr.Certificates), cr.SAS)
 	}
 }
@@ -562,9 +563,9 @@ func TestALPN(t *testing.T) {
 // answered first, new connections are refused.
 func TestShutdown(t *testing.T) {
 	h := newHarness(t, options{fake: true})
-	idle := h.device(t, false, "idle", cred{})
-	idleWS := h.device(t, true, "idle-ws", cred{})
-	busy := h.device(t, false, "busy", cred{})
+	idle := h.device(t, false, "idle", provtest.Cred{})
+	idleWS := h.device(t, true, "idle-ws", provtest.Cred{})
+	busy := h.device(t, false, "busy", provtest.Cred{})
 	release := make(chan struct{})
 	started := make(chan struct{})
 	h.Fake.set(func(req provisioning.Request) (*provisioning.Answer, error) {
@@ -615,7 +616,7 @@ func TestGarbageAfterConnect(t *testing.T) {
 		c.Close()
 		_ = i
 	}
-	c := h.device(t, false, "after", cred{})
+	c := h.device(t, false, "after", provtest.Cred{})
 	if a := c.Register("1", nil); a.Status != 202 {
 		t.Errorf("after garbage: %s", a.Topic)
 	}

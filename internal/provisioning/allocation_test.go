@@ -14,6 +14,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/provisioning"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 )
 
@@ -28,9 +29,9 @@ func TestHashedDistribution(t *testing.T) {
 	const n = 2000
 	const tolerance = 0.035
 	h := newHarness(t, options{})
-	h.linkHub(hub1, 1, true)
-	h.linkHub(hub2, 3, true)
-	gpk, _ := keys(t, h.putGroup(symGroup("grp-fleet")).Attestation)
+	h.LinkHub(hub1, 1, true)
+	h.LinkHub(hub2, 3, true)
+	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-fleet")).Attestation)
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("fleet-%04d", i)
@@ -39,7 +40,7 @@ func TestHashedDistribution(t *testing.T) {
 		ans, err := h.pipelineRegister(t, provisioning.Request{
 			Transport: "https", IDScope: h.Scope, RegistrationID: id,
 			Body:        &dps.DeviceRegistration{RegistrationID: id},
-			Credentials: attest.Credentials{SAS: h.deviceToken(id, sas.DeriveDeviceKey(gpk, id))},
+			Credentials: attest.Credentials{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))},
 		})
 		if err != nil {
 			return nil, err
@@ -105,11 +106,11 @@ func TestHashedDistribution(t *testing.T) {
 
 	t.Run("same-choice-on-another-instance", func(t *testing.T) {
 		h2 := newHarness(t, options{})
-		h2.linkHub(hub2, 3, true) // linked in the other order
-		h2.linkHub(hub1, 1, true)
-		g := symGroup("grp-fleet")
+		h2.LinkHub(hub2, 3, true) // linked in the other order
+		h2.LinkHub(hub1, 1, true)
+		g := provtest.SymGroup("grp-fleet")
 		g.Attestation.SymmetricKey = &dps.SymmetricKeyAttestation{PrimaryKey: encodeB64(gpk)}
-		h2.putGroup(g)
+		h2.PutGroup(g)
 		for i := 0; i < n; i += 10 {
 			op, err := register(h2, ids[i])
 			if err != nil {
@@ -190,13 +191,13 @@ func TestAllocationPolicies(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
 					h := newHarness(t, options{strict: mode.strict})
-					h.linkHub(hub1, 1, true)
-					h.linkHub(hub2, 1, true)
-					h.linkHub(hub3, 1, false)
-					e := symIndividual("alloc-dev")
+					h.LinkHub(hub1, 1, true)
+					h.LinkHub(hub2, 1, true)
+					h.LinkHub(hub3, 1, false)
+					e := provtest.SymIndividual("alloc-dev")
 					tc.enroll(e)
-					pk, _ := keys(t, h.putIndividual(e).Attestation)
-					runAllocation(t, h, cred{sas: h.deviceToken("alloc-dev", pk)}, "alloc-dev", tc)
+					pk, _ := provtest.Keys(t, h.PutIndividual(e).Attestation)
+					runAllocation(t, h, provtest.Cred{SAS: h.DeviceToken("alloc-dev", pk)}, "alloc-dev", tc)
 				})
 			}
 		})
@@ -213,16 +214,16 @@ func TestAllocationFailures(t *testing.T) {
 	}{
 		"fail/no-linked-hub": {setup: func(h *harness) {},
 			allocationCase: allocationCase{errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found. No IoT hub is linked to this instance"}},
-		"fail/no-linked-hub-applies-the-policy": {setup: func(h *harness) { h.linkHub(hub1, 1, false) },
+		"fail/no-linked-hub-applies-the-policy": {setup: func(h *harness) { h.LinkHub(hub1, 1, false) },
 			allocationCase: allocationCase{errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found. No linked IoT hub applies the allocation policy"}},
 		"fail/static-instance-default-two-hubs": {setup: func(h *harness) {
-			h.linkHub(hub1, 1, true)
-			h.linkHub(hub2, 1, true)
+			h.LinkHub(hub1, 1, true)
+			h.LinkHub(hub2, 1, true)
 			h.setInstancePolicy("static")
 		}, allocationCase: allocationCase{errorCode: dpserr.CodeNoHub, errorText: "static allocation needs exactly one IoT hub"}},
 		"ok/static-instance-default-one-hub": {setup: func(h *harness) {
-			h.linkHub(hub1, 1, true)
-			h.linkHub(hub2, 1, false)
+			h.LinkHub(hub1, 1, true)
+			h.LinkHub(hub2, 1, false)
 			h.setInstancePolicy("static")
 		}, allocationCase: allocationCase{hub: hub1}},
 	}
@@ -232,32 +233,32 @@ func TestAllocationFailures(t *testing.T) {
 				t.Parallel()
 				h := newHarness(t, options{strict: mode.strict})
 				tc.setup(h)
-				gpk, _ := keys(t, h.putGroup(symGroup("grp-alloc")).Attestation)
+				gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-alloc")).Attestation)
 				id := "alloc-grp-dev"
 				tc.enroll = func(*dps.IndividualEnrollment) {}
-				runAllocation(t, h, cred{sas: h.deviceToken(id, sas.DeriveDeviceKey(gpk, id))}, id, tc.allocationCase)
+				runAllocation(t, h, provtest.Cred{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))}, id, tc.allocationCase)
 			})
 		}
 	}
 }
 
 func (h *harness) setInstancePolicy(p string) {
-	h.t.Helper()
+	h.T.Helper()
 	ctx := context.Background()
 	inst, err := h.Store.Instance(ctx)
 	if err != nil {
-		h.t.Fatal(err)
+		h.T.Fatal(err)
 	}
 	inst.AllocationPolicy = p
 	if err := h.Store.UpdateInstance(ctx, inst); err != nil {
-		h.t.Fatal(err)
+		h.T.Fatal(err)
 	}
 }
 
 // runAllocation provisions the device and checks the outcome: assigned to
 // tc.hub, or failed (a terminal status, HTTP 202 then 200, with a
 // registration record that says why).
-func runAllocation(t *testing.T, h *harness, c cred, id string, tc allocationCase) {
+func runAllocation(t *testing.T, h *harness, c provtest.Cred, id string, tc allocationCase) {
 	t.Helper()
 	op := h.provision(t, c, id)
 	rs := op.RegistrationState

@@ -11,6 +11,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 )
 
@@ -31,8 +32,8 @@ func TestConcurrentRegistrationsOfOneDevice(t *testing.T) {
 			t.Parallel()
 			const n = 20
 			h := newHarness(t, options{})
-			h.linkHub(hub1, 1, true)
-			h.linkHub(hub2, 1, true)
+			h.LinkHub(hub1, 1, true)
+			h.LinkHub(hub2, 1, true)
 			d := mk(t, h, "race-dev-01")
 			d.want.hub = "" // hashed over two hubs
 			answers := make([]*response, n)
@@ -46,11 +47,11 @@ func TestConcurrentRegistrationsOfOneDevice(t *testing.T) {
 					// Each goroutine has its own connection, opened before
 					// the gate, so the requests really arrive together.
 					c := d.cred
-					if c.cert != nil {
-						cc := *c.cert
-						c.cert = &cc
+					if c.Cert != nil {
+						cc := *c.Cert
+						c.Cert = &cc
 					}
-					h.register(t, cred{sas: c.sas, cert: c.cert}, "warm-up-not-enrolled") // opens the connection; refused
+					h.register(t, provtest.Cred{SAS: c.SAS, Cert: c.Cert}, "warm-up-not-enrolled") // opens the connection; refused
 					ready.Done()
 					<-gate
 					answers[i] = h.register(t, c, d.id)
@@ -119,7 +120,7 @@ func TestConcurrentRegistrationsOfOneDevice(t *testing.T) {
 			if !etags[rec.Result.Etag] {
 				t.Errorf("the record's etag %s is none of the successful answers'", rec.Result.Etag)
 			}
-			snap := h.snapshot(t)
+			snap := provtest.TakeSnapshot(t, h.db)
 			records := 0
 			for _, r := range snap.Registrations {
 				if strings.HasPrefix(r, "race-dev-01 ") {
@@ -138,11 +139,11 @@ func TestConcurrentRegistrationsOfOneDevice(t *testing.T) {
 func TestConcurrentRegistrationsOfManyDevices(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
-	h.linkHub(hub1, 1, true)
-	root := newRoot(t, pki.Options{CommonName: "Many Root"})
-	h.uploadCA("many-root", root.cert, true)
-	h.putGroup(caGroup("grp-many", "many-root"))
-	gpk, _ := keys(t, h.putGroup(symGroup("grp-many-sym")).Attestation)
+	h.LinkHub(hub1, 1, true)
+	root := provtest.NewRoot(t, pki.Options{CommonName: "Many Root"})
+	h.UploadCA("many-root", root.Cert, true)
+	h.PutGroup(provtest.CAGroup("grp-many", "many-root"))
+	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-many-sym")).Attestation)
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
 	for i := 0; i < 50; i++ {
@@ -150,14 +151,14 @@ func TestConcurrentRegistrationsOfManyDevices(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprintf("many-%02d", i)
-			c := cred{sas: h.deviceToken(id, sas.DeriveDeviceKey(gpk, id))}
+			c := provtest.Cred{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))}
 			if i%2 == 0 {
-				leaf, key, err := pki.NewLeaf(pki.Options{CommonName: id}, root.cert, root.key)
+				leaf, key, err := pki.NewLeaf(pki.Options{CommonName: id}, root.Cert, root.Key)
 				if err != nil {
 					errs <- err
 					return
 				}
-				c = cred{cert: tlsCert(key, leaf, root.cert)}
+				c = provtest.Cred{Cert: provtest.TLSCert(key, leaf, root.Cert)}
 			}
 			r := h.register(t, c, id)
 			if r.Err != nil || r.Status != http.StatusAccepted {
@@ -174,7 +175,7 @@ func TestConcurrentRegistrationsOfManyDevices(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if got := len(h.snapshot(t).Registrations); got != 50 {
+	if got := len(provtest.TakeSnapshot(t, h.db).Registrations); got != 50 {
 		t.Errorf("%d records, want 50", got)
 	}
 }

@@ -12,7 +12,6 @@ package provisioning_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
@@ -35,14 +34,12 @@ import (
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dps"
-	"github.com/dpsd/dpsd/internal/enrollment"
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
-	"github.com/dpsd/dpsd/internal/sas"
-	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
@@ -54,23 +51,22 @@ const apiVersion = "2021-06-01"
 
 // Linked hub names used across the tests.
 const (
-	hub1 = "hub-1.azure-devices.net"
-	hub2 = "hub-2.azure-devices.net"
+	hub1 = provtest.Hub1
+	hub2 = provtest.Hub2
 )
 
+// harness is the instance (its store, its ID scope, and the fixtures its
+// methods enroll) behind the device API.
 type harness struct {
-	t        testing.TB
-	Store    store.Store
+	provtest.Instance
 	Pipeline *provisioning.Pipeline
-	Scope    string
 	Host     string // 127.0.0.1:port
-	dbPath   string
 	roots    *x509.CertPool
 	logs     *syncBuffer
+	db       *sql.DB // read-only, for snapshots
 
 	mu      sync.Mutex
 	clients map[*tls.Certificate]*http.Client
-	db      *sql.DB
 }
 
 type options struct {
@@ -137,8 +133,9 @@ func newHarness(t testing.TB, o options) *harness {
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
 	srv.StartTLS()
 	h := &harness{
-		t: t, Store: st, Pipeline: p, Scope: scope, Host: srv.Listener.Addr().String(),
-		dbPath: dbPath, roots: x509.NewCertPool(), logs: logs,
+		Instance: provtest.Instance{T: t, Store: st, Scope: scope},
+		Pipeline: p, Host: srv.Listener.Addr().String(),
+		roots: x509.NewCertPool(), logs: logs,
 		clients: map[*tls.Certificate]*http.Client{},
 	}
 	h.roots.AddCert(srv.Certificate())
@@ -146,9 +143,6 @@ func newHarness(t testing.TB, o options) *harness {
 		h.mu.Lock()
 		for _, c := range h.clients {
 			c.CloseIdleConnections()
-		}
-		if h.db != nil {
-			h.db.Close()
 		}
 		h.mu.Unlock()
 		// A handler stuck in the store keeps Close waiting forever: give
@@ -160,6 +154,7 @@ func newHarness(t testing.TB, o options) *harness {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
+	h.db = provtest.OpenSnapshots(t, dbPath)
 	return h
 }
 
@@ -188,202 +183,7 @@ func (h *harness) pipelineRegister(t testing.TB, req provisioning.Request) (*pro
 	return ans, err
 }
 
-// ---- fixtures: linked hubs, enrollments, CA certificates ----
-
-func (h *harness) linkHub(name string, weight int, apply bool) {
-	h.t.Helper()
-	_, err := h.Store.PutLinkedHub(context.Background(), &store.LinkedHub{
-		Name: name, ConnectionString: "HostName=" + name + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + enrollment.GenerateKey(),
-		AllocationWeight: weight, ApplyAllocationPolicy: apply,
-	}, "")
-	if err != nil {
-		h.t.Fatalf("linking hub %s: %v", name, err)
-	}
-}
-
-// putIndividual validates e as the service API does and stores it
-// (overwriting any previous version).
-func (h *harness) putIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
-	h.t.Helper()
-	ctx := context.Background()
-	prev, err := h.Store.Enrollment(ctx, e.RegistrationID)
-	if err != nil {
-		prev = nil
-	}
-	if err := enrollment.PrepareIndividual(e, prev); err != nil {
-		h.t.Fatalf("PrepareIndividual(%s): %v", e.RegistrationID, err)
-	}
-	stored, err := h.Store.PutEnrollment(ctx, e, "*")
-	if err != nil {
-		h.t.Fatalf("PutEnrollment(%s): %v", e.RegistrationID, err)
-	}
-	return stored
-}
-
-func (h *harness) putGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
-	h.t.Helper()
-	ctx := context.Background()
-	prev, err := h.Store.Group(ctx, g.EnrollmentGroupID)
-	if err != nil {
-		prev = nil
-	}
-	if err := enrollment.PrepareGroup(ctx, g, prev, h.Store); err != nil {
-		h.t.Fatalf("PrepareGroup(%s): %v", g.EnrollmentGroupID, err)
-	}
-	stored, err := h.Store.PutGroup(ctx, g, "*")
-	if err != nil {
-		h.t.Fatalf("PutGroup(%s): %v", g.EnrollmentGroupID, err)
-	}
-	return stored
-}
-
-// uploadCA stores a CA certificate as the service API does.
-func (h *harness) uploadCA(name string, c *x509.Certificate, verified bool) {
-	h.t.Helper()
-	_, err := h.Store.PutCACertificate(context.Background(), &store.CACertificate{
-		Name: name, CertificateDER: c.Raw, SHA256Thumbprint: pki.SHA256Thumbprint(c), Subject: c.RawSubject, IsVerified: verified,
-	}, "*")
-	if err != nil {
-		h.t.Fatalf("PutCACertificate(%s): %v", name, err)
-	}
-}
-
-func x509Individual(regID string, primary, secondary *x509.Certificate) *dps.IndividualEnrollment {
-	cc := &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(primary))}}
-	if secondary != nil {
-		cc.Secondary = &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(secondary))}
-	}
-	return &dps.IndividualEnrollment{
-		RegistrationID: regID,
-		Attestation:    &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{ClientCertificates: cc}},
-	}
-}
-
-func signingGroup(id string, c *x509.Certificate) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{
-		EnrollmentGroupID: id,
-		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
-			SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}},
-		}},
-	}
-}
-
-func caGroup(id, caName string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{
-		EnrollmentGroupID: id,
-		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
-			CAReferences: &dps.X509CAReferences{Primary: caName},
-		}},
-	}
-}
-
-func symIndividual(regID string) *dps.IndividualEnrollment {
-	return &dps.IndividualEnrollment{RegistrationID: regID, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
-}
-
-func symGroup(id string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
-}
-
-// keys returns the decoded primary and secondary keys of a stored
-// symmetric-key attestation.
-func keys(t testing.TB, a *dps.AttestationMechanism) (primary, secondary []byte) {
-	t.Helper()
-	p, err := sas.DecodeKey(a.SymmetricKey.PrimaryKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sas.DecodeKey(a.SymmetricKey.SecondaryKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, s
-}
-
-// ---- PKI fixtures ----
-
-type ca struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newRoot(t testing.TB, o pki.Options) ca {
-	t.Helper()
-	c, k, err := pki.NewRootCA(o)
-	if err != nil {
-		t.Fatalf("NewRootCA(%s): %v", o.CommonName, err)
-	}
-	return ca{c, k}
-}
-
-func (c ca) intermediate(t testing.TB, o pki.Options) ca {
-	t.Helper()
-	ic, k, err := pki.NewIntermediateCA(o, c.cert, c.key)
-	if err != nil {
-		t.Fatalf("NewIntermediateCA(%s): %v", o.CommonName, err)
-	}
-	return ca{ic, k}
-}
-
-// leaf issues a device certificate.
-func (c ca) leaf(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
-	t.Helper()
-	l, k, err := pki.NewLeaf(o, c.cert, c.key)
-	if err != nil {
-		t.Fatalf("NewLeaf(%s): %v", o.CommonName, err)
-	}
-	return l, k
-}
-
-func selfSigned(t testing.TB, o pki.Options) (*x509.Certificate, crypto.Signer) {
-	t.Helper()
-	c, k, err := pki.NewSelfSigned(o)
-	if err != nil {
-		t.Fatalf("NewSelfSigned(%s): %v", o.CommonName, err)
-	}
-	return c, k
-}
-
-// tlsCert is what a device presents: its key, and the chain leaf first.
-func tlsCert(key crypto.Signer, chain ...*x509.Certificate) *tls.Certificate {
-	c := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, x := range chain {
-		c.Certificate = append(c.Certificate, x.Raw)
-	}
-	return c
-}
-
-// ---- SAS tokens as the SDKs make them ----
-
-// srLower, srUpper and srRaw are the three encodings of §2.1.
-func srLower(scope, id string) string { return scope + "%2fregistrations%2f" + url.PathEscape(id) }
-func srUpper(scope, id string) string { return scope + "%2Fregistrations%2F" + url.PathEscape(id) }
-func srRaw(scope, id string) string   { return scope + "/registrations/" + id }
-
-// token signs sr exactly as given; skn is left out when empty.
-func token(sr string, key []byte, expiry time.Time, skn string) string {
-	se := strconv.FormatInt(expiry.Unix(), 10)
-	sig := url.QueryEscape(encodeB64(sas.Sign(key, sr, se)))
-	tok := "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se
-	if skn != "" {
-		tok += "&skn=" + skn
-	}
-	return tok
-}
-
-// deviceToken is the C SDK's token for a device, valid for an hour.
-func (h *harness) deviceToken(id string, key []byte) string {
-	return token(srLower(h.Scope, id), key, time.Now().Add(time.Hour), "registration")
-}
-
 // ---- device requests ----
-
-// cred is what a device authenticates with: a TLS client certificate, an
-// Authorization header, both or neither.
-type cred struct {
-	cert *tls.Certificate
-	sas  string
-}
 
 type response struct {
 	Status int
@@ -409,7 +209,7 @@ func (h *harness) client(c *tls.Certificate) *http.Client {
 
 // do sends one request. path is relative to the server; api-version is
 // added unless the path has a query.
-func (h *harness) do(t testing.TB, c cred, method, path string, hdr map[string]string, body []byte) *response {
+func (h *harness) do(t testing.TB, c provtest.Cred, method, path string, hdr map[string]string, body []byte) *response {
 	t.Helper()
 	if !strings.Contains(path, "?") {
 		path += "?api-version=" + apiVersion
@@ -426,8 +226,8 @@ func (h *harness) do(t testing.TB, c cred, method, path string, hdr map[string]s
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	}
 	req.Header.Set("Accept", "application/json")
-	if c.sas != "" {
-		req.Header.Set("Authorization", c.sas)
+	if c.SAS != "" {
+		req.Header.Set("Authorization", c.SAS)
 	}
 	for k, v := range hdr {
 		if v == "" {
@@ -436,7 +236,7 @@ func (h *harness) do(t testing.TB, c cred, method, path string, hdr map[string]s
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := h.client(c.cert).Do(req)
+	resp, err := h.client(c.Cert).Do(req)
 	if err != nil {
 		return &response{Err: err}
 	}
@@ -451,23 +251,23 @@ func regPath(scope, id string) string {
 
 // register sends PUT .../register with {"registrationId": id}, as curl and
 // the C SDK do.
-func (h *harness) register(t testing.TB, c cred, id string) *response {
+func (h *harness) register(t testing.TB, c provtest.Cred, id string) *response {
 	t.Helper()
 	return h.registerIn(t, c, h.Scope, id)
 }
 
-func (h *harness) registerIn(t testing.TB, c cred, scope, id string) *response {
+func (h *harness) registerIn(t testing.TB, c provtest.Cred, scope, id string) *response {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"registrationId": id})
 	return h.do(t, c, http.MethodPut, regPath(scope, id)+"/register", nil, body)
 }
 
-func (h *harness) poll(t testing.TB, c cred, id, opID string) *response {
+func (h *harness) poll(t testing.TB, c provtest.Cred, id, opID string) *response {
 	t.Helper()
 	return h.do(t, c, http.MethodGet, regPath(h.Scope, id)+"/operations/"+url.PathEscape(opID), nil, nil)
 }
 
-func (h *harness) lookup(t testing.TB, c cred, id string) *response {
+func (h *harness) lookup(t testing.TB, c provtest.Cred, id string) *response {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"registrationId": id})
 	return h.do(t, c, http.MethodPost, regPath(h.Scope, id), nil, body)
@@ -493,34 +293,16 @@ func (r *response) String() string {
 func (r *response) operation(t testing.TB) *dps.RegistrationOperationStatus {
 	t.Helper()
 	var op dps.RegistrationOperationStatus
-	strictDecode(t, r.Body, &op)
+	provtest.StrictDecode(t, r.Body, &op)
 	return &op
 }
 
 func (r *response) result(t testing.TB) *dps.DeviceRegistrationResult {
 	t.Helper()
 	var res dps.DeviceRegistrationResult
-	strictDecode(t, r.Body, &res)
+	provtest.StrictDecode(t, r.Body, &res)
 	return &res
 }
-
-func (r *response) errorDetails(t testing.TB) *dps.ErrorDetails {
-	t.Helper()
-	var e dps.ErrorDetails
-	strictDecode(t, r.Body, &e)
-	return &e
-}
-
-func strictDecode(t testing.TB, b []byte, v any) {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		t.Fatalf("decoding %T from %s: %v", v, b, err)
-	}
-}
-
-var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 // checkHeaders checks what every device API answer carries.
 func checkHeaders(t testing.TB, r *response) {
@@ -528,13 +310,14 @@ func checkHeaders(t testing.TB, r *response) {
 	if got := r.Header.Get("Content-Type"); got != "application/json; charset=utf-8" {
 		t.Errorf("Content-Type = %q, want application/json; charset=utf-8", got)
 	}
-	if id := r.Header.Get("x-ms-request-id"); !uuidRE.MatchString(id) {
+	if id := r.Header.Get("x-ms-request-id"); !provtest.IsUUID(id) {
 		t.Errorf("x-ms-request-id = %q, want a UUID", id)
 	}
 }
 
-// checkRefusal checks an error answer: status, errorCode, the reason in the
-// message, trackingId = x-ms-request-id, x-ms-error-code.
+// checkRefusal checks an error answer: status, the DPS error JSON
+// (provtest.CheckError: errorCode, the reason in the message, trackingId,
+// timestampUtc), trackingId = x-ms-request-id, x-ms-error-code.
 func checkRefusal(t testing.TB, r *response, status, code int, reason string) {
 	t.Helper()
 	if r.Err != nil {
@@ -544,91 +327,13 @@ func checkRefusal(t testing.TB, r *response, status, code int, reason string) {
 		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
 	}
 	checkHeaders(t, r)
-	e := r.errorDetails(t)
-	if e.ErrorCode != code {
-		t.Errorf("errorCode = %d, want %d (message %q)", e.ErrorCode, code, e.Message)
-	}
-	if e.ErrorCode/1000 != r.Status {
-		t.Errorf("errorCode %d does not start with the HTTP status %d", e.ErrorCode, r.Status)
-	}
-	if !strings.Contains(e.Message, reason) {
-		t.Errorf("message %q does not contain %q", e.Message, reason)
-	}
-	if e.TrackingID == "" || e.TrackingID != r.Header.Get("x-ms-request-id") {
+	e := provtest.CheckError(t, r.Body, r.Status, code, reason)
+	if e.TrackingID != r.Header.Get("x-ms-request-id") {
 		t.Errorf("trackingId %q != x-ms-request-id %q", e.TrackingID, r.Header.Get("x-ms-request-id"))
 	}
 	if got := r.Header.Get("x-ms-error-code"); got != strconv.Itoa(code) {
 		t.Errorf("x-ms-error-code = %q, want %d", got, code)
 	}
-	if e.TimestampUtc == nil || time.Since(e.TimestampUtc.Time) > time.Minute {
-		t.Errorf("timestampUtc = %v, want about now", e.TimestampUtc)
-	}
-}
-
-// ---- store snapshots ----
-
-// snapshot is every registration record (key, etag, updated) and every
-// operation (id, status) in the database, read with plain SQL so that it
-// sees exactly what is stored.
-type snapshot struct {
-	Registrations []string
-	Operations    []string
-}
-
-func (h *harness) snapshot(t testing.TB) snapshot {
-	t.Helper()
-	h.mu.Lock()
-	if h.db == nil {
-		db, err := sql.Open("sqlite", "file:"+h.dbPath+"?mode=ro&_pragma=busy_timeout(5000)")
-		if err != nil {
-			h.mu.Unlock()
-			t.Fatal(err)
-		}
-		h.db = db
-	}
-	db := h.db
-	h.mu.Unlock()
-	var s snapshot
-	for _, q := range []struct {
-		sql string
-		out *[]string
-	}{
-		{`SELECT key || ' ' || etag || ' ' || updated FROM registrations ORDER BY key`, &s.Registrations},
-		{`SELECT id || ' ' || registration_id || ' ' || status FROM operations ORDER BY id`, &s.Operations},
-	} {
-		rows, err := db.Query(q.sql)
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		for rows.Next() {
-			var v string
-			if err := rows.Scan(&v); err != nil {
-				t.Fatal(err)
-			}
-			*q.out = append(*q.out, v)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rows.Close()
-	}
-	return s
-}
-
-func (s snapshot) String() string {
-	return fmt.Sprintf("%d registrations %v, %d operations", len(s.Registrations), s.Registrations, len(s.Operations))
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // noRecord checks that a registration ID has no registration record.
@@ -781,7 +486,7 @@ var operationIDRE = regexp.MustCompile(`^[0-9]\.[0-9a-f]{16}\.[0-9a-f]{8}-[0-9a-
 //	        200 with the terminal result (the same as the fast answer)
 //
 // It returns the final operation status.
-func (h *harness) provision(t testing.TB, c cred, id string) *dps.RegistrationOperationStatus {
+func (h *harness) provision(t testing.TB, c provtest.Cred, id string) *dps.RegistrationOperationStatus {
 	t.Helper()
 	r := h.register(t, c, id).must(t, "register")
 	if r.Status != http.StatusAccepted {
@@ -845,7 +550,7 @@ func (h *harness) provision(t testing.TB, c cred, id string) *dps.RegistrationOp
 
 // checkLookup checks that the status lookup and the store return the same
 // record as res.
-func (h *harness) checkLookup(t testing.TB, c cred, id string, res *dps.DeviceRegistrationResult) {
+func (h *harness) checkLookup(t testing.TB, c provtest.Cred, id string, res *dps.DeviceRegistrationResult) {
 	t.Helper()
 	r := h.lookup(t, c, id).must(t, "status lookup")
 	if r.Status != http.StatusOK {

@@ -9,6 +9,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 )
 
@@ -23,31 +24,31 @@ var modes = []struct {
 type device struct {
 	h    *harness
 	id   string
-	cred cred
+	cred provtest.Cred
 	want want
 }
 
 func x509GroupDevice(t *testing.T, h *harness, id string) device {
-	root := newRoot(t, pki.Options{CommonName: "Re Root"})
-	h.uploadCA("re-root", root.cert, true)
-	inter := root.intermediate(t, pki.Options{CommonName: "Re Intermediate"})
-	h.putGroup(signingGroup("grp-re", inter.cert))
-	leaf, key := inter.leaf(t, pki.Options{CommonName: id})
-	return device{h, id, cred{cert: tlsCert(key, leaf, inter.cert)},
-		want{regID: id, deviceID: id, hub: hub1, mechanism: dps.AttestationX509, groupID: "grp-re", leaf: leaf, signer: inter.cert}}
+	root := provtest.NewRoot(t, pki.Options{CommonName: "Re Root"})
+	h.UploadCA("re-root", root.Cert, true)
+	inter := root.Intermediate(t, pki.Options{CommonName: "Re Intermediate"})
+	h.PutGroup(provtest.SigningGroup("grp-re", inter.Cert))
+	leaf, key := inter.Leaf(t, pki.Options{CommonName: id})
+	return device{h, id, provtest.Cred{Cert: provtest.TLSCert(key, leaf, inter.Cert)},
+		want{regID: id, deviceID: id, hub: hub1, mechanism: dps.AttestationX509, groupID: "grp-re", leaf: leaf, signer: inter.Cert}}
 }
 
 func symGroupDevice(t *testing.T, h *harness, id string) device {
-	gpk, _ := keys(t, h.putGroup(symGroup("grp-re-sym")).Attestation)
-	return device{h, id, cred{sas: h.deviceToken(id, sas.DeriveDeviceKey(gpk, id))},
+	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-re-sym")).Attestation)
+	return device{h, id, provtest.Cred{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))},
 		want{regID: id, deviceID: id, hub: hub1, mechanism: dps.AttestationSymmetricKey, groupID: "grp-re-sym"}}
 }
 
 func symIndividualDevice(t *testing.T, h *harness, id string) device {
-	e := symIndividual(id)
+	e := provtest.SymIndividual(id)
 	e.DeviceID = id + "-hub-identity"
-	pk, _ := keys(t, h.putIndividual(e).Attestation)
-	return device{h, id, cred{sas: h.deviceToken(id, pk)},
+	pk, _ := provtest.Keys(t, h.PutIndividual(e).Attestation)
+	return device{h, id, provtest.Cred{SAS: h.DeviceToken(id, pk)},
 		want{regID: id, deviceID: id + "-hub-identity", hub: hub1, mechanism: dps.AttestationSymmetricKey}}
 }
 
@@ -66,7 +67,7 @@ func TestReregistration(t *testing.T) {
 			t.Run(mode.name+"/"+kind, func(t *testing.T) {
 				t.Parallel()
 				h := newHarness(t, options{strict: mode.strict})
-				h.linkHub(hub1, 1, true)
+				h.LinkHub(hub1, 1, true)
 				d := mk(t, h, "re-dev-01")
 				start := time.Now()
 				first := h.provision(t, d.cred, d.id)
@@ -109,7 +110,7 @@ func TestDeleteRegistration(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, options{strict: mode.strict})
-			h.linkHub(hub1, 1, true)
+			h.LinkHub(hub1, 1, true)
 			d := x509GroupDevice(t, h, "del-dev-01")
 			start := time.Now()
 			first := h.provision(t, d.cred, d.id)
@@ -143,11 +144,11 @@ func TestDeleteRegistration(t *testing.T) {
 func TestEtagsDifferBetweenRecords(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
-	h.linkHub(hub1, 1, true)
-	gpk, _ := keys(t, h.putGroup(symGroup("grp-etag")).Attestation)
+	h.LinkHub(hub1, 1, true)
+	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-etag")).Attestation)
 	etags := map[string]string{}
 	for _, id := range []string{"etag-dev-01", "etag-dev-02", "etag-dev-03"} {
-		r := h.register(t, cred{sas: h.deviceToken(id, sas.DeriveDeviceKey(gpk, id))}, id).must(t, "register")
+		r := h.register(t, provtest.Cred{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))}, id).must(t, "register")
 		if r.Status != http.StatusAccepted {
 			t.Fatalf("register %s: %s", id, r)
 		}
@@ -176,20 +177,20 @@ func TestReprovisioning(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, options{})
-			h.linkHub(hub1, 1, true)
-			h.linkHub(hub2, 1, true)
-			e := symIndividual("reprov-dev")
+			h.LinkHub(hub1, 1, true)
+			h.LinkHub(hub2, 1, true)
+			e := provtest.SymIndividual("reprov-dev")
 			e.IotHubs = []string{hub1}
 			e.ReprovisionPolicy = tc.policy
-			stored := h.putIndividual(e)
-			pk, _ := keys(t, stored.Attestation)
-			c := cred{sas: h.deviceToken("reprov-dev", pk)}
+			stored := h.PutIndividual(e)
+			pk, _ := provtest.Keys(t, stored.Attestation)
+			c := provtest.Cred{SAS: h.DeviceToken("reprov-dev", pk)}
 			w := want{regID: "reprov-dev", deviceID: "reprov-dev", hub: hub1, mechanism: dps.AttestationSymmetricKey}
 			first := h.provision(t, c, "reprov-dev")
 			checkResult(t, first.RegistrationState, w, time.Time{})
 
 			stored.IotHubs = []string{hub2}
-			h.putIndividual(stored)
+			h.PutIndividual(stored)
 			second := h.provision(t, c, "reprov-dev")
 			w.hub, w.substatus = tc.hub, tc.substatus
 			checkResult(t, second.RegistrationState, w, time.Time{})
@@ -200,11 +201,11 @@ func TestReprovisioning(t *testing.T) {
 	t.Run("ok/after-a-failed-registration-initial", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, options{})
-		pk, _ := keys(t, h.putIndividual(symIndividual("late-hub-dev")).Attestation)
-		c := cred{sas: h.deviceToken("late-hub-dev", pk)}
+		pk, _ := provtest.Keys(t, h.PutIndividual(provtest.SymIndividual("late-hub-dev")).Attestation)
+		c := provtest.Cred{SAS: h.DeviceToken("late-hub-dev", pk)}
 		first := h.provision(t, c, "late-hub-dev")
 		checkResult(t, first.RegistrationState, want{regID: "late-hub-dev", status: dps.StatusFailed, errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found.", mechanism: dps.AttestationSymmetricKey}, time.Time{})
-		h.linkHub(hub1, 1, true)
+		h.LinkHub(hub1, 1, true)
 		second := h.provision(t, c, "late-hub-dev")
 		checkResult(t, second.RegistrationState, want{regID: "late-hub-dev", deviceID: "late-hub-dev", hub: hub1, mechanism: dps.AttestationSymmetricKey}, time.Time{})
 	})
@@ -217,7 +218,7 @@ func TestOperationTTL(t *testing.T) {
 	t.Parallel()
 	const ttl = 300 * time.Millisecond
 	h := newHarness(t, options{ttl: ttl})
-	h.linkHub(hub1, 1, true)
+	h.LinkHub(hub1, 1, true)
 	d := symGroupDevice(t, h, "ttl-dev")
 	r := h.register(t, d.cred, d.id).must(t, "register")
 	if r.Status != http.StatusAccepted {
@@ -240,12 +241,12 @@ func TestOperationTTL(t *testing.T) {
 func TestReregistrationInAnotherCase(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
-	h.linkHub(hub1, 1, true)
-	root := newRoot(t, pki.Options{CommonName: "Case Root"})
-	h.uploadCA("case-root", root.cert, true)
-	h.putGroup(caGroup("grp-case", "case-root"))
-	leaf, key := root.leaf(t, pki.Options{CommonName: "Case-Dev"})
-	c := cred{cert: tlsCert(key, leaf, root.cert)}
+	h.LinkHub(hub1, 1, true)
+	root := provtest.NewRoot(t, pki.Options{CommonName: "Case Root"})
+	h.UploadCA("case-root", root.Cert, true)
+	h.PutGroup(provtest.CAGroup("grp-case", "case-root"))
+	leaf, key := root.Leaf(t, pki.Options{CommonName: "Case-Dev"})
+	c := provtest.Cred{Cert: provtest.TLSCert(key, leaf, root.Cert)}
 	first := h.provision(t, c, "case-dev")
 	checkResult(t, first.RegistrationState, want{regID: "case-dev", deviceID: "case-dev", hub: hub1, mechanism: dps.AttestationX509, groupID: "grp-case"}, time.Time{})
 	second := h.provision(t, c, "CASE-DEV")

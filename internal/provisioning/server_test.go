@@ -14,6 +14,7 @@ import (
 
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/server"
 	"github.com/dpsd/dpsd/internal/store"
@@ -67,12 +68,12 @@ func TestServerWiring(t *testing.T) {
 			if _, err := st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub1, AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
 				t.Fatal(err)
 			}
-			h := &harness{t: t, Store: st}
-			gpk, _ := keys(t, h.putGroup(symGroup("grp-wiring")).Attestation)
-			root := newRoot(t, pki.Options{CommonName: "Wiring Root"})
-			h.uploadCA("wiring-root", root.cert, true)
-			h.putGroup(caGroup("grp-wiring-x509", "wiring-root"))
-			leaf, key := root.leaf(t, pki.Options{CommonName: "wiring-x509"})
+			in := provtest.Instance{T: t, Store: st, Scope: scope}
+			gpk, _ := provtest.Keys(t, in.PutGroup(provtest.SymGroup("grp-wiring")).Attestation)
+			root := provtest.NewRoot(t, pki.Options{CommonName: "Wiring Root"})
+			in.UploadCA("wiring-root", root.Cert, true)
+			in.PutGroup(provtest.CAGroup("grp-wiring-x509", "wiring-root"))
+			leaf, key := root.Leaf(t, pki.Options{CommonName: "wiring-x509"})
 
 			// The raw answer to register.
 			tok := sas.New(sas.DeviceResource(scope, "wiring-raw"), "registration", sas.DeriveDeviceKey(gpk, "wiring-raw"), time.Now().Add(time.Hour), true)
@@ -103,7 +104,7 @@ func TestServerWiring(t *testing.T) {
 
 			for name, cfg := range map[string]client.Config{
 				"symmetric-key": {RegistrationID: "wiring-sym", SymmetricKey: client.DeriveKey(gpk, "wiring-sym")},
-				"x509":          {RegistrationID: "wiring-x509", Certificate: tlsCert(key, leaf, root.cert)},
+				"x509":          {RegistrationID: "wiring-x509", Certificate: provtest.TLSCert(key, leaf, root.Cert)},
 			} {
 				cfg.Endpoint, cfg.IDScope, cfg.RootCAs = endpoint, scope, roots
 				cctx, ccancel := context.WithTimeout(ctx, requestTimeout)

@@ -12,118 +12,119 @@ import (
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
 type success struct {
 	id   string
-	cred cred
+	cred provtest.Cred
 	want want
 }
 
 // successFixtures enrolls the devices that must be assigned.
 func successFixtures(t *testing.T, h *harness) map[string]success {
-	h.linkHub(hub1, 1, true)
+	h.LinkHub(hub1, 1, true)
 	x := dps.AttestationX509
 	sk := dps.AttestationSymmetricKey
 
 	// Self-signed individual enrollments.
-	self, selfKey := selfSigned(t, pki.Options{CommonName: "dev-self-01"})
-	e := x509Individual("dev-self-01", self, nil)
+	self, selfKey := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-01"})
+	e := provtest.X509Individual("dev-self-01", self, nil)
 	e.DeviceID = "custom-device-01"
-	h.putIndividual(e)
-	selfA, _ := selfSigned(t, pki.Options{CommonName: "dev-self-02"})
-	selfB, selfBKey := selfSigned(t, pki.Options{CommonName: "dev-self-02"})
-	h.putIndividual(x509Individual("dev-self-02", selfA, selfB))
-	selfRSA, selfRSAKey := selfSigned(t, pki.Options{CommonName: "dev-self-rsa", KeyType: pki.KeyRSA2048})
-	h.putIndividual(x509Individual("dev-self-rsa", selfRSA, nil))
+	h.PutIndividual(e)
+	selfA, _ := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-02"})
+	selfB, selfBKey := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-02"})
+	h.PutIndividual(provtest.X509Individual("dev-self-02", selfA, selfB))
+	selfRSA, selfRSAKey := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-rsa", KeyType: pki.KeyRSA2048})
+	h.PutIndividual(provtest.X509Individual("dev-self-rsa", selfRSA, nil))
 
 	// Root A (verified) → Intermediate A, whose certificate is a group's.
-	rootA := newRoot(t, pki.Options{CommonName: "Root A"})
-	h.uploadCA("root-a", rootA.cert, true)
-	interA := rootA.intermediate(t, pki.Options{CommonName: "Intermediate A"})
-	h.putGroup(signingGroup("grp-inter-a", interA.cert))
+	rootA := provtest.NewRoot(t, pki.Options{CommonName: "Root A"})
+	h.UploadCA("root-a", rootA.Cert, true)
+	interA := rootA.Intermediate(t, pki.Options{CommonName: "Intermediate A"})
+	h.PutGroup(provtest.SigningGroup("grp-inter-a", interA.Cert))
 	// Root R (verified), referenced by a group.
-	rootR := newRoot(t, pki.Options{CommonName: "Root R"})
-	h.uploadCA("root-r", rootR.cert, true)
-	h.putGroup(caGroup("grp-root-r", "root-r"))
-	interR := rootR.intermediate(t, pki.Options{CommonName: "Intermediate R"})
+	rootR := provtest.NewRoot(t, pki.Options{CommonName: "Root R"})
+	h.UploadCA("root-r", rootR.Cert, true)
+	h.PutGroup(provtest.CAGroup("grp-root-r", "root-r"))
+	interR := rootR.Intermediate(t, pki.Options{CommonName: "Intermediate R"})
 	// Root G with a group, Intermediate G with another: the narrower wins.
-	rootG := newRoot(t, pki.Options{CommonName: "Root G"})
-	h.uploadCA("root-g", rootG.cert, true)
-	h.putGroup(caGroup("grp-root-g", "root-g"))
-	interG := rootG.intermediate(t, pki.Options{CommonName: "Intermediate G"})
-	h.putGroup(signingGroup("grp-inter-g", interG.cert))
+	rootG := provtest.NewRoot(t, pki.Options{CommonName: "Root G"})
+	h.UploadCA("root-g", rootG.Cert, true)
+	h.PutGroup(provtest.CAGroup("grp-root-g", "root-g"))
+	interG := rootG.Intermediate(t, pki.Options{CommonName: "Intermediate G"})
+	h.PutGroup(provtest.SigningGroup("grp-inter-g", interG.Cert))
 
-	leaf := func(c ca, cn string, o pki.Options, more ...*x509.Certificate) (cred, *x509.Certificate) {
+	leaf := func(c provtest.CA, cn string, o pki.Options, more ...*x509.Certificate) (provtest.Cred, *x509.Certificate) {
 		o.CommonName = cn
-		l, k := c.leaf(t, o)
-		return cred{cert: tlsCert(k, append([]*x509.Certificate{l}, more...)...)}, l
+		l, k := c.Leaf(t, o)
+		return provtest.Cred{Cert: provtest.TLSCert(k, append([]*x509.Certificate{l}, more...)...)}, l
 	}
-	chainA, leafChainA := leaf(interA, "dev-chain-01", pki.Options{}, interA.cert)
-	fullA, leafFullA := leaf(interA, "dev-chain-02", pki.Options{}, interA.cert, rootA.cert)
-	viaR, leafViaR := leaf(interR, "dev-ca-01", pki.Options{}, interR.cert, rootR.cert)
-	underR, leafUnderR := leaf(rootR, "dev-ca-02", pki.Options{}, rootR.cert)
-	viaG, leafViaG := leaf(interG, "dev-precedence-01", pki.Options{}, interG.cert, rootG.cert)
-	caseCred, leafCase := leaf(interA, "Dev-Case-01", pki.Options{}, interA.cert)
-	noEKU, leafNoEKU := leaf(interA, "dev-no-eku", pki.Options{ExtKeyUsage: []x509.ExtKeyUsage{}}, interA.cert)
-	anyEKU, leafAnyEKU := leaf(interA, "dev-any-eku", pki.Options{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, interA.cert)
-	indCA, leafIndCA := leaf(interA, "dev-ind-ca", pki.Options{}, interA.cert)
-	h.putIndividual(x509Individual("dev-ind-ca", leafIndCA, nil))
+	chainA, leafChainA := leaf(interA, "dev-chain-01", pki.Options{}, interA.Cert)
+	fullA, leafFullA := leaf(interA, "dev-chain-02", pki.Options{}, interA.Cert, rootA.Cert)
+	viaR, leafViaR := leaf(interR, "dev-ca-01", pki.Options{}, interR.Cert, rootR.Cert)
+	underR, leafUnderR := leaf(rootR, "dev-ca-02", pki.Options{}, rootR.Cert)
+	viaG, leafViaG := leaf(interG, "dev-precedence-01", pki.Options{}, interG.Cert, rootG.Cert)
+	caseCred, leafCase := leaf(interA, "Dev-Case-01", pki.Options{}, interA.Cert)
+	noEKU, leafNoEKU := leaf(interA, "dev-no-eku", pki.Options{ExtKeyUsage: []x509.ExtKeyUsage{}}, interA.Cert)
+	anyEKU, leafAnyEKU := leaf(interA, "dev-any-eku", pki.Options{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, interA.Cert)
+	indCA, leafIndCA := leaf(interA, "dev-ind-ca", pki.Options{}, interA.Cert)
+	h.PutIndividual(provtest.X509Individual("dev-ind-ca", leafIndCA, nil))
 
 	// Symmetric keys: an individual enrollment on an explicit hub, a group.
-	ind := symIndividual("sym-ind-01")
+	ind := provtest.SymIndividual("sym-ind-01")
 	ind.IotHubs = []string{hub1}
-	ipk, _ := keys(t, h.putIndividual(ind).Attestation)
-	gpk, gsk := keys(t, h.putGroup(symGroup("grp-sym")).Attestation)
+	ipk, _ := provtest.Keys(t, h.PutIndividual(ind).Attestation)
+	gpk, gsk := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-sym")).Attestation)
 	derived := func(id string, groupKey []byte) []byte { return sas.DeriveDeviceKey(groupKey, id) }
 	hour := time.Now().Add(time.Hour)
 	s := h.Scope
 
 	return map[string]success{
-		"ok/self-signed-individual": {id: "dev-self-01", cred: cred{cert: tlsCert(selfKey, self)},
+		"ok/self-signed-individual": {id: "dev-self-01", cred: provtest.Cred{Cert: provtest.TLSCert(selfKey, self)},
 			want: want{deviceID: "custom-device-01", mechanism: x, leaf: self}},
-		"ok/self-signed-individual-secondary-certificate": {id: "dev-self-02", cred: cred{cert: tlsCert(selfBKey, selfB)},
+		"ok/self-signed-individual-secondary-certificate": {id: "dev-self-02", cred: provtest.Cred{Cert: provtest.TLSCert(selfBKey, selfB)},
 			want: want{mechanism: x, leaf: selfB}},
-		"ok/self-signed-individual-rsa": {id: "dev-self-rsa", cred: cred{cert: tlsCert(selfRSAKey, selfRSA)},
+		"ok/self-signed-individual-rsa": {id: "dev-self-rsa", cred: provtest.Cred{Cert: provtest.TLSCert(selfRSAKey, selfRSA)},
 			want: want{mechanism: x, leaf: selfRSA}},
 		"ok/individual-enrollment-for-ca-issued-leaf-before-its-group": {id: "dev-ind-ca", cred: indCA,
 			want: want{mechanism: x, leaf: leafIndCA}},
 		"ok/chain-to-group-signing-intermediate": {id: "dev-chain-01", cred: chainA,
-			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafChainA, signer: interA.cert}},
+			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafChainA, signer: interA.Cert}},
 		"ok/chain-leaf-intermediate-root-group-on-intermediate": {id: "dev-chain-02", cred: fullA,
-			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafFullA, signer: interA.cert}},
+			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafFullA, signer: interA.Cert}},
 		"ok/chain-to-verified-root-through-ca-reference": {id: "dev-ca-01", cred: viaR,
-			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafViaR, signer: rootR.cert}},
+			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafViaR, signer: rootR.Cert}},
 		"ok/leaf-issued-by-verified-root-ca-reference": {id: "dev-ca-02", cred: underR,
-			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafUnderR, signer: rootR.cert}},
+			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafUnderR, signer: rootR.Cert}},
 		"ok/intermediate-group-before-root-group": {id: "dev-precedence-01", cred: viaG,
-			want: want{mechanism: x, groupID: "grp-inter-g", leaf: leafViaG, signer: interG.cert}},
+			want: want{mechanism: x, groupID: "grp-inter-g", leaf: leafViaG, signer: interG.Cert}},
 		"ok/cn-matches-registration-id-case-insensitively": {id: "dev-case-01", cred: caseCred,
-			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafCase, signer: interA.cert}},
+			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafCase, signer: interA.Cert}},
 		"ok/leaf-without-eku": {id: "dev-no-eku", cred: noEKU,
 			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafNoEKU}},
 		"ok/leaf-with-server-and-client-auth": {id: "dev-any-eku", cred: anyEKU,
 			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafAnyEKU}},
 
-		"ok/symmetric-key-individual-primary": {id: "sym-ind-01", cred: cred{sas: token(srLower(s, "sym-ind-01"), ipk, hour, "registration")},
+		"ok/symmetric-key-individual-primary": {id: "sym-ind-01", cred: provtest.Cred{SAS: provtest.Token(provtest.SRLower(s, "sym-ind-01"), ipk, hour, "registration")},
 			want: want{mechanism: sk}},
-		"ok/symmetric-key-group-derived-primary": {id: "grp-dev-01", cred: cred{sas: token(srLower(s, "grp-dev-01"), derived("grp-dev-01", gpk), hour, "registration")},
+		"ok/symmetric-key-group-derived-primary": {id: "grp-dev-01", cred: provtest.Cred{SAS: provtest.Token(provtest.SRLower(s, "grp-dev-01"), derived("grp-dev-01", gpk), hour, "registration")},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
-		"ok/symmetric-key-group-derived-secondary": {id: "grp-dev-02", cred: cred{sas: token(srLower(s, "grp-dev-02"), derived("grp-dev-02", gsk), hour, "registration")},
+		"ok/symmetric-key-group-derived-secondary": {id: "grp-dev-02", cred: provtest.Cred{SAS: provtest.Token(provtest.SRLower(s, "grp-dev-02"), derived("grp-dev-02", gsk), hour, "registration")},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
-		"ok/sas-sr-upper-hex": {id: "grp-dev-03", cred: cred{sas: token(srUpper(s, "grp-dev-03"), derived("grp-dev-03", gpk), hour, "")},
+		"ok/sas-sr-upper-hex": {id: "grp-dev-03", cred: provtest.Cred{SAS: provtest.Token(provtest.SRUpper(s, "grp-dev-03"), derived("grp-dev-03", gpk), hour, "")},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
-		"ok/sas-sr-raw": {id: "grp-dev-04", cred: cred{sas: token(srRaw(s, "grp-dev-04"), derived("grp-dev-04", gpk), hour, "registration")},
+		"ok/sas-sr-raw": {id: "grp-dev-04", cred: provtest.Cred{SAS: provtest.Token(provtest.SRRaw(s, "grp-dev-04"), derived("grp-dev-04", gpk), hour, "registration")},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
-		"ok/sas-skn-absent": {id: "grp-dev-05", cred: cred{sas: token(srLower(s, "grp-dev-05"), derived("grp-dev-05", gpk), hour, "")},
+		"ok/sas-skn-absent": {id: "grp-dev-05", cred: provtest.Cred{SAS: provtest.Token(provtest.SRLower(s, "grp-dev-05"), derived("grp-dev-05", gpk), hour, "")},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
-		"ok/sas-fields-in-docs-order": {id: "grp-dev-06", cred: cred{sas: docsOrder(srLower(s, "grp-dev-06"), derived("grp-dev-06", gpk), hour)},
+		"ok/sas-fields-in-docs-order": {id: "grp-dev-06", cred: provtest.Cred{SAS: docsOrder(provtest.SRLower(s, "grp-dev-06"), derived("grp-dev-06", gpk), hour)},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
-		"ok/sas-sas-package-lower-cased-resource": {id: "grp-dev-07", cred: cred{sas: sas.New(sas.DeviceResource(s, "grp-dev-07"), "registration", derived("grp-dev-07", gpk), hour, true)},
+		"ok/sas-sas-package-lower-cased-resource": {id: "grp-dev-07", cred: provtest.Cred{SAS: sas.New(sas.DeviceResource(s, "grp-dev-07"), "registration", derived("grp-dev-07", gpk), hour, true)},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
-		"ok/sas-client-package-token": {id: "grp-dev-08", cred: cred{sas: client.SASToken(s, "grp-dev-08", client.DeriveKey(gpk, "grp-dev-08"), hour)},
+		"ok/sas-client-package-token": {id: "grp-dev-08", cred: provtest.Cred{SAS: client.SASToken(s, "grp-dev-08", client.DeriveKey(gpk, "grp-dev-08"), hour)},
 			want: want{mechanism: sk, groupID: "grp-sym"}},
 	}
 }
@@ -173,9 +174,9 @@ func TestSuccesses(t *testing.T) {
 			// The secondary key of the individual enrollment, on a device
 			// of its own.
 			t.Run("ok/symmetric-key-individual-secondary", func(t *testing.T) {
-				e := symIndividual("sym-ind-02")
-				_, isk := keys(t, h.putIndividual(e).Attestation)
-				c := cred{sas: h.deviceToken("sym-ind-02", isk)}
+				e := provtest.SymIndividual("sym-ind-02")
+				_, isk := provtest.Keys(t, h.PutIndividual(e).Attestation)
+				c := provtest.Cred{SAS: h.DeviceToken("sym-ind-02", isk)}
 				op := h.provision(t, c, "sym-ind-02")
 				checkResult(t, op.RegistrationState, want{regID: "sym-ind-02", deviceID: "sym-ind-02", hub: hub1, mechanism: dps.AttestationSymmetricKey}, start)
 				h.checkLookup(t, c, "sym-ind-02", op.RegistrationState)
@@ -236,10 +237,10 @@ func TestSASTestVectors(t *testing.T) {
 	// Through the device API, at a time before the tokens expire.
 	clock := func() time.Time { return time.Unix(1699999000, 0) }
 	h := newHarness(t, options{scope: scope, now: clock})
-	h.linkHub(hub1, 1, true)
-	g := symGroup("doc-group")
+	h.LinkHub(hub1, 1, true)
+	g := provtest.SymGroup("doc-group")
 	g.Attestation.SymmetricKey = &dps.SymmetricKeyAttestation{PrimaryKey: groupKey}
-	h.putGroup(g)
+	h.PutGroup(g)
 	for name, tok := range vectors {
 		t.Run("https/"+name, func(t *testing.T) {
 			// Each token registers the device afresh: only authentication
@@ -247,7 +248,7 @@ func TestSASTestVectors(t *testing.T) {
 			if err := h.Store.DeleteRegistration(context.Background(), regID, ""); err != nil && !errors.Is(err, store.ErrNotFound) {
 				t.Fatal(err)
 			}
-			r := h.register(t, cred{sas: tok}, regID).must(t, "register")
+			r := h.register(t, provtest.Cred{SAS: tok}, regID).must(t, "register")
 			if r.Status != 202 {
 				t.Fatalf("register: %s", r)
 			}
@@ -257,8 +258,8 @@ func TestSASTestVectors(t *testing.T) {
 	}
 	t.Run("https/expired-at-server-time", func(t *testing.T) {
 		h2 := newHarness(t, options{scope: scope, now: func() time.Time { return time.Unix(1700000000, 0) }})
-		h2.putGroup(g)
-		checkRefusal(t, h2.register(t, cred{sas: vectors["sr-raw"]}, regID), 401, 401002, "the SAS token expired at 2023-11-14T22:13:20Z")
+		h2.PutGroup(g)
+		checkRefusal(t, h2.register(t, provtest.Cred{SAS: vectors["sr-raw"]}, regID), 401, 401002, "the SAS token expired at 2023-11-14T22:13:20Z")
 	})
 }
 
@@ -267,20 +268,20 @@ func TestSASTestVectors(t *testing.T) {
 func TestClientRegister(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
-	h.linkHub(hub1, 1, true)
-	root := newRoot(t, pki.Options{CommonName: "Client Root"})
-	h.uploadCA("client-root", root.cert, true)
-	inter := root.intermediate(t, pki.Options{CommonName: "Client Intermediate"})
-	h.putGroup(signingGroup("grp-client", inter.cert))
-	gpk, _ := keys(t, h.putGroup(symGroup("grp-client-sym")).Attestation)
-	leaf, key := inter.leaf(t, pki.Options{CommonName: "client-x509-01"})
+	h.LinkHub(hub1, 1, true)
+	root := provtest.NewRoot(t, pki.Options{CommonName: "Client Root"})
+	h.UploadCA("client-root", root.Cert, true)
+	inter := root.Intermediate(t, pki.Options{CommonName: "Client Intermediate"})
+	h.PutGroup(provtest.SigningGroup("grp-client", inter.Cert))
+	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-client-sym")).Attestation)
+	leaf, key := inter.Leaf(t, pki.Options{CommonName: "client-x509-01"})
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 
 	t.Run("x509-chain", func(t *testing.T) {
 		st, err := client.Register(ctx, client.Config{
 			Endpoint: h.Host, IDScope: h.Scope, RegistrationID: "client-x509-01",
-			Certificate: tlsCert(key, leaf, inter.cert), RootCAs: h.roots,
+			Certificate: provtest.TLSCert(key, leaf, inter.Cert), RootCAs: h.roots,
 		})
 		if err != nil {
 			t.Fatalf("Register: %v", err)
@@ -329,9 +330,9 @@ func TestClientRegister(t *testing.T) {
 		}
 	})
 	t.Run("disabled-is-status-error", func(t *testing.T) {
-		g := symGroup("grp-client-disabled")
+		g := provtest.SymGroup("grp-client-disabled")
 		g.ProvisioningStatus = "disabled"
-		dpk, _ := keys(t, h.putGroup(g).Attestation)
+		dpk, _ := provtest.Keys(t, h.PutGroup(g).Attestation)
 		st, err := client.Register(ctx, client.Config{
 			Endpoint: h.Host, IDScope: h.Scope, RegistrationID: "client-sym-03",
 			SymmetricKey: client.DeriveKey(dpk, "client-sym-03"), RootCAs: h.roots,
