@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +31,6 @@ import (
 	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
-	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
 const (
@@ -54,7 +52,7 @@ type harness struct {
 	WSURL    string // wss://127.0.0.1:port/$iothub/websocket
 	HTTPS    string // https://127.0.0.1:port, the device API
 	roots    *x509.CertPool
-	logs     *syncBuffer
+	logs     *provtest.LogBuffer
 	db       *sql.DB // read-only, for snapshots
 }
 
@@ -67,46 +65,15 @@ type options struct {
 	maxPacket      int
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 30000 {
-		s = "...\n" + s[len(s)-30000:]
-	}
-	return s
-}
-
 func newHarness(t testing.TB, o options) *harness {
 	t.Helper()
-	ctx := context.Background()
-	dbPath := filepath.Join(t.TempDir(), "dpsd.db")
-	st, err := sqlstore.Open(ctx, dbPath, sqlstore.Options{})
-	if err != nil {
-		t.Fatalf("sqlstore.Open: %v", err)
-	}
-	inst, _, err := instance.Ensure(ctx, st, nil)
-	if err != nil {
-		st.Close()
-		t.Fatalf("instance.Ensure: %v", err)
-	}
+	st, inst, dbPath := provtest.OpenStore(t)
 	cert, err := instance.TLSCertificate(inst)
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &provtest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pm := metrics.New()
 	h := &harness{Instance: provtest.Instance{T: t, Store: st, Scope: inst.IDScope}, roots: x509.NewCertPool(), logs: logs, PMetrics: pm}

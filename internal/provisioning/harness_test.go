@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,12 +34,10 @@ import (
 	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/httpx"
-	"github.com/dpsd/dpsd/internal/instance"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
-	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
 // requestTimeout bounds every device request. A registration takes
@@ -62,7 +59,7 @@ type harness struct {
 	Pipeline *provisioning.Pipeline
 	Host     string // 127.0.0.1:port
 	roots    *x509.CertPool
-	logs     *syncBuffer
+	logs     *provtest.LogBuffer
 	db       *sql.DB // read-only, for snapshots
 
 	mu      sync.Mutex
@@ -79,45 +76,14 @@ type options struct {
 	ttl time.Duration
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 20000 {
-		s = "...\n" + s[len(s)-20000:]
-	}
-	return s
-}
-
 func newHarness(t testing.TB, o options) *harness {
 	t.Helper()
-	ctx := context.Background()
-	dbPath := filepath.Join(t.TempDir(), "dpsd.db")
-	st, err := sqlstore.Open(ctx, dbPath, sqlstore.Options{})
-	if err != nil {
-		t.Fatalf("sqlstore.Open: %v", err)
-	}
-	inst, _, err := instance.Ensure(ctx, st, nil)
-	if err != nil {
-		st.Close()
-		t.Fatalf("instance.Ensure: %v", err)
-	}
+	st, inst, dbPath := provtest.OpenStore(t)
 	scope := inst.IDScope
 	if o.scope != "" {
 		scope = o.scope
 	}
-	logs := &syncBuffer{}
+	logs := &provtest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p := &provisioning.Pipeline{
 		Store:        st,

@@ -28,7 +28,7 @@ func TestServerWiring(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &syncBuffer{}
+			logs := &provtest.LogBuffer{}
 			ctx, cancel := context.WithCancel(context.Background())
 			srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), HTTPSAddr: "127.0.0.1:0", AzureStrict: mode.strict},
 				slog.New(slog.NewTextHandler(logs, nil)))
