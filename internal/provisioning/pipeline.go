@@ -80,7 +80,8 @@ func (p *Pipeline) now() time.Time {
 // Register authenticates the device and assigns it.
 func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
 	start := p.now()
-	id, err := p.authenticate(ctx, &req, true)
+	var rec record
+	id, err := p.authenticate(ctx, &req, true, &rec)
 	if err != nil {
 		p.refused(req, err)
 		return nil, err
@@ -90,7 +91,7 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
 	case id.Disabled():
 		op, err = p.disabled(ctx, req, id)
 	default:
-		op, err = p.assign(ctx, req, id)
+		op, err = p.assign(ctx, req, id, &rec)
 	}
 	if err != nil {
 		return nil, err
@@ -107,7 +108,7 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
 
 // OperationStatus answers a poll: 202 while assigning, 200 when terminal.
 func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID string) (*Answer, error) {
-	if _, err := p.authenticate(ctx, &req, false); err != nil {
+	if _, err := p.authenticate(ctx, &req, false, &record{}); err != nil {
 		p.refused(req, err)
 		return nil, err
 	}
@@ -132,16 +133,17 @@ func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (*dps.De
 	if req.Body != nil && req.Body.CSR != "" {
 		return nil, dpserr.BadRequest("a status lookup must not carry a csr; send it with the register request")
 	}
-	if _, err := p.authenticate(ctx, &req, false); err != nil {
+	var rec record
+	if _, err := p.authenticate(ctx, &req, false, &rec); err != nil {
 		p.refused(req, err)
 		return nil, err
 	}
-	reg, err := p.Store.Registration(ctx, req.RegistrationID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, dpserr.NotFound(dpserr.CodeRegistrationNotFound, "registration %q has no registration record: the device has not registered (or its record was deleted)", req.RegistrationID)
-	}
+	reg, err := p.load(ctx, &rec, req.RegistrationID)
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, err
+	}
+	if reg == nil {
+		return nil, dpserr.NotFound(dpserr.CodeRegistrationNotFound, "registration %q has no registration record: the device has not registered (or its record was deleted)", req.RegistrationID)
 	}
 	return reg.Result, nil
 }
@@ -153,8 +155,33 @@ func (p *Pipeline) ttl() time.Duration {
 	return 24 * time.Hour
 }
 
+// record is the device's registration record, read at most once per request
+// (a symmetric-key device's record names its group, which spares a scan of
+// every group; the assignment then builds on the same record).
+type record struct {
+	reg  *store.Registration // nil when the device has none
+	read bool
+}
+
+// load returns the device's registration record (nil when it has none),
+// reading it the first time.
+func (p *Pipeline) load(ctx context.Context, r *record, registrationID string) (*store.Registration, error) {
+	if r.read {
+		return r.reg, nil
+	}
+	reg, err := p.Store.Registration(ctx, registrationID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		reg = nil
+	case err != nil:
+		return nil, storeErr(err)
+	}
+	r.reg, r.read = reg, true
+	return reg, nil
+}
+
 // authenticate checks the request's addressing and credentials.
-func (p *Pipeline) authenticate(ctx context.Context, req *Request, register bool) (*attest.Identity, error) {
+func (p *Pipeline) authenticate(ctx context.Context, req *Request, register bool, rec *record) (*attest.Identity, error) {
 	if !strings.EqualFold(req.IDScope, p.IDScope) {
 		return nil, dpserr.Unauthorized("ID scope %q is not served here; this dpsd instance's ID scope is %s", req.IDScope, p.IDScope)
 	}
@@ -171,7 +198,7 @@ func (p *Pipeline) authenticate(ctx context.Context, req *Request, register bool
 	switch {
 	case c.SAS != "":
 		hint := ""
-		if reg, err := p.Store.Registration(ctx, req.RegistrationID); err == nil {
+		if reg, err := p.load(ctx, rec, req.RegistrationID); err == nil && reg != nil {
 			hint = reg.EnrollmentGroupID
 		}
 		return attested(p.Attest.SymmetricKey(ctx, req.IDScope, req.RegistrationID, c.SAS, hint))
@@ -206,14 +233,11 @@ func (p *Pipeline) disabled(ctx context.Context, req Request, id *attest.Identit
 // assign chooses the hub and writes the record. Two registrations of one
 // device racing each other both read the record, and the store lets only one
 // write win; the other reads again and recomputes.
-func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity) (*store.Operation, error) {
+func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity, cur *record) (*store.Operation, error) {
 	for attempt := 1; ; attempt++ {
-		prev, err := p.Store.Registration(ctx, req.RegistrationID)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, storeErr(err)
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			prev = nil
+		prev, err := p.load(ctx, cur, req.RegistrationID)
+		if err != nil {
+			return nil, err
 		}
 		rec, err := p.decide(ctx, req, id, prev)
 		if err != nil {
@@ -228,6 +252,7 @@ func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity)
 		stored, err := p.Store.SaveRegistration(ctx, rec, ifMatch, op)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrPreconditionFailed) {
 			if attempt < saveAttempts {
+				cur.read = false // another request changed the record: read it again
 				// Spread the retries of racing requests so they stop colliding.
 				time.Sleep(time.Duration(rand.IntN(attempt*5)+1) * time.Millisecond)
 				continue
