@@ -137,7 +137,7 @@ func TestLoadX509KeyPair(t *testing.T) {
 }
 
 // TestSASToken: the client's token verifies with the server's parser, and
-// reproduces the published §2.1 vector byte for byte.
+// reproduces a SAS test vector of docs/protocol.md byte for byte.
 func TestSASToken(t *testing.T) {
 	const (
 		docGroupKey = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="

@@ -239,7 +239,7 @@ func TestX509DNSName(t *testing.T) {
 }
 
 // TestSymmetricKey covers what the HTTPS tests cannot reach easily: the
-// expiry boundary, the group hint, the §2.1 vectors at the attestor, and
+// expiry boundary, the group hint, the SAS test vectors of docs/protocol.md at the attestor, and
 // precedence of the individual enrollment over groups.
 func TestSymmetricKey(t *testing.T) {
 	const docGroupKey = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="

@@ -19,7 +19,7 @@ import (
 
 func init() { register(newCertCmd) }
 
-// newCertCmd is `dpsd cert`: the openssl steps of the seed and of Azure's
+// newCertCmd is `dpsd cert`: the openssl steps of Azure's walkthroughs and
 // certificate tutorials, as single commands.
 func newCertCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
@@ -43,7 +43,7 @@ kept unless --force is given.`,
       --ca-cert intermediate-full-chain.cert.pem --ca-key intermediate.key.pem
   curl --cert device-01-full-chain.cert.pem --key device-01.key.pem ...
 
-  # The seed's self-signed device certificate:
+  # The self-signed device certificate of Azure's X.509-over-HTTPS walkthrough:
   dpsd cert create-self-signed --common-name my-x509-device --key-type rsa-4096 --passphrase 1234
   curl --cert device-cert.pem:1234 --key device-key.pem ...`,
 		Args: cobra.NoArgs,
@@ -378,11 +378,12 @@ func newCertCreateSelfSignedCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "create-self-signed",
 		Short: "Create a self-signed device certificate for an individual enrollment",
-		Long: `Create a self-signed device certificate and its key, as the seed's openssl
-command does: subject CN = the registration ID, CA:FALSE, extended key usage
-clientAuth, valid 30 days unless --days says otherwise. Enroll it with an
-individual enrollment; the device presents it as is.`,
-		Example: `  # The seed's certificate (openssl req -x509 -newkey rsa:4096 ... -subj /CN=my-x509-device, pass phrase 1234):
+		Long: `Create a self-signed device certificate and its key, as the openssl command
+of Azure's X.509-over-HTTPS walkthrough does: subject CN = the registration
+ID, CA:FALSE, extended key usage clientAuth, valid 30 days unless --days says
+otherwise. Enroll it with an individual enrollment; the device presents it as
+is.`,
+		Example: `  # The certificate of Azure's X.509-over-HTTPS walkthrough (openssl req -x509 -newkey rsa:4096 ... -subj /CN=my-x509-device, pass phrase 1234):
   dpsd cert create-self-signed --common-name my-x509-device --key-type rsa-4096 --passphrase 1234
   curl --cert device-cert.pem:1234 --key device-key.pem ...`,
 		Args: cobra.NoArgs,

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// MQTT 3.1.1 control packet types (§2.2.1).
+// MQTT 3.1.1 control packet types (MQTT 3.1.1 §2.2.1).
 const (
 	typeConnect     = 1
 	typeConnack     = 2
@@ -29,7 +29,7 @@ const (
 var typeNames = [16]string{"reserved", "connect", "connack", "publish", "puback", "pubrec", "pubrel", "pubcomp",
 	"subscribe", "suback", "unsubscribe", "unsuback", "pingreq", "pingresp", "disconnect", "reserved"}
 
-// CONNACK return codes (§3.2.2.3).
+// CONNACK return codes (MQTT 3.1.1 §3.2.2.3).
 const (
 	ConnAccepted             byte = 0x00
 	ConnRefusedProtocol      byte = 0x01 // unacceptable protocol version
@@ -284,7 +284,7 @@ func Decode(header byte, body []byte) (Packet, error) {
 	return p, nil
 }
 
-// checkFlags checks the fixed header's type and flags (§2.2.2).
+// checkFlags checks the fixed header's type and flags (MQTT 3.1.1 §2.2.2).
 func checkFlags(header byte) error {
 	t, flags := header>>4, header&0x0f
 	if t == 0 || t == 15 {
@@ -364,7 +364,7 @@ func (d *decoder) binary() []byte {
 	return v
 }
 
-// string reads a UTF-8 encoded string (§1.5.3): valid UTF-8 without U+0000.
+// string reads a UTF-8 encoded string (MQTT 3.1.1 §1.5.3): valid UTF-8 without U+0000.
 func (d *decoder) string(what string) string {
 	b := d.binary()
 	if d.err != nil {

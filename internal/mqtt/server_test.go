@@ -38,7 +38,7 @@ func listen(t testing.TB) net.Listener {
 
 const sasPassword = "SharedAccessSignature sr=s/registrations/dev&sig=x&se=1&skn=registration"
 
-// TestExchange is the exchange of §3.6 on both transports: the exact
+// TestExchange is the exchange the Embedded C SDK documents, on both transports: the exact
 // response topic, $rid echoed verbatim, QoS 1 with a packet identifier, the
 // addressing and credentials handed to the pipeline.
 func TestExchange(t *testing.T) {
@@ -94,7 +94,7 @@ func TestExchange(t *testing.T) {
 	}
 }
 
-// TestPayloadVariants: every SDK's register and poll payloads (§3.4).
+// TestPayloadVariants: every SDK's register and poll payloads (docs/protocol.md, "MQTT").
 func TestPayloadVariants(t *testing.T) {
 	h := newHarness(t, options{fake: true})
 	c := h.device(t, false, "dev", provtest.Cred{SAS: sasPassword})

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// The DPS topics (dps-protocol.md §3.3).
+// The DPS topics (docs/protocol.md, "MQTT").
 const (
 	// ResponseFilter is the one topic filter a device may subscribe to.
 	ResponseFilter = "$dps/registrations/res/#"

@@ -114,8 +114,9 @@ func NewLeaf(opts Options, ca *x509.Certificate, caKey crypto.Signer) (*x509.Cer
 	return issue(kindLeaf, opts, ca, caKey)
 }
 
-// NewSelfSigned makes a self-signed device certificate like the seed's
-// openssl command: CA:FALSE, clientAuth, issuer = subject.
+// NewSelfSigned makes a self-signed device certificate like the openssl
+// command of Azure's X.509-over-HTTPS walkthrough: CA:FALSE, clientAuth,
+// issuer = subject.
 func NewSelfSigned(opts Options) (*x509.Certificate, crypto.Signer, error) {
 	return issue(kindLeaf, opts, nil, nil)
 }

@@ -17,7 +17,7 @@ import (
 type KeyType string
 
 // Key types. ECDSA P-256 is the default: it is fast to generate and makes the
-// cheapest TLS handshakes; RSA is there for devices that need it (the seed's
+// cheapest TLS handshakes; RSA is there for devices that need it (Azure's X.509 walkthrough's
 // openssl command uses rsa:4096).
 const (
 	KeyECDSAP256 KeyType = "ecdsa-p256"

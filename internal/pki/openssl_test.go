@@ -10,10 +10,10 @@ import (
 	"testing"
 )
 
-// TestOpenSSLSeedSelfSigned runs the seed's own command (rsa:4096, or
+// TestOpenSSLWalkthroughSelfSigned runs the walkthrough's own command (rsa:4096, or
 // rsa:2048 with -short) and reads its certificate and pass-phrase protected
 // key.
-func TestOpenSSLSeedSelfSigned(t *testing.T) {
+func TestOpenSSLWalkthroughSelfSigned(t *testing.T) {
 	dir := t.TempDir()
 	bits := "rsa:4096"
 	if testing.Short() {
@@ -41,7 +41,7 @@ func TestOpenSSLSeedSelfSigned(t *testing.T) {
 	}
 	key, err := ParsePrivateKeyPEM(keyPEM, []byte("1234"))
 	if err != nil {
-		t.Fatalf("reading the seed's key with pass phrase 1234: %v", err)
+		t.Fatalf("reading the walkthrough's key with pass phrase 1234: %v", err)
 	}
 	if !publicKeysEqual(key, c.PublicKey) {
 		t.Fatal("the key does not match the certificate")
@@ -101,7 +101,7 @@ func pemBytes(t *testing.T, s string) []byte {
 	return b.Bytes
 }
 
-// TestOpenSSLVerifiesOurChain checks the chains made here the way the seed's
+// TestOpenSSLVerifiesOurChain checks the chains made here the way the walkthrough's
 // users will: openssl verify, and openssl x509 -purpose.
 func TestOpenSSLVerifiesOurChain(t *testing.T) {
 	dir := t.TempDir()

@@ -68,7 +68,7 @@ type harness struct {
 
 type options struct {
 	strict bool
-	// scope replaces the instance's ID scope (the §2.1 vectors use 0ne00111111).
+	// scope replaces the instance's ID scope (the SAS test vectors of docs/protocol.md use 0ne00111111).
 	scope string
 	// now is the attestor's clock (validity periods, SAS expiry).
 	now func() time.Time

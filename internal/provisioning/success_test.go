@@ -185,7 +185,7 @@ func TestSuccesses(t *testing.T) {
 	}
 }
 
-// TestSASTestVectors checks the §2.1 vectors: the derived key of the doc
+// TestSASTestVectors checks the SAS test vectors of docs/protocol.md: the derived key of the doc
 // example, the three encodings of sr with their published signatures through
 // sas.Parse and Verify, and the same tokens through the HTTPS device API of
 // an instance whose ID scope is 0ne00111111 and whose clock is before the

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Vectors from the DPS protocol reference (§2.1), computed independently.
+// The SAS test vectors of docs/protocol.md, computed independently of dpsd.
 func TestDeviceVectors(t *testing.T) {
 	group, _ := base64.StdEncoding.DecodeString("8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==")
 	const regID = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"

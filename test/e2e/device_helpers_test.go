@@ -1,6 +1,6 @@
 package e2e_test
 
-// Helpers of the device provisioning tests (seed_*_test.go,
+// Helpers of the device provisioning tests (walkthrough_*_test.go,
 // device_*_test.go). Their names start with "dev" so that they stay apart
 // from the helpers of the other tests of this package.
 
@@ -20,7 +20,7 @@ import (
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
-// devHub is the seed's IoT hub.
+// devHub is the walkthrough's IoT hub.
 const devHub = "MyExampleHub.azure-devices.net"
 
 var (
@@ -65,7 +65,7 @@ func devCLIJSON(t *testing.T, dir string, args ...string) map[string]any {
 	return m
 }
 
-// devLinkHub links the seed's hub, MyExampleHub.azure-devices.net, to the
+// devLinkHub links the walkthrough's hub, MyExampleHub.azure-devices.net, to the
 // server with the command that replaces `az iot dps linked-hub create`.
 func devLinkHub(t *testing.T, s *e2e.Server) {
 	t.Helper()

@@ -68,7 +68,7 @@ func devDeriveKey(t *testing.T, groupKey, registrationID string) string {
 }
 
 // TestDeviceNodeSDKHTTPS registers, concurrently, a self-signed X.509
-// device (the seed's certificate, key with pass phrase 1234), a device of
+// device (the walkthrough's certificate, key with pass phrase 1234), a device of
 // an X.509 group (the full chain PEM as its certificate; group on the
 // intermediate, root uploaded verified), a symmetric-key device of an
 // individual enrollment (and one whose registration ID has upper case,
@@ -79,7 +79,7 @@ func devDeriveKey(t *testing.T, groupKey, registrationID string) string {
 func TestDeviceNodeSDKHTTPS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	e2e.SeedSelfSigned(t, dir)
+	e2e.WalkthroughSelfSigned(t, dir)
 	chain := e2e.DpsdChain(t, filepath.Join(dir, "chain"), "node-chain-device")
 
 	for _, mode := range devModes {
@@ -88,7 +88,7 @@ func TestDeviceNodeSDKHTTPS(t *testing.T) {
 			s := e2e.StartServer443(t, mode.args...)
 			devLinkHub(t, s)
 			data := []string{"--data", s.Dir}
-			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", e2e.SeedDeviceID, "--attestation-type", "x509", "--certificate-path", e2e.SeedDeviceCert}, data...)...)
+			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", e2e.WalkthroughDeviceID, "--attestation-type", "x509", "--certificate-path", e2e.WalkthroughDeviceCert}, data...)...)
 			devCLI(t, chain.Dir, append([]string{"enrollment-group", "create", "--enrollment-id", "node-x509-group", "--attestation-type", "x509", "--certificate-path", chain.Intermediate}, data...)...)
 			devCLI(t, chain.Dir, append([]string{"certificate", "create", "--certificate-name", "node-root", "--path", chain.Root, "--verified", "true"}, data...)...)
 			ind := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", "node-sym-device", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
@@ -101,7 +101,7 @@ func TestDeviceNodeSDKHTTPS(t *testing.T) {
 			}
 
 			devices := []devNodeDevice{
-				{Name: "x509-self-signed", RegistrationID: e2e.SeedDeviceID, Cert: filepath.Join(dir, e2e.SeedDeviceCert), Key: filepath.Join(dir, e2e.SeedDeviceKey), Passphrase: e2e.SeedPassphrase},
+				{Name: "x509-self-signed", RegistrationID: e2e.WalkthroughDeviceID, Cert: filepath.Join(dir, e2e.WalkthroughDeviceCert), Key: filepath.Join(dir, e2e.WalkthroughDeviceKey), Passphrase: e2e.WalkthroughPassphrase},
 				{Name: "x509-group-chain", RegistrationID: chain.DeviceID, Cert: chain.Path(chain.FullChain), Key: chain.Path(chain.DeviceKey)},
 				{Name: "symkey-individual", RegistrationID: "node-sym-device", SymmetricKey: indKey},
 				{Name: "symkey-group", RegistrationID: "node-sym-group-device-01", SymmetricKey: devDeriveKey(t, groupKey, "node-sym-group-device-01")},
@@ -136,7 +136,7 @@ func TestDeviceNodeSDKHTTPS(t *testing.T) {
 				want     map[string]string
 				group    string // enrollmentGroupId
 			}{
-				{name: "x509-self-signed", id: e2e.SeedDeviceID, want: map[string]string{"x509.certificateInfo.subjectName": "CN=my-x509-device"}},
+				{name: "x509-self-signed", id: e2e.WalkthroughDeviceID, want: map[string]string{"x509.certificateInfo.subjectName": "CN=my-x509-device"}},
 				{name: "x509-group-chain", id: chain.DeviceID, want: map[string]string{"x509.enrollmentGroupId": "node-x509-group", "x509.signingCertificateInfo.subjectName": "CN=Azure IoT Hub Intermediate Cert Test Only"}, group: "node-x509-group"},
 				{name: "symkey-individual", id: "node-sym-device"},
 				{name: "symkey-group", id: "node-sym-group-device-01", want: map[string]string{"symmetricKey.enrollmentGroupId": "node-sym-group"}, group: "node-sym-group"},

@@ -16,7 +16,7 @@ import (
 )
 
 // TestDeviceRegisterCLI registers four devices with `dpsd device register
-// --output json`: the seed's self-signed certificate with its encrypted key
+// --output json`: the walkthrough's self-signed certificate with its encrypted key
 // (--passphrase 1234; the registration ID comes from the certificate's CN),
 // a chain made by `dpsd cert` (full chain file; group on the intermediate,
 // root uploaded verified), an individual symmetric key (--symmetric-key) and
@@ -26,7 +26,7 @@ import (
 func TestDeviceRegisterCLI(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	e2e.SeedSelfSigned(t, dir)
+	e2e.WalkthroughSelfSigned(t, dir)
 	chain := e2e.DpsdChain(t, filepath.Join(dir, "chain"), "cli-chain-device")
 
 	for _, mode := range devModes {
@@ -35,7 +35,7 @@ func TestDeviceRegisterCLI(t *testing.T) {
 			s := e2e.StartServer(t, mode.args...)
 			devLinkHub(t, s)
 			data := []string{"--data", s.Dir}
-			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", e2e.SeedDeviceID, "--attestation-type", "x509", "--certificate-path", e2e.SeedDeviceCert}, data...)...)
+			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", e2e.WalkthroughDeviceID, "--attestation-type", "x509", "--certificate-path", e2e.WalkthroughDeviceCert}, data...)...)
 			devCLI(t, chain.Dir, append([]string{"enrollment-group", "create", "--enrollment-id", "cli-x509-group", "--attestation-type", "x509", "--certificate-path", chain.Intermediate}, data...)...)
 			devCLI(t, chain.Dir, append([]string{"certificate", "create", "--certificate-name", "cli-root", "--path", chain.Root, "--verified", "true"}, data...)...)
 			ind := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", "cli-sym-device", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
@@ -53,8 +53,8 @@ func TestDeviceRegisterCLI(t *testing.T) {
 				want     map[string]string
 				group    bool
 			}{
-				{name: "x509-passphrase", id: e2e.SeedDeviceID,
-					args: []string{"--cert", e2e.SeedDeviceCert, "--key", e2e.SeedDeviceKey, "--passphrase", e2e.SeedPassphrase}},
+				{name: "x509-passphrase", id: e2e.WalkthroughDeviceID,
+					args: []string{"--cert", e2e.WalkthroughDeviceCert, "--key", e2e.WalkthroughDeviceKey, "--passphrase", e2e.WalkthroughPassphrase}},
 				{name: "x509-chain", id: chain.DeviceID, group: true,
 					args: []string{"--cert", chain.Path(chain.FullChain), "--key", chain.Path(chain.DeviceKey)},
 					want: map[string]string{"x509.enrollmentGroupId": "cli-x509-group"}},

@@ -1,7 +1,7 @@
 package e2e_test
 
 // A device's registration record across its life, seen from both sides: the
-// device registers over HTTPS (the seed's curl commands), the record is read
+// device registers over HTTPS (the walkthrough's curl commands), the record is read
 // back through the service API (`dpsd registration show`) and the device
 // API's status lookup, the device registers again, the record is deleted
 // (`dpsd registration delete`) and the device registers anew.
@@ -15,9 +15,9 @@ import (
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
-// seedStatusLookup is the device API's registration status lookup in the
-// seed's curl style: POST /{idScope}/registrations/{registrationId}.
-const seedStatusLookup = `curl -L -i -X POST --cert [path_to_your_device_cert] --key [path_to_your_device_private_key] -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' -d '{"registrationId": "[registration_id]"}' https://global.azure-devices-provisioning.net/[dps_id_scope]/registrations/[registration_id]?api-version=2021-06-01`
+// walkthroughStatusLookup is the device API's registration status lookup in the
+// walkthrough's curl style: POST /{idScope}/registrations/{registrationId}.
+const walkthroughStatusLookup = `curl -L -i -X POST --cert [path_to_your_device_cert] --key [path_to_your_device_private_key] -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' -d '{"registrationId": "[registration_id]"}' https://global.azure-devices-provisioning.net/[dps_id_scope]/registrations/[registration_id]?api-version=2021-06-01`
 
 // devRecordFields are the fields of a registration record the service API
 // returns (DeviceRegistrationState); the device's view has them too.
@@ -52,13 +52,13 @@ func TestDeviceRegistrationRecordLifecycle(t *testing.T) {
 			devLinkHub(t, s)
 			devCLI(t, dir, "enrollment", "create", "--data", s.Dir, "--enrollment-id", "rec-x509-device", "--attestation-type", "x509",
 				"--certificate-path", "device-cert.pem", "--device-id", "rec-device-in-hub")
-			d := &seedDevice{s: s, mode: mode, dir: dir, cert: "device-cert.pem:1234", key: "device-key.pem", id: "rec-x509-device", requests: map[string]bool{}}
+			d := &walkthroughDevice{s: s, mode: mode, dir: dir, cert: "device-cert.pem:1234", key: "device-key.pem", id: "rec-x509-device", requests: map[string]bool{}}
 			want := map[string]string{"deviceId": "rec-device-in-hub", "x509.certificateInfo.subjectName": "CN=rec-x509-device"}
 
 			if _, found := devRecord(t, s, d.id); found {
 				t.Fatalf("a registration record exists before the device registered")
 			}
-			first := d.registerAndPoll(t, seedRegister, "initialAssignment", want)
+			first := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", want)
 			rec, found := devRecord(t, s, d.id)
 			if !found {
 				t.Fatalf("dpsd registration show found no record after the registration")
@@ -69,7 +69,7 @@ func TestDeviceRegistrationRecordLifecycle(t *testing.T) {
 				t.Errorf("the device's status lookup returned\n%v\nthe operation's registrationState was\n%v", lookup.body, first)
 			}
 
-			second := d.registerAndPoll(t, seedRegister, "reprovisionedToInitialAssignment", want)
+			second := d.registerAndPoll(t, walkthroughRegister, "reprovisionedToInitialAssignment", want)
 			checkReRegistration(t, first, second)
 			rec, _ = devRecord(t, s, d.id)
 			devSameRecord(t, "after the re-registration", rec, second)
@@ -91,7 +91,7 @@ func TestDeviceRegistrationRecordLifecycle(t *testing.T) {
 				t.Errorf("status lookup of a deleted record: errorCode %v, want 404202\n%s", gone.body["errorCode"], gone.raw)
 			}
 
-			third := d.registerAndPoll(t, seedRegister, "initialAssignment", want)
+			third := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", want)
 			if devStr(third, "createdDateTimeUtc") <= devStr(second, "createdDateTimeUtc") {
 				t.Errorf("after the delete, createdDateTimeUtc %s is not newer than the deleted record's %s: the record was not created anew", devStr(third, "createdDateTimeUtc"), devStr(second, "createdDateTimeUtc"))
 			}
@@ -109,15 +109,15 @@ func TestDeviceRegistrationRecordLifecycle(t *testing.T) {
 
 // statusLookup runs the device API's registration status lookup and checks
 // its status line and headers.
-func (d *seedDevice) statusLookup(t *testing.T, statusLine string) *seedResponse {
+func (d *walkthroughDevice) statusLookup(t *testing.T, statusLine string) *walkthroughResponse {
 	t.Helper()
-	r := seedCurl(t, d.dir, d.command(seedStatusLookup, ""))
+	r := walkthroughCurl(t, d.dir, d.command(walkthroughStatusLookup, ""))
 	d.checkCommon(t, fmt.Sprintf("status lookup (%s)", statusLine), r, statusLine)
 	return r
 }
 
 // TestDeviceReRegistrationOtherCase: registration IDs are case-insensitive
-// (the seed: "The registration ID is a case-insensitive string"), and dpsd
+// (the walkthrough: "The registration ID is a case-insensitive string"), and dpsd
 // matches the certificate CN, the enrollment and the record without regard
 // to case. A device that registers again with its ID in another case is the
 // same device on the same hub (reprovisionedToInitialAssignment), so its
@@ -132,12 +132,12 @@ func TestDeviceReRegistrationOtherCase(t *testing.T) {
 	devLinkHub(t, s)
 	devCLI(t, dir, "enrollment", "create", "--data", s.Dir, "--enrollment-id", "case-x509-device", "--attestation-type", "x509", "--certificate-path", "device-cert.pem")
 
-	d := &seedDevice{s: s, mode: devModes[0], dir: dir, cert: "device-cert.pem", key: "device-key.pem", id: "case-x509-device", requests: map[string]bool{}}
-	first := d.registerAndPoll(t, seedRegister, "initialAssignment", nil)
+	d := &walkthroughDevice{s: s, mode: devModes[0], dir: dir, cert: "device-cert.pem", key: "device-key.pem", id: "case-x509-device", requests: map[string]bool{}}
+	first := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", nil)
 
 	upper := *d
 	upper.id = "CASE-X509-DEVICE"
-	second := upper.registerAndPoll(t, seedRegister, "reprovisionedToInitialAssignment", map[string]string{
+	second := upper.registerAndPoll(t, walkthroughRegister, "reprovisionedToInitialAssignment", map[string]string{
 		"registrationId": "case-x509-device",
 		"deviceId":       "case-x509-device",
 	})

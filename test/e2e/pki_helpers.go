@@ -1,9 +1,9 @@
 package e2e
 
-// Device certificates made the way the seed walkthrough and Azure's
-// enrollment-group tutorial make them (the openssl command line), or with
-// `dpsd cert`. The files land where the seed expects them, relative to one
-// directory, so that the seed's curl commands run unchanged in it.
+// Device certificates made the way Azure's X.509-over-HTTPS walkthrough and
+// its enrollment-group tutorial make them (the openssl command line), or with
+// `dpsd cert`. The files land where the walkthrough expects them, relative to
+// one directory, so that the walkthrough's curl commands run unchanged in it.
 
 import (
 	"bytes"
@@ -13,17 +13,17 @@ import (
 	"testing"
 )
 
-// SeedSelfSignedCommand is the seed's Linux command for the self-signed
-// device certificate, verbatim, plus -passout: the seed types the pass phrase
+// WalkthroughSelfSignedCommand is the walkthrough's Linux command for the self-signed
+// device certificate, verbatim, plus -passout: the walkthrough types the pass phrase
 // 1234 at openssl's two prompts, a test gives it on the command line.
-const SeedSelfSignedCommand = `openssl req -outform PEM -x509 -sha256 -newkey rsa:4096 -keyout device-key.pem -out device-cert.pem -days 30 -extensions usr_cert -addext extendedKeyUsage=clientAuth -subj "/CN=my-x509-device" -passout pass:1234`
+const WalkthroughSelfSignedCommand = `openssl req -outform PEM -x509 -sha256 -newkey rsa:4096 -keyout device-key.pem -out device-cert.pem -days 30 -extensions usr_cert -addext extendedKeyUsage=clientAuth -subj "/CN=my-x509-device" -passout pass:1234`
 
-// Files of the seed's self-signed device (relative to its directory).
+// Files of the walkthrough's self-signed device (relative to its directory).
 const (
-	SeedDeviceCert = "device-cert.pem"
-	SeedDeviceKey  = "device-key.pem" // encrypted, pass phrase SeedPassphrase
-	SeedPassphrase = "1234"
-	SeedDeviceID   = "my-x509-device"
+	WalkthroughDeviceCert = "device-cert.pem"
+	WalkthroughDeviceKey  = "device-key.pem" // encrypted, pass phrase WalkthroughPassphrase
+	WalkthroughPassphrase = "1234"
+	WalkthroughDeviceID   = "my-x509-device"
 )
 
 // Shell runs command with bash in dir and returns its standard output; the
@@ -41,12 +41,12 @@ func Shell(t testing.TB, dir, command string) string {
 	return out.String()
 }
 
-// SeedSelfSigned runs SeedSelfSignedCommand in dir: device-cert.pem
+// WalkthroughSelfSigned runs WalkthroughSelfSignedCommand in dir: device-cert.pem
 // (CN=my-x509-device, RSA 4096, clientAuth) and device-key.pem (encrypted
 // with the pass phrase 1234).
-func SeedSelfSigned(t testing.TB, dir string) {
+func WalkthroughSelfSigned(t testing.TB, dir string) {
 	t.Helper()
-	Shell(t, dir, SeedSelfSignedCommand)
+	Shell(t, dir, WalkthroughSelfSignedCommand)
 }
 
 // CertChain is a root → intermediate → device chain in Dir, with the file

@@ -10,7 +10,7 @@ import (
 )
 
 // SRLower, SRUpper and SRRaw are the three encodings of a device's SAS
-// resource that devices send (§2.1): "/" as %2f (the C SDK's), as %2F, and
+// resource that devices send (docs/protocol.md, "SAS tokens"): "/" as %2f (the C SDK's), as %2F, and
 // unencoded (the Node SDK's).
 func SRLower(scope, id string) string { return scope + "%2fregistrations%2f" + url.PathEscape(id) }
 func SRUpper(scope, id string) string { return scope + "%2Fregistrations%2F" + url.PathEscape(id) }

@@ -1,11 +1,11 @@
 package e2e_test
 
-// The seed walkthrough (../shared/reference/seed-walkthrough.md, "How to use
-// X.509 certificates over HTTPS without an SDK") replayed against the real
-// dpsd binary: the certificates made with the seed's (and Azure's tutorial's)
-// openssl commands, the server configured with the dpsd commands that
-// replace the seed's `az iot dps` steps, and the seed's curl commands run
-// through bash exactly as written, but for the host (global.azure-devices-
+// Azure's walkthrough "How to use X.509 certificates over HTTPS without an
+// SDK" replayed against the real dpsd binary: the certificates made with the
+// walkthrough's (and Azure's tutorial's) openssl commands, the server
+// configured with the dpsd commands that replace the walkthrough's
+// `az iot dps` steps, and the walkthrough's curl commands run through bash
+// exactly as written, but for the host (global.azure-devices-
 // provisioning.net → localhost:PORT), the ID scope and an added --cacert.
 // Each flow runs against the fast path and against --azure-strict.
 
@@ -23,32 +23,32 @@ import (
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
-// The seed's curl commands, with its [placeholders].
+// The walkthrough's curl commands, with its [placeholders].
 const (
-	// seedRegister is the seed's "Register your device" command.
-	seedRegister = `curl -L -i -X PUT --cert [path_to_your_device_cert] --key [path_to_your_device_private_key] -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' -d '{"registrationId": "[registration_id]"}' https://global.azure-devices-provisioning.net/[dps_id_scope]/registrations/[registration_id]/register?api-version=2019-03-31`
-	// seedRegisterExample is the seed's example of it (api-version
+	// walkthroughRegister is the walkthrough's "Register your device" command.
+	walkthroughRegister = `curl -L -i -X PUT --cert [path_to_your_device_cert] --key [path_to_your_device_private_key] -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' -d '{"registrationId": "[registration_id]"}' https://global.azure-devices-provisioning.net/[dps_id_scope]/registrations/[registration_id]/register?api-version=2019-03-31`
+	// walkthroughRegisterExample is the walkthrough's example of it (api-version
 	// 2021-06-01, a key without pass phrase), with the line breaks of the
 	// page's rendering removed.
-	seedRegisterExample = `curl -L -i -X PUT --cert device-cert.pem --key unencrypted-device-key.pem -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' -d '{"registrationId": "my-x509-device"}' https://global.azure-devices-provisioning.net/0ne003D3F98/registrations/my-x509-device/register?api-version=2021-06-01`
-	// seedPoll is the seed's operation status command.
-	seedPoll = `curl -L -i -X GET --cert [path_to_your_device_cert] --key [path_to_your_device_private_key] -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' https://global.azure-devices-provisioning.net/[dps_id_scope]/registrations/[registration_id]/operations/[operation_id]?api-version=2019-03-31`
+	walkthroughRegisterExample = `curl -L -i -X PUT --cert device-cert.pem --key unencrypted-device-key.pem -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' -d '{"registrationId": "my-x509-device"}' https://global.azure-devices-provisioning.net/0ne003D3F98/registrations/my-x509-device/register?api-version=2021-06-01`
+	// walkthroughPoll is the walkthrough's operation status command.
+	walkthroughPoll = `curl -L -i -X GET --cert [path_to_your_device_cert] --key [path_to_your_device_private_key] -H 'Content-Type: application/json' -H 'Content-Encoding:  utf-8' https://global.azure-devices-provisioning.net/[dps_id_scope]/registrations/[registration_id]/operations/[operation_id]?api-version=2019-03-31`
 )
 
-// seedDevice is one device of the seed and the server it registers with.
-type seedDevice struct {
+// walkthroughDevice is one device of the walkthrough and the server it registers with.
+type walkthroughDevice struct {
 	s        *e2e.Server
 	mode     devMode
-	dir      string // where the seed's relative paths resolve
-	cert     string // --cert argument, as the seed writes it
+	dir      string // where the walkthrough's relative paths resolve
+	cert     string // --cert argument, as the walkthrough writes it
 	key      string // --key argument
 	id       string // registration ID
 	requests map[string]bool
 }
 
-// command fills a seed command: the placeholders, the ID scope of the
-// seed's example, the host, and --cacert for the server's CA.
-func (d *seedDevice) command(tmpl, operationID string) string {
+// command fills a walkthrough command: the placeholders, the ID scope of the
+// walkthrough's example, the host, and --cacert for the server's CA.
+func (d *walkthroughDevice) command(tmpl, operationID string) string {
 	r := strings.NewReplacer(
 		"[path_to_your_device_cert]", d.cert,
 		"[path_to_your_device_private_key]", d.key,
@@ -62,16 +62,16 @@ func (d *seedDevice) command(tmpl, operationID string) string {
 	return "curl --cacert '" + d.s.CAFile + "' " + strings.TrimPrefix(cmd, "curl ")
 }
 
-// seedResponse is what `curl -i` printed: the status line, the headers and
+// walkthroughResponse is what `curl -i` printed: the status line, the headers and
 // the JSON body of the last response.
-type seedResponse struct {
+type walkthroughResponse struct {
 	statusLine string
 	header     http.Header
 	body       map[string]any
 	raw        string
 }
 
-func seedCurl(t *testing.T, dir, command string) *seedResponse {
+func walkthroughCurl(t *testing.T, dir, command string) *walkthroughResponse {
 	t.Helper()
 	out := e2e.Shell(t, dir, command)
 	rest := out
@@ -95,7 +95,7 @@ func seedCurl(t *testing.T, dir, command string) *seedResponse {
 	if err != nil {
 		t.Fatalf("%s\nheaders: %v\n%s", command, err, out)
 	}
-	r := &seedResponse{statusLine: statusLine, header: http.Header(mh), raw: out}
+	r := &walkthroughResponse{statusLine: statusLine, header: http.Header(mh), raw: out}
 	if err := json.Unmarshal([]byte(rest), &r.body); err != nil {
 		t.Fatalf("%s\nthe body is not a JSON object: %v\n%s", command, err, out)
 	}
@@ -103,7 +103,7 @@ func seedCurl(t *testing.T, dir, command string) *seedResponse {
 }
 
 // checkCommon checks the status line and the headers every answer carries.
-func (d *seedDevice) checkCommon(t *testing.T, what string, r *seedResponse, statusLine string) {
+func (d *walkthroughDevice) checkCommon(t *testing.T, what string, r *walkthroughResponse, statusLine string) {
 	t.Helper()
 	if r.statusLine != statusLine {
 		t.Fatalf("%s: status line %q, want %q\n%s", what, r.statusLine, statusLine, r.raw)
@@ -121,12 +121,12 @@ func (d *seedDevice) checkCommon(t *testing.T, what string, r *seedResponse, sta
 	d.requests[id] = true
 }
 
-// register runs a seed register command and checks the answer: 202, the
+// register runs a walkthrough register command and checks the answer: 202, the
 // headers, an operation ID, and "assigning" (strict) or the terminal state
 // (fast path).
-func (d *seedDevice) register(t *testing.T, tmpl string) (operationID string, r *seedResponse) {
+func (d *walkthroughDevice) register(t *testing.T, tmpl string) (operationID string, r *walkthroughResponse) {
 	t.Helper()
-	r = seedCurl(t, d.dir, d.command(tmpl, ""))
+	r = walkthroughCurl(t, d.dir, d.command(tmpl, ""))
 	d.checkCommon(t, "register", r, "HTTP/1.1 202 Accepted")
 	wantLoc := fmt.Sprintf("https://localhost:%d/%s/registrations/%s/register", d.s.Port, d.s.IDScope, d.id)
 	if loc := r.header.Get("Location"); loc != wantLoc {
@@ -153,11 +153,11 @@ func (d *seedDevice) register(t *testing.T, tmpl string) (operationID string, r 
 	return operationID, r
 }
 
-// poll runs the seed's operation status command and checks the answer: 200
+// poll runs the walkthrough's operation status command and checks the answer: 200
 // and the terminal status of this operation.
-func (d *seedDevice) poll(t *testing.T, operationID string) *seedResponse {
+func (d *walkthroughDevice) poll(t *testing.T, operationID string) *walkthroughResponse {
 	t.Helper()
-	r := seedCurl(t, d.dir, d.command(seedPoll, operationID))
+	r := walkthroughCurl(t, d.dir, d.command(walkthroughPoll, operationID))
 	d.checkCommon(t, "poll", r, "HTTP/1.1 200 OK")
 	if got := devStr(r.body, "operationId"); got != operationID {
 		t.Errorf("poll: operationId %q, want %q", got, operationID)
@@ -169,9 +169,9 @@ func (d *seedDevice) poll(t *testing.T, operationID string) *seedResponse {
 }
 
 // registerAndPoll registers with tmpl, polls the operation it returned, and
-// returns the registrationState of the poll, checked against the seed's
+// returns the registrationState of the poll, checked against the walkthrough's
 // sample answer and want.
-func (d *seedDevice) registerAndPoll(t *testing.T, tmpl, substatus string, want map[string]string) map[string]any {
+func (d *walkthroughDevice) registerAndPoll(t *testing.T, tmpl, substatus string, want map[string]string) map[string]any {
 	t.Helper()
 	op, reg := d.register(t, tmpl)
 	poll := d.poll(t, op)
@@ -199,7 +199,7 @@ func (d *seedDevice) registerAndPoll(t *testing.T, tmpl, substatus string, want 
 		t.Errorf("poll registrationState: no etag")
 	}
 	if _, ok := st["x509"].(map[string]any); !ok {
-		t.Errorf(`poll registrationState: no "x509" object (the seed's answer has one)`)
+		t.Errorf(`poll registrationState: no "x509" object (the walkthrough's answer has one)`)
 	}
 	if !d.mode.strict && !reflect.DeepEqual(reg.body["registrationState"], st) {
 		t.Errorf("fast path: the poll's registrationState differs from the register answer's\nregister: %v\npoll:     %v", reg.body["registrationState"], st)
@@ -222,18 +222,18 @@ func checkReRegistration(t *testing.T, first, second map[string]any) {
 	}
 }
 
-// TestSeedCurlSelfSigned is the seed with "Use a self-signed certificate"
+// TestWalkthroughCurlSelfSigned is the walkthrough with "Use a self-signed certificate"
 // and "Use an individual enrollment": the device certificate made by the
-// seed's openssl command (RSA 4096, key protected by the pass phrase 1234),
+// walkthrough's openssl command (RSA 4096, key protected by the pass phrase 1234),
 // `curl --cert device-cert.pem:1234 --key device-key.pem` to register and
-// poll, then the seed's example command (api-version 2021-06-01, the key
+// poll, then the walkthrough's example command (api-version 2021-06-01, the key
 // without pass phrase) to register again.
-func TestSeedCurlSelfSigned(t *testing.T) {
+func TestWalkthroughCurlSelfSigned(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	e2e.SeedSelfSigned(t, dir)
+	e2e.WalkthroughSelfSigned(t, dir)
 	e2e.Shell(t, dir, "openssl pkey -in device-key.pem -passin pass:1234 -out unencrypted-device-key.pem")
-	thumb := devThumbprint(t, filepath.Join(dir, e2e.SeedDeviceCert))
+	thumb := devThumbprint(t, filepath.Join(dir, e2e.WalkthroughDeviceCert))
 
 	for _, mode := range devModes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -243,30 +243,30 @@ func TestSeedCurlSelfSigned(t *testing.T) {
 			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", "my-x509-device", "--attestation-type", "x509", "--certificate-path", "device-cert.pem"}, login...)...)
 			devCLI(t, dir, append([]string{"linked-hub", "create", "--connection-string", "HostName=" + devHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + devRandomKey()}, login...)...)
 
-			d := &seedDevice{s: s, mode: mode, dir: dir, cert: "device-cert.pem:1234", key: "device-key.pem", id: e2e.SeedDeviceID, requests: map[string]bool{}}
+			d := &walkthroughDevice{s: s, mode: mode, dir: dir, cert: "device-cert.pem:1234", key: "device-key.pem", id: e2e.WalkthroughDeviceID, requests: map[string]bool{}}
 			cert := map[string]string{
 				"x509.certificateInfo.subjectName":      "CN=my-x509-device",
 				"x509.certificateInfo.issuerName":       "CN=my-x509-device",
 				"x509.certificateInfo.sha256Thumbprint": thumb,
 			}
-			first := d.registerAndPoll(t, seedRegister, "initialAssignment", cert)
+			first := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", cert)
 			if g := devGet(first, "x509.enrollmentGroupId"); g != nil {
 				t.Errorf("individual enrollment: x509.enrollmentGroupId %v, want none", g)
 			}
-			second := d.registerAndPoll(t, seedRegisterExample, "reprovisionedToInitialAssignment", cert)
+			second := d.registerAndPoll(t, walkthroughRegisterExample, "reprovisionedToInitialAssignment", cert)
 			checkReRegistration(t, first, second)
 		})
 	}
 }
 
-// TestSeedCurlChain is the seed with "Use a certificate chain": the chain
+// TestWalkthroughCurlChain is the walkthrough with "Use a certificate chain": the chain
 // root → intermediate → device-01 made with the openssl commands of Azure's
 // enrollment-group tutorial, the root uploaded and verified, and `curl
 // --cert certs/device-01-full-chain.cert.pem --key private/device-01.key.pem`
 // to register (api-versions 2019-03-31 and 2021-06-01) and poll; with "Use
 // an enrollment group" (a group on the intermediate) and with "Use an
 // individual enrollment" (certs/device-01.cert.pem enrolled).
-func TestSeedCurlChain(t *testing.T) {
+func TestWalkthroughCurlChain(t *testing.T) {
 	t.Parallel()
 	chain := e2e.OpenSSLChain(t, t.TempDir(), "device-01")
 	deviceThumb := devThumbprint(t, chain.Path(chain.Device))
@@ -302,7 +302,7 @@ func TestSeedCurlChain(t *testing.T) {
 				devCLI(t, chain.Dir, append([]string{"certificate", "create", "--certificate-name", "azure-iot-test-only-root", "--path", chain.Root, "--verified", "true"}, login...)...)
 				devCLI(t, chain.Dir, append([]string{"linked-hub", "create", "--connection-string", "HostName=" + devHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + devRandomKey()}, login...)...)
 
-				d := &seedDevice{s: s, mode: mode, dir: chain.Dir, cert: chain.FullChain, key: chain.DeviceKey, id: "device-01", requests: map[string]bool{}}
+				d := &walkthroughDevice{s: s, mode: mode, dir: chain.Dir, cert: chain.FullChain, key: chain.DeviceKey, id: "device-01", requests: map[string]bool{}}
 				want := map[string]string{}
 				for k, v := range leaf {
 					want[k] = v
@@ -310,11 +310,11 @@ func TestSeedCurlChain(t *testing.T) {
 				for k, v := range enrollment.want {
 					want[k] = v
 				}
-				first := d.registerAndPoll(t, seedRegister, "initialAssignment", want)
+				first := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", want)
 				if enrollment.want == nil && (devGet(first, "x509.enrollmentGroupId") != nil || devGet(first, "x509.signingCertificateInfo") != nil) {
 					t.Errorf("individual enrollment, but the state names a group or signing certificate: %v", first["x509"])
 				}
-				second := d.registerAndPoll(t, strings.Replace(seedRegister, "api-version=2019-03-31", "api-version=2021-06-01", 1), "reprovisionedToInitialAssignment", want)
+				second := d.registerAndPoll(t, strings.Replace(walkthroughRegister, "api-version=2019-03-31", "api-version=2021-06-01", 1), "reprovisionedToInitialAssignment", want)
 				checkReRegistration(t, first, second)
 			})
 		}
