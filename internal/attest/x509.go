@@ -92,48 +92,138 @@ type groupMatch struct {
 }
 
 func (a *Attestor) groupX509(ctx context.Context, registrationID string, chain []*x509.Certificate, now time.Time) (*Identity, error) {
-	var verifiedCA, unverifiedCA *store.CACertificate
+	var seen caSeen
 	for k := 1; k < len(chain); k++ {
-		tp := pki.SHA256Thumbprint(chain[k])
-		matches, cas, err := a.groupsAt(ctx, tp)
+		id, err := a.groupAt(ctx, chain, k, now, &seen)
+		if id != nil || err != nil {
+			return id, err
+		}
+	}
+	// The chain may stop below its trust anchor: Azure's SDK documentation
+	// tells devices to present their chain up to, but not including, the
+	// verified CA certificate, and a device of a group on a signing
+	// certificate may send only its own certificate. The anchor is then the
+	// stored certificate that issued the last one presented.
+	last := chain[len(chain)-1]
+	if !selfIssued(last) {
+		anchors, err := a.issuersOf(ctx, last, &seen)
 		if err != nil {
 			return nil, err
 		}
-		for _, ca := range cas {
-			if ca.IsVerified && verifiedCA == nil {
-				verifiedCA = ca
-			} else if !ca.IsVerified && unverifiedCA == nil {
-				unverifiedCA = ca
+		for _, anchor := range anchors {
+			full := append(slices.Clip(chain), anchor)
+			id, err := a.groupAt(ctx, full, len(full)-1, now, &seen)
+			if id != nil || err != nil {
+				return id, err
 			}
 		}
-		if len(matches) == 0 {
-			continue
-		}
-		m := matches[0]
-		if len(matches) > 1 && a.Log != nil {
-			a.Log.Warn("several enrollment groups match one certificate; the first by ID decides",
-				"certificate", name(chain[k]), "group", m.group.EnrollmentGroupID, "matches", len(matches))
-		}
-		if m.ca != nil && !m.ca.IsVerified {
-			return nil, dpserr.Unauthorized("certificate chain reaches CA certificate %q (%s), which is not verified; verify it by proof of possession (dpsd certificate generate-verification-code, then verify) or upload it with --verified true (presented: %s)", m.ca.Name, name(chain[k]), describe(chain))
-		}
-		if err := verifyChain(chain, k, now); err != nil {
-			return nil, err
-		}
-		id := &Identity{Mechanism: dps.AttestationX509, Group: m.group, Leaf: pki.Info(chain[0]), Signer: pki.Info(chain[k])}
-		return id, nil
 	}
 	switch {
 	case len(chain) == 1 && selfSigned(chain[0]):
 		return nil, dpserr.Unauthorized("no enrollment matches registration ID %q: its self-signed certificate (SHA-256 thumbprint %s) is not enrolled; create an individual enrollment with it", registrationID, pki.SHA256Thumbprint(chain[0]))
+	case seen.unverified != nil:
+		return nil, dpserr.Unauthorized("certificate chain reaches CA certificate %q, which is not verified, and no enrollment group matches (presented: %s)", seen.unverified.Name, describe(chain))
+	case seen.verified != nil:
+		return nil, dpserr.Unauthorized("certificate chain reaches verified CA certificate %q, but no enrollment group uses it or a certificate of the chain below it (presented: %s)", seen.verified.Name, describe(chain))
+	case seen.forged != nil:
+		return nil, dpserr.Unauthorized("certificate %s names %s as its issuer, but was not signed with the key of the stored certificate of that name (SHA-256 thumbprint %s): its authority key identifier or its signature differs (presented: %s)", name(last), pki.DistinguishedName(last.RawIssuer), pki.SHA256Thumbprint(seen.forged), describe(chain))
 	case len(chain) == 1:
-		return nil, dpserr.Unauthorized("no individual enrollment for registration ID %q, and the device sent only its own certificate (issued by %s), so no enrollment group can match; present the chain up to a verified CA certificate (presented: %s)", registrationID, pki.DistinguishedName(chain[0].RawIssuer), describe(chain))
-	case unverifiedCA != nil:
-		return nil, dpserr.Unauthorized("certificate chain reaches CA certificate %q, which is not verified, and no enrollment group matches (presented: %s)", unverifiedCA.Name, describe(chain))
-	case verifiedCA != nil:
-		return nil, dpserr.Unauthorized("certificate chain reaches verified CA certificate %q, but no enrollment group uses it or a certificate of the chain below it (presented: %s)", verifiedCA.Name, describe(chain))
+		return nil, dpserr.Unauthorized("no individual enrollment for registration ID %q, and the issuer of its certificate (%s) is neither a verified CA certificate nor the signing certificate of an enrollment group; present the chain up to one (presented: %s)", registrationID, pki.DistinguishedName(chain[0].RawIssuer), describe(chain))
 	}
-	return nil, dpserr.Unauthorized("certificate chain does not reach a verified CA certificate or the signing certificate of an enrollment group (presented: %s)", describe(chain))
+	return nil, dpserr.Unauthorized("certificate chain does not reach a verified CA certificate or the signing certificate of an enrollment group, and the issuer of its last certificate (%s) is neither (presented: %s)", pki.DistinguishedName(last.RawIssuer), describe(chain))
+}
+
+// caSeen remembers, for the refusal message, what a chain met on its way
+// up without matching a group.
+type caSeen struct {
+	verified, unverified *store.CACertificate
+	// forged is a stored certificate whose subject is the issuer of the
+	// last certificate presented, but whose key did not sign it.
+	forged *x509.Certificate
+}
+
+// groupAt matches chain[k] against the enrollment groups: an Identity when
+// a group matches and the chain up to chain[k] verifies, an error when a
+// group matches but the chain fails, and neither when no group matches.
+func (a *Attestor) groupAt(ctx context.Context, chain []*x509.Certificate, k int, now time.Time, seen *caSeen) (*Identity, error) {
+	matches, cas, err := a.groupsAt(ctx, pki.SHA256Thumbprint(chain[k]))
+	if err != nil {
+		return nil, err
+	}
+	for _, ca := range cas {
+		if ca.IsVerified && seen.verified == nil {
+			seen.verified = ca
+		} else if !ca.IsVerified && seen.unverified == nil {
+			seen.unverified = ca
+		}
+	}
+	if len(matches) == 0 {
+		return nil, nil
+	}
+	m := matches[0]
+	if len(matches) > 1 && a.Log != nil {
+		a.Log.Warn("several enrollment groups match one certificate; the first by ID decides",
+			"certificate", name(chain[k]), "group", m.group.EnrollmentGroupID, "matches", len(matches))
+	}
+	if m.ca != nil && !m.ca.IsVerified {
+		return nil, dpserr.Unauthorized("certificate chain reaches CA certificate %q (%s), which is not verified; verify it by proof of possession (dpsd certificate generate-verification-code, then verify) or upload it with --verified true (presented: %s)", m.ca.Name, name(chain[k]), describe(chain))
+	}
+	if err := verifyChain(chain, k, now); err != nil {
+		return nil, err
+	}
+	return &Identity{Mechanism: dps.AttestationX509, Group: m.group, Leaf: pki.Info(chain[0]), Signer: pki.Info(chain[k])}, nil
+}
+
+// issuersOf returns the stored certificates — CA certificates of the
+// instance and signing certificates of enrollment groups — that issued c:
+// found by c's issuer name, narrowed by key identifier when both carry one,
+// and checked by signature. A certificate with the right name but the wrong
+// key is remembered in seen for the refusal message, never returned.
+func (a *Attestor) issuersOf(ctx context.Context, c *x509.Certificate, seen *caSeen) ([]*x509.Certificate, error) {
+	cas, err := a.Store.CACertificatesBySubject(ctx, c.RawIssuer)
+	if err != nil {
+		return nil, err
+	}
+	signing, err := a.Store.SigningCertsBySubject(ctx, c.RawIssuer)
+	if err != nil {
+		return nil, err
+	}
+	ders := make([][]byte, 0, len(cas)+len(signing))
+	for _, ca := range cas {
+		ders = append(ders, ca.CertificateDER)
+	}
+	ders = append(ders, signing...)
+	var out []*x509.Certificate
+	done := map[string]bool{}
+	for _, der := range ders {
+		p, err := x509.ParseCertificate(der)
+		if err != nil {
+			continue // cannot be an anchor
+		}
+		tp := pki.SHA256Thumbprint(p)
+		if done[tp] {
+			continue
+		}
+		done[tp] = true
+		// Only the key is checked here; verifyChain then applies every
+		// rule (CA flag, key usage, validity, weak signatures) with a
+		// precise reason.
+		var insecure x509.InsecureAlgorithmError
+		otherKey := len(c.AuthorityKeyId) > 0 && len(p.SubjectKeyId) > 0 && !bytes.Equal(c.AuthorityKeyId, p.SubjectKeyId)
+		if !otherKey {
+			if err := p.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature); err != nil && !errors.As(err, &insecure) {
+				otherKey = true
+			}
+		}
+		if otherKey {
+			if seen.forged == nil {
+				seen.forged = p
+			}
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // groupsAt returns the groups whose signing certificate, or whose referenced
@@ -183,6 +273,11 @@ func verifyChain(chain []*x509.Certificate, k int, now time.Time) error {
 		if !parent.IsCA {
 			return dpserr.Unauthorized("certificate %s signs %s but is not a CA certificate (basic constraints CA:TRUE missing)", name(parent), name(child))
 		}
+		// crypto/x509 does not check a CA's key usage; RFC 5280 requires
+		// keyCertSign when the extension is present.
+		if parent.KeyUsage != 0 && parent.KeyUsage&x509.KeyUsageCertSign == 0 {
+			return dpserr.Unauthorized("certificate %s signs %s but its key usage does not allow signing certificates (keyCertSign missing)", name(parent), name(child))
+		}
 		if i > 0 && weak(child.SignatureAlgorithm) {
 			return dpserr.Unauthorized("certificate %s is signed with %s; dpsd does not accept SHA-1 or MD5 signatures", name(child), child.SignatureAlgorithm)
 		}
@@ -222,6 +317,8 @@ func weak(alg x509.SignatureAlgorithm) bool {
 	}
 	return false
 }
+
+func selfIssued(c *x509.Certificate) bool { return bytes.Equal(c.RawIssuer, c.RawSubject) }
 
 func selfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil

@@ -71,6 +71,13 @@ func successFixtures(t *testing.T, h *harness) map[string]success {
 	noEKU, leafNoEKU := leaf(interA, "dev-no-eku", pki.Options{ExtKeyUsage: []x509.ExtKeyUsage{}}, interA.Cert)
 	anyEKU, leafAnyEKU := leaf(interA, "dev-any-eku", pki.Options{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, interA.Cert)
 	indCA, leafIndCA := leaf(interA, "dev-ind-ca", pki.Options{}, interA.Cert)
+	// Chains that stop below their anchor: the leaf alone under a group's
+	// signing certificate (Azure's device test "x509 group enrollment
+	// without cert chain"), and leaf and intermediate without the verified
+	// root a group references (what Azure's C SDK documentation says to send).
+	leafOnlyA, leafLeafOnlyA := leaf(interA, "dev-leaf-only", pki.Options{})
+	belowR, leafBelowR := leaf(interR, "dev-below-root", pki.Options{}, interR.Cert)
+	leafOnlyR, leafLeafOnlyR := leaf(rootR, "dev-leaf-only-root", pki.Options{})
 	h.PutIndividual(provtest.X509Individual("dev-ind-ca", leafIndCA, nil))
 
 	// Symmetric keys: an individual enrollment on an explicit hub, a group.
@@ -99,6 +106,12 @@ func successFixtures(t *testing.T, h *harness) map[string]success {
 			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafViaR, signer: rootR.Cert}},
 		"ok/leaf-issued-by-verified-root-ca-reference": {id: "dev-ca-02", cred: underR,
 			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafUnderR, signer: rootR.Cert}},
+		"ok/leaf-only-issued-by-group-signing-certificate": {id: "dev-leaf-only", cred: leafOnlyA,
+			want: want{mechanism: x, groupID: "grp-inter-a", leaf: leafLeafOnlyA, signer: interA.Cert}},
+		"ok/chain-up-to-but-not-including-verified-root": {id: "dev-below-root", cred: belowR,
+			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafBelowR, signer: rootR.Cert}},
+		"ok/leaf-only-issued-by-verified-root-ca-reference": {id: "dev-leaf-only-root", cred: leafOnlyR,
+			want: want{mechanism: x, groupID: "grp-root-r", leaf: leafLeafOnlyR, signer: rootR.Cert}},
 		"ok/intermediate-group-before-root-group": {id: "dev-precedence-01", cred: viaG,
 			want: want{mechanism: x, groupID: "grp-inter-g", leaf: leafViaG, signer: interG.Cert}},
 		"ok/cn-matches-registration-id-case-insensitively": {id: "dev-case-01", cred: caseCred,

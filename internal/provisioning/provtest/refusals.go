@@ -107,7 +107,6 @@ func Refusals(in Instance) map[string]Refusal {
 	rootD := NewRoot(t, pki.Options{CommonName: "Root D"})
 	in.UploadCA("root-d", rootD.Cert, true)
 	in.PutGroup(CAGroup("grp-ca-d", "root-d"))
-	interD := rootD.Intermediate(t, pki.Options{CommonName: "Intermediate D"})
 	notCA := rootD.Intermediate(t, pki.Options{CommonName: "Not A CA", IsCA: new(false)})
 	serverOnlyInter := rootD.Intermediate(t, pki.Options{CommonName: "Server-Only Intermediate D", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	pathLenZero := rootD.Intermediate(t, pki.Options{CommonName: "PathLen0 Intermediate D", MaxPathLen: new(0)})
@@ -135,6 +134,11 @@ func Refusals(in Instance) map[string]Refusal {
 	in.PutGroup(disabledInter)
 	// A rogue CA whose subject copies Intermediate A's.
 	rogue := NewRoot(t, pki.Options{CommonName: "Intermediate A"})
+	// G: a verified root without keyCertSign in its key usage, referenced
+	// by a group.
+	rootG := NewRoot(t, pki.Options{CommonName: "Root G No CertSign", KeyUsage: x509.KeyUsageDigitalSignature})
+	in.UploadCA("root-g", rootG.Cert, true)
+	in.PutGroup(CAGroup("grp-ca-g", "root-g"))
 
 	// leafOf issues a device certificate under c; the device presents it
 	// followed by chain.
@@ -195,10 +199,16 @@ func Refusals(in Instance) map[string]Refusal {
 		"fail/certificate-for-symmetric-key-enrollment": {RegistrationID: "sym-dev", Cred: Cred{Cert: TLSCert(ssForSymKey, ssForSym)},
 			Want: Refused(`individual enrollment "sym-dev" uses symmetricKey attestation`)},
 		// X.509: chains.
-		"fail/chain-missing-intermediate": {RegistrationID: "dev-no-inter", Cred: leafOf(interA, "dev-no-inter", pki.Options{}),
-			Want: Refused("the device sent only its own certificate (issued by CN=Intermediate A)")},
-		"fail/chain-stops-below-verified-root": {RegistrationID: "dev-no-root", Cred: leafOf(interD, "dev-no-root", pki.Options{}, interD.Cert),
-			Want: Refused("does not reach a verified CA certificate or the signing certificate of an enrollment group")},
+		"fail/chain-missing-intermediate": {RegistrationID: "dev-no-inter", Cred: leafOf(interB, "dev-no-inter", pki.Options{}),
+			Want: Refused("the issuer of its certificate (CN=Intermediate B) is neither a verified CA certificate nor the signing certificate of an enrollment group")},
+		"fail/chain-stops-below-missing-intermediate": {RegistrationID: "dev-no-root", Cred: leafOf(belowPathLenZero, "dev-no-root", pki.Options{}, belowPathLenZero.Cert),
+			Want: Refused("the issuer of its last certificate (CN=PathLen0 Intermediate D) is neither")},
+		"fail/leaf-only-forged-issuer": {RegistrationID: "dev-forged-alone", Cred: leafOf(rogue, "dev-forged-alone", pki.Options{}),
+			Want: Refused("names CN=Intermediate A as its issuer, but was not signed with the key of the stored certificate of that name")},
+		"fail/leaf-only-under-unverified-ca": {RegistrationID: "dev-unverified-alone", Cred: leafOf(rootB, "dev-unverified-alone", pki.Options{}),
+			Want: Refused(`reaches CA certificate "root-b" (CN=Root B), which is not verified`)},
+		"fail/ca-without-key-cert-sign": {RegistrationID: "dev-no-certsign", Cred: leafOf(rootG, "dev-no-certsign", pki.Options{}),
+			Want: Refused("its key usage does not allow signing certificates (keyCertSign missing)")},
 		"fail/chain-to-unverified-ca": {RegistrationID: "dev-unverified", Cred: leafOf(rootB, "dev-unverified", pki.Options{}, rootB.Cert),
 			Want: Refused(`reaches CA certificate "root-b" (CN=Root B), which is not verified`)},
 		"fail/chain-to-unverified-ca-through-intermediate": {RegistrationID: "dev-unverified-2", Cred: leafOf(interB, "dev-unverified-2", pki.Options{}, interB.Cert, rootB.Cert),
