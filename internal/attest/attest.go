@@ -61,11 +61,29 @@ func (id *Identity) GroupID() string {
 	return ""
 }
 
+// Defaults of the device certificate rules.
+const (
+	DefaultMinRSABits     = 2048
+	DefaultMinECBits      = 256 // P-256
+	DefaultMaxChainLength = 10
+)
+
 // Attestor checks credentials against a store.
 type Attestor struct {
 	Store store.Store
 	Log   *slog.Logger
 	Now   func() time.Time
+	// MinRSABits and MinECBits are the weakest keys a device certificate,
+	// or a CA certificate it presents, may have; MaxChainLength is the most
+	// certificates a device may present. Zero means the default.
+	MinRSABits, MinECBits, MaxChainLength int
+}
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 func (a *Attestor) now() time.Time {

@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -329,4 +334,70 @@ func TestSymmetricKey(t *testing.T) {
 			t.Errorf("%+v, %v", id, err)
 		}
 	})
+}
+
+// TestX509KeyAndChainRules: the weakest keys accepted and the longest chain
+// are configurable; zero means the defaults (RSA 2048, P-256, 10
+// certificates). P-224 cannot be tested over TLS (Go's TLS stack does not
+// sign with it), so it is tested here.
+func TestX509KeyAndChainRules(t *testing.T) {
+	e := newEnv(t)
+	root, rootKey := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "K Root"}))
+	e.ca("k-root", root, true)
+	e.group(caGroup("grp-k", "k-root"))
+	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsa2048, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(id string, key crypto.Signer) []*x509.Certificate {
+		l, _ := must[*x509.Certificate](t)(pki.NewLeaf(pki.Options{CommonName: id, Key: key}, root, rootKey))
+		return []*x509.Certificate{l, root}
+	}
+	deep := []*x509.Certificate{root}
+	parent, parentKey := root, rootKey
+	for i := range 3 {
+		c, k := must[*x509.Certificate](t)(pki.NewIntermediateCA(pki.Options{CommonName: fmt.Sprintf("K Inter %d", i)}, parent, parentKey))
+		deep = append([]*x509.Certificate{c}, deep...)
+		parent, parentKey = c, k
+	}
+	l, _ := must[*x509.Certificate](t)(pki.NewLeaf(pki.Options{CommonName: "k-deep"}, parent, parentKey))
+	deep = append([]*x509.Certificate{l}, deep...) // five certificates
+
+	tests := map[string]struct {
+		a      attest.Attestor
+		id     string
+		chain  []*x509.Certificate
+		reason string
+	}{
+		"fail/p224-default":               {id: "k-p224", chain: leaf("k-p224", p224), reason: "certificate CN=k-p224 has a P-224 key; dpsd accepts elliptic curve keys of at least 256 bits"},
+		"ok/p384-default":                 {id: "k-p384", chain: leaf("k-p384", p384)},
+		"fail/p256-below-min-384":         {a: attest.Attestor{MinECBits: 384}, id: "k-p256", chain: leaf("k-p256", nil), reason: "has a P-256 key; dpsd accepts elliptic curve keys of at least 384 bits"},
+		"ok/rsa-2048-default":             {id: "k-rsa", chain: leaf("k-rsa", rsa2048)},
+		"fail/rsa-2048-below-min-3072":    {a: attest.Attestor{MinRSABits: 3072}, id: "k-rsa3072", chain: leaf("k-rsa3072", rsa2048), reason: "has a 2048-bit RSA key; dpsd accepts RSA keys of at least 3072 bits"},
+		"ok/five-certificates-default":    {id: "k-deep", chain: deep},
+		"fail/five-certificates-max-four": {a: attest.Attestor{MaxChainLength: 4}, id: "k-deep", chain: deep, reason: "the device presented 5 certificates; at most 4 are accepted"},
+		"ok/five-certificates-max-five":   {a: attest.Attestor{MaxChainLength: 5}, id: "k-deep", chain: deep},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			a := tc.a
+			a.Store, a.Now = e.st, e.a.Now
+			id, err := a.X509(context.Background(), tc.id, tc.chain)
+			if tc.reason != "" {
+				refused(t, id, err, tc.reason)
+				return
+			}
+			if err != nil || id.GroupID() != "grp-k" {
+				t.Fatalf("identity %+v, error %v; want group grp-k", id, err)
+			}
+		})
+	}
 }

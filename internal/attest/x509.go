@@ -3,6 +3,8 @@ package attest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -27,9 +29,12 @@ func (a *Attestor) X509(ctx context.Context, registrationID string, chain []*x50
 	if len(chain) == 0 {
 		return nil, dpserr.Unauthorized("no client certificate was presented and no SAS token was sent; present the device certificate (and its chain) in the TLS handshake, or an Authorization SAS token")
 	}
+	if most := orDefault(a.MaxChainLength, DefaultMaxChainLength); len(chain) > most {
+		return nil, dpserr.Unauthorized("the device presented %d certificates; at most %d are accepted (the leaf and its chain up to, at most, the CA certificate)", len(chain), most)
+	}
 	now := a.now()
 	leaf := chain[0]
-	if err := checkLeaf(leaf, registrationID, now); err != nil {
+	if err := a.checkLeaf(leaf, registrationID, now); err != nil {
 		return nil, err
 	}
 	e, err := a.Store.Enrollment(ctx, registrationID)
@@ -42,9 +47,15 @@ func (a *Attestor) X509(ctx context.Context, registrationID string, chain []*x50
 	return a.groupX509(ctx, registrationID, chain, now)
 }
 
-func checkLeaf(leaf *x509.Certificate, registrationID string, now time.Time) error {
+func (a *Attestor) checkLeaf(leaf *x509.Certificate, registrationID string, now time.Time) error {
 	if !nameMatches(leaf, registrationID) {
 		return dpserr.Unauthorized("certificate CN %q does not match registration ID %q", leaf.Subject.CommonName, registrationID)
+	}
+	if leaf.IsCA {
+		return dpserr.Unauthorized("certificate %s is a CA certificate (basic constraints CA:TRUE) and cannot authenticate a device; issue the device a certificate with CA:FALSE (openssl: -extensions usr_cert; or dpsd cert create-self-signed / create-device)", name(leaf))
+	}
+	if err := a.checkKey(leaf, "certificate"); err != nil {
+		return err
 	}
 	if err := checkValidity(leaf, "certificate", now); err != nil {
 		return err
@@ -168,7 +179,7 @@ func (a *Attestor) groupAt(ctx context.Context, chain []*x509.Certificate, k int
 	if m.ca != nil && !m.ca.IsVerified {
 		return nil, dpserr.Unauthorized("certificate chain reaches CA certificate %q (%s), which is not verified; verify it by proof of possession (dpsd certificate generate-verification-code, then verify) or upload it with --verified true (presented: %s)", m.ca.Name, name(chain[k]), describe(chain))
 	}
-	if err := verifyChain(chain, k, now); err != nil {
+	if err := a.verifyChain(chain, k, now); err != nil {
 		return nil, err
 	}
 	return &Identity{Mechanism: dps.AttestationX509, Group: m.group, Leaf: pki.Info(chain[0]), Signer: pki.Info(chain[k])}, nil
@@ -264,9 +275,14 @@ func (a *Attestor) groupsAt(ctx context.Context, thumbprint string) ([]groupMatc
 // verifyChain checks chain[0..k] with chain[k] as the trust anchor: first
 // link by link, for a precise reason, then with crypto/x509 as the final
 // authority (signatures, validity, CA and path constraints, EKU nesting).
-func verifyChain(chain []*x509.Certificate, k int, now time.Time) error {
+func (a *Attestor) verifyChain(chain []*x509.Certificate, k int, now time.Time) error {
 	for i := 0; i < k; i++ {
 		child, parent := chain[i], chain[i+1]
+		if i+1 < k { // a CA certificate the device presented (the anchor is the operator's)
+			if err := a.checkKey(parent, "CA certificate"); err != nil {
+				return err
+			}
+		}
 		if !bytes.Equal(child.RawIssuer, parent.RawSubject) {
 			return dpserr.Unauthorized("certificate %s is issued by %s, but the next certificate presented is %s: the chain is missing a certificate (presented: %s)", name(child), pki.DistinguishedName(child.RawIssuer), name(parent), describe(chain))
 		}
@@ -296,6 +312,21 @@ func verifyChain(chain []*x509.Certificate, k int, now time.Time) error {
 	}
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return dpserr.Unauthorized("certificate chain does not verify: %v (presented: %s)", err, describe(chain))
+	}
+	return nil
+}
+
+// checkKey refuses keys weaker than the configured minimum.
+func (a *Attestor) checkKey(c *x509.Certificate, what string) error {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if least := orDefault(a.MinRSABits, DefaultMinRSABits); k.N.BitLen() < least {
+			return dpserr.Unauthorized("%s %s has a %d-bit RSA key; dpsd accepts RSA keys of at least %d bits", what, name(c), k.N.BitLen(), least)
+		}
+	case *ecdsa.PublicKey:
+		if least := orDefault(a.MinECBits, DefaultMinECBits); k.Curve.Params().BitSize < least {
+			return dpserr.Unauthorized("%s %s has a %s key; dpsd accepts elliptic curve keys of at least %d bits (P-256)", what, name(c), k.Curve.Params().Name, least)
+		}
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package provtest
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -148,6 +150,21 @@ func Refusals(in Instance) map[string]Refusal {
 		return Cred{Cert: TLSCert(k, append([]*x509.Certificate{l}, chain...)...)}
 	}
 
+	// Weak keys, and a chain longer than dpsd accepts (eleven certificates).
+	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weakInter := rootA.Intermediate(t, pki.Options{CommonName: "RSA-1024 Intermediate", Key: rsa1024})
+	in.PutGroup(CAGroup("grp-ca-a", "root-a"))
+	long, longChain := interA, []*x509.Certificate{interA.Cert}
+	for i := range 9 {
+		long = long.Intermediate(t, pki.Options{CommonName: fmt.Sprintf("Long %d", i)})
+		longChain = append([]*x509.Certificate{long.Cert}, longChain...)
+	}
+	ssWeak, ssWeakKey := SelfSigned(t, pki.Options{CommonName: "dev-rsa1024-self", Key: rsa1024})
+	in.PutIndividual(X509Individual("dev-rsa1024-self", ssWeak, nil))
+
 	// Individual enrollments.
 	ssOther, _ := SelfSigned(t, pki.Options{CommonName: "dev-other-cert"})
 	in.PutIndividual(X509Individual("dev-other-cert", ssOther, nil))
@@ -191,6 +208,16 @@ func Refusals(in Instance) map[string]Refusal {
 			Want: Refused("is signed with SHA1-RSA; dpsd does not accept SHA-1")},
 		"fail/sha1-self-signed-individual": {RegistrationID: "dev-sha1-self", Cred: Cred{Cert: TLSCert(sha1SelfKey, sha1Self)},
 			Want: Refused("dpsd does not accept SHA-1")},
+		"fail/leaf-rsa-1024": {RegistrationID: "dev-rsa1024", Cred: leafOf(interA, "dev-rsa1024", pki.Options{Key: rsa1024}, interA.Cert),
+			Want: Refused("certificate CN=dev-rsa1024 has a 1024-bit RSA key; dpsd accepts RSA keys of at least 2048 bits")},
+		"fail/self-signed-individual-rsa-1024": {RegistrationID: "dev-rsa1024-self", Cred: Cred{Cert: TLSCert(ssWeakKey, ssWeak)},
+			Want: Refused("certificate CN=dev-rsa1024-self has a 1024-bit RSA key")},
+		"fail/leaf-is-a-ca": {RegistrationID: "dev-ca-true", Cred: leafOf(interA, "dev-ca-true", pki.Options{IsCA: new(true)}, interA.Cert),
+			Want: Refused("certificate CN=dev-ca-true is a CA certificate (basic constraints CA:TRUE) and cannot authenticate a device")},
+		"fail/intermediate-rsa-1024": {RegistrationID: "dev-weak-inter", Cred: leafOf(weakInter, "dev-weak-inter", pki.Options{}, weakInter.Cert),
+			Want: Refused("CA certificate CN=RSA-1024 Intermediate has a 1024-bit RSA key")},
+		"fail/chain-too-long": {RegistrationID: "dev-long", Cred: leafOf(long, "dev-long", pki.Options{}, longChain...),
+			Want: Refused("the device presented 11 certificates; at most 10 are accepted")},
 		// X.509: individual enrollments.
 		"fail/unknown-self-signed": {RegistrationID: "dev-unknown", Cred: Cred{Cert: TLSCert(ssUnknownKey, ssUnknown)},
 			Want: Refused("self-signed certificate (SHA-256 thumbprint " + pki.SHA256Thumbprint(ssUnknown) + ") is not enrolled")},
