@@ -23,10 +23,11 @@ type Failure struct {
 
 func (f *Failure) Error() string { return f.Message }
 
-// Hub is a candidate hub and its weight.
+// Hub is a candidate hub, its weight and its location.
 type Hub struct {
-	Name   string
-	Weight int
+	Name     string
+	Weight   int
+	Location string
 }
 
 // Candidates returns the hubs an enrollment may use: its iotHubs (or legacy
@@ -46,7 +47,7 @@ func Candidates(iotHubs []string, iotHubHostName string, linked []*store.LinkedH
 		var missing []string
 		for _, n := range named {
 			if h, ok := byName[strings.ToLower(n)]; ok {
-				out = append(out, Hub{h.Name, h.AllocationWeight})
+				out = append(out, Hub{Name: h.Name, Weight: h.AllocationWeight, Location: h.Location})
 			} else {
 				missing = append(missing, n)
 			}
@@ -58,7 +59,7 @@ func Candidates(iotHubs []string, iotHubHostName string, linked []*store.LinkedH
 	}
 	for _, h := range linked {
 		if h.ApplyAllocationPolicy {
-			out = append(out, Hub{h.Name, h.AllocationWeight})
+			out = append(out, Hub{Name: h.Name, Weight: h.AllocationWeight, Location: h.Location})
 		}
 	}
 	if len(out) == 0 {

@@ -62,8 +62,8 @@ func hubsOf(ns []string) []Hub {
 }
 
 func TestSelect(t *testing.T) {
-	one := []Hub{{"a", 1}}
-	two := []Hub{{"a", 1}, {"b", 1}}
+	one := []Hub{{Name: "a", Weight: 1}}
+	two := []Hub{{Name: "a", Weight: 1}, {Name: "b", Weight: 1}}
 	if h, f := Select(dps.AllocationStatic, one, "d"); f != nil || h != "a" {
 		t.Fatalf("static one: %q %v", h, f)
 	}
@@ -84,7 +84,7 @@ func TestSelect(t *testing.T) {
 // follows the weights: 10,000 IDs over weights 1:2:7 land within 2.5 points
 // of 10 %, 20 % and 70 %.
 func TestHashedDistribution(t *testing.T) {
-	hubs := []Hub{{"h1.azure-devices.net", 1}, {"h2.azure-devices.net", 2}, {"h3.azure-devices.net", 7}}
+	hubs := []Hub{{Name: "h1.azure-devices.net", Weight: 1}, {Name: "h2.azure-devices.net", Weight: 2}, {Name: "h3.azure-devices.net", Weight: 7}}
 	counts := map[string]int{}
 	const n = 10000
 	for i := range n {
@@ -106,8 +106,8 @@ func TestHashedDistribution(t *testing.T) {
 
 // TestHashedStability: adding a hub moves only devices that go to the new hub.
 func TestHashedStability(t *testing.T) {
-	before := []Hub{{"a", 1}, {"b", 1}}
-	after := append(before, Hub{"c", 1})
+	before := []Hub{{Name: "a", Weight: 1}, {Name: "b", Weight: 1}}
+	after := append(before, Hub{Name: "c", Weight: 1})
 	moved := 0
 	for i := range 3000 {
 		id := fmt.Sprint("dev", i)
