@@ -36,6 +36,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults for Options left zero.
@@ -339,4 +340,20 @@ func Redact(raw string) string {
 		s += "?****"
 	}
 	return s
+}
+
+// Excerpt shows a peer's answer in a message: trimmed, valid UTF-8, cut to
+// at most n bytes (plus "...") on a character boundary.
+func Excerpt(b []byte, n int) string {
+	s := strings.ToValidUTF8(strings.TrimSpace(string(b)), "?")
+	if s == "" {
+		return "(empty body)"
+	}
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
