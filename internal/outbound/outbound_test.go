@@ -199,6 +199,7 @@ func TestTimeoutAndCancel(t *testing.T) {
 		case <-r.Context().Done():
 		case <-release:
 		}
+		panic(http.ErrAbortHandler) // never an answer
 	})
 	c := newClient(t, Options{CAFile: ca})
 	_, err := c.Do(context.Background(), &Request{Method: "GET", URL: srv.URL, Timeout: 50 * time.Millisecond})
