@@ -45,6 +45,9 @@ func (e *Error) Error() string {
 	if answer == "" {
 		answer = "(empty body)"
 	}
+	if e.Err != nil {
+		return fmt.Sprintf("%s answered %s with what dpsd cannot use (%v): %s", who, what, e.Err, answer)
+	}
 	if e.Unauthorized() {
 		return fmt.Sprintf("%s refused dpsd's credentials for %s: %d %s: %s%s", who, what, e.Status, http.StatusText(e.Status), answer, tries)
 	}

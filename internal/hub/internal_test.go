@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -42,4 +43,70 @@ func TestRetryWait(t *testing.T) {
 	if def := (Retry{}).withDefaults(); def.Attempts != 4 || def.Base != 200*time.Millisecond || def.Max != 5*time.Second {
 		t.Fatalf("defaults %+v", def)
 	}
+}
+
+func TestParseTwinAnswer(t *testing.T) {
+	tests := map[string]struct {
+		body, want, wantErr string
+	}{
+		"full": {body: `{"deviceId":"d","tags":{"a":1},"properties":{"desired":{"x":{"y":2},"$metadata":{"$lastUpdated":"t"},"$version":3},"reported":{"r":1}}}`,
+			want: `{"tags":{"a":1},"properties":{"desired":{"x":{"y":2}}}}`},
+		"metadata only":       {body: `{"properties":{"desired":{"$metadata":{},"$version":1}}}`, want: `null`},
+		"nothing":             {body: `{"deviceId":"d"}`, want: `null`},
+		"empty tags":          {body: `{"tags":{},"properties":{"desired":{"k":"v","$version":2}}}`, want: `{"properties":{"desired":{"k":"v"}}}`},
+		"fail/not JSON":       {body: `<html>`, wantErr: "not valid JSON"},
+		"fail/tags string":    {body: `{"tags":"x"}`, wantErr: "tags are not a JSON object"},
+		"fail/desired number": {body: `{"properties":{"desired":7}}`, wantErr: "desired properties are not a JSON object"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := parseTwinAnswer([]byte(tc.body))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			b, _ := json.Marshal(got)
+			if err != nil || string(b) != tc.want {
+				t.Fatalf("got %s, %v; want %s", b, err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParseTwinAnswer(f *testing.F) {
+	f.Add([]byte(`{"tags":{"a":1},"properties":{"desired":{"x":1,"$version":2}}}`))
+	f.Add([]byte(`{"properties":{"desired":{"$metadata":{}}}}`))
+	f.Add([]byte(`{"tags":null,"properties":null}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		tw, err := parseTwinAnswer(body)
+		if err != nil || tw == nil {
+			return
+		}
+		if tw.Tags != nil && (!json.Valid(tw.Tags) || !isObject(tw.Tags)) {
+			t.Fatalf("tags %q", tw.Tags)
+		}
+		if p := tw.Properties; p != nil {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(p.Desired, &m) != nil || len(m) == 0 {
+				t.Fatalf("desired %q", p.Desired)
+			}
+			for k := range m {
+				if strings.HasPrefix(k, "$") {
+					t.Fatalf("desired keeps %q", k)
+				}
+			}
+		}
+	})
+}
+
+func FuzzVerifySignature(f *testing.F) {
+	f.Add([]byte("body"), Sign([]byte("k"), []byte("body")))
+	f.Add([]byte(""), "sha256=")
+	f.Fuzz(func(t *testing.T, body []byte, header string) {
+		if VerifySignature([]byte("k"), body, header) && header != Sign([]byte("k"), body) && !strings.EqualFold(header, Sign([]byte("k"), body)) {
+			t.Fatalf("%q verifies for %q", header, body)
+		}
+	})
 }

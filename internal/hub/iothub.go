@@ -209,16 +209,32 @@ func (h *IoTHub) Twin(ctx context.Context, deviceID string) (*dps.InitialTwin, e
 	if err != nil || resp.Status == http.StatusNotFound {
 		return nil, err
 	}
-	var t twinJSON
-	if err := json.Unmarshal(resp.Body, &t); err != nil {
+	t, err := parseTwinAnswer(resp.Body)
+	if err != nil {
 		return nil, &Error{Hub: h.name, Registry: KindAzureIoTHub, Op: "read twin", DeviceID: deviceID, Status: resp.Status,
-			Answer: quoteAnswer(resp.Body, nil), Attempts: 1, Err: fmt.Errorf("the twin is not valid JSON: %v", err)}
+			Answer: quoteAnswer(resp.Body, nil), Attempts: 1, Err: err}
+	}
+	return t, nil
+}
+
+// parseTwinAnswer reads the tags and desired properties of a twin as the
+// hub returns it; nil when it has neither.
+func parseTwinAnswer(body []byte) (*dps.InitialTwin, error) {
+	var t twinJSON
+	if err := json.Unmarshal(body, &t); err != nil {
+		return nil, fmt.Errorf("the twin is not valid JSON: %v", err)
 	}
 	out := &dps.InitialTwin{}
 	if !isEmpty(t.Tags) {
+		if !isObject(t.Tags) {
+			return nil, errors.New("the twin's tags are not a JSON object")
+		}
 		out.Tags = t.Tags
 	}
-	if t.Properties != nil {
+	if t.Properties != nil && !isEmpty(t.Properties.Desired) {
+		if !isObject(t.Properties.Desired) {
+			return nil, errors.New("the twin's desired properties are not a JSON object")
+		}
 		if d := withoutMetadata(t.Properties.Desired); d != nil {
 			out.Properties = &dps.InitialTwinProperties{Desired: d}
 		}
@@ -295,6 +311,11 @@ func isEmpty(j json.RawMessage) bool {
 	return len(t) == 0 || bytes.Equal(t, []byte("null")) || bytes.Equal(t, []byte("{}"))
 }
 
+func isObject(j json.RawMessage) bool {
+	t := bytes.TrimSpace(j)
+	return len(t) > 0 && t[0] == '{'
+}
+
 func orEmpty(j json.RawMessage) json.RawMessage {
 	if isEmpty(j) {
 		return json.RawMessage("{}")
@@ -306,7 +327,7 @@ func orEmpty(j json.RawMessage) json.RawMessage {
 // ($metadata, $version); user keys never start with '$'.
 func withoutMetadata(desired json.RawMessage) json.RawMessage {
 	var m map[string]json.RawMessage
-	if isEmpty(desired) || json.Unmarshal(desired, &m) != nil {
+	if json.Unmarshal(desired, &m) != nil {
 		return nil
 	}
 	for k := range m {

@@ -21,6 +21,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -142,7 +143,9 @@ func start(t testing.TB, o Options, h handler, errorBody func(int) []byte) *Serv
 		scheme = "https"
 	}
 	s.URL = scheme + "://" + s.Addr
-	s.srv = &http.Server{Handler: s.wrap(h), ReadHeaderTimeout: 10 * time.Second}
+	// Clients that give up mid-handshake are part of the tests; their
+	// errors are not worth a log line.
+	s.srv = &http.Server{Handler: s.wrap(h), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	go s.srv.Serve(ln)
 	t.Cleanup(func() {
 		close(s.closed)
@@ -173,10 +176,12 @@ func (s *Server) wrap(h handler) http.Handler {
 			case <-t.C:
 			case <-r.Context().Done():
 				t.Stop()
-				return
+				// A hub that hangs never answers: without this, net/http
+				// would send 200 to a client that half-closed.
+				panic(http.ErrAbortHandler)
 			case <-s.closed:
 				t.Stop()
-				return
+				panic(http.ErrAbortHandler)
 			}
 		}
 		rec := httptest.NewRecorder()
