@@ -107,14 +107,18 @@ type deviceJSON struct {
 // twinJSON is the part of a twin dpsd writes and reads.
 type twinJSON struct {
 	Tags       json.RawMessage `json:"tags,omitempty"`
-	Properties *struct {
-		Desired json.RawMessage `json:"desired,omitempty"`
-	} `json:"properties,omitempty"`
+	Properties *twinProperties `json:"properties,omitempty"`
 }
 
-// Apply creates or updates the device, then writes its twin. When the twin
-// cannot be written to a device this call created, the device is deleted
-// again, so that the hub does not keep a device dpsd reports as failed.
+type twinProperties struct {
+	Desired json.RawMessage `json:"desired,omitempty"`
+}
+
+// Apply creates or updates the device, then writes its twin. An update
+// replaces the identity's status (enabled), authentication and
+// capabilities, as a fresh registration should. When the twin cannot be
+// written to a device this call created, the device is deleted again, so
+// that the hub does not keep a device dpsd reports as failed.
 func (h *IoTHub) Apply(ctx context.Context, a *Assignment) error {
 	if err := a.Auth.check(); err != nil {
 		return fmt.Errorf("hub %s: device %q: %v", h.name, a.DeviceID, err)
@@ -178,9 +182,7 @@ func (h *IoTHub) writeTwin(ctx context.Context, a *Assignment, secrets []string)
 	if a.TwinMode == TwinReplace {
 		op, method = "replace twin", http.MethodPut
 		body.Tags = orEmpty(tags)
-		body.Properties = &struct {
-			Desired json.RawMessage `json:"desired,omitempty"`
-		}{orEmpty(desired)}
+		body.Properties = &twinProperties{orEmpty(desired)}
 	} else {
 		if isEmpty(tags) && isEmpty(desired) {
 			return nil
@@ -189,9 +191,7 @@ func (h *IoTHub) writeTwin(ctx context.Context, a *Assignment, secrets []string)
 			body.Tags = tags
 		}
 		if !isEmpty(desired) {
-			body.Properties = &struct {
-				Desired json.RawMessage `json:"desired,omitempty"`
-			}{desired}
+			body.Properties = &twinProperties{desired}
 		}
 	}
 	b, err := json.Marshal(body)
