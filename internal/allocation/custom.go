@@ -15,16 +15,11 @@ import (
 	"github.com/dpsd/dpsd/internal/outbound"
 )
 
-// Custom allocation: DPS POSTs an AllocationRequest (JSON) to the
-// enrollment's customAllocationDefinition.webhookUrl and reads an
-// AllocationResponse from a 2xx answer. The request carries the enrollment
-// (individualEnrollment or enrollmentGroup, without its keys: an attestation
-// of type symmetricKey arrives as {"type":"symmetricKey"}), the device's
-// runtime context, and linkedHubs, the hubs the webhook may choose from. The
-// response names the hub (iotHubHostName, required, one of linkedHubs) and
-// may carry an initialTwin and a payload for the device. Any failure ends
-// the registration with errorCode 400207; a non-2xx status is reported in
-// Azure's words, "Custom allocation failed with status code: N".
+// Custom allocation (docs/protocol.md, "Custom allocation webhooks"): an
+// AllocationRequest is POSTed to the enrollment's webhook, and the
+// AllocationResponse of a 2xx answer names the hub, optionally an initial
+// twin and a payload for the device. Every failure ends the registration
+// with errorCode 400207.
 
 // CustomRequest is the AllocationRequest body.
 type CustomRequest struct {

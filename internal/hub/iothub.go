@@ -26,7 +26,7 @@ const APIVersion = "2021-04-12"
 const tokenLifetime = time.Hour
 
 // IoTHub is the registry of an Azure IoT hub, reached through its registry
-// REST API:
+// REST API (docs/protocol.md, "The IoT Hub registry API"):
 //
 //   - PUT /devices/{id} without If-Match creates a device; the hub answers
 //     409 when the device exists, and dpsd then updates it with If-Match: *
