@@ -16,6 +16,7 @@ import (
 // Error codes. Those Azure is known to use keep Azure's numbers; the others
 // follow Azure's rule (HTTP status × 1000 + a sub-code).
 const (
+	CodeWebSocketUpgrade       = 400000 // not a WebSocket upgrade offering the mqtt subprotocol
 	CodeBadRequest             = 400001 // the body cannot be parsed
 	CodeInvalidArgument        = 400004 // a value breaks a rule
 	CodeCustomAllocation       = 400207 // custom allocation webhook failed
@@ -38,6 +39,7 @@ const (
 	CodeTooLarge               = 413001
 	CodeThrottled              = 429001
 	CodeInternal               = 500001
+	CodeShuttingDown           = 503000 // the server is stopping and takes no new connection
 	CodeUnavailable            = 503001
 )
 

@@ -265,15 +265,15 @@ func (s *Server) serveTLS(raw net.Conn) {
 // HTTPS connection's client certificates are the X.509 credentials.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
-	fail := func(status int, format string, args ...any) {
-		httpx.WriteError(w, r, s.Log, dpserr.New(status, status*1000, format, args...))
+	fail := func(status, code int, format string, args ...any) {
+		httpx.WriteError(w, r, s.Log, dpserr.New(status, code, format, args...))
 	}
 	if !strings.EqualFold(strings.TrimSuffix(r.URL.Path, "/"), WebSocketPath) {
-		fail(http.StatusNotFound, "no such path; MQTT over WebSocket is served at %s", WebSocketPath)
+		fail(http.StatusNotFound, dpserr.CodeNotFound, "no such path; MQTT over WebSocket is served at %s", WebSocketPath)
 		return
 	}
 	if r.Method != http.MethodGet || !websocket.IsWebSocketUpgrade(r) {
-		fail(http.StatusBadRequest, "%s serves MQTT over WebSocket: send a WebSocket upgrade (GET with Upgrade: websocket) offering the subprotocol mqtt", WebSocketPath)
+		fail(http.StatusBadRequest, dpserr.CodeWebSocketUpgrade, "%s serves MQTT over WebSocket: send a WebSocket upgrade (GET with Upgrade: websocket) offering the subprotocol mqtt", WebSocketPath)
 		return
 	}
 	proto := ""
@@ -284,11 +284,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if proto == "" {
-		fail(http.StatusBadRequest, "the WebSocket upgrade offers the subprotocols %q; offer mqtt (Sec-WebSocket-Protocol: mqtt)", websocket.Subprotocols(r))
+		fail(http.StatusBadRequest, dpserr.CodeWebSocketUpgrade, "the WebSocket upgrade offers the subprotocols %q; offer mqtt (Sec-WebSocket-Protocol: mqtt)", websocket.Subprotocols(r))
 		return
 	}
 	if !s.start() {
-		fail(http.StatusServiceUnavailable, "the server is shutting down")
+		fail(http.StatusServiceUnavailable, dpserr.CodeShuttingDown, "the server is shutting down")
 		return
 	}
 	defer s.wg.Done()
@@ -299,8 +299,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Devices send no Origin; a browser page cannot present device
 		// credentials it does not hold.
 		CheckOrigin: func(*http.Request) bool { return true },
+		// The method and the upgrade headers are checked above; what the
+		// upgrader still refuses is a malformed handshake (400), or else a
+		// failure of the server's own.
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			fail(status, "WebSocket upgrade failed: %v", reason)
+			if status == http.StatusBadRequest {
+				fail(status, dpserr.CodeWebSocketUpgrade, "WebSocket upgrade failed: %v", reason)
+				return
+			}
+			e := dpserr.Internal(reason)
+			e.Reason = "WebSocket upgrade failed"
+			httpx.WriteError(w, r, s.Log, e)
 		},
 	}
 	ws, err := up.Upgrade(w, r, http.Header{"Sec-Websocket-Protocol": {proto}})

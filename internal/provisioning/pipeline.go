@@ -7,6 +7,9 @@
 //	write the registration record and the operation in one transaction
 //
 // Refusals are returned as *dpserr.Error (401002 etc.) and write nothing.
+// Store failures map with dpserr.NoRecord: a device names no record to be
+// missing or stale, assign retries the one conflict a registration can meet,
+// and any other is the store breaking its contract (500).
 // The assignment normally completes inside the register request, so its
 // answer already carries the terminal status; in strict mode the answer is
 // "assigning" and the device polls, exactly as with Azure.
@@ -117,7 +120,7 @@ func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID
 		return nil, dpserr.NotFound(dpserr.CodeOperationNotFound, "operation %q of registration %q not found (operations can be polled for %s after the register request)", operationID, req.RegistrationID, p.ttl())
 	}
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	body := &dps.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}
 	if op.Status == dps.StatusAssigning {
@@ -174,7 +177,7 @@ func (p *Pipeline) load(ctx context.Context, r *record, registrationID string) (
 	case errors.Is(err, store.ErrNotFound):
 		reg = nil
 	case err != nil:
-		return nil, storeErr(err)
+		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	r.reg, r.read = reg, true
 	return reg, nil
@@ -225,7 +228,7 @@ func (p *Pipeline) disabled(ctx context.Context, req Request, id *attest.Identit
 	setAttestation(res, id)
 	op := p.newOperation(req, dps.StatusDisabled, res, now)
 	if err := p.Store.PutOperation(ctx, op); err != nil {
-		return nil, storeErr(err)
+		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	return op, nil
 }
@@ -260,7 +263,7 @@ func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity,
 			return nil, dpserr.New(http.StatusConflict, dpserr.CodeConcurrentRegistration, "Precondition failed. Registration %q was changed by a concurrent request; retry", req.RegistrationID)
 		}
 		if err != nil {
-			return nil, storeErr(err)
+			return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 		}
 		op.Result = stored.Result
 		return op, nil
@@ -321,12 +324,12 @@ func (p *Pipeline) decide(ctx context.Context, req Request, id *attest.Identity,
 func (p *Pipeline) chooseHub(ctx context.Context, hubs []string, policy, registrationID string) (string, *allocation.Failure, error) {
 	linked, err := p.Store.LinkedHubs(ctx)
 	if err != nil {
-		return "", nil, storeErr(err)
+		return "", nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	if policy == "" {
 		inst, err := p.Store.Instance(ctx)
 		if err != nil {
-			return "", nil, storeErr(err)
+			return "", nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 		}
 		policy = inst.AllocationPolicy
 	}
@@ -390,20 +393,9 @@ func (p *Pipeline) observe(req Request, id *attest.Identity, op *store.Operation
 // failures it met like any other, so that a database outage answers 503.
 func attested(id *attest.Identity, err error) (*attest.Identity, error) {
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	return id, nil
-}
-
-func storeErr(err error) error {
-	var de *dpserr.Error
-	if errors.As(err, &de) {
-		return de
-	}
-	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		return dpserr.Unavailable(err)
-	}
-	return dpserr.Internal(err)
 }
 
 // targets returns the hubs, allocation policy and reprovision policy of the

@@ -1,7 +1,6 @@
 package serviceapi
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -37,7 +36,7 @@ func (a *API) authorize(r *http.Request, right string) error {
 		return dpserr.Unauthorized("the SAS token names shared access policy %q, which does not exist", tok.KeyName)
 	}
 	if err != nil {
-		return storeErr(err)
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	if !verifyPolicy(tok, p) {
 		return dpserr.Unauthorized("the SAS token signature does not match a key of shared access policy %q", p.Name)
@@ -61,15 +60,4 @@ func verifyPolicy(tok *sas.Token, p *store.Policy) bool {
 		}
 	}
 	return false
-}
-
-// storeErr maps store failures that a handler did not map itself.
-func storeErr(err error) error {
-	switch {
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return dpserr.Unavailable(err)
-	case errors.Is(err, store.ErrPreconditionFailed):
-		return dpserr.PreconditionFailed("the If-Match etag does not match the current record; read it again and retry")
-	}
-	return dpserr.Internal(err)
 }

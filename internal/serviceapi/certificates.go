@@ -3,7 +3,6 @@ package serviceapi
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"strings"
 
@@ -19,17 +18,7 @@ import (
 // reference it; verification is by proof of possession of the CA's key or by
 // the uploader's say-so (isVerified on upload), as in Azure.
 
-func certificateErr(err error, name string) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return dpserr.NotFound(dpserr.CodeCertificateNotFound, "CA certificate %q not found", name)
-	case errors.Is(err, store.ErrConflict):
-		return dpserr.Conflict("CA certificate %q already exists; to replace it, send If-Match with its etag", name)
-	case errors.Is(err, store.ErrPreconditionFailed):
-		return dpserr.PreconditionFailed("the If-Match etag does not match CA certificate %q; read it again and retry", name)
-	}
-	return storeErr(err)
-}
+var caCertificates = dpserr.Resource{Noun: "CA certificate", NotFound: dpserr.CodeCertificateNotFound}
 
 // CertificateView renders a stored CA certificate.
 func CertificateView(c *store.CACertificate, withCode bool) dps.CertificateResponse {
@@ -60,7 +49,7 @@ func CertificateView(c *store.CACertificate, withCode bool) dps.CertificateRespo
 func (a *API) listCertificates(w http.ResponseWriter, r *http.Request, _ []string) error {
 	cs, err := a.Store.CACertificates(r.Context())
 	if err != nil {
-		return storeErr(err)
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	out := dps.CertificateListDescription{Value: []dps.CertificateResponse{}}
 	for _, c := range cs {
@@ -73,7 +62,7 @@ func (a *API) listCertificates(w http.ResponseWriter, r *http.Request, _ []strin
 func (a *API) getCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
 	c, err := a.Store.CACertificate(r.Context(), p[0])
 	if err != nil {
-		return certificateErr(err, p[0])
+		return dpserr.FromStore(err, caCertificates, p[0])
 	}
 	httpx.WriteJSON(w, http.StatusOK, CertificateView(c, false))
 	return nil
@@ -125,7 +114,7 @@ func (a *API) putCertificate(w http.ResponseWriter, r *http.Request, p []string)
 	}
 	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
 	if err != nil {
-		return certificateErr(err, name)
+		return dpserr.FromStore(err, caCertificates, name)
 	}
 	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, false))
 	return nil
@@ -133,7 +122,7 @@ func (a *API) putCertificate(w http.ResponseWriter, r *http.Request, p []string)
 
 func (a *API) deleteCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
 	if err := a.Store.DeleteCACertificate(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return certificateErr(err, p[0])
+		return dpserr.FromStore(err, caCertificates, p[0])
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -144,7 +133,7 @@ func (a *API) deleteCertificate(w http.ResponseWriter, r *http.Request, p []stri
 func (a *API) generateVerificationCode(w http.ResponseWriter, r *http.Request, p []string) error {
 	c, err := a.Store.CACertificate(r.Context(), p[0])
 	if err != nil {
-		return certificateErr(err, p[0])
+		return dpserr.FromStore(err, caCertificates, p[0])
 	}
 	ifMatch := httpx.IfMatch(r)
 	if ifMatch == "" || ifMatch == "*" {
@@ -155,7 +144,7 @@ func (a *API) generateVerificationCode(w http.ResponseWriter, r *http.Request, p
 	c.VerificationCode = strings.ToUpper(hex.EncodeToString(b[:]))
 	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
 	if err != nil {
-		return certificateErr(err, p[0])
+		return dpserr.FromStore(err, caCertificates, p[0])
 	}
 	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, true))
 	return nil
@@ -166,7 +155,7 @@ func (a *API) generateVerificationCode(w http.ResponseWriter, r *http.Request, p
 func (a *API) verifyCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
 	c, err := a.Store.CACertificate(r.Context(), p[0])
 	if err != nil {
-		return certificateErr(err, p[0])
+		return dpserr.FromStore(err, caCertificates, p[0])
 	}
 	var body dps.VerificationCodeRequest
 	if err := httpx.DecodeJSON(r, &body, false); err != nil {
@@ -199,7 +188,7 @@ func (a *API) verifyCertificate(w http.ResponseWriter, r *http.Request, p []stri
 	c.IsVerified, c.VerificationCode = true, ""
 	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
 	if err != nil {
-		return certificateErr(err, p[0])
+		return dpserr.FromStore(err, caCertificates, p[0])
 	}
 	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, false))
 	return nil

@@ -18,17 +18,12 @@ import (
 // Linked hubs, shared access policies and settings: the instance's
 // configuration, all behind the ServiceConfig right.
 
-func linkedHubErr(err error, name string) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return dpserr.NotFound(dpserr.CodeLinkedHubNotFound, "linked IoT hub %q not found", name)
-	case errors.Is(err, store.ErrConflict):
-		return dpserr.Conflict("IoT hub %q is already linked; to change it, send If-Match with its etag", name)
-	case errors.Is(err, store.ErrPreconditionFailed):
-		return dpserr.PreconditionFailed("the If-Match etag does not match linked IoT hub %q; read it again and retry", name)
-	}
-	return storeErr(err)
-}
+var (
+	linkedHubs = dpserr.Resource{Noun: "linked IoT hub", NotFound: dpserr.CodeLinkedHubNotFound,
+		Exists: "IoT hub %q is already linked; to change it, send If-Match with its etag"}
+	policies = dpserr.Resource{Noun: "shared access policy", NotFound: dpserr.CodePolicyNotFound,
+		Exists: "shared access policy %q already exists; to change it, send If-Match with its etag"}
+)
 
 // LinkedHubView renders a linked hub; the hub's key is never returned.
 func LinkedHubView(h *store.LinkedHub) dps.LinkedHub {
@@ -44,7 +39,7 @@ func LinkedHubView(h *store.LinkedHub) dps.LinkedHub {
 func (a *API) listLinkedHubs(w http.ResponseWriter, r *http.Request, _ []string) error {
 	hs, err := a.Store.LinkedHubs(r.Context())
 	if err != nil {
-		return storeErr(err)
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	out := dps.LinkedHubList{Value: []dps.LinkedHub{}}
 	for _, h := range hs {
@@ -57,7 +52,7 @@ func (a *API) listLinkedHubs(w http.ResponseWriter, r *http.Request, _ []string)
 func (a *API) getLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
 	h, err := a.Store.LinkedHub(r.Context(), p[0])
 	if err != nil {
-		return linkedHubErr(err, p[0])
+		return dpserr.FromStore(err, linkedHubs, p[0])
 	}
 	httpx.WriteJSON(w, http.StatusOK, LinkedHubView(h))
 	return nil
@@ -82,7 +77,7 @@ func (a *API) putLinkedHub(w http.ResponseWriter, r *http.Request, p []string) e
 	if ifMatch != "" {
 		prev, err := a.Store.LinkedHub(r.Context(), name)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return linkedHubErr(err, name)
+			return dpserr.FromStore(err, linkedHubs, name)
 		}
 		if prev != nil {
 			h = prev
@@ -115,7 +110,7 @@ func (a *API) putLinkedHub(w http.ResponseWriter, r *http.Request, p []string) e
 	}
 	stored, err := a.Store.PutLinkedHub(r.Context(), h, ifMatch)
 	if err != nil {
-		return linkedHubErr(err, name)
+		return dpserr.FromStore(err, linkedHubs, name)
 	}
 	httpx.WriteJSON(w, http.StatusOK, LinkedHubView(stored))
 	return nil
@@ -138,22 +133,10 @@ func keepMaskedKey(in, stored string) string {
 
 func (a *API) deleteLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
 	if err := a.Store.DeleteLinkedHub(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return linkedHubErr(err, p[0])
+		return dpserr.FromStore(err, linkedHubs, p[0])
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-func policyErr(err error, name string) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return dpserr.NotFound(dpserr.CodePolicyNotFound, "shared access policy %q not found", name)
-	case errors.Is(err, store.ErrConflict):
-		return dpserr.Conflict("shared access policy %q already exists; to change it, send If-Match with its etag", name)
-	case errors.Is(err, store.ErrPreconditionFailed):
-		return dpserr.PreconditionFailed("the If-Match etag does not match shared access policy %q; read it again and retry", name)
-	}
-	return storeErr(err)
 }
 
 // PolicyView renders a policy with its keys: only ServiceConfig may read it.
@@ -196,7 +179,7 @@ func NewPolicyKey() string {
 func (a *API) listPolicies(w http.ResponseWriter, r *http.Request, _ []string) error {
 	ps, err := a.Store.Policies(r.Context())
 	if err != nil {
-		return storeErr(err)
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	out := dps.AccessPolicyList{Value: []dps.AccessPolicy{}}
 	for _, p := range ps {
@@ -209,7 +192,7 @@ func (a *API) listPolicies(w http.ResponseWriter, r *http.Request, _ []string) e
 func (a *API) getPolicy(w http.ResponseWriter, r *http.Request, p []string) error {
 	pol, err := a.Store.Policy(r.Context(), p[0])
 	if err != nil {
-		return policyErr(err, p[0])
+		return dpserr.FromStore(err, policies, p[0])
 	}
 	httpx.WriteJSON(w, http.StatusOK, PolicyView(pol))
 	return nil
@@ -263,7 +246,7 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, p []string) erro
 	}
 	stored, err := a.Store.PutPolicy(r.Context(), pol, ifMatch)
 	if err != nil {
-		return policyErr(err, name)
+		return dpserr.FromStore(err, policies, name)
 	}
 	httpx.WriteJSON(w, http.StatusOK, PolicyView(stored))
 	return nil
@@ -274,7 +257,7 @@ func (a *API) deletePolicy(w http.ResponseWriter, r *http.Request, p []string) e
 		return err
 	}
 	if err := a.Store.DeletePolicy(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return policyErr(err, p[0])
+		return dpserr.FromStore(err, policies, p[0])
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -290,7 +273,7 @@ func (a *API) keepServiceConfig(r *http.Request, name string, newRights []string
 	}
 	ps, err := a.Store.Policies(r.Context())
 	if err != nil {
-		return storeErr(err)
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	for _, p := range ps {
 		if strings.EqualFold(p.Name, name) {
@@ -308,7 +291,7 @@ func (a *API) keepServiceConfig(r *http.Request, name string, newRights []string
 func (a *API) settings(r *http.Request) (*dps.Settings, *store.Instance, error) {
 	inst, err := a.Store.Instance(r.Context())
 	if err != nil {
-		return nil, nil, storeErr(err)
+		return nil, nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	s := &dps.Settings{IDScope: inst.IDScope, AllocationPolicy: inst.AllocationPolicy}
 	if s.AllocationPolicy == "" {
@@ -350,7 +333,7 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, _ []string) er
 		}
 		inst.AllocationPolicy = p
 		if err := a.Store.UpdateInstance(r.Context(), inst); err != nil {
-			return storeErr(err)
+			return dpserr.FromStore(err, dpserr.NoRecord, "")
 		}
 	}
 	s, _, err = a.settings(r)

@@ -19,10 +19,9 @@ import (
 // kind describes one enrollment record type, so that individual enrollments
 // and groups share one implementation of every operation.
 type kind[T any] struct {
-	noun     string // "enrollment", "enrollment group"
+	res      dpserr.Resource
 	idField  string // JSON field of the ID
 	itemType string // x-ms-item-type of query results
-	notFound int    // errorCode of a missing record
 	id       func(*T) string
 	setID    func(*T, string)
 	etag     func(*T) string
@@ -42,7 +41,7 @@ type kind[T any] struct {
 
 func (a *API) individuals() *kind[dps.IndividualEnrollment] {
 	return &kind[dps.IndividualEnrollment]{
-		noun: "enrollment", idField: "registrationId", itemType: "Enrollment", notFound: dpserr.CodeEnrollmentNotFound,
+		res: enrollmentResource("enrollment", dpserr.CodeEnrollmentNotFound), idField: "registrationId", itemType: "Enrollment",
 		id:    func(e *dps.IndividualEnrollment) string { return e.RegistrationID },
 		setID: func(e *dps.IndividualEnrollment, id string) { e.RegistrationID = id },
 		etag:  func(e *dps.IndividualEnrollment) string { return e.Etag },
@@ -71,7 +70,7 @@ func (a *API) individuals() *kind[dps.IndividualEnrollment] {
 
 func (a *API) groups() *kind[dps.EnrollmentGroup] {
 	return &kind[dps.EnrollmentGroup]{
-		noun: "enrollment group", idField: "enrollmentGroupId", itemType: "EnrollmentGroup", notFound: dpserr.CodeGroupNotFound,
+		res: enrollmentResource("enrollment group", dpserr.CodeGroupNotFound), idField: "enrollmentGroupId", itemType: "EnrollmentGroup",
 		id:    func(g *dps.EnrollmentGroup) string { return g.EnrollmentGroupID },
 		setID: func(g *dps.EnrollmentGroup, id string) { g.EnrollmentGroupID = id },
 		etag:  func(g *dps.EnrollmentGroup) string { return g.Etag },
@@ -136,7 +135,7 @@ func (a *API) bulkGroups(w http.ResponseWriter, r *http.Request, _ []string) err
 func getRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
 	v, err := k.get(r.Context(), id)
 	if err != nil {
-		return k.mapErr(err, id)
+		return dpserr.FromStore(err, k.res, id)
 	}
 	out, err := k.read(r.Context(), v)
 	if err != nil {
@@ -151,7 +150,7 @@ func (k *kind[T]) read(ctx context.Context, v *T) (*T, error) {
 	out := k.redact(v)
 	if k.decorate != nil {
 		if err := k.decorate(ctx, out); err != nil {
-			return nil, storeErr(err)
+			return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 		}
 	}
 	return out, nil
@@ -184,43 +183,32 @@ func (k *kind[T]) write(ctx context.Context, v *T, pathID, ifMatch string) (*T, 
 	case errors.Is(err, store.ErrNotFound):
 		prev = nil
 	case err != nil:
-		return nil, storeErr(err)
+		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	case ifMatch == "":
-		return nil, k.conflict(pathID)
+		// What the store would answer, said before the body is checked.
+		return nil, dpserr.FromStore(store.ErrConflict, k.res, pathID)
 	}
 	if err := k.prepare(ctx, v, prev); err != nil {
 		return nil, err
 	}
 	stored, err := k.put(ctx, v, ifMatch)
 	if err != nil {
-		return nil, k.mapErr(err, pathID)
+		return nil, dpserr.FromStore(err, k.res, pathID)
 	}
 	return stored, nil
 }
 
-func (k *kind[T]) conflict(id string) error {
-	return dpserr.Conflict("%s %q already exists; to replace it, send If-Match with its etag (or * to overwrite unconditionally)", k.noun, id)
-}
-
-func (k *kind[T]) mapErr(err error, id string) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return dpserr.NotFound(k.notFound, "%s %q not found", k.noun, id)
-	case errors.Is(err, store.ErrConflict):
-		return k.conflict(id)
-	case errors.Is(err, store.ErrPreconditionFailed):
-		return dpserr.PreconditionFailed("the If-Match etag does not match %s %q (it was changed or deleted); read it again and retry", k.noun, id)
-	}
-	var de *dpserr.Error
-	if errors.As(err, &de) {
-		return de
-	}
-	return storeErr(err)
+// enrollmentResource words the store failures of enrollments and groups,
+// which can be overwritten unconditionally (If-Match: *).
+func enrollmentResource(noun string, notFound int) dpserr.Resource {
+	return dpserr.Resource{Noun: noun, NotFound: notFound,
+		Exists: noun + " %q already exists; to replace it, send If-Match with its etag (or * to overwrite unconditionally)",
+		Stale:  "the If-Match etag does not match " + noun + " %q (it was changed or deleted); read it again and retry"}
 }
 
 func deleteRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
 	if err := k.del(r.Context(), id, httpx.IfMatch(r)); err != nil {
-		return k.mapErr(err, id)
+		return dpserr.FromStore(err, k.res, id)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -229,7 +217,7 @@ func deleteRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id 
 func attestation[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
 	v, err := k.get(r.Context(), id)
 	if err != nil {
-		return k.mapErr(err, id)
+		return dpserr.FromStore(err, k.res, id)
 	}
 	httpx.WriteJSON(w, http.StatusOK, k.att(v))
 	return nil
@@ -310,7 +298,7 @@ func query[T any](k *kind[T], w http.ResponseWriter, r *http.Request) error {
 	}
 	page, err := k.list(r.Context(), pr.after, pr.size)
 	if err != nil {
-		return storeErr(err)
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	items := make([]*T, len(page.Items))
 	for i, v := range page.Items {
@@ -368,7 +356,7 @@ func (k *kind[T]) bulkItem(ctx context.Context, mode string, v *T, i int) error 
 	switch mode {
 	case dps.BulkDelete:
 		if err := k.del(ctx, id, etag); err != nil {
-			return k.mapErr(err, id)
+			return dpserr.FromStore(err, k.res, id)
 		}
 		return nil
 	case dps.BulkCreate:

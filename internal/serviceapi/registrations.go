@@ -1,29 +1,20 @@
 package serviceapi
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
-	"github.com/dpsd/dpsd/internal/store"
 )
 
-func registrationErr(err error, id string) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return dpserr.NotFound(dpserr.CodeRegistrationNotFound, "registration record %q not found (the device has not registered, or its record was deleted)", id)
-	case errors.Is(err, store.ErrPreconditionFailed):
-		return dpserr.PreconditionFailed("the If-Match etag does not match registration record %q; read it again and retry", id)
-	}
-	return storeErr(err)
-}
+var registrationRecords = dpserr.Resource{Noun: "registration record", NotFound: dpserr.CodeRegistrationNotFound,
+	Missing: "registration record %q not found (the device has not registered, or its record was deleted)"}
 
 func (a *API) getRegistration(w http.ResponseWriter, r *http.Request, p []string) error {
 	reg, err := a.Store.Registration(r.Context(), p[0])
 	if err != nil {
-		return registrationErr(err, p[0])
+		return dpserr.FromStore(err, registrationRecords, p[0])
 	}
 	httpx.WriteJSON(w, http.StatusOK, reg.Result.State())
 	return nil
@@ -33,7 +24,7 @@ func (a *API) getRegistration(w http.ResponseWriter, r *http.Request, p []string
 // is an initial assignment again. It does not touch the device in its hub.
 func (a *API) deleteRegistration(w http.ResponseWriter, r *http.Request, p []string) error {
 	if err := a.Store.DeleteRegistration(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return registrationErr(err, p[0])
+		return dpserr.FromStore(err, registrationRecords, p[0])
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -52,7 +43,7 @@ func (a *API) queryRegistrations(w http.ResponseWriter, r *http.Request, p []str
 	}
 	page, err := a.Store.RegistrationsByGroup(r.Context(), p[0], pr.after, pr.size)
 	if err != nil {
-		return storeErr(err)
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	items := make([]*dps.DeviceRegistrationState, len(page.Items))
 	for i, reg := range page.Items {
