@@ -153,8 +153,8 @@ func selfSignedDevice(t *testing.T, ts *testServer, id string) *tls.Certificate 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: id, Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
-		ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}}}}})
+	ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
+		ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}}}}}})
 	return &tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: k, Leaf: c}
 }
 
@@ -172,8 +172,8 @@ func TestRegister(t *testing.T) {
 			t.Parallel()
 			ts := startServer(t, strict)
 			cert := selfSignedDevice(t, ts, "x509-dev")
-			indKey := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-dev", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}).Attestation)
-			grpKey := symKey(t, ts.putGroup(t, &dps.EnrollmentGroup{EnrollmentGroupID: "grp", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}).Attestation)
+			indKey := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-dev", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
+			grpKey := symKey(t, ts.putGroup(t, &dps.EnrollmentGroup{EnrollmentGroupID: "grp", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
 			for _, ws := range []bool{false, true} {
 				for _, dev := range []struct {
 					id    string
@@ -210,8 +210,8 @@ func TestRegister(t *testing.T) {
 // *client.StatusError, as with HTTPS.
 func TestRefused(t *testing.T) {
 	ts := startServer(t, false)
-	key := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-dev", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}).Attestation)
-	disabledKey := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-off", ProvisioningStatus: dps.ProvisioningDisabled, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}).Attestation)
+	key := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-dev", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
+	disabledKey := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-off", EnrollmentSettings: dps.EnrollmentSettings{ProvisioningStatus: dps.ProvisioningDisabled, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
 	for _, ws := range []bool{false, true} {
 		cfg := ts.config(ws, "sym-dev")
 		cfg.SymmetricKey = append([]byte{1}, key[1:]...)

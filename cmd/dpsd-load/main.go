@@ -159,8 +159,8 @@ func prepare(ctx context.Context, svc *svcclient.Client, o options) ([]device, e
 	case "symmetric-key":
 		groupKey := make([]byte, 32)
 		copy(groupKey, o.prefix)
-		g := dps.EnrollmentGroup{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{
-			PrimaryKey: base64.StdEncoding.EncodeToString(groupKey), SecondaryKey: base64.StdEncoding.EncodeToString(groupKey)}}}
+		g := dps.EnrollmentGroup{EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{
+			PrimaryKey: base64.StdEncoding.EncodeToString(groupKey), SecondaryKey: base64.StdEncoding.EncodeToString(groupKey)}}}}
 		if _, err := svc.Do(ctx, svcclient.Request{Method: "PUT", Path: "/enrollmentGroups/" + o.prefix + "group", Body: g}, nil); err != nil {
 			return nil, fmt.Errorf("creating the group: %w", err)
 		}
@@ -177,7 +177,7 @@ func prepare(ctx context.Context, svc *svcclient.Client, o options) ([]device, e
 		if _, err := svc.Do(ctx, svcclient.Request{Method: "PUT", Path: "/certificates/" + o.prefix + "root", Body: body}, nil); err != nil {
 			return nil, fmt.Errorf("uploading the CA: %w", err)
 		}
-		g := dps.EnrollmentGroup{Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: o.prefix + "root"}}}}
+		g := dps.EnrollmentGroup{EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: o.prefix + "root"}}}}}
 		if _, err := svc.Do(ctx, svcclient.Request{Method: "PUT", Path: "/enrollmentGroups/" + o.prefix + "group", Body: g}, nil); err != nil {
 			return nil, fmt.Errorf("creating the group: %w", err)
 		}

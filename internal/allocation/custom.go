@@ -67,12 +67,12 @@ func NewCustomRequest(e *dps.IndividualEnrollment, g *dps.EnrollmentGroup, rc De
 		r.LinkedHubs = []string{}
 	}
 	if e != nil {
-		c := enrollment.RedactIndividual(e)
+		c := enrollment.Redact(e)
 		c.CustomAllocationDefinition = maskWebhook(c.CustomAllocationDefinition)
 		r.IndividualEnrollment = c
 	}
 	if g != nil {
-		c := enrollment.RedactGroup(g)
+		c := enrollment.Redact(g)
 		c.CustomAllocationDefinition = maskWebhook(c.CustomAllocationDefinition)
 		r.EnrollmentGroup = c
 	}

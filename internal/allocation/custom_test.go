@@ -17,11 +17,13 @@ import (
 
 func groupEnrollment(url string) *dps.EnrollmentGroup {
 	return &dps.EnrollmentGroup{
-		EnrollmentGroupID:          "contoso-custom",
-		Attestation:                &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeS1rZXktMTIzNDU2", SecondaryKey: "c2Vjb25kYXJ5LWtleS0xMjM0"}},
-		AllocationPolicy:           dps.AllocationCustom,
-		IotHubs:                    linked,
-		CustomAllocationDefinition: &dps.CustomAllocationDefinition{WebhookURL: url, APIVersion: "2021-10-01"},
+		EnrollmentGroupID: "contoso-custom",
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation:                &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeS1rZXktMTIzNDU2", SecondaryKey: "c2Vjb25kYXJ5LWtleS0xMjM0"}},
+			AllocationPolicy:           dps.AllocationCustom,
+			IotHubs:                    linked,
+			CustomAllocationDefinition: &dps.CustomAllocationDefinition{WebhookURL: url, APIVersion: "2021-10-01"},
+		},
 	}
 }
 
@@ -77,10 +79,12 @@ func TestCustomAllocationRequestShapes(t *testing.T) {
 	w := hubtest.NewAllocationWebhook(t, hubtest.Options{})
 	info := &dps.X509CertificateInfo{SubjectName: "CN=dev-1", SHA1Thumbprint: "AB", SHA256Thumbprint: "CD"}
 	e := &dps.IndividualEnrollment{RegistrationID: "dev-1", DeviceID: "device-one",
-		Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{
-			Primary: &dps.X509CertificateWithInfo{Certificate: "-----BEGIN CERTIFICATE-----...", Info: info}}}},
-		AllocationPolicy:           dps.AllocationCustom,
-		CustomAllocationDefinition: &dps.CustomAllocationDefinition{WebhookURL: w.URL, APIVersion: "2021-10-01"}}
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{
+				Primary: &dps.X509CertificateWithInfo{Certificate: "-----BEGIN CERTIFICATE-----...", Info: info}}}},
+			AllocationPolicy:           dps.AllocationCustom,
+			CustomAllocationDefinition: &dps.CustomAllocationDefinition{WebhookURL: w.URL, APIVersion: "2021-10-01"},
+		}}
 	req := allocation.NewCustomRequest(e, nil, allocation.DeviceRuntimeContext{
 		RegistrationID: "dev-1", CurrentIotHubHostName: "heatpumps.azure-devices.net", CurrentDeviceID: "device-one",
 		X509: &dps.X509RegistrationResult{CertificateInfo: info},

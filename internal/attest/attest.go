@@ -36,12 +36,21 @@ type Identity struct {
 	Signer *dps.X509CertificateInfo
 }
 
+// Enrollment is the matched individual enrollment or enrollment group.
+func (id *Identity) Enrollment() dps.Enrollment {
+	if id.Individual != nil {
+		return id.Individual
+	}
+	return id.Group
+}
+
+// Settings are the matched enrollment's settings: whether it is enabled,
+// and where and how its devices are provisioned.
+func (id *Identity) Settings() *dps.EnrollmentSettings { return id.Enrollment().Settings() }
+
 // Disabled reports whether the matched enrollment is disabled.
 func (id *Identity) Disabled() bool {
-	if id.Individual != nil {
-		return id.Individual.ProvisioningStatus == dps.ProvisioningDisabled
-	}
-	return id.Group.ProvisioningStatus == dps.ProvisioningDisabled
+	return id.Settings().ProvisioningStatus == dps.ProvisioningDisabled
 }
 
 // EnrollmentName names the matched enrollment for messages and logs:

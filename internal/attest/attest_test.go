@@ -103,18 +103,18 @@ func pem(c *x509.Certificate) *dps.X509CertificateWithInfo {
 }
 
 func x509Individual(id string, c *x509.Certificate) *dps.IndividualEnrollment {
-	return &dps.IndividualEnrollment{RegistrationID: id, Attestation: &dps.AttestationMechanism{Type: "x509",
-		X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{Primary: pem(c)}}}}
+	return &dps.IndividualEnrollment{RegistrationID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509",
+		X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{Primary: pem(c)}}}}}
 }
 
 func signingGroup(id string, c *x509.Certificate) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "x509",
-		X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: pem(c)}}}}
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509",
+		X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: pem(c)}}}}}
 }
 
 func caGroup(id, ca string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "x509",
-		X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: ca}}}}
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509",
+		X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: ca}}}}}
 }
 
 func must[T any](t *testing.T) func(T, crypto.Signer, error) (T, crypto.Signer) {
@@ -250,9 +250,9 @@ func TestSymmetricKey(t *testing.T) {
 	const docGroupKey = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
 	const docID = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
 	e := newEnv(t)
-	doc := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "doc-group", Attestation: &dps.AttestationMechanism{Type: "symmetricKey",
-		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: docGroupKey}}})
-	other := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "other-group", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}})
+	doc := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "doc-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey",
+		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: docGroupKey}}}})
+	other := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "other-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}})
 	ok, _ := sas.DecodeKey(other.Attestation.SymmetricKey.PrimaryKey)
 	dk, _ := sas.DecodeKey(doc.Attestation.SymmetricKey.PrimaryKey)
 	ctx := context.Background()
@@ -317,7 +317,7 @@ func TestSymmetricKey(t *testing.T) {
 		refused(t, id, err, "the SAS token expired at")
 	})
 	t.Run("individual-enrollment-before-groups", func(t *testing.T) {
-		en := &dps.IndividualEnrollment{RegistrationID: "both-dev", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+		en := &dps.IndividualEnrollment{RegistrationID: "both-dev", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}
 		e.individual(en)
 		id, err := e.a.SymmetricKey(ctx, scope, "both-dev", tok("both-dev", sas.DeriveDeviceKey(ok, "both-dev")), "")
 		refused(t, id, err, `matches neither the primary nor the secondary key of individual enrollment "both-dev"`)

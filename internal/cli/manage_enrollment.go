@@ -474,42 +474,22 @@ func (o *enrollOpts) updateMechanism(a *dps.AttestationMechanism, in *enrollInpu
 	return nil
 }
 
-// commonFields points at the fields enrollments and groups share.
-type commonFields struct {
-	capabilities **dps.DeviceCapabilities
-	hubHost      *string
-	twin         **dps.InitialTwin
-	status       *string
-	reprovision  **dps.ReprovisionPolicy
-	allocation   *string
-	hubs         *[]string
-	custom       **dps.CustomAllocationDefinition
-}
-
-func individualFields(e *dps.IndividualEnrollment) commonFields {
-	return commonFields{&e.Capabilities, &e.IotHubHostName, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IotHubs, &e.CustomAllocationDefinition}
-}
-
-func groupFields(g *dps.EnrollmentGroup) commonFields {
-	return commonFields{&g.Capabilities, &g.IotHubHostName, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IotHubs, &g.CustomAllocationDefinition}
-}
-
 // apply sets the fields whose flags were given.
-func (o *enrollOpts) apply(f flags, in *enrollInput, c commonFields) error {
+func (o *enrollOpts) apply(f flags, in *enrollInput, c *dps.EnrollmentSettings) error {
 	if f.changed("edge-enabled") {
-		*c.capabilities = &dps.DeviceCapabilities{IotEdge: o.edge.v}
+		c.Capabilities = &dps.DeviceCapabilities{IotEdge: o.edge.v}
 	}
 	if f.changed("iot-hub-host-name") {
-		*c.hubHost = o.hubHost
+		c.IotHubHostName = o.hubHost
 	}
 	if f.changed("iot-hubs") {
-		*c.hubs = o.hubs.items
+		c.IotHubs = o.hubs.items
 	}
 	if in.tags != nil || in.props != nil {
-		if *c.twin == nil {
-			*c.twin = &dps.InitialTwin{}
+		if c.InitialTwin == nil {
+			c.InitialTwin = &dps.InitialTwin{}
 		}
-		t := *c.twin
+		t := c.InitialTwin
 		if in.tags != nil {
 			t.Tags = in.tags
 		}
@@ -518,16 +498,16 @@ func (o *enrollOpts) apply(f flags, in *enrollInput, c commonFields) error {
 		}
 	}
 	if in.status != "" {
-		*c.status = in.status
+		c.ProvisioningStatus = in.status
 	}
 	if in.reprovision != nil {
-		*c.reprovision = in.reprovision
+		c.ReprovisionPolicy = in.reprovision
 	}
 	if in.allocation != "" {
-		*c.allocation = in.allocation
+		c.AllocationPolicy = in.allocation
 	}
 	if o.webhook != "" || o.apiVersion != "" {
-		d := *c.custom
+		d := c.CustomAllocationDefinition
 		if d == nil {
 			d = &dps.CustomAllocationDefinition{}
 		}
@@ -543,9 +523,9 @@ func (o *enrollOpts) apply(f flags, in *enrollInput, c commonFields) error {
 		if d.WebhookURL == "" {
 			return withHint(errors.New("--api-version needs --webhook-url"), "give the allocation webhook with --webhook-url")
 		}
-		*c.custom = d
+		c.CustomAllocationDefinition = d
 	}
-	if *c.allocation == dps.AllocationCustom && *c.custom == nil {
+	if c.AllocationPolicy == dps.AllocationCustom && c.CustomAllocationDefinition == nil {
 		return withHint(errors.New("--allocation-policy custom needs --webhook-url"), "give the allocation webhook with --webhook-url (and --api-version, default "+defaultWebhookAPIVersion+")")
 	}
 	return nil
@@ -611,14 +591,14 @@ func enrollmentCreateCmd(e *env, cf *connFlags, group bool) *cobra.Command {
 		}
 		var body any
 		if o.group {
-			g := &dps.EnrollmentGroup{EnrollmentGroupID: o.id, Attestation: o.mechanism(in)}
-			if err := o.apply(f, in, groupFields(g)); err != nil {
+			g := &dps.EnrollmentGroup{EnrollmentGroupID: o.id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: o.mechanism(in)}}
+			if err := o.apply(f, in, g.Settings()); err != nil {
 				return err
 			}
 			body = g
 		} else {
-			en := &dps.IndividualEnrollment{RegistrationID: o.id, DeviceID: o.deviceID, Attestation: o.mechanism(in), OptionalDeviceInformation: in.info}
-			if err := o.apply(f, in, individualFields(en)); err != nil {
+			en := &dps.IndividualEnrollment{RegistrationID: o.id, DeviceID: o.deviceID, EnrollmentSettings: dps.EnrollmentSettings{Attestation: o.mechanism(in)}, OptionalDeviceInformation: in.info}
+			if err := o.apply(f, in, en.Settings()); err != nil {
 				return err
 			}
 			body = en
@@ -841,7 +821,7 @@ the write fails with HTTP 412 and nothing is lost.`,
 			if err := o.updateMechanism(g.Attestation, in); err != nil {
 				return err
 			}
-			if err := o.apply(f, in, groupFields(&g)); err != nil {
+			if err := o.apply(f, in, g.Settings()); err != nil {
 				return err
 			}
 			body, etag = &g, g.Etag
@@ -853,7 +833,7 @@ the write fails with HTTP 412 and nothing is lost.`,
 			if err := o.updateMechanism(en.Attestation, in); err != nil {
 				return err
 			}
-			if err := o.apply(f, in, individualFields(&en)); err != nil {
+			if err := o.apply(f, in, en.Settings()); err != nil {
 				return err
 			}
 			if f.changed("device-id") {
@@ -1061,24 +1041,24 @@ func attestationFields(a *dps.AttestationMechanism, keysShown bool, group bool) 
 	return out
 }
 
-func commonFieldsTable(c commonFields) [][2]string {
+func settingsTable(c *dps.EnrollmentSettings) [][2]string {
 	out := [][2]string{
-		{"provisioningStatus", dash(*c.status)},
-		{"allocationPolicy", allocationOf(*c.allocation)},
-		{"iotHubs", hubsOf(*c.hubs, "")},
+		{"provisioningStatus", dash(c.ProvisioningStatus)},
+		{"allocationPolicy", allocationOf(c.AllocationPolicy)},
+		{"iotHubs", hubsOf(c.IotHubs, "")},
 	}
-	if *c.hubHost != "" {
-		out = append(out, [2]string{"iotHubHostName", *c.hubHost})
+	if c.IotHubHostName != "" {
+		out = append(out, [2]string{"iotHubHostName", c.IotHubHostName})
 	}
 	edge := false
-	if *c.capabilities != nil {
-		edge = (*c.capabilities).IotEdge
+	if c.Capabilities != nil {
+		edge = c.Capabilities.IotEdge
 	}
-	out = append(out, [2]string{"edgeEnabled", fmt.Sprint(edge)}, [2]string{"reprovisionPolicy", dash(reprovisionName(*c.reprovision))})
-	if d := *c.custom; d != nil {
+	out = append(out, [2]string{"edgeEnabled", fmt.Sprint(edge)}, [2]string{"reprovisionPolicy", dash(reprovisionName(c.ReprovisionPolicy))})
+	if d := c.CustomAllocationDefinition; d != nil {
 		out = append(out, [2]string{"webhookUrl", d.WebhookURL}, [2]string{"apiVersion", d.APIVersion})
 	}
-	if t := *c.twin; t != nil {
+	if t := c.InitialTwin; t != nil {
 		if s := compactJSON(t.Tags); s != "" {
 			out = append(out, [2]string{"initialTwinTags", s})
 		}
@@ -1106,7 +1086,7 @@ func enrollmentFieldsTable(en *dps.IndividualEnrollment, keysShown bool) [][2]st
 	}
 	out = append(out, [2]string{"deviceId", dev})
 	out = append(out, attestationFields(en.Attestation, keysShown, false)...)
-	out = append(out, commonFieldsTable(individualFields(en))...)
+	out = append(out, settingsTable(en.Settings())...)
 	if s := compactJSON(en.OptionalDeviceInformation); s != "" {
 		out = append(out, [2]string{"deviceInformation", s})
 	}
@@ -1123,6 +1103,6 @@ func enrollmentFieldsTable(en *dps.IndividualEnrollment, keysShown bool) [][2]st
 func groupFieldsTable(g *dps.EnrollmentGroup, keysShown bool) [][2]string {
 	out := [][2]string{{"enrollmentGroupId", g.EnrollmentGroupID}}
 	out = append(out, attestationFields(g.Attestation, keysShown, true)...)
-	out = append(out, commonFieldsTable(groupFields(g))...)
+	out = append(out, settingsTable(g.Settings())...)
 	return append(out, [2]string{"created", timeOf(g.CreatedDateTimeUtc)}, [2]string{"lastUpdated", timeOf(g.LastUpdatedDateTimeUtc)}, [2]string{"etag", g.Etag})
 }

@@ -74,7 +74,7 @@ func newAPI(t testing.TB) *api {
 	if _, err := st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub, AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
 		t.Fatal(err)
 	}
-	g := &dps.EnrollmentGroup{EnrollmentGroupID: "grp-api", Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+	g := &dps.EnrollmentGroup{EnrollmentGroupID: "grp-api", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}
 	if err := enrollment.PrepareGroup(ctx, g, nil, st); err != nil {
 		t.Fatal(err)
 	}

@@ -42,11 +42,29 @@ const (
 	SubstatusReprovisionedToInitialAssignment = "reprovisionedToInitialAssignment"
 )
 
-// IndividualEnrollment is the service API model of one device's enrollment.
-type IndividualEnrollment struct {
-	RegistrationID             string                      `json:"registrationId"`
-	DeviceID                   string                      `json:"deviceId,omitempty"`
-	RegistrationState          *DeviceRegistrationState    `json:"registrationState,omitempty"`
+// Enrollment is an individual enrollment or an enrollment group: what the
+// code that treats both alike needs of either.
+type Enrollment interface {
+	// ID is the registration ID or the enrollment group ID.
+	ID() string
+	SetID(id string)
+	// Settings is the part both kinds share.
+	Settings() *EnrollmentSettings
+}
+
+// EnrollmentPtr is the constraint of code generic over both kinds: P is
+// *IndividualEnrollment or *EnrollmentGroup, and T what it points to, so that
+// the code can make new ones (P(new(T))) and copy them (*p).
+type EnrollmentPtr[T any] interface {
+	*T
+	Enrollment
+}
+
+// EnrollmentSettings are the members individual enrollments and enrollment
+// groups share: how devices attest, where and how they are provisioned, and
+// the record's etag and timestamps. Both models embed it, so a member added
+// here is a member of both, on the wire and in every rule that reads it.
+type EnrollmentSettings struct {
 	Attestation                *AttestationMechanism       `json:"attestation"`
 	Capabilities               *DeviceCapabilities         `json:"capabilities,omitempty"`
 	IotHubHostName             string                      `json:"iotHubHostName,omitempty"`
@@ -54,7 +72,6 @@ type IndividualEnrollment struct {
 	Etag                       string                      `json:"etag,omitempty"`
 	ProvisioningStatus         string                      `json:"provisioningStatus,omitempty"`
 	ReprovisionPolicy          *ReprovisionPolicy          `json:"reprovisionPolicy,omitempty"`
-	OptionalDeviceInformation  json.RawMessage             `json:"optionalDeviceInformation,omitempty"`
 	CreatedDateTimeUtc         *Time                       `json:"createdDateTimeUtc,omitempty"`
 	LastUpdatedDateTimeUtc     *Time                       `json:"lastUpdatedDateTimeUtc,omitempty"`
 	AllocationPolicy           string                      `json:"allocationPolicy,omitempty"`
@@ -63,23 +80,22 @@ type IndividualEnrollment struct {
 	CredentialPolicyName       string                      `json:"credentialPolicyName,omitempty"`
 }
 
+// IndividualEnrollment is the service API model of one device's enrollment.
+// On the wire, optionalDeviceInformation stands among the settings, after
+// reprovisionPolicy (see MarshalJSON).
+type IndividualEnrollment struct {
+	RegistrationID    string                   `json:"registrationId"`
+	DeviceID          string                   `json:"deviceId,omitempty"`
+	RegistrationState *DeviceRegistrationState `json:"registrationState,omitempty"`
+	EnrollmentSettings
+	OptionalDeviceInformation json.RawMessage `json:"optionalDeviceInformation,omitempty"`
+}
+
 // EnrollmentGroup is the service API model of a group of devices that share
 // an attestation root (a signing certificate, a CA, or a group key).
 type EnrollmentGroup struct {
-	EnrollmentGroupID          string                      `json:"enrollmentGroupId"`
-	Attestation                *AttestationMechanism       `json:"attestation"`
-	Capabilities               *DeviceCapabilities         `json:"capabilities,omitempty"`
-	IotHubHostName             string                      `json:"iotHubHostName,omitempty"`
-	InitialTwin                *InitialTwin                `json:"initialTwin,omitempty"`
-	Etag                       string                      `json:"etag,omitempty"`
-	ProvisioningStatus         string                      `json:"provisioningStatus,omitempty"`
-	ReprovisionPolicy          *ReprovisionPolicy          `json:"reprovisionPolicy,omitempty"`
-	CreatedDateTimeUtc         *Time                       `json:"createdDateTimeUtc,omitempty"`
-	LastUpdatedDateTimeUtc     *Time                       `json:"lastUpdatedDateTimeUtc,omitempty"`
-	AllocationPolicy           string                      `json:"allocationPolicy,omitempty"`
-	IotHubs                    []string                    `json:"iotHubs,omitempty"`
-	CustomAllocationDefinition *CustomAllocationDefinition `json:"customAllocationDefinition,omitempty"`
-	CredentialPolicyName       string                      `json:"credentialPolicyName,omitempty"`
+	EnrollmentGroupID string `json:"enrollmentGroupId"`
+	EnrollmentSettings
 }
 
 // AttestationMechanism says how a device proves its identity.

@@ -54,13 +54,7 @@ func PrepareIndividual(e *dps.IndividualEnrollment, prev *dps.IndividualEnrollme
 		return err
 	}
 	e.RegistrationState = nil // read-only
-	e.Etag = ""
-	c := common{&e.Capabilities, &e.IotHubHostName, &e.InitialTwin, &e.ProvisioningStatus, &e.ReprovisionPolicy, &e.AllocationPolicy, &e.IotHubs, &e.CustomAllocationDefinition}
-	if err := c.prepare(); err != nil {
-		return err
-	}
-	e.CreatedDateTimeUtc, e.LastUpdatedDateTimeUtc = nil, nil
-	return nil
+	return prepareSettings(&e.EnrollmentSettings)
 }
 
 // PrepareGroup is PrepareIndividual for an enrollment group. cas resolves
@@ -89,50 +83,35 @@ func PrepareGroup(ctx context.Context, g *dps.EnrollmentGroup, prev *dps.Enrollm
 			}
 		}
 	}
-	g.Etag = ""
-	c := common{&g.Capabilities, &g.IotHubHostName, &g.InitialTwin, &g.ProvisioningStatus, &g.ReprovisionPolicy, &g.AllocationPolicy, &g.IotHubs, &g.CustomAllocationDefinition}
-	if err := c.prepare(); err != nil {
-		return err
-	}
-	g.CreatedDateTimeUtc, g.LastUpdatedDateTimeUtc = nil, nil
-	return nil
+	return prepareSettings(&g.EnrollmentSettings)
 }
 
-// common are the fields individual enrollments and groups share.
-type common struct {
-	capabilities       **dps.DeviceCapabilities
-	iotHubHostName     *string
-	initialTwin        **dps.InitialTwin
-	provisioningStatus *string
-	reprovisionPolicy  **dps.ReprovisionPolicy
-	allocationPolicy   *string
-	iotHubs            *[]string
-	custom             **dps.CustomAllocationDefinition
-}
-
-func (c common) prepare() error {
-	if *c.capabilities == nil {
-		*c.capabilities = &dps.DeviceCapabilities{}
+// prepareSettings checks and completes the settings both kinds share (the
+// attestation is checked by then), and clears what the store sets.
+func prepareSettings(s *dps.EnrollmentSettings) error {
+	s.Etag, s.CreatedDateTimeUtc, s.LastUpdatedDateTimeUtc = "", nil, nil
+	if s.Capabilities == nil {
+		s.Capabilities = &dps.DeviceCapabilities{}
 	}
-	if *c.reprovisionPolicy == nil {
-		*c.reprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
+	if s.ReprovisionPolicy == nil {
+		s.ReprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
 	}
-	switch strings.ToLower(*c.provisioningStatus) {
+	switch strings.ToLower(s.ProvisioningStatus) {
 	case "", "enabled":
-		*c.provisioningStatus = dps.ProvisioningEnabled
+		s.ProvisioningStatus = dps.ProvisioningEnabled
 	case "disabled":
-		*c.provisioningStatus = dps.ProvisioningDisabled
+		s.ProvisioningStatus = dps.ProvisioningDisabled
 	default:
-		return dpserr.BadRequest("provisioningStatus %q is not enabled or disabled", *c.provisioningStatus)
+		return dpserr.BadRequest("provisioningStatus %q is not enabled or disabled", s.ProvisioningStatus)
 	}
-	if h := *c.iotHubHostName; h != "" {
+	if h := s.IotHubHostName; h != "" {
 		if err := dps.ValidateHostName(h); err != nil {
 			return dpserr.BadRequest("iotHubHostName: %v", err)
 		}
 	}
 	seen := map[string]bool{}
-	hubs := (*c.iotHubs)[:0]
-	for _, h := range *c.iotHubs {
+	hubs := s.IotHubs[:0]
+	for _, h := range s.IotHubs {
 		if err := dps.ValidateHostName(h); err != nil {
 			return dpserr.BadRequest("iotHubs: %v", err)
 		}
@@ -144,24 +123,18 @@ func (c common) prepare() error {
 	if len(hubs) == 0 {
 		hubs = nil
 	}
-	*c.iotHubs = hubs
-	if p := *c.allocationPolicy; p != "" {
+	s.IotHubs = hubs
+	if p := s.AllocationPolicy; p != "" {
 		canon, ok := canonicalPolicy(p)
 		if !ok {
 			return dpserr.BadRequest("allocationPolicy %q is not one of hashed, geoLatency, static, custom", p)
 		}
-		*c.allocationPolicy = canon
+		s.AllocationPolicy = canon
 	}
-	if *c.allocationPolicy == dps.AllocationStatic {
-		n := len(hubs)
-		if n == 0 && *c.iotHubHostName != "" {
-			n = 1
-		}
-		if n != 1 {
-			return dpserr.BadRequest("allocationPolicy static needs exactly one IoT hub in iotHubs; this enrollment names %d", n)
-		}
+	if n := len(s.Hubs()); s.AllocationPolicy == dps.AllocationStatic && n != 1 {
+		return dpserr.BadRequest("allocationPolicy static needs exactly one IoT hub in iotHubs; this enrollment names %d", n)
 	}
-	if d := *c.custom; d != nil {
+	if d := s.CustomAllocationDefinition; d != nil {
 		u, err := url.Parse(d.WebhookURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return dpserr.BadRequest("customAllocationDefinition.webhookUrl %q is not an absolute http(s) URL", d.WebhookURL)
@@ -170,10 +143,10 @@ func (c common) prepare() error {
 			return dpserr.BadRequest("customAllocationDefinition.apiVersion is required (e.g. 2021-10-01)")
 		}
 	}
-	if *c.allocationPolicy == dps.AllocationCustom && *c.custom == nil {
+	if s.AllocationPolicy == dps.AllocationCustom && s.CustomAllocationDefinition == nil {
 		return dpserr.BadRequest("allocationPolicy custom needs customAllocationDefinition with webhookUrl and apiVersion")
 	}
-	if t := *c.initialTwin; t != nil {
+	if t := s.InitialTwin; t != nil {
 		if err := checkObject("initialTwin.tags", t.Tags); err != nil {
 			return err
 		}

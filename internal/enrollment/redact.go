@@ -6,33 +6,22 @@ import "github.com/dpsd/dpsd/internal/dps"
 // are left out, and certificates are described by their info alone. The
 // create/update response and the attestation mechanism call return the keys.
 
-// RedactIndividual returns a copy of e fit for a read.
-func RedactIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
-	c := *e
-	c.Attestation = redact(e.Attestation, true)
-	return &c
+// Redact returns a copy of e fit for a read.
+func Redact[T any, P dps.EnrollmentPtr[T]](e P) P {
+	return withAttestation(e, redact(e.Settings().Attestation, true))
 }
 
-// RedactGroup returns a copy of g fit for a read.
-func RedactGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
-	c := *g
-	c.Attestation = redact(g.Attestation, true)
-	return &c
+// WriteView returns a copy of e for the answer to a write: keys included,
+// certificates by info.
+func WriteView[T any, P dps.EnrollmentPtr[T]](e P) P {
+	return withAttestation(e, redact(e.Settings().Attestation, false))
 }
 
-// WriteResponseIndividual returns a copy of e for the answer to a write: keys
-// included, certificates by info.
-func WriteResponseIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
-	c := *e
-	c.Attestation = redact(e.Attestation, false)
-	return &c
-}
-
-// WriteResponseGroup is WriteResponseIndividual for a group.
-func WriteResponseGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
-	c := *g
-	c.Attestation = redact(g.Attestation, false)
-	return &c
+func withAttestation[T any, P dps.EnrollmentPtr[T]](e P, a *dps.AttestationMechanism) P {
+	c := P(new(T))
+	*c = *e
+	c.Settings().Attestation = a
+	return c
 }
 
 func redact(a *dps.AttestationMechanism, hideKeys bool) *dps.AttestationMechanism {

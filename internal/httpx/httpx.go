@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -177,11 +178,44 @@ func DecodeBytes(b []byte, v any, allowEmpty bool) error {
 	if err := json.Unmarshal(b, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return dpserr.Malformed("the request body is not valid: field %q must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+			return dpserr.Malformed("the request body is not valid: field %q must be %s, not a JSON %s", memberPath(reflect.TypeOf(v), te.Field), jsonKind(te.Type.Kind().String()), te.Value)
 		}
 		return dpserr.Malformed("the request body is not valid JSON: %v", err)
 	}
 	return nil
+}
+
+// memberPath is a decoder's field path as the body spells it: without the
+// Go names of the embedded structs it passed through (encoding/json reports
+// "EnrollmentSettings.attestation" for the member "attestation").
+func memberPath(t reflect.Type, field string) string {
+	embedded := map[string]bool{}
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || seen[t] {
+			return
+		}
+		seen[t] = true
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Anonymous {
+				embedded[f.Name] = true
+			}
+			walk(f.Type)
+		}
+	}
+	walk(t)
+	var path []string
+	for _, name := range strings.Split(field, ".") {
+		if !embedded[name] {
+			path = append(path, name)
+		}
+	}
+	return strings.Join(path, ".")
 }
 
 // TooLarge is the error for a body over the DPS limit.

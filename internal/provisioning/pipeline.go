@@ -281,11 +281,11 @@ func (p *Pipeline) decide(ctx context.Context, req Request, id *attest.Identity,
 	}
 	res.DeviceID = res.RegistrationID
 	setAttestation(res, id)
-	hubs, policy, reprov := targets(id)
 	if id.Individual != nil && id.Individual.DeviceID != "" {
 		res.DeviceID = id.Individual.DeviceID
 	}
-	hub, fail, err := p.chooseHub(ctx, hubs, policy, req.RegistrationID)
+	s := id.Settings()
+	hub, fail, err := p.chooseHub(ctx, s.Hubs(), s.AllocationPolicy, req.RegistrationID)
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +294,7 @@ func (p *Pipeline) decide(ctx context.Context, req Request, id *attest.Identity,
 		prevHub = prev.Result.AssignedHub
 	}
 	// "Never re-provision" keeps a registered device on its hub.
+	reprov := s.ReprovisionPolicy
 	if prevHub != "" && reprov != nil && !reprov.UpdateHubAssignment {
 		hub, fail = prevHub, nil
 	}
@@ -396,22 +397,4 @@ func attested(id *attest.Identity, err error) (*attest.Identity, error) {
 		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	return id, nil
-}
-
-// targets returns the hubs, allocation policy and reprovision policy of the
-// matched enrollment.
-func targets(id *attest.Identity) (hubs []string, policy string, reprov *dps.ReprovisionPolicy) {
-	if e := id.Individual; e != nil {
-		hubs, policy, reprov = e.IotHubs, e.AllocationPolicy, e.ReprovisionPolicy
-		if len(hubs) == 0 && e.IotHubHostName != "" {
-			hubs = []string{e.IotHubHostName}
-		}
-		return hubs, policy, reprov
-	}
-	g := id.Group
-	hubs, policy, reprov = g.IotHubs, g.AllocationPolicy, g.ReprovisionPolicy
-	if len(hubs) == 0 && g.IotHubHostName != "" {
-		hubs = []string{g.IotHubHostName}
-	}
-	return hubs, policy, reprov
 }

@@ -67,14 +67,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s.service = s.metrics.Middleware("service", httpx.Wrap(log, &serviceapi.API{
+	s.service = s.metrics.Middleware("service", httpx.Wrap(log, serviceapi.New(serviceapi.Config{
 		Store: st, Log: log,
 		Endpoints: func() (string, string) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			return s.state.DeviceEndpoint, s.state.ServiceEndpoint
 		},
-	}))
+	})))
 	s.pipeline = &provisioning.Pipeline{
 		Store:      st,
 		Attest:     &attest.Attestor{Store: st, Log: log},

@@ -20,6 +20,11 @@ import (
 
 var caCertificates = dpserr.Resource{Noun: "CA certificate", NotFound: dpserr.CodeCertificateNotFound}
 
+// certificateView renders a CA certificate for a read.
+func certificateView(c *store.CACertificate) dps.CertificateResponse {
+	return CertificateView(c, false)
+}
+
 // CertificateView renders a stored CA certificate.
 func CertificateView(c *store.CACertificate, withCode bool) dps.CertificateResponse {
 	resp := dps.CertificateResponse{
@@ -44,28 +49,6 @@ func CertificateView(c *store.CACertificate, withCode bool) dps.CertificateRespo
 		resp.Properties.VerificationCode = c.VerificationCode
 	}
 	return resp
-}
-
-func (a *API) listCertificates(w http.ResponseWriter, r *http.Request, _ []string) error {
-	cs, err := a.Store.CACertificates(r.Context())
-	if err != nil {
-		return dpserr.FromStore(err, dpserr.NoRecord, "")
-	}
-	out := dps.CertificateListDescription{Value: []dps.CertificateResponse{}}
-	for _, c := range cs {
-		out.Value = append(out.Value, CertificateView(c, false))
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (a *API) getCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
-	c, err := a.Store.CACertificate(r.Context(), p[0])
-	if err != nil {
-		return dpserr.FromStore(err, caCertificates, p[0])
-	}
-	httpx.WriteJSON(w, http.StatusOK, CertificateView(c, false))
-	return nil
 }
 
 func (a *API) putCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
@@ -117,14 +100,6 @@ func (a *API) putCertificate(w http.ResponseWriter, r *http.Request, p []string)
 		return dpserr.FromStore(err, caCertificates, name)
 	}
 	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, false))
-	return nil
-}
-
-func (a *API) deleteCertificate(w http.ResponseWriter, r *http.Request, p []string) error {
-	if err := a.Store.DeleteCACertificate(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return dpserr.FromStore(err, caCertificates, p[0])
-	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

@@ -36,28 +36,6 @@ func LinkedHubView(h *store.LinkedHub) dps.LinkedHub {
 	return v
 }
 
-func (a *API) listLinkedHubs(w http.ResponseWriter, r *http.Request, _ []string) error {
-	hs, err := a.Store.LinkedHubs(r.Context())
-	if err != nil {
-		return dpserr.FromStore(err, dpserr.NoRecord, "")
-	}
-	out := dps.LinkedHubList{Value: []dps.LinkedHub{}}
-	for _, h := range hs {
-		out.Value = append(out.Value, LinkedHubView(h))
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (a *API) getLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
-	h, err := a.Store.LinkedHub(r.Context(), p[0])
-	if err != nil {
-		return dpserr.FromStore(err, linkedHubs, p[0])
-	}
-	httpx.WriteJSON(w, http.StatusOK, LinkedHubView(h))
-	return nil
-}
-
 // putLinkedHub links a hub, or with If-Match updates it; fields the body
 // leaves out keep their value (defaults on create: weight 1, policy applied).
 func (a *API) putLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
@@ -131,14 +109,6 @@ func keepMaskedKey(in, stored string) string {
 	return cs.String()
 }
 
-func (a *API) deleteLinkedHub(w http.ResponseWriter, r *http.Request, p []string) error {
-	if err := a.Store.DeleteLinkedHub(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return dpserr.FromStore(err, linkedHubs, p[0])
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
 // PolicyView renders a policy with its keys: only ServiceConfig may read it.
 func PolicyView(p *store.Policy) dps.AccessPolicy {
 	return dps.AccessPolicy{KeyName: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey, Rights: strings.Join(p.Rights, ", "), Etag: p.Etag}
@@ -174,28 +144,6 @@ func NewPolicyKey() string {
 	var b [32]byte
 	rand.Read(b[:])
 	return base64.StdEncoding.EncodeToString(b[:])
-}
-
-func (a *API) listPolicies(w http.ResponseWriter, r *http.Request, _ []string) error {
-	ps, err := a.Store.Policies(r.Context())
-	if err != nil {
-		return dpserr.FromStore(err, dpserr.NoRecord, "")
-	}
-	out := dps.AccessPolicyList{Value: []dps.AccessPolicy{}}
-	for _, p := range ps {
-		out.Value = append(out.Value, PolicyView(p))
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (a *API) getPolicy(w http.ResponseWriter, r *http.Request, p []string) error {
-	pol, err := a.Store.Policy(r.Context(), p[0])
-	if err != nil {
-		return dpserr.FromStore(err, policies, p[0])
-	}
-	httpx.WriteJSON(w, http.StatusOK, PolicyView(pol))
-	return nil
 }
 
 func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, p []string) error {
@@ -256,11 +204,7 @@ func (a *API) deletePolicy(w http.ResponseWriter, r *http.Request, p []string) e
 	if err := a.keepServiceConfig(r, p[0], nil); err != nil {
 		return err
 	}
-	if err := a.Store.DeletePolicy(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return dpserr.FromStore(err, policies, p[0])
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return deleteOne(policies, a.Store.DeletePolicy)(w, r, p)
 }
 
 // keepServiceConfig refuses a change that would leave no policy with the

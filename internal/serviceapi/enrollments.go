@@ -17,42 +17,40 @@ import (
 )
 
 // kind describes one enrollment record type, so that individual enrollments
-// and groups share one implementation of every operation.
-type kind[T any] struct {
-	res      dpserr.Resource
-	idField  string // JSON field of the ID
-	itemType string // x-ms-item-type of query results
-	id       func(*T) string
-	setID    func(*T, string)
-	etag     func(*T) string
-	att      func(*T) *dps.AttestationMechanism
-	get      func(context.Context, string) (*T, error)
-	put      func(context.Context, *T, string) (*T, error)
-	del      func(context.Context, string, string) error
-	list     func(context.Context, string, int) (store.Page[*T], error)
-	prepare  func(ctx context.Context, v, prev *T) error
-	redact   func(*T) *T // for reads
+// and groups share one implementation of every operation. T is the model, P
+// a pointer to it.
+type kind[T any, P dps.EnrollmentPtr[T]] struct {
+	res       dpserr.Resource
+	idField   string // JSON member of the ID
+	itemType  string // x-ms-item-type of query results
+	bulkField string // JSON member of a bulk operation's items
+	get       func(context.Context, string) (P, error)
+	put       func(context.Context, P, string) (P, error)
+	del       func(context.Context, string, string) error
+	list      func(context.Context, string, int) (store.Page[P], error)
+	prepare   func(ctx context.Context, v, prev P) error
 	// decorate adds read-only state to a read (the registration record of
 	// an individual enrollment); nil when there is none.
-	decorate  func(context.Context, *T) error
-	writeView func(*T) *T // for the answer to a write
+	decorate func(context.Context, P) error
+	// bulkOp decodes a bulk operation: its mode and its items.
+	bulkOp    func(*http.Request) (string, []json.RawMessage, error)
 	bulkError func(id string, e *dpserr.Error) dps.BulkEnrollmentOperationError
 }
 
-func (a *API) individuals() *kind[dps.IndividualEnrollment] {
-	return &kind[dps.IndividualEnrollment]{
-		res: enrollmentResource("enrollment", dpserr.CodeEnrollmentNotFound), idField: "registrationId", itemType: "Enrollment",
-		id:    func(e *dps.IndividualEnrollment) string { return e.RegistrationID },
-		setID: func(e *dps.IndividualEnrollment, id string) { e.RegistrationID = id },
-		etag:  func(e *dps.IndividualEnrollment) string { return e.Etag },
-		att:   func(e *dps.IndividualEnrollment) *dps.AttestationMechanism { return e.Attestation },
-		get:   a.Store.Enrollment, put: a.Store.PutEnrollment, del: a.Store.DeleteEnrollment, list: a.Store.Enrollments,
+type (
+	individuals = kind[dps.IndividualEnrollment, *dps.IndividualEnrollment]
+	groups      = kind[dps.EnrollmentGroup, *dps.EnrollmentGroup]
+)
+
+func newIndividuals(st store.Store) *individuals {
+	return &individuals{
+		res: enrollmentResource("enrollment", dpserr.CodeEnrollmentNotFound), idField: "registrationId", itemType: "Enrollment", bulkField: "enrollments",
+		get: st.Enrollment, put: st.PutEnrollment, del: st.DeleteEnrollment, list: st.Enrollments,
 		prepare: func(_ context.Context, e, prev *dps.IndividualEnrollment) error {
 			return enrollment.PrepareIndividual(e, prev)
 		},
-		redact: enrollment.RedactIndividual, writeView: enrollment.WriteResponseIndividual,
 		decorate: func(ctx context.Context, e *dps.IndividualEnrollment) error {
-			reg, err := a.Store.Registration(ctx, e.RegistrationID)
+			reg, err := st.Registration(ctx, e.RegistrationID)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				return nil
@@ -62,80 +60,51 @@ func (a *API) individuals() *kind[dps.IndividualEnrollment] {
 			e.RegistrationState = reg.Result.State()
 			return nil
 		},
+		bulkOp: func(r *http.Request) (string, []json.RawMessage, error) {
+			var op dps.BulkEnrollmentOperation
+			err := httpx.DecodeJSON(r, &op, false)
+			return op.Mode, op.Enrollments, err
+		},
 		bulkError: func(id string, e *dpserr.Error) dps.BulkEnrollmentOperationError {
 			return dps.BulkEnrollmentOperationError{RegistrationID: id, ErrorCode: e.Code, ErrorStatus: e.Message}
 		},
 	}
 }
 
-func (a *API) groups() *kind[dps.EnrollmentGroup] {
-	return &kind[dps.EnrollmentGroup]{
-		res: enrollmentResource("enrollment group", dpserr.CodeGroupNotFound), idField: "enrollmentGroupId", itemType: "EnrollmentGroup",
-		id:    func(g *dps.EnrollmentGroup) string { return g.EnrollmentGroupID },
-		setID: func(g *dps.EnrollmentGroup, id string) { g.EnrollmentGroupID = id },
-		etag:  func(g *dps.EnrollmentGroup) string { return g.Etag },
-		att:   func(g *dps.EnrollmentGroup) *dps.AttestationMechanism { return g.Attestation },
-		get:   a.Store.Group, put: a.Store.PutGroup, del: a.Store.DeleteGroup, list: a.Store.Groups,
+func newGroups(st store.Store) *groups {
+	return &groups{
+		res: enrollmentResource("enrollment group", dpserr.CodeGroupNotFound), idField: "enrollmentGroupId", itemType: "EnrollmentGroup", bulkField: "enrollmentGroups",
+		get: st.Group, put: st.PutGroup, del: st.DeleteGroup, list: st.Groups,
 		prepare: func(ctx context.Context, g, prev *dps.EnrollmentGroup) error {
-			return enrollment.PrepareGroup(ctx, g, prev, a.Store)
+			return enrollment.PrepareGroup(ctx, g, prev, st)
 		},
-		redact: enrollment.RedactGroup, writeView: enrollment.WriteResponseGroup,
+		bulkOp: func(r *http.Request) (string, []json.RawMessage, error) {
+			var op dps.BulkEnrollmentGroupOperation
+			err := httpx.DecodeJSON(r, &op, false)
+			return op.Mode, op.EnrollmentGroups, err
+		},
 		bulkError: func(id string, e *dpserr.Error) dps.BulkEnrollmentOperationError {
 			return dps.BulkEnrollmentOperationError{EnrollmentGroupID: id, ErrorCode: e.Code, ErrorStatus: e.Message}
 		},
 	}
 }
 
-func (a *API) getEnrollment(w http.ResponseWriter, r *http.Request, p []string) error {
-	return getRecord(a.individuals(), w, r, p[0])
-}
-func (a *API) putEnrollment(w http.ResponseWriter, r *http.Request, p []string) error {
-	return putRecord(a.individuals(), w, r, p[0])
-}
-func (a *API) deleteEnrollment(w http.ResponseWriter, r *http.Request, p []string) error {
-	return deleteRecord(a.individuals(), w, r, p[0])
-}
-func (a *API) enrollmentAttestation(w http.ResponseWriter, r *http.Request, p []string) error {
-	return attestation(a.individuals(), w, r, p[0])
-}
-func (a *API) queryEnrollments(w http.ResponseWriter, r *http.Request, _ []string) error {
-	return query(a.individuals(), w, r)
-}
-func (a *API) bulkEnrollments(w http.ResponseWriter, r *http.Request, _ []string) error {
-	var op dps.BulkEnrollmentOperation
-	if err := httpx.DecodeJSON(r, &op, false); err != nil {
-		return err
-	}
-	return bulk(a.individuals(), w, r, op.Mode, op.Enrollments, "enrollments")
+// attestationOf is the answer of the attestation mechanism call: keys and
+// certificates included, as the enrollment was written.
+func attestationOf[P dps.Enrollment](e P) *dps.AttestationMechanism { return e.Settings().Attestation }
+
+// enrollmentResource words the store failures of enrollments and groups,
+// which can be overwritten unconditionally (If-Match: *).
+func enrollmentResource(noun string, notFound int) dpserr.Resource {
+	return dpserr.Resource{Noun: noun, NotFound: notFound,
+		Exists: noun + " %q already exists; to replace it, send If-Match with its etag (or * to overwrite unconditionally)",
+		Stale:  "the If-Match etag does not match " + noun + " %q (it was changed or deleted); read it again and retry"}
 }
 
-func (a *API) getGroup(w http.ResponseWriter, r *http.Request, p []string) error {
-	return getRecord(a.groups(), w, r, p[0])
-}
-func (a *API) putGroup(w http.ResponseWriter, r *http.Request, p []string) error {
-	return putRecord(a.groups(), w, r, p[0])
-}
-func (a *API) deleteGroup(w http.ResponseWriter, r *http.Request, p []string) error {
-	return deleteRecord(a.groups(), w, r, p[0])
-}
-func (a *API) groupAttestation(w http.ResponseWriter, r *http.Request, p []string) error {
-	return attestation(a.groups(), w, r, p[0])
-}
-func (a *API) queryGroups(w http.ResponseWriter, r *http.Request, _ []string) error {
-	return query(a.groups(), w, r)
-}
-func (a *API) bulkGroups(w http.ResponseWriter, r *http.Request, _ []string) error {
-	var op dps.BulkEnrollmentGroupOperation
-	if err := httpx.DecodeJSON(r, &op, false); err != nil {
-		return err
-	}
-	return bulk(a.groups(), w, r, op.Mode, op.EnrollmentGroups, "enrollmentGroups")
-}
-
-func getRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
-	v, err := k.get(r.Context(), id)
+func (k *kind[T, P]) getRecord(w http.ResponseWriter, r *http.Request, p []string) error {
+	v, err := k.get(r.Context(), p[0])
 	if err != nil {
-		return dpserr.FromStore(err, k.res, id)
+		return dpserr.FromStore(err, k.res, p[0])
 	}
 	out, err := k.read(r.Context(), v)
 	if err != nil {
@@ -146,8 +115,8 @@ func getRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id str
 }
 
 // read renders a record for a read: secrets hidden, read-only state added.
-func (k *kind[T]) read(ctx context.Context, v *T) (*T, error) {
-	out := k.redact(v)
+func (k *kind[T, P]) read(ctx context.Context, v P) (P, error) {
+	out := enrollment.Redact(v)
 	if k.decorate != nil {
 		if err := k.decorate(ctx, out); err != nil {
 			return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
@@ -156,25 +125,25 @@ func (k *kind[T]) read(ctx context.Context, v *T) (*T, error) {
 	return out, nil
 }
 
-func putRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
-	var v T
-	if err := httpx.DecodeJSON(r, &v, false); err != nil {
+func (k *kind[T, P]) putRecord(w http.ResponseWriter, r *http.Request, p []string) error {
+	v := P(new(T))
+	if err := httpx.DecodeJSON(r, v, false); err != nil {
 		return err
 	}
-	stored, err := k.write(r.Context(), &v, id, httpx.IfMatch(r))
+	stored, err := k.write(r.Context(), v, p[0], httpx.IfMatch(r))
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, k.writeView(stored))
+	httpx.WriteJSON(w, http.StatusOK, enrollment.WriteView(stored))
 	return nil
 }
 
 // write validates v and stores it under the If-Match precondition ifMatch.
 // pathID is the ID the URL names; the body may repeat it.
-func (k *kind[T]) write(ctx context.Context, v *T, pathID, ifMatch string) (*T, error) {
-	switch bodyID := k.id(v); {
+func (k *kind[T, P]) write(ctx context.Context, v P, pathID, ifMatch string) (P, error) {
+	switch bodyID := v.ID(); {
 	case bodyID == "":
-		k.setID(v, pathID)
+		v.SetID(pathID)
 	case !strings.EqualFold(bodyID, pathID):
 		return nil, dpserr.BadRequest("%s %q in the body does not match %q in the URL", k.idField, bodyID, pathID)
 	}
@@ -196,31 +165,6 @@ func (k *kind[T]) write(ctx context.Context, v *T, pathID, ifMatch string) (*T, 
 		return nil, dpserr.FromStore(err, k.res, pathID)
 	}
 	return stored, nil
-}
-
-// enrollmentResource words the store failures of enrollments and groups,
-// which can be overwritten unconditionally (If-Match: *).
-func enrollmentResource(noun string, notFound int) dpserr.Resource {
-	return dpserr.Resource{Noun: noun, NotFound: notFound,
-		Exists: noun + " %q already exists; to replace it, send If-Match with its etag (or * to overwrite unconditionally)",
-		Stale:  "the If-Match etag does not match " + noun + " %q (it was changed or deleted); read it again and retry"}
-}
-
-func deleteRecord[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
-	if err := k.del(r.Context(), id, httpx.IfMatch(r)); err != nil {
-		return dpserr.FromStore(err, k.res, id)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func attestation[T any](k *kind[T], w http.ResponseWriter, r *http.Request, id string) error {
-	v, err := k.get(r.Context(), id)
-	if err != nil {
-		return dpserr.FromStore(err, k.res, id)
-	}
-	httpx.WriteJSON(w, http.StatusOK, k.att(v))
-	return nil
 }
 
 // Paging of queries: x-ms-max-item-count sets the page size, and the
@@ -288,7 +232,7 @@ func checkQuery(r *http.Request) error {
 	return nil
 }
 
-func query[T any](k *kind[T], w http.ResponseWriter, r *http.Request) error {
+func (k *kind[T, P]) query(w http.ResponseWriter, r *http.Request, _ []string) error {
 	if err := checkQuery(r); err != nil {
 		return err
 	}
@@ -300,7 +244,7 @@ func query[T any](k *kind[T], w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
-	items := make([]*T, len(page.Items))
+	items := make([]P, len(page.Items))
 	for i, v := range page.Items {
 		if items[i], err = k.read(r.Context(), v); err != nil {
 			return err
@@ -312,7 +256,11 @@ func query[T any](k *kind[T], w http.ResponseWriter, r *http.Request) error {
 
 // bulk runs one operation per item; an item's failure does not stop the others
 // and is reported in the result, as Azure does.
-func bulk[T any](k *kind[T], w http.ResponseWriter, r *http.Request, mode string, raw []json.RawMessage, field string) error {
+func (k *kind[T, P]) bulk(w http.ResponseWriter, r *http.Request, _ []string) error {
+	mode, raw, err := k.bulkOp(r)
+	if err != nil {
+		return err
+	}
 	var m string
 	for _, c := range []string{dps.BulkCreate, dps.BulkUpdate, dps.BulkUpdateIfMatchETag, dps.BulkDelete} {
 		if strings.EqualFold(mode, c) {
@@ -323,20 +271,20 @@ func bulk[T any](k *kind[T], w http.ResponseWriter, r *http.Request, mode string
 		return dpserr.BadRequest("bulk mode %q is not one of create, update, updateIfMatchETag, delete", mode)
 	}
 	if len(raw) == 0 {
-		return dpserr.BadRequest("the bulk operation has no %s", field)
+		return dpserr.BadRequest("the bulk operation has no %s", k.bulkField)
 	}
 	// Azure's limit: scripts tested against dpsd must not break on Azure.
 	if len(raw) > dps.MaxBulkItems {
-		return dpserr.BadRequest("the bulk operation has %d %s; the limit is %d per request, as in Azure DPS: split it", len(raw), field, dps.MaxBulkItems)
+		return dpserr.BadRequest("the bulk operation has %d %s; the limit is %d per request, as in Azure DPS: split it", len(raw), k.bulkField, dps.MaxBulkItems)
 	}
 	res := dps.BulkEnrollmentOperationResult{IsSuccessful: true, Errors: []dps.BulkEnrollmentOperationError{}}
 	for i, item := range raw {
-		var v T
+		v := P(new(T))
 		id := ""
-		err := httpx.DecodeBytes(item, &v, false)
+		err := httpx.DecodeBytes(item, v, false)
 		if err == nil {
-			id = k.id(&v)
-			err = k.bulkItem(r.Context(), m, &v, i)
+			id = v.ID()
+			err = k.bulkItem(r.Context(), m, v, i)
 		}
 		if err != nil {
 			res.IsSuccessful = false
@@ -347,12 +295,12 @@ func bulk[T any](k *kind[T], w http.ResponseWriter, r *http.Request, mode string
 	return nil
 }
 
-func (k *kind[T]) bulkItem(ctx context.Context, mode string, v *T, i int) error {
-	id := k.id(v)
+func (k *kind[T, P]) bulkItem(ctx context.Context, mode string, v P, i int) error {
+	id := v.ID()
 	if id == "" {
 		return dpserr.BadRequest("item %d has no %s", i, k.idField)
 	}
-	etag := k.etag(v)
+	etag := v.Settings().Etag
 	switch mode {
 	case dps.BulkDelete:
 		if err := k.del(ctx, id, etag); err != nil {

@@ -6,29 +6,16 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/store"
 )
+
+// registrationState renders a registration record for the service API.
+func registrationState(reg *store.Registration) *dps.DeviceRegistrationState {
+	return reg.Result.State()
+}
 
 var registrationRecords = dpserr.Resource{Noun: "registration record", NotFound: dpserr.CodeRegistrationNotFound,
 	Missing: "registration record %q not found (the device has not registered, or its record was deleted)"}
-
-func (a *API) getRegistration(w http.ResponseWriter, r *http.Request, p []string) error {
-	reg, err := a.Store.Registration(r.Context(), p[0])
-	if err != nil {
-		return dpserr.FromStore(err, registrationRecords, p[0])
-	}
-	httpx.WriteJSON(w, http.StatusOK, reg.Result.State())
-	return nil
-}
-
-// deleteRegistration removes the record, so the device's next registration
-// is an initial assignment again. It does not touch the device in its hub.
-func (a *API) deleteRegistration(w http.ResponseWriter, r *http.Request, p []string) error {
-	if err := a.Store.DeleteRegistration(r.Context(), p[0], httpx.IfMatch(r)); err != nil {
-		return dpserr.FromStore(err, registrationRecords, p[0])
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
 
 // queryRegistrations lists the records of one enrollment group. The body
 // (which C# sends anyway) is ignored.

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,13 +23,26 @@ import (
 	"github.com/dpsd/dpsd/internal/store"
 )
 
-// API serves the service API.
-type API struct {
+// Config is what the service API serves from.
+type Config struct {
 	Store store.Store
 	Log   *slog.Logger
-	Now   func() time.Time
+	Now   func() time.Time // nil: time.Now
 	// Endpoints reports the advertised endpoints for GET /settings.
 	Endpoints func() (device, service string)
+}
+
+// API serves the service API. Make one with New.
+type API struct {
+	Config
+	routes []routeEntry
+}
+
+// New returns the service API over c.Store, its routes ready.
+func New(c Config) *API {
+	a := &API{Config: c}
+	a.routes = a.routeTable(newIndividuals(c.Store), newGroups(c.Store))
+	return a
 }
 
 // Segments are the first path segments the service API owns; every other
@@ -97,7 +111,7 @@ func (a *API) match(method string, segs []string) (rt *route, params []string, p
 		lower[i] = strings.ToLower(s)
 	}
 	m := method
-	for _, e := range a.routes() {
+	for _, e := range a.routes {
 		if len(e.pattern) != len(segs) {
 			continue
 		}
@@ -129,56 +143,59 @@ type routeEntry struct {
 	rt      route
 }
 
-func (a *API) routes() []routeEntry {
-	r := func(method, pattern, name, right string, h func(http.ResponseWriter, *http.Request, []string) error) routeEntry {
-		return routeEntry{strings.Split(pattern, "/"), method, route{name, right, h}}
-	}
-	const (
-		get, put, post, del, patch = http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch
-		eRead, eWrite              = dps.RightEnrollmentRead, dps.RightEnrollmentWrite
-		rRead, rWrite              = dps.RightRegistrationStatusRead, dps.RightRegistrationStatusWrite
-		cfg                        = dps.RightServiceConfig
-	)
-	// Order matters where a literal and a parameter overlap: .../query before .../*.
+func entry(method, pattern, name, right string, h handler) routeEntry {
+	return routeEntry{strings.Split(pattern, "/"), method, route{name, right, h}}
+}
+
+const (
+	get, put, post, del, patch = http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch
+	eRead, eWrite              = dps.RightEnrollmentRead, dps.RightEnrollmentWrite
+	rRead, rWrite              = dps.RightRegistrationStatusRead, dps.RightRegistrationStatusWrite
+	cfg                        = dps.RightServiceConfig
+)
+
+// routeTable lists every operation. Order matters where a literal and a
+// parameter overlap: .../query before .../*.
+func (a *API) routeTable(ind *individuals, grp *groups) []routeEntry {
+	st := a.Store
+	return slices.Concat(ind.routes("enrollments", "enrollments"), grp.routes("enrollmentgroups", "groups"), []routeEntry{
+		entry(get, "registrations/*", "registrations.get", rRead, getOne(registrationRecords, st.Registration, registrationState)),
+		entry(del, "registrations/*", "registrations.delete", rWrite, deleteOne(registrationRecords, st.DeleteRegistration)),
+		entry(post, "registrations/*/query", "registrations.query", rRead, a.queryRegistrations),
+
+		entry(get, "certificates", "certificates.list", cfg, listAll(st.CACertificates, certificateView)),
+		entry(get, "certificates/*", "certificates.get", cfg, getOne(caCertificates, st.CACertificate, certificateView)),
+		entry(put, "certificates/*", "certificates.put", cfg, a.putCertificate),
+		entry(del, "certificates/*", "certificates.delete", cfg, deleteOne(caCertificates, st.DeleteCACertificate)),
+		entry(post, "certificates/*/generateverificationcode", "certificates.code", cfg, a.generateVerificationCode),
+		entry(post, "certificates/*/verify", "certificates.verify", cfg, a.verifyCertificate),
+
+		entry(get, "linkedhubs", "linkedhubs.list", cfg, listAll(st.LinkedHubs, LinkedHubView)),
+		entry(get, "linkedhubs/*", "linkedhubs.get", cfg, getOne(linkedHubs, st.LinkedHub, LinkedHubView)),
+		entry(put, "linkedhubs/*", "linkedhubs.put", cfg, a.putLinkedHub),
+		entry(del, "linkedhubs/*", "linkedhubs.delete", cfg, deleteOne(linkedHubs, st.DeleteLinkedHub)),
+
+		entry(get, "policies", "policies.list", cfg, listAll(st.Policies, PolicyView)),
+		entry(get, "policies/*", "policies.get", cfg, getOne(policies, st.Policy, PolicyView)),
+		entry(put, "policies/*", "policies.put", cfg, a.putPolicy),
+		entry(del, "policies/*", "policies.delete", cfg, a.deletePolicy),
+
+		entry(get, "settings", "settings.get", cfg, a.getSettings),
+		entry(put, "settings", "settings.put", cfg, a.putSettings),
+		entry(patch, "settings", "settings.put", cfg, a.putSettings),
+	})
+}
+
+// routes are the operations on one kind of enrollment at path; name
+// prefixes the route names.
+func (k *kind[T, P]) routes(path, name string) []routeEntry {
 	return []routeEntry{
-		r(post, "enrollments", "enrollments.bulk", eWrite, a.bulkEnrollments),
-		r(post, "enrollments/query", "enrollments.query", eRead, a.queryEnrollments),
-		r(get, "enrollments/*", "enrollments.get", eRead, a.getEnrollment),
-		r(put, "enrollments/*", "enrollments.put", eWrite, a.putEnrollment),
-		r(del, "enrollments/*", "enrollments.delete", eWrite, a.deleteEnrollment),
-		r(post, "enrollments/*/attestationmechanism", "enrollments.attestation", eRead, a.enrollmentAttestation),
-
-		r(post, "enrollmentgroups", "groups.bulk", eWrite, a.bulkGroups),
-		r(post, "enrollmentgroups/query", "groups.query", eRead, a.queryGroups),
-		r(get, "enrollmentgroups/*", "groups.get", eRead, a.getGroup),
-		r(put, "enrollmentgroups/*", "groups.put", eWrite, a.putGroup),
-		r(del, "enrollmentgroups/*", "groups.delete", eWrite, a.deleteGroup),
-		r(post, "enrollmentgroups/*/attestationmechanism", "groups.attestation", eRead, a.groupAttestation),
-
-		r(get, "registrations/*", "registrations.get", rRead, a.getRegistration),
-		r(del, "registrations/*", "registrations.delete", rWrite, a.deleteRegistration),
-		r(post, "registrations/*/query", "registrations.query", rRead, a.queryRegistrations),
-
-		r(get, "certificates", "certificates.list", cfg, a.listCertificates),
-		r(get, "certificates/*", "certificates.get", cfg, a.getCertificate),
-		r(put, "certificates/*", "certificates.put", cfg, a.putCertificate),
-		r(del, "certificates/*", "certificates.delete", cfg, a.deleteCertificate),
-		r(post, "certificates/*/generateverificationcode", "certificates.code", cfg, a.generateVerificationCode),
-		r(post, "certificates/*/verify", "certificates.verify", cfg, a.verifyCertificate),
-
-		r(get, "linkedhubs", "linkedhubs.list", cfg, a.listLinkedHubs),
-		r(get, "linkedhubs/*", "linkedhubs.get", cfg, a.getLinkedHub),
-		r(put, "linkedhubs/*", "linkedhubs.put", cfg, a.putLinkedHub),
-		r(del, "linkedhubs/*", "linkedhubs.delete", cfg, a.deleteLinkedHub),
-
-		r(get, "policies", "policies.list", cfg, a.listPolicies),
-		r(get, "policies/*", "policies.get", cfg, a.getPolicy),
-		r(put, "policies/*", "policies.put", cfg, a.putPolicy),
-		r(del, "policies/*", "policies.delete", cfg, a.deletePolicy),
-
-		r(get, "settings", "settings.get", cfg, a.getSettings),
-		r(put, "settings", "settings.put", cfg, a.putSettings),
-		r(patch, "settings", "settings.put", cfg, a.putSettings),
+		entry(post, path, name+".bulk", eWrite, k.bulk),
+		entry(post, path+"/query", name+".query", eRead, k.query),
+		entry(get, path+"/*", name+".get", eRead, k.getRecord),
+		entry(put, path+"/*", name+".put", eWrite, k.putRecord),
+		entry(del, path+"/*", name+".delete", eWrite, deleteOne(k.res, k.del)),
+		entry(post, path+"/*/attestationmechanism", name+".attestation", eRead, getOne(k.res, k.get, attestationOf)),
 	}
 }
 

@@ -92,8 +92,8 @@ func enrollMQTTDevices(t *testing.T, s *e2e.Server) (good, bad []mqttDevice) {
 	selfCert, selfKeyFile := filepath.Join(dir, "self.cert.pem"), filepath.Join(dir, "self.key.pem")
 	mqttMust(t, pki.WriteCertificatesFile(selfCert, []*x509.Certificate{self}, true))
 	mqttMust(t, pki.WritePrivateKeyFile(selfKeyFile, selfKey, nil, true))
-	mqttSvcPut(t, c, "/enrollments/mqtt-x509-self", dps.IndividualEnrollment{RegistrationID: "mqtt-x509-self", Attestation: &dps.AttestationMechanism{
-		Type: "x509", X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(self))}}}}})
+	mqttSvcPut(t, c, "/enrollments/mqtt-x509-self", dps.IndividualEnrollment{RegistrationID: "mqtt-x509-self", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
+		Type: "x509", X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(self))}}}}}})
 
 	root, rootKey, err := pki.NewRootCA(pki.Options{CommonName: "MQTT Test Root"})
 	if err != nil {
@@ -111,15 +111,15 @@ func enrollMQTTDevices(t *testing.T, s *e2e.Server) (good, bad []mqttDevice) {
 	mqttMust(t, pki.WriteCertificatesFile(chainCert, []*x509.Certificate{leaf, inter, root}, true))
 	mqttMust(t, pki.WritePrivateKeyFile(chainKey, leafKey, nil, true))
 	mqttSvcPut(t, c, "/certificates/mqtt-test-root", dps.CertificateBody{Certificate: string(pki.EncodePEM(root)), IsVerified: &yes})
-	mqttSvcPut(t, c, "/enrollmentGroups/mqtt-x509-group", dps.EnrollmentGroup{EnrollmentGroupID: "mqtt-x509-group", Attestation: &dps.AttestationMechanism{
-		Type: "x509", X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(inter))}}}}})
+	mqttSvcPut(t, c, "/enrollmentGroups/mqtt-x509-group", dps.EnrollmentGroup{EnrollmentGroupID: "mqtt-x509-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
+		Type: "x509", X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(inter))}}}}}})
 
 	symKey := mqttRandomKey()
-	mqttSvcPut(t, c, "/enrollments/mqtt-sym", dps.IndividualEnrollment{RegistrationID: "mqtt-sym", Attestation: &dps.AttestationMechanism{
-		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: symKey, SecondaryKey: mqttRandomKey()}}})
+	mqttSvcPut(t, c, "/enrollments/mqtt-sym", dps.IndividualEnrollment{RegistrationID: "mqtt-sym", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
+		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: symKey, SecondaryKey: mqttRandomKey()}}}})
 	groupKey := mqttRandomKey()
-	mqttSvcPut(t, c, "/enrollmentGroups/mqtt-sym-group", dps.EnrollmentGroup{EnrollmentGroupID: "mqtt-sym-group", Attestation: &dps.AttestationMechanism{
-		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: groupKey, SecondaryKey: mqttRandomKey()}}})
+	mqttSvcPut(t, c, "/enrollmentGroups/mqtt-sym-group", dps.EnrollmentGroup{EnrollmentGroupID: "mqtt-sym-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
+		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: groupKey, SecondaryKey: mqttRandomKey()}}}})
 	gk, _ := base64.StdEncoding.DecodeString(groupKey)
 	derived := base64.StdEncoding.EncodeToString(sas.DeriveDeviceKey(gk, "mqtt-sym-group-dev-1"))
 

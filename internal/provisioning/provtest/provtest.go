@@ -124,7 +124,9 @@ func X509Individual(regID string, primary, secondary *x509.Certificate) *dps.Ind
 	}
 	return &dps.IndividualEnrollment{
 		RegistrationID: regID,
-		Attestation:    &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{ClientCertificates: cc}},
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{ClientCertificates: cc}},
+		},
 	}
 }
 
@@ -132,9 +134,11 @@ func X509Individual(regID string, primary, secondary *x509.Certificate) *dps.Ind
 func SigningGroup(id string, c *x509.Certificate) *dps.EnrollmentGroup {
 	return &dps.EnrollmentGroup{
 		EnrollmentGroupID: id,
-		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
-			SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}},
-		}},
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
+				SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}},
+			}},
+		},
 	}
 }
 
@@ -143,22 +147,24 @@ func SigningGroup(id string, c *x509.Certificate) *dps.EnrollmentGroup {
 func CAGroup(id, caName string) *dps.EnrollmentGroup {
 	return &dps.EnrollmentGroup{
 		EnrollmentGroupID: id,
-		Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
-			CAReferences: &dps.X509CAReferences{Primary: caName},
-		}},
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
+				CAReferences: &dps.X509CAReferences{Primary: caName},
+			}},
+		},
 	}
 }
 
 // SymIndividual is a symmetric-key individual enrollment; storing it
 // generates its keys.
 func SymIndividual(regID string) *dps.IndividualEnrollment {
-	return &dps.IndividualEnrollment{RegistrationID: regID, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+	return &dps.IndividualEnrollment{RegistrationID: regID, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}
 }
 
 // SymGroup is a symmetric-key enrollment group; storing it generates its
 // keys.
 func SymGroup(id string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}
 }
 
 // Keys returns the decoded primary and secondary keys of a stored

@@ -89,20 +89,21 @@ func fill(t *testing.T, s store.Store, enrollments int) {
 	_, err = s.PutLinkedHub(ctx, &store.LinkedHub{Name: "hub1.azure-devices.net", ConnectionString: "HostName=hub1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5", AllocationWeight: 2, ApplyAllocationPolicy: true}, "")
 	must(t, err)
 	pemCert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	_, err = s.PutGroup(ctx, &dps.EnrollmentGroup{EnrollmentGroupID: "Signed", Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509,
-		X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: pemCert}}}}}, "")
+	_, err = s.PutGroup(ctx, &dps.EnrollmentGroup{EnrollmentGroupID: "Signed", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509,
+		X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: pemCert}}}}}}, "")
 	must(t, err)
-	_, err = s.PutGroup(ctx, &dps.EnrollmentGroup{EnrollmentGroupID: "Keys", Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
-		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "Z3JvdXBwcmltYXJ5", SecondaryKey: "Z3JvdXBzZWNvbmRhcnk="}},
-		InitialTwin: &dps.InitialTwin{Tags: json.RawMessage(`{"fleet":"a"}`)}}, "")
+	_, err = s.PutGroup(ctx, &dps.EnrollmentGroup{EnrollmentGroupID: "Keys", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
+		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "Z3JvdXBwcmltYXJ5", SecondaryKey: "Z3JvdXBzZWNvbmRhcnk="}}, InitialTwin: &dps.InitialTwin{Tags: json.RawMessage(`{"fleet":"a"}`)}}}, "")
 	must(t, err)
 	// Many enrollments in few transactions: Restore is the quick path in.
 	var recs []store.Record
 	for i := range enrollments {
 		recs = append(recs, store.Record{Enrollment: &dps.IndividualEnrollment{RegistrationID: fmt.Sprintf("Dev-%05d", i),
-			Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
-				SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeWtleQ==", SecondaryKey: "c2Vjb25kYXJ5a2V5"}},
-			ProvisioningStatus: dps.ProvisioningEnabled}})
+			EnrollmentSettings: dps.EnrollmentSettings{
+				Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
+					SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeWtleQ==", SecondaryKey: "c2Vjb25kYXJ5a2V5"}},
+				ProvisioningStatus: dps.ProvisioningEnabled,
+			}}})
 		if len(recs) == 1000 {
 			must(t, s.Restore(ctx, recs))
 			recs = recs[:0]

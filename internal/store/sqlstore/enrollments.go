@@ -24,25 +24,25 @@ const (
 )
 
 func decodeEnrollment(doc string, m meta) (*dps.IndividualEnrollment, error) {
-	var e dps.IndividualEnrollment
-	if err := json.Unmarshal([]byte(doc), &e); err != nil {
-		return nil, fmt.Errorf("enrollment: corrupt record: %w", err)
-	}
-	e.Etag = quoted(m.etag)
-	e.CreatedDateTimeUtc = dps.NewTime(fromNanos(m.created))
-	e.LastUpdatedDateTimeUtc = dps.NewTime(fromNanos(m.updated))
-	return &e, nil
+	return decodeDoc[dps.IndividualEnrollment]("enrollment", doc, m)
 }
 
 func decodeGroup(doc string, m meta) (*dps.EnrollmentGroup, error) {
-	var g dps.EnrollmentGroup
-	if err := json.Unmarshal([]byte(doc), &g); err != nil {
-		return nil, fmt.Errorf("enrollment group: corrupt record: %w", err)
+	return decodeDoc[dps.EnrollmentGroup]("enrollment group", doc, m)
+}
+
+// decodeDoc reads a stored document (see recordDoc) back, with the etag and
+// timestamps of its columns.
+func decodeDoc[T any, P dps.EnrollmentPtr[T]](what, doc string, m meta) (P, error) {
+	v := P(new(T))
+	if err := json.Unmarshal([]byte(doc), v); err != nil {
+		return nil, fmt.Errorf("%s: corrupt record: %w", what, err)
 	}
-	g.Etag = quoted(m.etag)
-	g.CreatedDateTimeUtc = dps.NewTime(fromNanos(m.created))
-	g.LastUpdatedDateTimeUtc = dps.NewTime(fromNanos(m.updated))
-	return &g, nil
+	s := v.Settings()
+	s.Etag = quoted(m.etag)
+	s.CreatedDateTimeUtc = dps.NewTime(fromNanos(m.created))
+	s.LastUpdatedDateTimeUtc = dps.NewTime(fromNanos(m.updated))
+	return v, nil
 }
 
 // scanDoc reads the columns key, doc, etag, created, updated.
@@ -74,7 +74,7 @@ func (s *Store) PutEnrollment(ctx context.Context, e *dps.IndividualEnrollment, 
 			return nil, errors.New("enrollment: the registration ID is empty")
 		}
 		what := fmt.Sprintf("enrollment %q", e.RegistrationID)
-		doc, err := enrollmentDoc(e)
+		doc, err := recordDoc(e)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
@@ -186,7 +186,7 @@ func (s *Store) PutGroup(ctx context.Context, g *dps.EnrollmentGroup, ifMatch st
 			return nil, errors.New("enrollment group: the group ID is empty")
 		}
 		what := fmt.Sprintf("enrollment group %q", g.EnrollmentGroupID)
-		doc, err := groupDoc(g)
+		doc, err := recordDoc(g)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
@@ -207,19 +207,14 @@ func (s *Store) PutGroup(ctx context.Context, g *dps.EnrollmentGroup, ifMatch st
 	})
 }
 
-// enrollmentDoc is the stored document of e: the model without the etag and
-// timestamps, which live in their own columns.
-func enrollmentDoc(e *dps.IndividualEnrollment) ([]byte, error) {
-	c := *e
-	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
-	return json.Marshal(&c)
-}
-
-// groupDoc is enrollmentDoc for a group.
-func groupDoc(g *dps.EnrollmentGroup) ([]byte, error) {
-	c := *g
-	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
-	return json.Marshal(&c)
+// recordDoc is the stored document of an enrollment or group: the model
+// without the etag and timestamps, which live in their own columns.
+func recordDoc[T any, P dps.EnrollmentPtr[T]](v P) ([]byte, error) {
+	c := P(new(T))
+	*c = *v
+	s := c.Settings()
+	s.Etag, s.CreatedDateTimeUtc, s.LastUpdatedDateTimeUtc = "", nil, nil
+	return json.Marshal(c)
 }
 
 // groupCols are the data columns of groupsT.

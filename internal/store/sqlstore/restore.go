@@ -120,7 +120,7 @@ func restoreRowOf(rec *store.Record, now int64) (restoreRow, error) {
 		if e.RegistrationID == "" {
 			return r, errors.New("an enrollment without a registration ID")
 		}
-		doc, err := enrollmentDoc(e)
+		doc, err := recordDoc(e)
 		if err != nil {
 			return r, err
 		}
@@ -132,7 +132,7 @@ func restoreRowOf(rec *store.Record, now int64) (restoreRow, error) {
 		if g.EnrollmentGroupID == "" {
 			return r, errors.New("an enrollment group without an ID")
 		}
-		doc, err := groupDoc(g)
+		doc, err := recordDoc(g)
 		if err != nil {
 			return r, err
 		}

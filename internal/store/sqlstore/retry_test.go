@@ -190,7 +190,7 @@ END $$`, table, seq, n, code),
 func TestPostgresRetries(t *testing.T) {
 	base := pgDSN(t)
 	enrollment := func(id string) *dps.IndividualEnrollment {
-		return &dps.IndividualEnrollment{RegistrationID: id, Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}
+		return &dps.IndividualEnrollment{RegistrationID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}}
 	}
 	registration := func(id string) *store.Registration {
 		return &store.Registration{Result: &dps.DeviceRegistrationResult{RegistrationID: id, Status: dps.StatusAssigned, AssignedHub: "hub1"}}
@@ -290,7 +290,7 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := t.Context()
-	e := &dps.IndividualEnrollment{RegistrationID: "dev-1", Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}
+	e := &dps.IndividualEnrollment{RegistrationID: "dev-1", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}}
 	if _, err := s.PutEnrollment(ctx, e, ""); err != nil {
 		t.Fatal(err)
 	}

@@ -148,7 +148,7 @@ func TestSQLiteReopenKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	put, err := s.PutEnrollment(t.Context(), &dps.IndividualEnrollment{RegistrationID: "Dev-1",
-		Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}, "")
+		EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestClockAndMonotonicUpdates(t *testing.T) {
 	frozen := time.Date(2025, 1, 2, 3, 4, 5, 123456789, time.UTC)
 	s := openSQLite(t, Options{Now: func() time.Time { return frozen }})
 	ctx := t.Context()
-	e := &dps.IndividualEnrollment{RegistrationID: "dev-1", Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}
+	e := &dps.IndividualEnrollment{RegistrationID: "dev-1", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}}
 	v1, err := s.PutEnrollment(ctx, e, "")
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +299,7 @@ func TestClockAndMonotonicUpdates(t *testing.T) {
 func TestEtagShapes(t *testing.T) {
 	s := openSQLite(t, Options{})
 	e, err := s.PutEnrollment(t.Context(), &dps.IndividualEnrollment{RegistrationID: "dev-1",
-		Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}, "")
+		EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey}}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,9 +369,11 @@ func BenchmarkEnrollmentGet(b *testing.B) {
 	}
 	for i := range n {
 		e := &dps.IndividualEnrollment{RegistrationID: fmt.Sprintf("Dev-%05d", i),
-			Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
-				SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeWtleXByaW1hcnlrZXk=", SecondaryKey: "c2Vjb25kYXJ5a2V5c2Vjb25kYXJ5"}},
-			ProvisioningStatus: dps.ProvisioningEnabled}
+			EnrollmentSettings: dps.EnrollmentSettings{
+				Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
+					SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeWtleXByaW1hcnlrZXk=", SecondaryKey: "c2Vjb25kYXJ5a2V5c2Vjb25kYXJ5"}},
+				ProvisioningStatus: dps.ProvisioningEnabled,
+			}}
 		if _, err := s.put(ctx, tx, enrollmentsT, "bench", key(e.RegistrationID), []any{mustJSON(b, e)}, "", newEtag); err != nil {
 			b.Fatal(err)
 		}

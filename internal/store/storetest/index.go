@@ -11,25 +11,29 @@ import (
 func signingGroup(id string, primary, secondary *dps.X509CertificateWithInfo) *dps.EnrollmentGroup {
 	return &dps.EnrollmentGroup{
 		EnrollmentGroupID: id,
-		Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
-			SigningCertificates: &dps.X509Certificates{Primary: primary, Secondary: secondary},
-		}},
-		ProvisioningStatus: dps.ProvisioningEnabled,
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
+				SigningCertificates: &dps.X509Certificates{Primary: primary, Secondary: secondary},
+			}},
+			ProvisioningStatus: dps.ProvisioningEnabled,
+		},
 	}
 }
 
 func caRefGroup(id, primary, secondary string) *dps.EnrollmentGroup {
 	return &dps.EnrollmentGroup{
 		EnrollmentGroupID: id,
-		Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
-			CAReferences: &dps.X509CAReferences{Primary: primary, Secondary: secondary},
-		}},
-		ProvisioningStatus: dps.ProvisioningEnabled,
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
+				CAReferences: &dps.X509CAReferences{Primary: primary, Secondary: secondary},
+			}},
+			ProvisioningStatus: dps.ProvisioningEnabled,
+		},
 	}
 }
 
 func symmetricGroup(id string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, Attestation: symmetricKey(3), ProvisioningStatus: dps.ProvisioningEnabled}
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: symmetricKey(3), ProvisioningStatus: dps.ProvisioningEnabled}}
 }
 
 // derSet returns the distinct certificates of ders, as strings.

@@ -31,20 +31,22 @@ func testEnrollmentRoundTrip(t *testing.T, open func(*testing.T) store.Store, ce
 	in := &dps.IndividualEnrollment{
 		RegistrationID: "Device-X509",
 		DeviceID:       "device-x509",
-		Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
-			ClientCertificates: &dps.X509Certificates{Primary: certs.a.withInfo(certs.a.pemText())},
-		}},
-		Capabilities:               &dps.DeviceCapabilities{IotEdge: true},
-		IotHubHostName:             "hub1.azure-devices.net",
-		InitialTwin:                &dps.InitialTwin{Tags: json.RawMessage(`{"site":"north","n":1}`), Properties: &dps.InitialTwinProperties{Desired: json.RawMessage(`{"interval":30}`)}},
-		Etag:                       `"ignored-by-the-store"`,
-		ProvisioningStatus:         dps.ProvisioningDisabled,
-		ReprovisionPolicy:          &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: false},
-		OptionalDeviceInformation:  json.RawMessage(`{"model":"m1"}`),
-		CreatedDateTimeUtc:         dps.NewTime(time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)), // ignored by the store
-		AllocationPolicy:           dps.AllocationCustom,
-		IotHubs:                    []string{"hub1.azure-devices.net", "hub2.azure-devices.net"},
-		CustomAllocationDefinition: &dps.CustomAllocationDefinition{WebhookURL: "https://example.com/alloc", APIVersion: "2021-10-01"},
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
+				ClientCertificates: &dps.X509Certificates{Primary: certs.a.withInfo(certs.a.pemText())},
+			}},
+			Capabilities:               &dps.DeviceCapabilities{IotEdge: true},
+			IotHubHostName:             "hub1.azure-devices.net",
+			InitialTwin:                &dps.InitialTwin{Tags: json.RawMessage(`{"site":"north","n":1}`), Properties: &dps.InitialTwinProperties{Desired: json.RawMessage(`{"interval":30}`)}},
+			Etag:                       `"ignored-by-the-store"`,
+			ProvisioningStatus:         dps.ProvisioningDisabled,
+			ReprovisionPolicy:          &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: false},
+			CreatedDateTimeUtc:         dps.NewTime(time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)), // ignored by the store
+			AllocationPolicy:           dps.AllocationCustom,
+			IotHubs:                    []string{"hub1.azure-devices.net", "hub2.azure-devices.net"},
+			CustomAllocationDefinition: &dps.CustomAllocationDefinition{WebhookURL: "https://example.com/alloc", APIVersion: "2021-10-01"},
+		},
+		OptionalDeviceInformation: json.RawMessage(`{"model":"m1"}`),
 		RegistrationState: &dps.DeviceRegistrationState{RegistrationID: "Device-X509", Status: dps.StatusAssigned,
 			AssignedHub: "hub1.azure-devices.net", Etag: "abc"},
 	}
@@ -65,18 +67,20 @@ func testGroupRoundTrip(t *testing.T, open func(*testing.T) store.Store, certs t
 	s := open(t)
 	in := &dps.EnrollmentGroup{
 		EnrollmentGroupID: "Group-X509",
-		Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
-			SigningCertificates: &dps.X509Certificates{
-				Primary:   certs.a.withInfo(certs.a.pemText()),
-				Secondary: certs.b.withInfo(certs.b.b64DER()),
-			},
-		}},
-		Capabilities:       &dps.DeviceCapabilities{IotEdge: false},
-		InitialTwin:        &dps.InitialTwin{Tags: json.RawMessage(`{"fleet":"a"}`)},
-		ProvisioningStatus: dps.ProvisioningEnabled,
-		ReprovisionPolicy:  &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true},
-		AllocationPolicy:   dps.AllocationStatic,
-		IotHubs:            []string{"hub1.azure-devices.net"},
+		EnrollmentSettings: dps.EnrollmentSettings{
+			Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
+				SigningCertificates: &dps.X509Certificates{
+					Primary:   certs.a.withInfo(certs.a.pemText()),
+					Secondary: certs.b.withInfo(certs.b.b64DER()),
+				},
+			}},
+			Capabilities:       &dps.DeviceCapabilities{IotEdge: false},
+			InitialTwin:        &dps.InitialTwin{Tags: json.RawMessage(`{"fleet":"a"}`)},
+			ProvisioningStatus: dps.ProvisioningEnabled,
+			ReprovisionPolicy:  &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true},
+			AllocationPolicy:   dps.AllocationStatic,
+			IotHubs:            []string{"hub1.azure-devices.net"},
+		},
 	}
 	out, err := s.PutGroup(bg(t), in, "")
 	must(t, err, "put")

@@ -37,7 +37,7 @@ type kind[T any] struct {
 func enrollmentKind() kind[*dps.IndividualEnrollment] {
 	return kind[*dps.IndividualEnrollment]{
 		make: func(id, c string) *dps.IndividualEnrollment {
-			return &dps.IndividualEnrollment{RegistrationID: id, DeviceID: c, Attestation: symmetricKey(1), ProvisioningStatus: dps.ProvisioningEnabled}
+			return &dps.IndividualEnrollment{RegistrationID: id, DeviceID: c, EnrollmentSettings: dps.EnrollmentSettings{Attestation: symmetricKey(1), ProvisioningStatus: dps.ProvisioningEnabled}}
 		},
 		id:         func(e *dps.IndividualEnrollment) string { return e.RegistrationID },
 		content:    func(e *dps.IndividualEnrollment) string { return e.DeviceID },
@@ -62,7 +62,7 @@ func enrollmentKind() kind[*dps.IndividualEnrollment] {
 func groupKind() kind[*dps.EnrollmentGroup] {
 	return kind[*dps.EnrollmentGroup]{
 		make: func(id, c string) *dps.EnrollmentGroup {
-			return &dps.EnrollmentGroup{EnrollmentGroupID: id, IotHubHostName: c, Attestation: symmetricKey(2), ProvisioningStatus: dps.ProvisioningEnabled}
+			return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{IotHubHostName: c, Attestation: symmetricKey(2), ProvisioningStatus: dps.ProvisioningEnabled}}
 		},
 		id:         func(g *dps.EnrollmentGroup) string { return g.EnrollmentGroupID },
 		content:    func(g *dps.EnrollmentGroup) string { return g.IotHubHostName },
