@@ -36,6 +36,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dpsd/dpsd/internal/wait"
 )
 
 // DefaultEndpoint is Azure's global device endpoint.
@@ -156,7 +158,7 @@ func Register(ctx context.Context, cfg Config) (*RegistrationState, error) {
 		if op.status.OperationID == "" {
 			return nil, errors.New("the service answered assigning without an operationId")
 		}
-		if err := sleep(ctx, op.retryAfter); err != nil {
+		if err := wait.Sleep(ctx, op.retryAfter); err != nil {
 			return nil, err
 		}
 		op, err = c.retry(ctx, http.MethodGet, c.path("/operations/"+url.PathEscape(op.status.OperationID)), nil)
@@ -249,11 +251,11 @@ func (c *conn) retry(ctx context.Context, method, path string, body []byte) (*an
 		if !temporary {
 			return nil, err
 		}
-		wait := backoff + rand.N(backoff/2+1)
+		delay := backoff + rand.N(backoff/2+1)
 		if e != nil && e.RetryAfter > 0 {
-			wait = e.RetryAfter
+			delay = e.RetryAfter
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := wait.Sleep(ctx, delay); err != nil {
 			return nil, fmt.Errorf("%w (last error: %v)", err, errAsText(e, err))
 		}
 		backoff = min(backoff*2, time.Minute)
@@ -311,17 +313,6 @@ func parseRetryAfter(v string) time.Duration {
 		return 0
 	}
 	return time.Duration(min(n, 300)) * time.Second
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // isNetErr reports a transient network failure. Certificate and TLS

@@ -40,6 +40,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/dpsd/dpsd/client"
+	"github.com/dpsd/dpsd/internal/wait"
 )
 
 // Ports and path of the two MQTT transports.
@@ -108,8 +109,8 @@ func Register(ctx context.Context, cfg Config) (*client.RegistrationState, error
 			}
 			return st, err
 		}
-		wait := backoff + rand.N(backoff/2+1)
-		if err := sleep(ctx, wait); err != nil {
+		delay := backoff + rand.N(backoff/2+1)
+		if err := wait.Sleep(ctx, delay); err != nil {
 			return nil, fmt.Errorf("%w (last error: %v)", err, s.lastErr)
 		}
 		backoff = min(2*backoff, time.Minute)
@@ -267,12 +268,12 @@ func (s *session) run(ctx context.Context) (*client.RegistrationState, error) {
 			// Throttled or failing: ask again, after retry-after.
 			e := errorFrom(r)
 			s.lastErr = e
-			wait := r.retryAfter
-			if wait == 0 {
-				wait = backoff
+			delay := r.retryAfter
+			if delay == 0 {
+				delay = backoff
 				backoff = min(2*backoff, time.Minute)
 			}
-			if err := sleep(ctx, wait); err != nil {
+			if err := wait.Sleep(ctx, delay); err != nil {
 				return nil, fmt.Errorf("%w (last error: %v)", err, e)
 			}
 			continue
@@ -289,11 +290,11 @@ func (s *session) run(ctx context.Context) (*client.RegistrationState, error) {
 				return nil, errors.New("the service answered assigning without an operationId")
 			}
 			s.opID = op.OperationID
-			wait := r.retryAfter
-			if wait == 0 {
-				wait = 2 * time.Second
+			delay := r.retryAfter
+			if delay == 0 {
+				delay = 2 * time.Second
 			}
-			if err := sleep(ctx, wait); err != nil {
+			if err := wait.Sleep(ctx, delay); err != nil {
 				return nil, err
 			}
 			continue
@@ -427,15 +428,4 @@ func durationOr(d, def time.Duration) time.Duration {
 		return d
 	}
 	return def
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dpsd/dpsd/internal/outbound"
+	"github.com/dpsd/dpsd/internal/wait"
 )
 
 // Retry bounds how a call is retried.
@@ -73,12 +74,8 @@ func do(ctx context.Context, c *outbound.Client, r Retry, build func() *outbound
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < pause {
 			return resp, n, err
 		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if wait.Sleep(ctx, pause) != nil {
 			return resp, n, err
-		case <-t.C:
 		}
 	}
 }

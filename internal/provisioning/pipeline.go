@@ -1,8 +1,8 @@
 // Package provisioning is where a registration is decided. Every transport
 // (HTTPS, MQTT) hands a Request to the Pipeline and renders what it returns:
 //
-//	authenticate (internal/attest) → refuse, or
-//	disabled enrollment            → terminal status "disabled", or
+//	admit: addressing, body shape, credentials (internal/attest) → refuse, or
+//	disabled enrollment                → terminal status "disabled", or
 //	choose a hub (internal/allocation) → "assigned", or "failed" with a reason
 //	write the registration record and the operation in one transaction
 //
@@ -32,6 +32,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/wait"
 )
 
 // Pipeline decides registrations.
@@ -84,9 +85,8 @@ func (p *Pipeline) now() time.Time {
 func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
 	start := p.now()
 	var rec record
-	id, err := p.authenticate(ctx, &req, true, &rec)
+	id, err := p.admit(ctx, &req, &rec, withoutCSR)
 	if err != nil {
-		p.refused(req, err)
 		return nil, err
 	}
 	var op *store.Operation
@@ -111,8 +111,7 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
 
 // OperationStatus answers a poll: 202 while assigning, 200 when terminal.
 func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID string) (*Answer, error) {
-	if _, err := p.authenticate(ctx, &req, false, &record{}); err != nil {
-		p.refused(req, err)
+	if _, err := p.admit(ctx, &req, &record{}, nil); err != nil {
 		return nil, err
 	}
 	op, err := p.Store.Operation(ctx, operationID)
@@ -137,8 +136,7 @@ func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (*dps.De
 		return nil, dpserr.BadRequest("a status lookup must not carry a csr; send it with the register request")
 	}
 	var rec record
-	if _, err := p.authenticate(ctx, &req, false, &rec); err != nil {
-		p.refused(req, err)
+	if _, err := p.admit(ctx, &req, &rec, nil); err != nil {
 		return nil, err
 	}
 	reg, err := p.load(ctx, &rec, req.RegistrationID)
@@ -183,23 +181,63 @@ func (p *Pipeline) load(ctx context.Context, r *record, registrationID string) (
 	return reg, nil
 }
 
-// authenticate checks the request's addressing and credentials.
-func (p *Pipeline) authenticate(ctx context.Context, req *Request, register bool, rec *record) (*attest.Identity, error) {
+// admit is the door every device request passes. It takes three steps, in
+// this order; the first refusal ends it, is counted, and writes nothing:
+//
+//  1. addressing: this instance's ID scope, a valid registration ID, a body
+//     that names no other one (checkAddressing);
+//  2. shape: what this operation's body must not carry (shape; nil when
+//     the operation has no rule of its own);
+//  3. credentials: who the device is (identify).
+//
+// rec caches the device's registration record for the steps that follow.
+func (p *Pipeline) admit(ctx context.Context, req *Request, rec *record, shape func(*dps.DeviceRegistration) error) (*attest.Identity, error) {
+	if err := p.checkAddressing(req); err != nil {
+		return nil, p.refuse(req, err)
+	}
+	if shape != nil {
+		if err := shape(req.Body); err != nil {
+			return nil, p.refuse(req, err)
+		}
+	}
+	id, err := p.identify(ctx, req, rec)
+	if err != nil {
+		return nil, p.refuse(req, err)
+	}
+	return id, nil
+}
+
+// checkAddressing checks what the request is addressed to.
+func (p *Pipeline) checkAddressing(req *Request) error {
 	if !strings.EqualFold(req.IDScope, p.IDScope) {
-		return nil, dpserr.Unauthorized("ID scope %q is not served here; this dpsd instance's ID scope is %s", req.IDScope, p.IDScope)
+		return dpserr.Unauthorized("ID scope %q is not served here; this dpsd instance's ID scope is %s", req.IDScope, p.IDScope)
 	}
 	if err := dps.ValidateID("registration ID", req.RegistrationID); err != nil {
-		return nil, dpserr.BadRequest("%v", err)
+		return dpserr.BadRequest("%v", err)
 	}
 	if b := req.Body; b != nil && b.RegistrationID != "" && !strings.EqualFold(b.RegistrationID, req.RegistrationID) {
-		return nil, dpserr.BadRequest("registrationId %q in the body does not match %q in the request path", b.RegistrationID, req.RegistrationID)
+		return dpserr.BadRequest("registrationId %q in the body does not match %q in the request path", b.RegistrationID, req.RegistrationID)
 	}
-	if register && req.Body != nil && req.Body.CSR != "" {
-		return nil, dpserr.BadRequest("certificate issuance (csr) is not supported by this dpsd version; register without a csr")
+	return nil
+}
+
+// withoutCSR is the shape of a register body: certificate issuance is not
+// supported by this version.
+func withoutCSR(b *dps.DeviceRegistration) error {
+	if b != nil && b.CSR != "" {
+		return dpserr.BadRequest("certificate issuance (csr) is not supported by this dpsd version; register without a csr")
 	}
+	return nil
+}
+
+// identify authenticates the device by the credentials it presented: a SAS
+// token means a symmetric key, a TLS client chain X.509, and an endorsement
+// key in the body TPM, which this version does not support.
+func (p *Pipeline) identify(ctx context.Context, req *Request, rec *record) (*attest.Identity, error) {
 	c := req.Credentials
 	switch {
 	case c.SAS != "":
+		// The group of the device's last registration is tried first.
 		hint := ""
 		if reg, err := p.load(ctx, rec, req.RegistrationID); err == nil && reg != nil {
 			hint = reg.EnrollmentGroupID
@@ -254,13 +292,15 @@ func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity,
 		op := p.newOperation(req, rec.Result.Status, nil, now)
 		stored, err := p.Store.SaveRegistration(ctx, rec, ifMatch, op)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrPreconditionFailed) {
-			if attempt < saveAttempts {
-				cur.read = false // another request changed the record: read it again
-				// Spread the retries of racing requests so they stop colliding.
-				time.Sleep(time.Duration(rand.IntN(attempt*5)+1) * time.Millisecond)
-				continue
+			if attempt == saveAttempts {
+				return nil, dpserr.New(http.StatusConflict, dpserr.CodeConcurrentRegistration, "Precondition failed. Registration %q was changed by a concurrent request; retry", req.RegistrationID)
 			}
-			return nil, dpserr.New(http.StatusConflict, dpserr.CodeConcurrentRegistration, "Precondition failed. Registration %q was changed by a concurrent request; retry", req.RegistrationID)
+			cur.read = false // another request changed the record: read it again
+			// Spread the retries of racing requests so they stop colliding.
+			if err := wait.Sleep(ctx, time.Duration(rand.IntN(attempt*5)+1)*time.Millisecond); err != nil {
+				return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
+			}
+			continue
 		}
 		if err != nil {
 			return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
@@ -365,11 +405,12 @@ func setAttestation(res *dps.DeviceRegistrationResult, id *attest.Identity) {
 	}
 }
 
-func (p *Pipeline) refused(req Request, err error) {
-	if p.Metrics == nil {
-		return
+// refuse counts a refusal and returns it.
+func (p *Pipeline) refuse(req *Request, err error) error {
+	if p.Metrics != nil {
+		p.Metrics.Refusals.WithLabelValues(req.Transport, strconv.Itoa(dpserr.As(err).Code)).Inc()
 	}
-	p.Metrics.Refusals.WithLabelValues(req.Transport, strconv.Itoa(dpserr.As(err).Code)).Inc()
+	return err
 }
 
 func (p *Pipeline) observe(req Request, id *attest.Identity, op *store.Operation, start time.Time) {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/wait"
 )
 
 // Retries of transient failures.
@@ -43,7 +44,7 @@ func run[T any](ctx context.Context, s *Store, isWrite bool, fn func(ctx context
 			break
 		}
 		s.log.Debug("retrying a store call after a transient database error", "attempt", attempt+1, "err", err)
-		if sleep(ctx, backoff(attempt)) != nil {
+		if wait.Sleep(ctx, backoff(attempt)) != nil {
 			break
 		}
 	}
@@ -95,17 +96,6 @@ func (e notCommitted) Is(target error) bool { return target == errNotCommitted }
 func backoff(attempt int) time.Duration {
 	d := min(retryBase<<attempt, retryMax)
 	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // healthLogEvery bounds how often an outage is logged: once when it starts,
