@@ -40,11 +40,7 @@ func PrepareIndividual(e *dps.IndividualEnrollment, prev *dps.IndividualEnrollme
 			return dpserr.BadRequest("%v", err)
 		}
 	}
-	var prevAtt *dps.AttestationMechanism
-	if prev != nil {
-		prevAtt = prev.Attestation
-	}
-	if err := prepareAttestation(e.Attestation, prevAtt, false); err != nil {
+	if err := prepareAttestation(e.Attestation, attestationOf(prev), false); err != nil {
 		return err
 	}
 	if e.Attestation.Type == dps.AttestationX509 && len(e.RegistrationID) > dps.MaxX509IDLength {
@@ -63,11 +59,7 @@ func PrepareGroup(ctx context.Context, g *dps.EnrollmentGroup, prev *dps.Enrollm
 	if err := dps.ValidateID("enrollment group ID", g.EnrollmentGroupID); err != nil {
 		return dpserr.BadRequest("%v", err)
 	}
-	var prevAtt *dps.AttestationMechanism
-	if prev != nil {
-		prevAtt = prev.Attestation
-	}
-	if err := prepareAttestation(g.Attestation, prevAtt, true); err != nil {
+	if err := prepareAttestation(g.Attestation, attestationOf(prev), true); err != nil {
 		return err
 	}
 	if x := g.Attestation.X509; x != nil && x.CAReferences != nil {
@@ -84,6 +76,15 @@ func PrepareGroup(ctx context.Context, g *dps.EnrollmentGroup, prev *dps.Enrollm
 		}
 	}
 	return prepareSettings(&g.EnrollmentSettings)
+}
+
+// attestationOf is the attestation of the record a write replaces; nil on
+// create.
+func attestationOf[T any, P dps.EnrollmentPtr[T]](prev P) *dps.AttestationMechanism {
+	if prev == nil {
+		return nil
+	}
+	return prev.Settings().Attestation
 }
 
 // prepareSettings checks and completes the settings both kinds share (the

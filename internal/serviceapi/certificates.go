@@ -110,18 +110,24 @@ func (a *API) generateVerificationCode(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return dpserr.FromStore(err, caCertificates, p[0])
 	}
+	var b [16]byte
+	rand.Read(b[:])
+	c.VerificationCode = strings.ToUpper(hex.EncodeToString(b[:]))
+	return a.updateCertificate(w, r, p[0], c, true)
+}
+
+// updateCertificate writes back c, read and changed by the request, under
+// the request's If-Match or else the etag c was read with, and answers it.
+func (a *API) updateCertificate(w http.ResponseWriter, r *http.Request, name string, c *store.CACertificate, withCode bool) error {
 	ifMatch := httpx.IfMatch(r)
 	if ifMatch == "" || ifMatch == "*" {
 		ifMatch = c.Etag
 	}
-	var b [16]byte
-	rand.Read(b[:])
-	c.VerificationCode = strings.ToUpper(hex.EncodeToString(b[:]))
 	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
 	if err != nil {
-		return dpserr.FromStore(err, caCertificates, p[0])
+		return dpserr.FromStore(err, caCertificates, name)
 	}
-	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, true))
+	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, withCode))
 	return nil
 }
 
@@ -156,15 +162,6 @@ func (a *API) verifyCertificate(w http.ResponseWriter, r *http.Request, p []stri
 	if err := pki.VerifyProofOfPossession(ca, vc, c.VerificationCode); err != nil {
 		return dpserr.BadRequest("proof of possession failed for CA certificate %q: %v", c.Name, err)
 	}
-	ifMatch := httpx.IfMatch(r)
-	if ifMatch == "" || ifMatch == "*" {
-		ifMatch = c.Etag
-	}
 	c.IsVerified, c.VerificationCode = true, ""
-	stored, err := a.Store.PutCACertificate(r.Context(), c, ifMatch)
-	if err != nil {
-		return dpserr.FromStore(err, caCertificates, p[0])
-	}
-	httpx.WriteJSON(w, http.StatusOK, CertificateView(stored, false))
-	return nil
+	return a.updateCertificate(w, r, p[0], c, false)
 }

@@ -45,6 +45,20 @@ func decodeDoc[T any, P dps.EnrollmentPtr[T]](what, doc string, m meta) (P, erro
 	return v, nil
 }
 
+// getDoc reads the one document query selects by key k.
+func getDoc[T any](ctx context.Context, s *Store, what, query, k string, decode func(doc string, m meta) (T, error)) (T, error) {
+	_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, query, k))
+	if errors.Is(err, sql.ErrNoRows) {
+		var none T
+		return none, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		var none T
+		return none, s.fail(ctx, what, err)
+	}
+	return decode(doc, m)
+}
+
 // scanDoc reads the columns key, doc, etag, created, updated.
 func scanDoc(sc interface{ Scan(...any) error }) (k, doc string, m meta, err error) {
 	err = sc.Scan(&k, &doc, &m.etag, &m.created, &m.updated)
@@ -54,15 +68,7 @@ func scanDoc(sc interface{ Scan(...any) error }) (k, doc string, m meta, err err
 // Enrollment returns the individual enrollment of a registration ID.
 func (s *Store) Enrollment(ctx context.Context, registrationID string) (*dps.IndividualEnrollment, error) {
 	return run(ctx, s, read, func(ctx context.Context) (*dps.IndividualEnrollment, error) {
-		what := fmt.Sprintf("enrollment %q", registrationID)
-		_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qEnrollment, key(registrationID)))
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-		}
-		if err != nil {
-			return nil, s.fail(ctx, what, err)
-		}
-		return decodeEnrollment(doc, m)
+		return getDoc(ctx, s, fmt.Sprintf("enrollment %q", registrationID), qEnrollment, key(registrationID), decodeEnrollment)
 	})
 }
 
@@ -165,15 +171,7 @@ func list[T any](ctx context.Context, s *Store, what, query string, args []any,
 // Group returns an enrollment group.
 func (s *Store) Group(ctx context.Context, groupID string) (*dps.EnrollmentGroup, error) {
 	return run(ctx, s, read, func(ctx context.Context) (*dps.EnrollmentGroup, error) {
-		what := fmt.Sprintf("enrollment group %q", groupID)
-		_, doc, m, err := scanDoc(s.r.QueryRowContext(ctx, qGroup, key(groupID)))
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-		}
-		if err != nil {
-			return nil, s.fail(ctx, what, err)
-		}
-		return decodeGroup(doc, m)
+		return getDoc(ctx, s, fmt.Sprintf("enrollment group %q", groupID), qGroup, key(groupID), decodeGroup)
 	})
 }
 
