@@ -1,0 +1,5 @@
+//go:build !cgo
+
+package tpmsim
+
+const cgoEnabled = false
