@@ -1,8 +1,9 @@
 // Package client registers a device with a Device Provisioning Service —
 // dpsd or Azure IoT Hub DPS — over HTTPS, and returns the IoT hub the device
 // is assigned to. It authenticates with an X.509 certificate (the TLS client
-// certificate) or a symmetric key (a SAS token), honours Retry-After and
-// throttling with backoff, and stops when its context ends.
+// certificate), a symmetric key (a SAS token) or a TPM (Config.TPM; the
+// sub-package client/tpm opens one), honours Retry-After and throttling with
+// backoff, and stops when its context ends.
 //
 //	cert, _ := client.LoadX509KeyPair("device.pem", "device.key", nil)
 //	state, err := client.Register(ctx, client.Config{
@@ -14,7 +15,7 @@
 //	// state.AssignedHub, state.DeviceID
 //
 // The package depends on the standard library only; the MQTT transport is in
-// the sub-package client/mqtt.
+// the sub-package client/mqtt, the TPM access in client/tpm.
 package client
 
 import (
@@ -58,6 +59,10 @@ type Config struct {
 	// SymmetricKey authenticates a symmetric-key device: the enrollment's key,
 	// or for a group DeriveKey(groupKey, registrationID).
 	SymmetricKey []byte
+	// TPM authenticates a device by TPM attestation (HTTPS only; DPS does not
+	// offer it over MQTT). RegistrationID is then usually the one derived
+	// from the endorsement key (client/tpm's Device.RegistrationID).
+	TPM TPM
 	// RootCAs verifies the server (nil: the system roots).
 	RootCAs *x509.CertPool
 	// Payload is sent with the register request (optional JSON).
@@ -90,6 +95,26 @@ type RegistrationState struct {
 	SymmetricKey *struct {
 		EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
 	} `json:"symmetricKey,omitempty"`
+	TPM *struct {
+		// AuthenticationKey is the activation blob (base64) carrying the
+		// device's IoT hub key; Register imports it into the TPM.
+		AuthenticationKey string `json:"authenticationKey,omitempty"`
+	} `json:"tpm,omitempty"`
+}
+
+// TPM is a device's TPM as TPM attestation uses it; client/tpm implements it
+// with a TPM 2.0 device or simulator.
+type TPM interface {
+	// EndorsementKey and StorageRootKey return the marshalled TPM2B_PUBLIC
+	// of the EK and of the SRK.
+	EndorsementKey() ([]byte, error)
+	StorageRootKey() ([]byte, error)
+	// ActivateIdentityKey imports the key of an activation blob (the
+	// service's challenge, then the hub key at assignment) into the TPM,
+	// where it replaces the previous one.
+	ActivateIdentityKey(blob []byte) error
+	// Sign returns the HMAC-SHA256 of data with the imported key.
+	Sign(data []byte) ([]byte, error)
 }
 
 // OperationStatus is the answer to a register request or a poll.
@@ -149,8 +174,30 @@ func Register(ctx context.Context, cfg Config) (*RegistrationState, error) {
 	if len(cfg.Payload) > 0 {
 		body["payload"] = cfg.Payload
 	}
+	if cfg.TPM != nil {
+		ek, err := cfg.TPM.EndorsementKey()
+		if err != nil {
+			return nil, fmt.Errorf("reading the TPM's endorsement key: %w", err)
+		}
+		srk, err := cfg.TPM.StorageRootKey()
+		if err != nil {
+			return nil, fmt.Errorf("reading the TPM's storage root key: %w", err)
+		}
+		body["tpm"] = map[string]string{"endorsementKey": base64.StdEncoding.EncodeToString(ek), "storageRootKey": base64.StdEncoding.EncodeToString(srk)}
+	}
 	b, _ := json.Marshal(body)
 	op, err := c.retry(ctx, http.MethodPut, c.path("/register"), b)
+	var ch *tpmChallenge
+	if errors.As(err, &ch) {
+		// TPM attestation: the first register (without Authorization) is
+		// answered 401 with a key only this TPM can import; the same
+		// request, signed with that key, follows.
+		if err := cfg.TPM.ActivateIdentityKey(ch.blob); err != nil {
+			return nil, fmt.Errorf("importing the service's challenge into the TPM: %w", err)
+		}
+		c.keyName = ch.keyName
+		op, err = c.retry(ctx, http.MethodPut, c.path("/register"), b)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -173,6 +220,18 @@ func Register(ctx context.Context, cfg Config) (*RegistrationState, error) {
 	if op.status.Status != "assigned" {
 		return st, &StatusError{State: st}
 	}
+	if cfg.TPM != nil {
+		if st.TPM == nil || st.TPM.AuthenticationKey == "" {
+			return st, errors.New("the service assigned the device without registrationState.tpm.authenticationKey, the hub key for the TPM")
+		}
+		blob, err := base64.StdEncoding.DecodeString(st.TPM.AuthenticationKey)
+		if err != nil {
+			return st, errors.New("registrationState.tpm.authenticationKey is not base64")
+		}
+		if err := cfg.TPM.ActivateIdentityKey(blob); err != nil {
+			return st, fmt.Errorf("importing the hub key into the TPM: %w", err)
+		}
+	}
 	return st, nil
 }
 
@@ -186,26 +245,50 @@ func DeriveKey(groupKey []byte, registrationID string) []byte {
 
 // SASToken returns a device SAS token for registrationID, valid until expiry.
 func SASToken(idScope, registrationID string, key []byte, expiry time.Time) string {
+	tok, _ := sasToken(idScope, registrationID, "registration", expiry, func(data []byte) ([]byte, error) {
+		m := hmac.New(sha256.New, key)
+		m.Write(data)
+		return m.Sum(nil), nil
+	})
+	return tok
+}
+
+// sasToken builds a device SAS token whose signature sign computes (in
+// memory, or in a TPM).
+func sasToken(idScope, registrationID, keyName string, expiry time.Time, sign func([]byte) ([]byte, error)) (string, error) {
 	sr := strings.ToLower(url.QueryEscape(idScope + "/registrations/" + registrationID))
 	se := strconv.FormatInt(expiry.Unix(), 10)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(sr + "\n" + se))
-	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(m.Sum(nil)))
-	return "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=registration"
+	mac, err := sign([]byte(sr + "\n" + se))
+	if err != nil {
+		return "", err
+	}
+	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(mac))
+	return "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=" + url.QueryEscape(keyName), nil
 }
 
 type conn struct {
 	cfg  Config
 	base string
 	http *http.Client
+	// keyName is the key name of the TPM challenge; set once the TPM
+	// holds the challenge's key, which then signs every request.
+	keyName string
 }
+
+// tpmChallenge is the 401 answer to a TPM device's unsigned register.
+type tpmChallenge struct {
+	blob    []byte
+	keyName string
+}
+
+func (e *tpmChallenge) Error() string { return "TPM challenge" }
 
 func newConn(cfg Config) (*conn, error) {
 	if cfg.IDScope == "" || cfg.RegistrationID == "" {
 		return nil, errors.New("IDScope and RegistrationID are required")
 	}
-	if (cfg.Certificate == nil) == (cfg.SymmetricKey == nil) {
-		return nil, errors.New("give exactly one of Certificate (X.509) and SymmetricKey")
+	if n := btoi(cfg.Certificate != nil) + btoi(cfg.SymmetricKey != nil) + btoi(cfg.TPM != nil); n != 1 {
+		return nil, errors.New("give exactly one of Certificate (X.509), SymmetricKey and TPM")
 	}
 	if cfg.Endpoint == "" {
 		cfg.Endpoint = DefaultEndpoint
@@ -278,8 +361,15 @@ func (c *conn) do(ctx context.Context, method, path string, body []byte) (*answe
 	if c.cfg.UserAgent != "" {
 		req.Header.Set("User-Agent", c.cfg.UserAgent)
 	}
-	if c.cfg.SymmetricKey != nil {
+	switch {
+	case c.cfg.SymmetricKey != nil:
 		req.Header.Set("Authorization", SASToken(c.cfg.IDScope, c.cfg.RegistrationID, c.cfg.SymmetricKey, time.Now().Add(time.Hour)))
+	case c.cfg.TPM != nil && c.keyName != "":
+		tok, err := sasToken(c.cfg.IDScope, c.cfg.RegistrationID, c.keyName, time.Now().Add(time.Hour), c.cfg.TPM.Sign)
+		if err != nil {
+			return nil, fmt.Errorf("signing with the TPM: %w", err)
+		}
+		req.Header.Set("Authorization", tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -291,6 +381,11 @@ func (c *conn) do(ctx context.Context, method, path string, body []byte) (*answe
 		return nil, &transportError{err}
 	}
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
+	if resp.StatusCode == http.StatusUnauthorized && c.cfg.TPM != nil && c.keyName == "" {
+		if ch := parseChallenge(b); ch != nil {
+			return nil, ch
+		}
+	}
 	if resp.StatusCode >= 300 {
 		e := &Error{StatusCode: resp.StatusCode, RetryAfter: retryAfter}
 		_ = json.Unmarshal(b, e)
@@ -304,6 +399,34 @@ func (c *conn) do(ctx context.Context, method, path string, body []byte) (*answe
 		return nil, fmt.Errorf("decoding the answer to %s %s: %w", method, path, err)
 	}
 	return a, nil
+}
+
+// parseChallenge reads a TPM challenge: {"authenticationKey": base64 blob,
+// "keyName": ...}. The key name defaults to "registration", as in the C#
+// SDK.
+func parseChallenge(b []byte) *tpmChallenge {
+	var v struct {
+		AuthenticationKey string `json:"authenticationKey"`
+		KeyName           string `json:"keyName"`
+	}
+	if json.Unmarshal(b, &v) != nil || v.AuthenticationKey == "" {
+		return nil
+	}
+	blob, err := base64.StdEncoding.DecodeString(v.AuthenticationKey)
+	if err != nil {
+		return nil
+	}
+	if v.KeyName == "" {
+		v.KeyName = "registration"
+	}
+	return &tpmChallenge{blob: blob, keyName: v.KeyName}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // parseRetryAfter reads integer seconds, clamped to 1..300 as the C SDK does.

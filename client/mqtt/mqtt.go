@@ -92,6 +92,9 @@ func Register(ctx context.Context, cfg Config) (*client.RegistrationState, error
 	if cfg.IDScope == "" || cfg.RegistrationID == "" {
 		return nil, errors.New("IDScope and RegistrationID are required")
 	}
+	if cfg.TPM != nil {
+		return nil, errors.New("TPM attestation is not available over MQTT (DPS offers it over HTTPS and AMQP only); register over HTTPS with client.Register")
+	}
 	if (cfg.Certificate == nil) == (cfg.SymmetricKey == nil) {
 		return nil, errors.New("give exactly one of Certificate (X.509) and SymmetricKey")
 	}

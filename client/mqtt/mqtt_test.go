@@ -383,7 +383,19 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%s: no error", name)
 		}
 	}
+	_, err := mqtt.Register(ctx, mqtt.Config{Config: client.Config{IDScope: "s", RegistrationID: "d", TPM: noTPM{}}})
+	if err == nil || !strings.Contains(err.Error(), "TPM attestation is not available over MQTT") {
+		t.Errorf("TPM over MQTT: %v", err)
+	}
 }
+
+// noTPM is a client.TPM that is never used.
+type noTPM struct{}
+
+func (noTPM) EndorsementKey() ([]byte, error)  { panic("unused") }
+func (noTPM) StorageRootKey() ([]byte, error)  { panic("unused") }
+func (noTPM) ActivateIdentityKey([]byte) error { panic("unused") }
+func (noTPM) Sign(data []byte) ([]byte, error) { panic("unused") }
 
 func TestUsername(t *testing.T) {
 	if got, want := mqtt.Username("0ne00111111", "dev-01", "2019-03-31", "dpsd/1.0 (linux)"), "0ne00111111/registrations/dev-01/api-version=2019-03-31&ClientVersion=dpsd%2F1.0+%28linux%29"; got != want {
