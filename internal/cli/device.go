@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/client/mqtt"
+	clienttpm "github.com/dpsd/dpsd/client/tpm"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/server"
 )
@@ -36,6 +38,8 @@ type deviceFlags struct {
 	passphrase     string
 	symmetricKey   string
 	groupKey       string
+	attestation    string
+	tpm            string
 	caFile         string
 	payload        string
 	transport      string
@@ -55,6 +59,14 @@ X.509: --cert (the device certificate, followed by its chain for a group) and
 --key (with --passphrase if it is encrypted); the registration ID defaults to
 the certificate's CN. Symmetric key: --symmetric-key (the device's key), or
 --group-key to derive the device key of a symmetric-key enrollment group.
+TPM: --tpm with a TPM 2.0 device (/dev/tpmrm0, the default with
+--attestation tpm, or /dev/tpm0) or the host:port of a Microsoft TPM
+simulator (its platform port is the next one); the EK (0x81010001) and SRK
+(0x81000001) are created if the TPM has none, the registration ID defaults
+to the one derived from the EK, and the IoT hub key the service returns is
+kept in the TPM at 0x81000100. TPM attestation is HTTPS only (DPS does not
+offer it over MQTT). --attestation names the mechanism when the other flags
+do not.
 
 --transport chooses how: https (the device API), mqtt (MQTT 3.1.1 over TLS,
 port 8883) or mqtt-ws (MQTT over WebSocket on the HTTPS port, path
@@ -71,12 +83,14 @@ global.azure-devices-provisioning.net and the system roots (--ca-file "").`,
 	f.local.add(c)
 	fl.StringVar(&f.endpoint, "endpoint", "", "device endpoint host[:port]: the HTTPS listener for https and mqtt-ws, the MQTT listener for mqtt (default: the local server's)")
 	fl.StringVar(&f.idScope, "id-scope", "", "ID scope (default: the local instance's)")
-	fl.StringVar(&f.registrationID, "registration-id", "", "registration ID (default: the certificate's CN)")
+	fl.StringVar(&f.registrationID, "registration-id", "", "registration ID (default: the certificate's CN; for TPM, derived from the EK)")
 	fl.StringVar(&f.certFile, "cert", "", "device certificate PEM, leaf first, then its chain (X.509)")
 	fl.StringVar(&f.keyFile, "key", "", "device private key PEM (X.509)")
 	fl.StringVar(&f.passphrase, "passphrase", "", "passphrase of an encrypted --key")
 	fl.StringVar(&f.symmetricKey, "symmetric-key", "", "device symmetric key, base64")
 	fl.StringVar(&f.groupKey, "group-key", "", "enrollment group key, base64: the device key is derived from it")
+	fl.StringVar(&f.attestation, "attestation", "", "attestation mechanism: x509, symmetrickey or tpm (default: from the other flags)")
+	fl.StringVar(&f.tpm, "tpm", "", "TPM: device path (default "+defaultTPM+") or a TPM simulator's host:port")
 	fl.StringVar(&f.caFile, "ca-file", "", "CA certificate PEM that signs the server certificate (default: the local server's, or DPSD_CA_FILE)")
 	fl.StringVar(&f.payload, "payload", "", "JSON payload to send with the registration")
 	fl.StringVar(&f.transport, "transport", "https", "transport: https, mqtt (MQTT over TLS) or mqtt-ws (MQTT over WebSocket)")
@@ -96,9 +110,26 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 	}
 	cfg := client.Config{Endpoint: f.endpoint, IDScope: f.idScope, RegistrationID: f.registrationID, UserAgent: "dpsd/" + Version}
 	x509Given, keyGiven := f.certFile != "" || f.keyFile != "", f.symmetricKey != "" || f.groupKey != ""
+	tpmGiven := f.tpm != "" || strings.EqualFold(f.attestation, "tpm")
+	if err := f.checkAttestation(x509Given, keyGiven, tpmGiven); err != nil {
+		return err
+	}
 	switch {
-	case x509Given && keyGiven, !x509Given && !keyGiven:
-		return withHint(errors.New("give either --cert and --key (X.509) or --symmetric-key / --group-key"), "see 'dpsd device register --help'")
+	case tpmGiven:
+		if f.transport != "https" {
+			return withHint(fmt.Errorf("TPM attestation is not available over %s: DPS offers it over HTTPS (and AMQP) only", f.transport), "use --transport https")
+		}
+		dev, err := clienttpm.Open(firstNonEmpty(f.tpm, defaultTPM))
+		if err != nil {
+			return withHint(err, "give --tpm: a TPM device (/dev/tpmrm0, /dev/tpm0; reading it needs the tss group or root) or a TPM simulator's host:port")
+		}
+		defer dev.Close()
+		if cfg.RegistrationID == "" {
+			if cfg.RegistrationID, err = dev.RegistrationID(); err != nil {
+				return withHint(err, "the TPM could not give its endorsement key")
+			}
+		}
+		cfg.TPM = dev
 	case x509Given:
 		if f.certFile == "" || f.keyFile == "" {
 			return withHint(errors.New("--cert and --key go together"), "give both files")
@@ -182,7 +213,7 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 	var se *client.StatusError
 	var me *mqtt.ConnectError
 	if state != nil {
-		if perr := f.print(e, state); perr != nil {
+		if perr := f.print(e, state, cfg.TPM != nil && err == nil); perr != nil {
 			return perr
 		}
 	}
@@ -201,7 +232,42 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 	return nil
 }
 
-func (f *deviceFlags) print(e *env, s *client.RegistrationState) error {
+// defaultTPM is the TPM device --attestation tpm uses without --tpm: the
+// kernel's resource manager.
+const defaultTPM = "/dev/tpmrm0"
+
+// checkAttestation checks that exactly one mechanism is given and that
+// --attestation, when given, names it.
+func (f *deviceFlags) checkAttestation(x509Given, keyGiven, tpmGiven bool) error {
+	given := map[string]bool{"x509": x509Given, "symmetrickey": keyGiven, "tpm": tpmGiven}
+	n := 0
+	for _, g := range given {
+		if g {
+			n++
+		}
+	}
+	if f.attestation != "" {
+		a := strings.ToLower(f.attestation)
+		if _, ok := given[a]; !ok {
+			return withHint(fmt.Errorf("unknown attestation %q", f.attestation), "use --attestation x509, symmetrickey or tpm")
+		}
+		if !given[a] && a != "tpm" {
+			return withHint(fmt.Errorf("--attestation %s needs its credentials", a), "x509: --cert and --key; symmetrickey: --symmetric-key or --group-key")
+		}
+	}
+	if n != 1 {
+		return withHint(errors.New("give one of --cert and --key (X.509), --symmetric-key / --group-key, or --tpm (TPM)"), "see 'dpsd device register --help'")
+	}
+	return nil
+}
+
+// print writes the registration state; hubKeyInTPM says that the TPM
+// imported the hub key of a TPM registration.
+func (f *deviceFlags) print(e *env, s *client.RegistrationState, hubKeyInTPM bool) error {
+	if s.TPM != nil {
+		// The hub key blob is in the TPM now; it is of no use printed.
+		s.TPM.AuthenticationKey = ""
+	}
 	if f.output == outputJSON {
 		return writeJSON(e.stdout, s)
 	}
@@ -222,6 +288,9 @@ func (f *deviceFlags) print(e *env, s *client.RegistrationState) error {
 	}
 	if s.SymmetricKey != nil {
 		add("enrollmentGroupId", s.SymmetricKey.EnrollmentGroupID)
+	}
+	if hubKeyInTPM {
+		add("hubKey", fmt.Sprintf("in the TPM at %#x", uint32(clienttpm.IdentityKeyHandle)))
 	}
 	if s.ErrorCode != 0 {
 		add("errorCode", fmt.Sprint(s.ErrorCode))
