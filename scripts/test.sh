@@ -4,14 +4,16 @@
 # the real server and drive it with curl, the official Azure IoT Node.js SDKs
 # and mosquitto clients.
 #
-# Needs: Go, Node.js + npm, curl, openssl, mosquitto-clients, and PostgreSQL's
+# Needs: Go, Node.js + npm, curl, openssl, mosquitto-clients, PostgreSQL's
 # server binaries (a throwaway server is started when DPS_TEST_PG_DSN is not
-# set). .ci/run installs all of these on a fresh Debian machine.
+# set), and gcc with libssl-dev for the TPM simulator (cgo; the dpsd binary
+# itself is built without cgo). .ci/run installs all of these on a fresh
+# Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -d test/node/node_modules ]; then
-  npm ci --prefix test/node --no-audit --no-fund
+  npm ci --prefix test/node --no-audit --no-fund --ignore-scripts
 fi
 
 run_tests() { go test -race -count=1 -timeout 40m "$@" ./...; }

@@ -82,6 +82,9 @@ func build() (string, error) {
 		p := filepath.Join(buildDir, "dpsd")
 		cmd := exec.Command(goTool, "build", "-o", p, "./cmd/dpsd")
 		cmd.Dir = root
+		// As shipped: a static binary without cgo (the TPM simulator of
+		// the tests is cgo and must stay out of it).
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/dpsd: %v\n%s", err, out)
 			return
@@ -378,6 +381,16 @@ const Port443 = "127.0.0.1:443"
 // processes by a lock file; the lock is released after the server stopped.
 func StartServer443(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
+	Listen443(t).Close() // the lock, held until after the server's Stop
+	return StartServer(t, append([]string{"--https-addr", Port443}, extraArgs...)...)
+}
+
+// Listen443 takes the port-443 lock until the end of the test and listens
+// on Port443, for a test that serves clients of that port itself. Close
+// the listener (or the server on it) in a cleanup registered after this
+// call, so that it runs before the lock is released.
+func Listen443(t testing.TB) net.Listener {
+	t.Helper()
 	lock := filepath.Join(os.TempDir(), "dpsd-e2e-port443.lock")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -385,7 +398,7 @@ func StartServer443(t testing.TB, extraArgs ...string) *Server {
 	if err != nil {
 		t.Fatalf("waiting for %s (another test holds port 443): %v", lock, err)
 	}
-	t.Cleanup(unlock) // registered first, so it runs after the server's Stop
+	t.Cleanup(unlock)
 	l, err := net.Listen("tcp", Port443)
 	if err != nil {
 		if errors.Is(err, syscall.EACCES) {
@@ -393,8 +406,7 @@ func StartServer443(t testing.TB, extraArgs ...string) *Server {
 		}
 		t.Fatalf("cannot listen on %s: %v; another program is using the port", Port443, err)
 	}
-	l.Close()
-	return StartServer(t, append([]string{"--https-addr", Port443}, extraArgs...)...)
+	return l
 }
 
 func lockWithContext(ctx context.Context, path string) (func(), error) {

@@ -22,48 +22,13 @@
 'use strict';
 
 const fs = require('fs');
-const https = require('https');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { X509Security } = require('azure-iot-security-x509');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+const { env, tapHttpsRequests, describeError } = require('./lib/device');
 
-function env(name) {
-  const v = process.env[name];
-  if (!v) {
-    throw new Error(`${name} is not set`);
-  }
-  return v;
-}
-
-// Every HTTPS request the SDK makes goes through https.request (looked up
-// at call time by azure-iot-http-base): record it and its status.
-const requests = [];
-const request = https.request;
-https.request = function tapped(...args) {
-  const req = request.apply(this, args);
-  const opts = args[0] && typeof args[0] === 'object' && !(args[0] instanceof URL) ? args[0] : {};
-  const rec = { method: opts.method || req.method, path: opts.path || req.path, host: opts.host || null, status: null, retryAfter: null };
-  requests.push(rec);
-  req.on('response', (res) => {
-    rec.status = res.statusCode;
-    rec.retryAfter = res.headers['retry-after'] || null;
-  });
-  return req;
-};
-
-function describeError(err) {
-  if (!err) {
-    return null;
-  }
-  const res = err.response || err.transportObject;
-  return {
-    name: err.name || (err.constructor && err.constructor.name) || 'Error',
-    message: String(err.message),
-    statusCode: res && res.statusCode ? res.statusCode : null,
-    body: err.responseBody !== undefined ? String(err.responseBody) : (err.result !== undefined ? JSON.stringify(err.result) : null),
-  };
-}
+const requests = tapHttpsRequests();
 
 function register(host, idScope, d) {
   let security;
