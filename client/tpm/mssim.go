@@ -14,7 +14,8 @@ import (
 	"github.com/google/go-tpm/tpm2"
 )
 
-// The TCP protocol of Microsoft's TPM 2.0 simulator (its TcpServer): a
+// The TCP protocol of Microsoft's TPM 2.0 simulator (docs/protocol.md, "TPM
+// attestation"): a
 // command port carries TPM commands, the next port carries platform signals
 // (power, NV). Every value is a big-endian uint32 unless noted.
 const (

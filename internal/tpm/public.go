@@ -4,8 +4,8 @@
 // default registration ID, compares endorsement keys, and builds the
 // activation blob that only the TPM holding the EK can open.
 //
-// The activation blob is the challenge of the TPM flow and also carries the
-// device's IoT hub key at assignment. It is the concatenation of six TPM 2.0
+// The activation blob (docs/protocol.md, "TPM attestation") is the challenge
+// of the TPM flow and also carries the device's IoT hub key at assignment. It is the concatenation of six TPM 2.0
 // marshalled items, in the order the Azure device clients unmarshal them:
 //
 //  1. TPM2B_ID_OBJECT and 2. TPM2B_ENCRYPTED_SECRET: TPM2_MakeCredential
