@@ -85,6 +85,39 @@ func TestParseCertificate(t *testing.T) {
 	}
 }
 
+// TestParseCertificateTrailingSpaceByte: a DER certificate may end in a byte
+// that is white space in ASCII; trimming it would break the certificate.
+func TestParseCertificateTrailingSpaceByte(t *testing.T) {
+	var der []byte
+	for range 10000 {
+		c, _, err := NewSelfSigned(Options{CommonName: "signer"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.IndexByte([]byte(" \t\n\v\f\r"), c.Raw[len(c.Raw)-1]) >= 0 {
+			der = c.Raw
+			break
+		}
+	}
+	if der == nil {
+		t.Fatal("no certificate ending in a white-space byte in 10000 tries")
+	}
+	for name, in := range map[string]string{
+		"raw DER":    string(der),
+		"base64 DER": base64.StdEncoding.EncodeToString(der),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := ParseCertificate(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(c.Raw, der) {
+				t.Fatal("parsed another certificate")
+			}
+		})
+	}
+}
+
 func TestParseCertificates(t *testing.T) {
 	ch := newTestChain(t, "device-01")
 	keyPEM, err := MarshalPrivateKeyPEM(ch.leafKey, nil)

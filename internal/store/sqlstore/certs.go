@@ -1,16 +1,12 @@
 package sqlstore
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
-	"errors"
 	"strings"
 
 	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/pki"
 )
 
 // signingCert is an index row of group_signing_certs.
@@ -40,7 +36,7 @@ func signingCerts(g *dps.EnrollmentGroup) []signingCert {
 			continue
 		}
 		row := signingCert{slot: c.slot}
-		if cert, err := parseCertificate(c.cert.Certificate); err == nil {
+		if cert, err := pki.ParseCertificate(c.cert.Certificate); err == nil {
 			sum := sha256.Sum256(cert.Raw)
 			row.thumbprint = strings.ToUpper(hex.EncodeToString(sum[:]))
 			row.subject = cert.RawSubject
@@ -77,37 +73,4 @@ func caRefs(g *dps.EnrollmentGroup) []caRef {
 // tools print.
 func normThumbprint(s string) string {
 	return strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
-}
-
-var errNoCertificate = errors.New("no certificate")
-
-// parseCertificate reads a certificate the way DPS accepts it: PEM, base64
-// DER, or base64 of PEM.
-func parseCertificate(s string) (*x509.Certificate, error) {
-	b := []byte(strings.TrimSpace(s))
-	if len(b) == 0 {
-		return nil, errNoCertificate
-	}
-	if !bytes.HasPrefix(b, []byte("-----BEGIN")) {
-		// Base64 is often wrapped over several lines.
-		compact := strings.Join(strings.Fields(string(b)), "")
-		dec, err := base64.StdEncoding.DecodeString(compact)
-		if err != nil {
-			return nil, err
-		}
-		// Trim only to recognize PEM: DER may end in a byte that looks
-		// like white space.
-		if t := bytes.TrimSpace(dec); bytes.HasPrefix(t, []byte("-----BEGIN")) {
-			dec = t
-		}
-		b = dec
-	}
-	if bytes.HasPrefix(b, []byte("-----BEGIN")) {
-		blk, _ := pem.Decode(b)
-		if blk == nil || blk.Type != "CERTIFICATE" {
-			return nil, errNoCertificate
-		}
-		b = blk.Bytes
-	}
-	return x509.ParseCertificate(b)
 }
