@@ -100,7 +100,7 @@ func startServer(t *testing.T, strict bool) *testServer {
 	ts.mqtt = "127.0.0.1:" + port
 	_, port, _ = net.SplitHostPort(state.DeviceEndpoint)
 	ts.https = "127.0.0.1:" + port
-	if _, err := ts.st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub, ConnectionString: "HostName=" + hub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + enrollment.GenerateKey(), AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
+	if _, err := ts.st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub, ConnectionString: "HostName=" + hub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(dps.GeneratedKeyBytes), AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
 		t.Fatal(err)
 	}
 	return ts

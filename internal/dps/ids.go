@@ -15,7 +15,8 @@ const (
 	MaxBulkItems      = 10
 	MinSymmetricKey   = 16
 	MaxSymmetricKey   = 64
-	GeneratedKeyBytes = 64
+	GeneratedKeyBytes = 64 // symmetric keys the service generates for enrollments, as Azure does
+	PolicyKeyBytes    = 32 // keys the service generates for shared access policies
 )
 
 // ValidateID checks a registration ID, enrollment ID or enrollment group ID:

@@ -7,7 +7,6 @@ package enrollment
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -19,6 +18,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
@@ -277,7 +277,7 @@ func prepareSymmetricKey(a, prev *dps.AttestationMechanism) error {
 		case f.keep != "":
 			*f.v = f.keep
 		default:
-			*f.v = GenerateKey()
+			*f.v = sas.NewKey(dps.GeneratedKeyBytes) // as Azure generates them
 		}
 	}
 	return nil
@@ -292,15 +292,6 @@ func checkKey(name, v string) error {
 		return dpserr.BadRequest("symmetricKey.%s is %d bytes; a key must be %d to %d bytes (base64 encoded)", name, len(b), dps.MinSymmetricKey, dps.MaxSymmetricKey)
 	}
 	return nil
-}
-
-// GenerateKey returns a random 64-byte key, base64 encoded, as Azure generates.
-func GenerateKey() string {
-	b := make([]byte, dps.GeneratedKeyBytes)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return base64.StdEncoding.EncodeToString(b)
 }
 
 func prepareX509(a, prev *dps.AttestationMechanism, group bool) error {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/pki"
-	"github.com/dpsd/dpsd/internal/serviceapi"
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
@@ -54,7 +54,7 @@ func Ensure(ctx context.Context, st store.Store, hostNames []string) (inst *stor
 		// then leaves a policy without an instance, which the next start
 		// completes, rather than an instance nobody can manage. Create-only,
 		// so that of nodes starting together one policy wins.
-		owner := &store.Policy{Name: dps.OwnerPolicyName, PrimaryKey: serviceapi.NewPolicyKey(), SecondaryKey: serviceapi.NewPolicyKey(), Rights: slices.Clone(dps.AllRights)}
+		owner := &store.Policy{Name: dps.OwnerPolicyName, PrimaryKey: sas.NewKey(dps.PolicyKeyBytes), SecondaryKey: sas.NewKey(dps.PolicyKeyBytes), Rights: slices.Clone(dps.AllRights)}
 		if _, err := st.PutPolicy(ctx, owner, ""); err != nil && !errors.Is(err, store.ErrConflict) {
 			return nil, false, fmt.Errorf("creating the owner policy: %w", err)
 		}

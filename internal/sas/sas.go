@@ -9,6 +9,7 @@ package sas
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -135,6 +136,14 @@ func DeriveDeviceKey(groupKey []byte, registrationID string) []byte {
 	m := hmac.New(sha256.New, groupKey)
 	m.Write([]byte(registrationID))
 	return m.Sum(nil)
+}
+
+// NewKey returns n random bytes, base64 encoded: every key dpsd generates
+// (enrollment and group keys, policy keys) comes from here.
+func NewKey(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never returns an error
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 // DecodeKey decodes a base64 symmetric key.

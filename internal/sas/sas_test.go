@@ -72,6 +72,22 @@ func TestNewRoundTrip(t *testing.T) {
 	}
 }
 
+// TestNewKey checks that generated keys decode to the asked length and differ.
+func TestNewKey(t *testing.T) {
+	for _, n := range []int{16, 32, 64} {
+		a, b := NewKey(n), NewKey(n)
+		for _, k := range []string{a, b} {
+			raw, err := DecodeKey(k)
+			if err != nil || len(raw) != n {
+				t.Fatalf("NewKey(%d) = %q: decodes to %d bytes, %v", n, k, len(raw), err)
+			}
+		}
+		if a == b {
+			t.Fatalf("NewKey(%d) returned %q twice", n, a)
+		}
+	}
+}
+
 func TestMatchesService(t *testing.T) {
 	cases := []struct {
 		sr, host, path string

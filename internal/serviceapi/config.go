@@ -1,8 +1,6 @@
 package serviceapi
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -139,13 +137,6 @@ func ParseRights(s string) ([]string, error) {
 	return out, nil
 }
 
-// NewPolicyKey returns a random 32-byte key, base64 encoded.
-func NewPolicyKey() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return base64.StdEncoding.EncodeToString(b[:])
-}
-
 func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, p []string) error {
 	name := p[0]
 	if err := dps.ValidateCAName(name); err != nil { // same alphabet as ARM rule names
@@ -186,7 +177,7 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, p []string) erro
 			}
 			*k.dst = k.in
 		case *k.dst == "":
-			*k.dst = NewPolicyKey()
+			*k.dst = sas.NewKey(dps.PolicyKeyBytes)
 		}
 	}
 	if err := a.keepServiceConfig(r, pol.Name, pol.Rights); err != nil {

@@ -6,8 +6,6 @@ package e2e_test
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"os/exec"
 	"regexp"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -70,7 +69,7 @@ func devCLIJSON(t *testing.T, dir string, args ...string) map[string]any {
 func devLinkHub(t *testing.T, s *e2e.Server) {
 	t.Helper()
 	devCLI(t, "", "linked-hub", "create", "--data", s.Dir,
-		"--connection-string", "HostName="+devHub+";SharedAccessKeyName=iothubowner;SharedAccessKey="+devRandomKey())
+		"--connection-string", "HostName="+devHub+";SharedAccessKeyName=iothubowner;SharedAccessKey="+sas.NewKey(32))
 }
 
 // devRecord reads a registration record through the service API with
@@ -109,14 +108,6 @@ func devLogLine(s *e2e.Server, parts ...string) bool {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func devRandomKey() string {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return base64.StdEncoding.EncodeToString(b)
 }
 
 // devThumbprint is the SHA-256 thumbprint (upper-case hex) of the first

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -106,7 +107,7 @@ func TestDeviceNodeSDKHTTPS(t *testing.T) {
 				{Name: "symkey-individual", RegistrationID: "node-sym-device", SymmetricKey: indKey},
 				{Name: "symkey-group", RegistrationID: "node-sym-group-device-01", SymmetricKey: devDeriveKey(t, groupKey, "node-sym-group-device-01")},
 				{Name: "symkey-special-id", RegistrationID: devSpecialID, SymmetricKey: devStr(special, "attestation.symmetricKey.primaryKey")},
-				{Name: "symkey-wrong-key", RegistrationID: "node-sym-wrong", SymmetricKey: devRandomKey()},
+				{Name: "symkey-wrong-key", RegistrationID: "node-sym-wrong", SymmetricKey: sas.NewKey(32)},
 			}
 			devJSON, _ := json.Marshal(devices)
 			out := e2e.RunNode(t, "device-sdk.js", map[string]string{

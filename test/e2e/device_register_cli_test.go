@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -154,7 +155,7 @@ func TestDeviceRegisterCLI(t *testing.T) {
 			t.Run("refused-wrong-group-key", func(t *testing.T) {
 				t.Parallel()
 				out, errOut, err := devRun(t, dir, "device", "register", "--data", s.Dir, "--output", "json",
-					"--registration-id", "cli-sym-group-device-02", "--group-key", devRandomKey())
+					"--registration-id", "cli-sym-group-device-02", "--group-key", sas.NewKey(32))
 				if err == nil {
 					t.Fatalf("a device key derived from a random group key was accepted:\n%s", out)
 				}

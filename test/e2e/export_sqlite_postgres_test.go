@@ -13,6 +13,7 @@ import (
 
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -28,10 +29,10 @@ func TestExportSQLiteImportPostgres(t *testing.T) {
 	old := e2e.StartServer(t)
 	mnLinkHub(t, old)
 	groupKey := mnGroup(t, old, "fleet")
-	soloKey := mnRandomKey()
+	soloKey := sas.NewKey(32)
 	mnMust(t, mnService(t, old, http.MethodPut, "/enrollments/solo", "", map[string]any{
 		"registrationId": "solo",
-		"attestation":    map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": soloKey, "secondaryKey": mnRandomKey()}},
+		"attestation":    map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": soloKey, "secondaryKey": sas.NewKey(32)}},
 	}, nil), "create the symmetric-key enrollment")
 	devCLI(t, dir, "cert", "create-self-signed", "--common-name", "x509-dev")
 	certPEM, err := os.ReadFile(filepath.Join(dir, "device-cert.pem"))

@@ -8,7 +8,6 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -67,12 +66,6 @@ func mqttSvcPut(t *testing.T, c *svcclient.Client, path string, body any) {
 	}
 }
 
-func mqttRandomKey() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
-
 // enrollMQTTDevices links a hub and enrolls one device of each kind: X.509
 // self-signed (individual), X.509 chain in a group (intermediate as signing
 // certificate, root uploaded verified), symmetric key individual and
@@ -82,7 +75,7 @@ func enrollMQTTDevices(t *testing.T, s *e2e.Server) (good, bad []mqttDevice) {
 	c := s.Client(t)
 	yes := true
 	mqttSvcPut(t, c, "/linkedHubs/"+mqttHub, dps.LinkedHubBody{
-		ConnectionString: "HostName=" + mqttHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + mqttRandomKey(), ApplyAllocationPolicy: &yes})
+		ConnectionString: "HostName=" + mqttHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(32), ApplyAllocationPolicy: &yes})
 	dir := t.TempDir()
 
 	self, selfKey, err := pki.NewSelfSigned(pki.Options{CommonName: "mqtt-x509-self"})
@@ -114,12 +107,12 @@ func enrollMQTTDevices(t *testing.T, s *e2e.Server) (good, bad []mqttDevice) {
 	mqttSvcPut(t, c, "/enrollmentGroups/mqtt-x509-group", dps.EnrollmentGroup{EnrollmentGroupID: "mqtt-x509-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
 		Type: "x509", X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(inter))}}}}}})
 
-	symKey := mqttRandomKey()
+	symKey := sas.NewKey(32)
 	mqttSvcPut(t, c, "/enrollments/mqtt-sym", dps.IndividualEnrollment{RegistrationID: "mqtt-sym", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
-		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: symKey, SecondaryKey: mqttRandomKey()}}}})
-	groupKey := mqttRandomKey()
+		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: symKey, SecondaryKey: sas.NewKey(32)}}}})
+	groupKey := sas.NewKey(32)
 	mqttSvcPut(t, c, "/enrollmentGroups/mqtt-sym-group", dps.EnrollmentGroup{EnrollmentGroupID: "mqtt-sym-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
-		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: groupKey, SecondaryKey: mqttRandomKey()}}}})
+		Type: "symmetricKey", SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: groupKey, SecondaryKey: sas.NewKey(32)}}}})
 	gk, _ := base64.StdEncoding.DecodeString(groupKey)
 	derived := base64.StdEncoding.EncodeToString(sas.DeriveDeviceKey(gk, "mqtt-sym-group-dev-1"))
 
@@ -138,7 +131,7 @@ func enrollMQTTDevices(t *testing.T, s *e2e.Server) (good, bad []mqttDevice) {
 		{ID: "mqtt-sym-group-dev-1", SymmetricKey: derived, group: "mqtt-sym-group"},
 	}
 	bad = []mqttDevice{
-		{ID: "mqtt-sym", SymmetricKey: mqttRandomKey()},
+		{ID: "mqtt-sym", SymmetricKey: sas.NewKey(32)},
 		{ID: "mqtt-x509-unknown", Cert: unknownCert, Key: unknownKeyFile},
 	}
 	return good, bad

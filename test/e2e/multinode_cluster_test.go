@@ -8,6 +8,7 @@ import (
 
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/sas"
 )
 
 // TestMultiNodeAnyNodeAnswers runs two nodes, started together on one
@@ -46,10 +47,10 @@ func TestMultiNodeAnyNodeAnswers(t *testing.T) {
 	})
 
 	t.Run("an enrollment made on one node works on the other at once", func(t *testing.T) {
-		key := mnRandomKey()
+		key := sas.NewKey(32)
 		mnMust(t, mnService(t, a, http.MethodPut, "/enrollments/solo-1", "", map[string]any{
 			"registrationId": "solo-1",
-			"attestation":    map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": key, "secondaryKey": mnRandomKey()}},
+			"attestation":    map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": key, "secondaryKey": sas.NewKey(32)}},
 		}, nil), "create the enrollment on A")
 		kb, _ := base64.StdEncoding.DecodeString(key)
 		d := mnNewDevice(t, a, "solo-1", kb)

@@ -7,7 +7,6 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dpsd/dpsd/client"
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store/storetest"
 	"github.com/dpsd/dpsd/internal/svcclient"
 	"github.com/dpsd/dpsd/test/e2e"
@@ -114,17 +114,11 @@ func mnStatus(err error) int {
 	return 0
 }
 
-func mnRandomKey() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
-
 // mnLinkHub links mnHub through node s.
 func mnLinkHub(t *testing.T, s *e2e.Server) {
 	t.Helper()
 	mnMust(t, mnService(t, s, http.MethodPut, "/linkedhubs/"+mnHub, "", map[string]any{
-		"connectionString": "HostName=" + mnHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + mnRandomKey(),
+		"connectionString": "HostName=" + mnHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(32),
 	}, nil), "link the hub")
 }
 
@@ -132,10 +126,10 @@ func mnLinkHub(t *testing.T, s *e2e.Server) {
 // returns its primary key.
 func mnGroup(t *testing.T, s *e2e.Server, id string) []byte {
 	t.Helper()
-	key := mnRandomKey()
+	key := sas.NewKey(32)
 	mnMust(t, mnService(t, s, http.MethodPut, "/enrollmentgroups/"+id, "", map[string]any{
 		"enrollmentGroupId": id,
-		"attestation":       map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": key, "secondaryKey": mnRandomKey()}},
+		"attestation":       map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": key, "secondaryKey": sas.NewKey(32)}},
 	}, nil), "create group "+id)
 	b, _ := base64.StdEncoding.DecodeString(key)
 	return b

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -241,7 +242,7 @@ func TestWalkthroughCurlSelfSigned(t *testing.T) {
 			s := e2e.StartServer(t, mode.args...)
 			login := []string{"--login", s.ConnString, "--ca-file", s.CAFile}
 			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", "my-x509-device", "--attestation-type", "x509", "--certificate-path", "device-cert.pem"}, login...)...)
-			devCLI(t, dir, append([]string{"linked-hub", "create", "--connection-string", "HostName=" + devHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + devRandomKey()}, login...)...)
+			devCLI(t, dir, append([]string{"linked-hub", "create", "--connection-string", "HostName=" + devHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(32)}, login...)...)
 
 			d := &walkthroughDevice{s: s, mode: mode, dir: dir, cert: "device-cert.pem:1234", key: "device-key.pem", id: e2e.WalkthroughDeviceID, requests: map[string]bool{}}
 			cert := map[string]string{
@@ -300,7 +301,7 @@ func TestWalkthroughCurlChain(t *testing.T) {
 				login := []string{"--login", s.ConnString, "--ca-file", s.CAFile}
 				devCLI(t, chain.Dir, append(append([]string{}, enrollment.create...), login...)...)
 				devCLI(t, chain.Dir, append([]string{"certificate", "create", "--certificate-name", "azure-iot-test-only-root", "--path", chain.Root, "--verified", "true"}, login...)...)
-				devCLI(t, chain.Dir, append([]string{"linked-hub", "create", "--connection-string", "HostName=" + devHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + devRandomKey()}, login...)...)
+				devCLI(t, chain.Dir, append([]string{"linked-hub", "create", "--connection-string", "HostName=" + devHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(32)}, login...)...)
 
 				d := &walkthroughDevice{s: s, mode: mode, dir: chain.Dir, cert: chain.FullChain, key: chain.DeviceKey, id: "device-01", requests: map[string]bool{}}
 				want := map[string]string{}

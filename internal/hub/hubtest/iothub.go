@@ -334,7 +334,7 @@ func checkAuth(a *hub.Authentication) (hub.Authentication, string) {
 			return out, "sas authentication takes no thumbprints"
 		}
 		if !hasKeys {
-			out.SymmetricKey = &hub.SymmetricKey{PrimaryKey: base64.StdEncoding.EncodeToString(randomKey()), SecondaryKey: base64.StdEncoding.EncodeToString(randomKey())}
+			out.SymmetricKey = &hub.SymmetricKey{PrimaryKey: sas.NewKey(32), SecondaryKey: sas.NewKey(32)}
 			return out, ""
 		}
 		for _, k := range []string{a.SymmetricKey.PrimaryKey, a.SymmetricKey.SecondaryKey} {

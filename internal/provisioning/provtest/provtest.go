@@ -52,7 +52,7 @@ type Instance struct {
 func (in Instance) LinkHub(name string, weight int, apply bool) {
 	in.T.Helper()
 	_, err := in.Store.PutLinkedHub(context.Background(), &store.LinkedHub{
-		Name: name, ConnectionString: "HostName=" + name + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + enrollment.GenerateKey(),
+		Name: name, ConnectionString: "HostName=" + name + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(dps.GeneratedKeyBytes),
 		AllocationWeight: weight, ApplyAllocationPolicy: apply,
 	}, "")
 	if err != nil {
