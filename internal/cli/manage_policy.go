@@ -14,7 +14,6 @@ import (
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/sas"
-	"github.com/dpsd/dpsd/internal/serviceapi"
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
@@ -71,7 +70,7 @@ func (o *policyOpts) validate(f flags) (*dps.AccessPolicy, error) {
 	}
 	body := &dps.AccessPolicy{KeyName: o.name, PrimaryKey: o.primaryKey, SecondaryKey: o.secondaryKey}
 	if f.changed("rights") {
-		rights, err := serviceapi.ParseRights(strings.Join(o.rights.items, ","))
+		rights, err := dps.ParseRights(strings.Join(o.rights.items, ","))
 		if err != nil {
 			return nil, withHint(fmt.Errorf("--rights: %v", err), "e.g. --rights EnrollmentRead EnrollmentWrite")
 		}

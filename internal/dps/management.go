@@ -5,6 +5,11 @@ package dps
 // dpsd serves it on its service API in the same shapes, so tools written
 // against the ARM models read it unchanged.
 
+import (
+	"errors"
+	"strings"
+)
+
 // CertificateTypeARM is the resource type Azure gives DPS CA certificates.
 const CertificateTypeARM = "Microsoft.Devices/ProvisioningServices/Certificates"
 
@@ -90,6 +95,33 @@ const (
 
 // AllRights lists every right, in the order ARM prints them.
 var AllRights = []string{RightServiceConfig, RightEnrollmentRead, RightEnrollmentWrite, RightRegistrationStatusRead, RightRegistrationStatusWrite}
+
+// ParseRights reads a comma- or space-separated list of rights, matching
+// names case-insensitively and returning each once, in its canonical
+// spelling.
+func ParseRights(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		canon := ""
+		for _, r := range AllRights {
+			if strings.EqualFold(f, r) {
+				canon = r
+			}
+		}
+		if canon == "" {
+			return nil, errors.New("unknown right " + f + "; rights are " + strings.Join(AllRights, ", "))
+		}
+		if !seen[canon] {
+			seen[canon] = true
+			out = append(out, canon)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("a policy needs at least one right: " + strings.Join(AllRights, ", "))
+	}
+	return out, nil
+}
 
 // OwnerPolicyName is the policy every instance starts with.
 const OwnerPolicyName = "provisioningserviceowner"

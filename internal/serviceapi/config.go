@@ -112,31 +112,6 @@ func PolicyView(p *store.Policy) dps.AccessPolicy {
 	return dps.AccessPolicy{KeyName: p.Name, PrimaryKey: p.PrimaryKey, SecondaryKey: p.SecondaryKey, Rights: strings.Join(p.Rights, ", "), Etag: p.Etag}
 }
 
-// ParseRights reads a comma- or space-separated list of rights.
-func ParseRights(s string) ([]string, error) {
-	var out []string
-	seen := map[string]bool{}
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
-		canon := ""
-		for _, r := range dps.AllRights {
-			if strings.EqualFold(f, r) {
-				canon = r
-			}
-		}
-		if canon == "" {
-			return nil, errors.New("unknown right " + f + "; rights are " + strings.Join(dps.AllRights, ", "))
-		}
-		if !seen[canon] {
-			seen[canon] = true
-			out = append(out, canon)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("a policy needs at least one right: " + strings.Join(dps.AllRights, ", "))
-	}
-	return out, nil
-}
-
 func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, p []string) error {
 	name := p[0]
 	if err := dps.ValidateCAName(name); err != nil { // same alphabet as ARM rule names
@@ -157,7 +132,7 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, p []string) erro
 		}
 	}
 	if body.Rights != "" || len(pol.Rights) == 0 {
-		rights, err := ParseRights(body.Rights)
+		rights, err := dps.ParseRights(body.Rights)
 		if err != nil {
 			return dpserr.BadRequest("rights: %v", err)
 		}
