@@ -17,8 +17,6 @@ import (
 	"github.com/dpsd/dpsd/internal/pki"
 )
 
-func init() { register(newCertCmd) }
-
 // newCertCmd is `dpsd cert`: the openssl steps of Azure's walkthroughs and
 // certificate tutorials, as single commands.
 func newCertCmd(e *env) *cobra.Command {

@@ -7,10 +7,6 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-func init() {
-	scriptCmds["certmode"] = certModeCmd
-}
-
 // certModeCmd is the script command `certmode FILE MODE`: FILE's permission
 // bits equal the octal MODE (key files must be 0600).
 func certModeCmd(ts *testscript.TestScript, neg bool, args []string) {

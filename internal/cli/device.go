@@ -20,8 +20,6 @@ import (
 	"github.com/dpsd/dpsd/internal/server"
 )
 
-func init() { register(newDeviceCmd) }
-
 func newDeviceCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Act as a device: register with a provisioning service"}
 	c.AddCommand(newDeviceRegisterCmd(e))

@@ -15,11 +15,6 @@ import (
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
-func init() {
-	register(newExportCmd)
-	register(newImportCmd)
-}
-
 const secretsNote = "it holds the server CA's private key, the policy keys, every enrollment's keys and the hubs' connection strings"
 
 func newExportCmd(e *env) *cobra.Command {

@@ -167,8 +167,6 @@ func firstNonEmpty(vs ...string) string {
 	return ""
 }
 
-func init() { register(newInfoCmd) }
-
 func newInfoCmd(e *env) *cobra.Command {
 	var lf localFlags
 	var output string

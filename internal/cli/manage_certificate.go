@@ -16,8 +16,6 @@ import (
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
-func init() { register(newCertificateCmd) }
-
 type certOpts struct {
 	name     string
 	path     string

@@ -21,11 +21,6 @@ import (
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
-func init() {
-	register(newEnrollmentCmd)
-	register(newEnrollmentGroupCmd)
-}
-
 // Reprovision policies by their az names.
 var reprovisionPolicies = map[string]dps.ReprovisionPolicy{
 	"reprovisionandmigratedata": {UpdateHubAssignment: true, MigrateDeviceData: true},

@@ -19,8 +19,6 @@ import (
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
-func init() { register(newLinkedHubCmd) }
-
 type hubOpts struct {
 	name       string // host name
 	connString string

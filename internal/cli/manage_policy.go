@@ -17,8 +17,6 @@ import (
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
-func init() { register(newPolicyCmd) }
-
 type policyOpts struct {
 	name                     string
 	rights                   listValue

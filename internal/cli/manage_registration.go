@@ -15,8 +15,6 @@ import (
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
-func init() { register(newRegistrationCmd) }
-
 type regOpts struct {
 	id      string
 	groupID string

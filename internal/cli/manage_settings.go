@@ -14,11 +14,6 @@ import (
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
-func init() {
-	register(newInstanceShowCmd)
-	register(newInstanceUpdateCmd)
-}
-
 var settingsTarget = target{cmd: "show", noun: "instance"}
 
 func printSettings(e *env, output string, raw json.RawMessage) error {

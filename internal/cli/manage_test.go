@@ -24,22 +24,6 @@ import (
 	"github.com/dpsd/dpsd/internal/server"
 )
 
-// Script commands of the management tests:
-//
-//	start-server          run a dpsd server in-process on 127.0.0.1:0 with data in
-//	                      $WORK/dpsd-data; sets DPSD_DATA (so dpsd commands need no
-//	                      flags), DPSD_SERVICE (host:port) and SERVER_CA; stops at
-//	                      the end of the script
-//	grab VAR REGEXP       set $VAR to the first submatch of REGEXP in the last stdout
-//	json-count N          the last stdout is a JSON array of N items (or an object
-//	                      whose "value" array has N items)
-func init() {
-	scriptCmds["start-server"] = cmdStartServer
-	scriptCmds["grab"] = cmdGrab
-	scriptCmds["json-count"] = cmdJSONCount
-	scriptSetups = append(scriptSetups, noRaceExitSleep)
-}
-
 // noRaceExitSleep drops the second a race-enabled binary sleeps at exit:
 // every exec of dpsd in a script is one (without it, go test -race spends
 // most of its time in that sleep). A GORACE from the environment wins.

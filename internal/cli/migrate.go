@@ -11,8 +11,6 @@ import (
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
-func init() { register(newMigrateCmd) }
-
 // openStore opens the database of --data/--store with opts, logging nowhere.
 func openStore(ctx context.Context, l *localFlags, getenv func(string) string, opts sqlstore.Options) (*sqlstore.Store, string, error) {
 	_, dsn := l.resolve(getenv)

@@ -77,17 +77,35 @@ func newRoot(e *env) *cobra.Command {
 		RunE:          func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	for _, add := range commands {
-		root.AddCommand(add(e))
-	}
+	root.AddCommand(commands(e)...)
 	return root
 }
 
-// commands registers the top-level commands; each file of this package adds
-// its own in an init function, so files do not edit each other.
-var commands []func(*env) *cobra.Command
+// commands lists every top-level command. Help prints them sorted by name.
+func commands(e *env) []*cobra.Command {
+	return []*cobra.Command{
+		// The server and its data.
+		newServeCmd(e),
+		newInfoCmd(e),
+		newMigrateCmd(e),
+		newExportCmd(e),
+		newImportCmd(e),
 
-func register(f func(*env) *cobra.Command) { commands = append(commands, f) }
+		// Management over the service API, in the shape of az iot dps.
+		newInstanceShowCmd(e),
+		newInstanceUpdateCmd(e),
+		newEnrollmentCmd(e),
+		newEnrollmentGroupCmd(e),
+		newRegistrationCmd(e),
+		newCertificateCmd(e),
+		newLinkedHubCmd(e),
+		newPolicyCmd(e),
+
+		// Helpers for devices: certificates, and a device client.
+		newCertCmd(e),
+		newDeviceCmd(e),
+	}
+}
 
 type usageError struct{ error }
 

@@ -14,28 +14,28 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// TestScripts runs testdata/script/*.txtar. Each script starts in a fresh
-// work directory; setups registered in scriptSetups run first (a running
-// server, for the management commands).
+// TestScripts runs testdata/script/*.txtar, each in a fresh work directory.
+//
+// Script commands besides testscript's own:
+//
+//	start-server          run a dpsd server in-process on 127.0.0.1:0 with data in
+//	                      $WORK/dpsd-data; sets DPSD_DATA (so dpsd commands need no
+//	                      flags), DPSD_SERVICE (host:port) and SERVER_CA; stops at
+//	                      the end of the script
+//	grab VAR REGEXP       set $VAR to the first submatch of REGEXP in the last stdout
+//	json-count N          the last stdout is a JSON array of N items (or an object
+//	                      whose "value" array has N items)
+//	certmode FILE MODE    FILE's permission bits equal the octal MODE
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
-		Dir: "testdata/script",
-		Setup: func(e *testscript.Env) error {
-			for _, s := range scriptSetups {
-				if err := s(e); err != nil {
-					return err
-				}
-			}
-			return nil
+		Dir:   "testdata/script",
+		Setup: noRaceExitSleep,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"start-server": cmdStartServer,
+			"grab":         cmdGrab,
+			"json-count":   cmdJSONCount,
+			"certmode":     certModeCmd,
 		},
-		Cmds:                scriptCmds,
 		RequireExplicitExec: true,
 	})
 }
-
-// scriptSetups and scriptCmds are extended by other _test.go files of this
-// package in init functions.
-var (
-	scriptSetups []func(*testscript.Env) error
-	scriptCmds   = map[string]func(ts *testscript.TestScript, neg bool, args []string){}
-)

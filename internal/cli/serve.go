@@ -15,8 +15,6 @@ import (
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
-func init() { register(newServeCmd) }
-
 func newServeCmd(e *env) *cobra.Command {
 	var cfg server.Config
 	var configFile string
