@@ -82,6 +82,25 @@ func (f *certOutFlags) add(c *cobra.Command, cnUsage, certFile, keyFile string, 
 	_ = c.MarkFlagRequired("common-name")
 }
 
+// caOptions checks the flags of a CA certificate: the shared ones, then its
+// common name.
+func (f *certOutFlags) caOptions() (pki.Options, error) {
+	opts, err := f.options()
+	if err != nil {
+		return opts, err
+	}
+	return opts, certCheckCACommonName(f.commonName)
+}
+
+// deviceOptions checks the flags of a device certificate: its common name
+// (the registration ID), then the shared ones.
+func (f *certOutFlags) deviceOptions() (pki.Options, error) {
+	if err := certCheckDeviceCommonName(f.commonName); err != nil {
+		return pki.Options{}, err
+	}
+	return f.options()
+}
+
 // options checks the flags shared by every create command.
 func (f *certOutFlags) options() (pki.Options, error) {
 	kt, err := pki.ParseKeyType(f.keyType)
@@ -227,6 +246,19 @@ func certIssue(e *env, f *certOutFlags, ca *certCAFlags, opts pki.Options, issue
 	return certWrite(e.stdout, f, cert, key, chain, ca.certFile)
 }
 
+// certSelfSigned writes a certificate that signs itself (a root CA, or a
+// device's self-signed certificate) and its key.
+func certSelfSigned(e *env, f *certOutFlags, opts pki.Options, issue func(pki.Options) (*x509.Certificate, crypto.Signer, error)) error {
+	if err := certCheckOutputs([]certOutFile{{"cert-file", f.certFile}, {"key-file", f.keyFile}}, nil, f.force); err != nil {
+		return err
+	}
+	cert, key, err := issue(opts)
+	if err != nil {
+		return err
+	}
+	return certWrite(e.stdout, f, cert, key, nil, "")
+}
+
 func certWrite(w io.Writer, f *certOutFlags, cert *x509.Certificate, key crypto.Signer, chain []*x509.Certificate, chainFrom string) error {
 	if err := pki.WriteCertificatesFile(f.certFile, []*x509.Certificate{cert}, f.force); err != nil {
 		return err
@@ -271,21 +303,11 @@ intermediate CAs and device certificates.`,
 		Example: `  dpsd cert create-root-ca --common-name "Azure IoT Hub CA Cert Test Only"`,
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			opts, err := f.options()
+			opts, err := f.caOptions()
 			if err != nil {
 				return err
 			}
-			if err := certCheckCACommonName(f.commonName); err != nil {
-				return err
-			}
-			if err := certCheckOutputs([]certOutFile{{"cert-file", f.certFile}, {"key-file", f.keyFile}}, nil, f.force); err != nil {
-				return err
-			}
-			cert, key, err := pki.NewRootCA(opts)
-			if err != nil {
-				return err
-			}
-			return certWrite(e.stdout, &f, cert, key, nil, "")
+			return certSelfSigned(e, &f, opts, pki.NewRootCA)
 		},
 	}
 	f.add(c, "subject common name of the root CA (required)", "root.cert.pem", "root.key.pem", 365)
@@ -307,11 +329,8 @@ chain reaches the root.`,
       --ca-cert root.cert.pem --ca-key root.key.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			opts, err := f.options()
+			opts, err := f.caOptions()
 			if err != nil {
-				return err
-			}
-			if err := certCheckCACommonName(f.commonName); err != nil {
 				return err
 			}
 			return certIssue(e, &f, &ca, opts, pki.NewIntermediateCA)
@@ -343,10 +362,7 @@ and <CN>-full-chain.cert.pem.`,
   curl --cert device-01-full-chain.cert.pem --key device-01.key.pem ...`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if err := certCheckDeviceCommonName(f.commonName); err != nil {
-				return err
-			}
-			opts, err := f.options()
+			opts, err := f.deviceOptions()
 			if err != nil {
 				return err
 			}
@@ -386,21 +402,11 @@ is.`,
   curl --cert device-cert.pem:1234 --key device-key.pem ...`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if err := certCheckDeviceCommonName(f.commonName); err != nil {
-				return err
-			}
-			opts, err := f.options()
+			opts, err := f.deviceOptions()
 			if err != nil {
 				return err
 			}
-			if err := certCheckOutputs([]certOutFile{{"cert-file", f.certFile}, {"key-file", f.keyFile}}, nil, f.force); err != nil {
-				return err
-			}
-			cert, key, err := pki.NewSelfSigned(opts)
-			if err != nil {
-				return err
-			}
-			return certWrite(e.stdout, &f, cert, key, nil, "")
+			return certSelfSigned(e, &f, opts, pki.NewSelfSigned)
 		},
 	}
 	f.add(c, "registration ID of the device, its certificate's subject CN (required)", "device-cert.pem", "device-key.pem", 30)
