@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
@@ -117,7 +118,7 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 		if f.transport != "https" {
 			return withHint(fmt.Errorf("TPM attestation is not available over %s: DPS offers it over HTTPS (and AMQP) only", f.transport), "use --transport https")
 		}
-		dev, err := clienttpm.Open(firstNonEmpty(f.tpm, defaultTPM))
+		dev, err := clienttpm.Open(cmp.Or(f.tpm, defaultTPM))
 		if err != nil {
 			return withHint(err, "give --tpm: a TPM device (/dev/tpmrm0, /dev/tpm0; reading it needs the tss group or root) or a TPM simulator's host:port")
 		}
@@ -163,7 +164,7 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 		}
 		cfg.Payload = json.RawMessage(f.payload)
 	}
-	caFile := firstNonEmpty(f.caFile, e.getenv("DPSD_CA_FILE"))
+	caFile := cmp.Or(f.caFile, e.getenv("DPSD_CA_FILE"))
 	if cfg.Endpoint == "" || cfg.IDScope == "" || caFile == "" {
 		info, err := readLocal(ctx, &f.local, e.getenv)
 		if err != nil && (cfg.Endpoint == "" || cfg.IDScope == "") {
@@ -177,9 +178,9 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 					return err
 				}
 			}
-			cfg.Endpoint = firstNonEmpty(cfg.Endpoint, endpoint)
-			cfg.IDScope = firstNonEmpty(cfg.IDScope, info.IDScope)
-			caFile = firstNonEmpty(caFile, info.ServerCAFile)
+			cfg.Endpoint = cmp.Or(cfg.Endpoint, endpoint)
+			cfg.IDScope = cmp.Or(cfg.IDScope, info.IDScope)
+			caFile = cmp.Or(caFile, info.ServerCAFile)
 		}
 	}
 	if caFile != "" {

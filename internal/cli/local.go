@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,8 +44,8 @@ func (l *localFlags) add(c *cobra.Command) {
 }
 
 func (l *localFlags) resolve(getenv func(string) string) (dataDir, dsn string) {
-	dataDir = firstNonEmpty(l.data, getenv("DPSD_DATA"), server.DefaultDataDir)
-	cfg := server.Config{DataDir: dataDir, Store: firstNonEmpty(l.store, getenv("DPSD_STORE"))}
+	dataDir = cmp.Or(l.data, getenv("DPSD_DATA"), server.DefaultDataDir)
+	cfg := server.Config{DataDir: dataDir, Store: cmp.Or(l.store, getenv("DPSD_STORE"))}
 	return dataDir, cfg.StoreDSN()
 }
 
@@ -123,8 +124,8 @@ func (f *connFlags) add(c *cobra.Command) {
 // client returns a service API client: from --login/DPSD_LOGIN, or from the
 // local data directory so that commands on the server's machine need no flags.
 func (f *connFlags) client(ctx context.Context, getenv func(string) string) (*svcclient.Client, error) {
-	login := firstNonEmpty(f.login, getenv("DPSD_LOGIN"))
-	caFile := firstNonEmpty(f.caFile, getenv("DPSD_CA_FILE"))
+	login := cmp.Or(f.login, getenv("DPSD_LOGIN"))
+	caFile := cmp.Or(f.caFile, getenv("DPSD_CA_FILE"))
 	if login == "" {
 		info, err := readLocal(ctx, &f.localFlags, getenv)
 		if err != nil {
@@ -156,15 +157,6 @@ func (f *connFlags) client(ctx context.Context, getenv func(string) string) (*sv
 		return nil, withHint(fmt.Errorf("connection string: %w", err), "--login takes HostName=host:port;SharedAccessKeyName=NAME;SharedAccessKey=KEY (see 'dpsd info')")
 	}
 	return c, nil
-}
-
-func firstNonEmpty(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 func newInfoCmd(e *env) *cobra.Command {

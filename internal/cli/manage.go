@@ -1,18 +1,17 @@
 package cli
 
 // Shared machinery of the management commands (enrollment, enrollment-group,
-// certificate, linked-hub, registration, policy, show, update): az-style flag
-// aliases and three-state flags, turning service errors into error and hint
-// lines, paging through queries, and reading files and JSON at the edge.
+// certificate, linked-hub, registration, policy, show, update): the noun
+// commands, the body every verb shares (make the service client, call,
+// render), turning service errors into error and hint lines, and paging
+// through queries.
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,17 +21,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
-	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/svcclient"
-)
-
-// Flag annotations that drive normalizeArgs and the alias bookkeeping.
-const (
-	annAliasOf  = "dpsd:alias-of"      // a hidden az alias of another flag
-	annOptional = "dpsd:optional-bool" // a three-state flag: bare means true
-	annMulti    = "dpsd:multi"         // takes every following word (az nargs="+")
 )
 
 // nounCmd returns a command that groups the verbs of one resource and carries
@@ -51,230 +41,34 @@ func nounCmd(use, short, long string, cf *connFlags) *cobra.Command {
 	return c
 }
 
-// leafCmd prepares a verb: dpsd parses its flags itself (see parseLeafFlags)
-// so that az's three-state flags (--verified, --edge-enabled) work both bare
-// and with a value, and list flags take space-separated words as az does.
-func leafCmd(c *cobra.Command) *cobra.Command {
-	c.DisableFlagParsing = true
-	c.Args = cobra.ArbitraryArgs
-	c.PreRunE = parseLeafFlags
-	// az's instance selectors, accepted so that az command lines paste
-	// unchanged; dpsd picks the server with --login or --data instead.
-	var ignored string
-	fs := c.Flags()
-	fs.StringVarP(&ignored, "resource-group", "g", "", "ignored (az compatibility)")
-	fs.StringVar(&ignored, "dps-name", "", "ignored (az compatibility)")
-	fs.StringVar(&ignored, "auth-type", "", "ignored (az compatibility)")
-	for _, n := range azIgnored {
-		fs.Lookup(n).Hidden = true
-	}
-	return c
-}
-
-// azIgnored are the az flags dpsd accepts and ignores.
-var azIgnored = []string{"resource-group", "dps-name", "auth-type"}
-
-// parseLeafFlags parses the arguments of a leaf command after normalizing
-// them, then marks a flag as given when one of its aliases was, so that
-// required-flag checks and Changed see through aliases.
-func parseLeafFlags(c *cobra.Command, args []string) error {
-	c.InheritedFlags() // merges the persistent flags of the parents into c.Flags()
-	fs := c.Flags()
-	c.DisableFlagParsing = false
-	if err := c.ParseFlags(normalizeArgs(fs, args)); err != nil {
-		return c.FlagErrorFunc()(c, err)
-	}
-	if help, _ := fs.GetBool("help"); help {
-		return pflag.ErrHelp
-	}
-	if rest := fs.Args(); len(rest) > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q: every value is given with a flag", rest[0])}
-	}
-	for _, n := range azIgnored {
-		if fs.Changed(n) {
-			warnf(c.ErrOrStderr(), "--%s is ignored: dpsd serves one instance; choose the server with --login or --data", n)
-		}
-	}
-	fs.VisitAll(func(f *pflag.Flag) {
-		if canon := f.Annotations[annAliasOf]; len(canon) == 1 && f.Changed {
-			if cf := fs.Lookup(canon[0]); cf != nil {
-				cf.Changed = true
-			}
-		}
-	})
-	return nil
-}
-
-// normalizeArgs rewrites a bare three-state flag (next argument absent or a
-// flag) to --name=true, and joins the words following a list flag into one
-// value (--rights A B → --rights=A B). Values of other flags are skipped, so
-// a value that looks like a flag is left to pflag.
-func normalizeArgs(fs *pflag.FlagSet, args []string) []string {
-	out := make([]string, 0, len(args))
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			return append(out, args[i:]...)
-		}
-		var f *pflag.Flag
-		switch {
-		case strings.HasPrefix(a, "--") && len(a) > 2 && !strings.Contains(a, "="):
-			f = fs.Lookup(a[2:])
-		case len(a) == 2 && a[0] == '-' && a[1] != '-':
-			f = fs.ShorthandLookup(a[1:])
-		}
-		if f == nil {
-			out = append(out, a)
-			continue
-		}
-		if f.Annotations[annOptional] != nil {
-			if i+1 >= len(args) || strings.HasPrefix(args[i+1], "-") {
-				out = append(out, a+"=true")
-				continue
-			}
-		}
-		if f.Annotations[annMulti] != nil {
-			j := i + 1
-			for j < len(args) && !strings.HasPrefix(args[j], "-") {
-				j++
-			}
-			if j > i+1 {
-				out = append(out, a+"="+strings.Join(args[i+1:j], " "))
-				i = j - 1
-				continue
-			}
-		}
-		out = append(out, a)
-		if f.NoOptDefVal == "" && i+1 < len(args) {
-			out = append(out, args[i+1])
-			i++
-		}
-	}
-	return out
-}
-
-// flags adds flags with az's hidden aliases to one command.
-type flags struct{ fs *pflag.FlagSet }
-
-func flagsOf(c *cobra.Command) flags { return flags{c.Flags()} }
-
-// aliases registers hidden long aliases of the flag name, sharing its value.
-func (f flags) aliases(name string, aliases ...string) {
-	fl := f.fs.Lookup(name)
-	for _, a := range aliases {
-		long := a
-		if len(a) == 1 {
-			// A one-letter alias is a shorthand (-r); pflag needs a long
-			// name for it too, which nobody types.
-			long = "az-alias-" + name + "-" + a
-			f.fs.VarP(fl.Value, long, a, "alias of --"+name)
-		} else {
-			f.fs.Var(fl.Value, a, "alias of --"+name)
-		}
-		af := f.fs.Lookup(long)
-		af.Hidden = true
-		af.NoOptDefVal = fl.NoOptDefVal
-		_ = f.fs.SetAnnotation(long, annAliasOf, []string{name})
-		for k, v := range fl.Annotations {
-			_ = f.fs.SetAnnotation(long, k, v)
-		}
-	}
-}
-
-func (f flags) str(p *string, name, short, usage string, aliases ...string) {
-	f.fs.StringVarP(p, name, short, "", usage)
-	f.aliases(name, aliases...)
-}
-
-func (f flags) int(p *int, name, usage string, aliases ...string) {
-	f.fs.IntVar(p, name, 0, usage)
-	f.aliases(name, aliases...)
-}
-
-// optBool adds a three-state flag: absent, --name (true), --name true|false.
-func (f flags) optBool(p *optBool, name, usage string, aliases ...string) {
-	f.fs.Var(p, name, usage)
-	_ = f.fs.SetAnnotation(name, annOptional, []string{"true"})
-	f.aliases(name, aliases...)
-}
-
-// list adds a flag taking space- or comma-separated words, repeatable.
-func (f flags) list(p *listValue, name, usage string, aliases ...string) {
-	f.fs.Var(p, name, usage)
-	_ = f.fs.SetAnnotation(name, annMulti, []string{"true"})
-	f.aliases(name, aliases...)
-}
-
-func (f flags) required(names ...string) {
-	for _, n := range names {
-		_ = cobra.MarkFlagRequired(f.fs, n)
-		if fl := f.fs.Lookup(n); fl != nil {
-			fl.Usage += " (required)"
-		}
-	}
-}
-
-func (f flags) changed(name string) bool { return f.fs.Changed(name) }
-
-// optBool is az's three-state flag: unset, true or false. The value is
-// required on the command line; normalizeArgs supplies it for a bare flag.
-type optBool struct {
-	set bool
-	v   bool
-}
-
-func (b *optBool) String() string {
-	if !b.set {
-		return ""
-	}
-	return strconv.FormatBool(b.v)
-}
-
-func (b *optBool) Set(s string) error {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "true", "yes", "y", "1", "on":
-		b.set, b.v = true, true
-	case "false", "no", "n", "0", "off":
-		b.set, b.v = true, false
-	default:
-		return fmt.Errorf("use true or false")
-	}
-	return nil
-}
-
-func (b *optBool) Type() string { return "true|false" }
-
-// isTrue reports that the flag was given as true.
-func (b *optBool) isTrue() bool { return b.set && b.v }
-
-// listValue collects words separated by spaces or commas, across repeats.
-type listValue struct{ items []string }
-
-func (l *listValue) String() string { return strings.Join(l.items, ",") }
-func (l *listValue) Type() string   { return "list" }
-func (l *listValue) Set(s string) error {
-	l.items = append(l.items, splitList(s)...)
-	return nil
-}
-
-func splitList(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
-}
-
-// dash renders an empty value as "-" in tables.
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-// target names the record a command works on, for hints.
+// target names the record a command works on: where the service API keeps
+// it, and how hints refer to it.
 type target struct {
-	cmd    string // dpsd command: "enrollment", "certificate"
-	noun   string // "enrollment", "CA certificate"
-	idFlag string // "--enrollment-id"
-	id     string
+	cmd        string // dpsd command: "enrollment", "certificate"
+	noun       string // "enrollment", "CA certificate"
+	idFlag     string // "--enrollment-id"
+	collection string // service API path of the records: "/enrollments"
+	id         string
+}
+
+// The records of the management commands. The enrollment kinds are in
+// manage_enrollment_record.go.
+var (
+	certificates  = target{cmd: "certificate", noun: "CA certificate", idFlag: "--certificate-name", collection: "/certificates"}
+	linkedHubs    = target{cmd: "linked-hub", noun: "linked IoT hub", idFlag: "--linked-hub", collection: "/linkedHubs"}
+	policies      = target{cmd: "policy", noun: "shared access policy", idFlag: "--policy-name", collection: "/policies"}
+	registrations = target{cmd: "registration", noun: "registration record", idFlag: "--registration-id", collection: "/registrations"}
+)
+
+// of returns the target of the record with the given ID.
+func (t target) of(id string) target {
+	t.id = id
+	return t
+}
+
+// path returns the service API path of the record, followed by suffix.
+func (t target) path(suffix string) string {
+	return t.collection + "/" + url.PathEscape(t.id) + suffix
 }
 
 func (t target) ref() string {
@@ -282,6 +76,77 @@ func (t target) ref() string {
 		return ""
 	}
 	return " " + t.idFlag + " " + t.id
+}
+
+// verb makes c a management verb, the one shape of them all: dpsd parses its
+// flags itself (leafCmd), it has --output unless output is nil, and it runs
+// by checking --output first, then calling body with the verb's flags and a
+// session that makes the service client, calls and maps failures.
+func verb(e *env, cf *connFlags, c *cobra.Command, output *string, body func(s *session, f flags) error) *cobra.Command {
+	c.RunE = func(c *cobra.Command, _ []string) error {
+		if output != nil {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+		}
+		return body(&session{env: e, ctx: c.Context(), cf: cf}, flagsOf(c))
+	}
+	if output != nil {
+		addOutputFlag(c, output)
+	}
+	return leafCmd(c)
+}
+
+// session is a verb's way to the service. It makes the client on first use,
+// so a verb that refuses its flags never reads the local instance, and turns
+// a failed call into an error line with a hint.
+type session struct {
+	*env
+	ctx context.Context
+	cf  *connFlags
+	cl  *svcclient.Client
+}
+
+func (s *session) client() (*svcclient.Client, error) {
+	if s.cl == nil {
+		cl, err := s.cf.client(s.ctx, s.getenv)
+		if err != nil {
+			return nil, err
+		}
+		s.cl = cl
+	}
+	return s.cl, nil
+}
+
+// do sends one request; hints about a failure name t.
+func (s *session) do(t target, req svcclient.Request, out any) (*http.Response, error) {
+	cl, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cl.Do(s.ctx, req, out)
+	if err != nil {
+		return resp, apiError(err, cl, t)
+	}
+	return resp, nil
+}
+
+// fetch sends one request and returns the answer as the service sent it.
+func (s *session) fetch(t target, req svcclient.Request) (json.RawMessage, error) {
+	var raw json.RawMessage
+	_, err := s.do(t, req, &raw)
+	return raw, err
+}
+
+// show sends one request and prints the record the service answers: as it
+// came with --output json, else as the lines fields makes of it. what names
+// the record in a decoding error.
+func show[T any](s *session, t target, req svcclient.Request, output, what string, fields func(*T) [][2]string) error {
+	raw, err := s.fetch(t, req)
+	if err != nil {
+		return err
+	}
+	return printRecord(s.stdout, output, raw, what, fields)
 }
 
 // apiError turns a failed call into an error line and a hint saying what to
@@ -359,15 +224,6 @@ func statusHint(se *svcclient.Error, t target) string {
 	return "see the server's message above"
 }
 
-// do calls the service and maps a failure with apiError.
-func do(ctx context.Context, cl *svcclient.Client, t target, req svcclient.Request, out any) (*http.Response, error) {
-	resp, err := cl.Do(ctx, req, out)
-	if err != nil {
-		return resp, apiError(err, cl, t)
-	}
-	return resp, nil
-}
-
 // paging are the flags of a list command.
 type paging struct {
 	top      int
@@ -392,7 +248,7 @@ func (p *paging) check() error {
 // queryAll pages through a query: each request asks for at most the page
 // size (and no more than --top still needs) and sends back the continuation
 // token of the previous page; the last page has none.
-func queryAll(ctx context.Context, cl *svcclient.Client, t target, path string, body any, p paging) ([]json.RawMessage, error) {
+func queryAll(s *session, t target, path string, body any, p paging) ([]json.RawMessage, error) {
 	var items []json.RawMessage
 	cont := ""
 	seen := map[string]bool{}
@@ -411,7 +267,7 @@ func queryAll(ctx context.Context, cl *svcclient.Client, t target, path string, 
 			h.Set("x-ms-continuation", cont)
 		}
 		var page []json.RawMessage
-		resp, err := do(ctx, cl, t, svcclient.Request{Method: http.MethodPost, Path: path, Header: h, Body: body}, &page)
+		resp, err := s.do(t, svcclient.Request{Method: http.MethodPost, Path: path, Header: h, Body: body}, &page)
 		if err != nil {
 			return nil, err
 		}
@@ -434,114 +290,26 @@ func queryAll(ctx context.Context, cl *svcclient.Client, t target, path string, 
 	return items, nil
 }
 
-// readCertificateFile reads the first certificate of a PEM or DER file and
-// returns it as PEM.
-func readCertificateFile(flag, path string) (string, *x509.Certificate, error) {
-	certs, err := pki.ReadCertificatesFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
-			return "", nil, withHint(fmt.Errorf("%s: %w", flag, err), "check the path given to %s", flag)
-		}
-		return "", nil, withHint(fmt.Errorf("%s: %v", flag, err), "%s takes a certificate file, PEM (-----BEGIN CERTIFICATE-----) or DER", flag)
-	}
-	if len(certs) == 0 {
-		return "", nil, withHint(fmt.Errorf("%s: %s holds no certificate", flag, path), "%s takes a certificate file, PEM (-----BEGIN CERTIFICATE-----) or DER", flag)
-	}
-	return string(pki.EncodePEM(certs[0])), certs[0], nil
-}
-
-// jsonObjectArg reads a JSON object given inline or as the path of a file
-// holding one, as az does.
-func jsonObjectArg(flag, v string) (json.RawMessage, error) {
-	data := []byte(strings.TrimSpace(v))
-	if len(data) > 0 && data[0] != '{' {
-		if b, err := os.ReadFile(v); err == nil {
-			data = bytes.TrimSpace(b)
-		}
-	}
-	var obj map[string]any
-	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
-		why := "it is not a JSON object"
-		if err != nil {
-			why = err.Error()
-		}
-		return nil, withHint(fmt.Errorf("%s: invalid JSON: %s", flag, why), `%s takes a JSON object, e.g. '{"location": "lab"}', or the path of a file holding one`, flag)
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, data); err != nil {
-		return nil, err
-	}
-	return json.RawMessage(buf.Bytes()), nil
-}
-
-// oneOf matches v case-insensitively against choices and returns the
-// canonical spelling.
-func oneOf(flag, v string, choices ...string) (string, error) {
-	for _, c := range choices {
-		if strings.EqualFold(v, c) {
-			return c, nil
-		}
-	}
-	return "", withHint(fmt.Errorf("%s %q is not one of %s", flag, v, strings.Join(choices, ", ")), "use %s %s", flag, strings.Join(choices, "|"))
-}
-
-// writeRaw prints a JSON answer indented, keeping the service's field order.
-func writeRaw(w io.Writer, raw json.RawMessage) error {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		raw = json.RawMessage("null")
-	}
-	return writeJSON(w, raw)
-}
-
-// compactJSON renders a JSON value on one line for a table.
-func compactJSON(raw json.RawMessage) string {
-	t := bytes.TrimSpace(raw)
-	if len(t) == 0 || string(t) == "null" {
-		return ""
-	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, t) != nil {
-		return string(t)
-	}
-	return buf.String()
-}
-
-// warnf prints a warning line; the command goes on.
-func warnf(w io.Writer, format string, args ...any) {
-	fmt.Fprintf(w, "dpsd: warning: "+format+"\n", args...)
-}
-
-// listValueCmd builds a list command for an ARM-shaped list ({"value": [...]}):
-// the service's JSON with --output json, else a table of row(item).
-func listValueCmd[T any](e *env, cf *connFlags, use, short, path string, t target, header []string, row func(T) []string) *cobra.Command {
+// listValueCmd builds the list verb of an ARM-shaped collection ({"value":
+// [...]}): the service's JSON with --output json, else a table of row(item).
+func listValueCmd[T any](e *env, cf *connFlags, short string, t target, header []string, row func(T) []string) *cobra.Command {
 	var output string
-	c := &cobra.Command{Use: use, Short: short}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(output); err != nil {
-			return err
-		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
+	return verb(e, cf, &cobra.Command{Use: "list", Short: short}, &output, func(s *session, _ flags) error {
+		raw, err := s.fetch(t, svcclient.Request{Method: http.MethodGet, Path: t.collection})
 		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, t, svcclient.Request{Method: http.MethodGet, Path: path}, &raw); err != nil {
 			return err
 		}
 		if output == outputJSON {
-			return writeRaw(e.stdout, raw)
+			return writeRaw(s.stdout, raw)
 		}
 		var list struct{ Value []T }
 		if err := json.Unmarshal(raw, &list); err != nil {
-			return fmt.Errorf("decoding the answer of GET %s: %w", path, err)
+			return fmt.Errorf("decoding the answer of GET %s: %w", t.collection, err)
 		}
 		rows := make([][]string, 0, len(list.Value))
 		for _, v := range list.Value {
 			rows = append(rows, row(v))
 		}
-		return writeTable(e.stdout, header, rows)
-	}
-	addOutputFlag(c, &output)
-	return leafCmd(c)
+		return writeTable(s.stdout, header, rows)
+	})
 }

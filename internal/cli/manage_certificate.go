@@ -4,11 +4,9 @@ package cli
 // uploaded, verified by proof of possession or by the uploader's say-so.
 
 import (
-	"context"
-	"encoding/json"
+	"cmp"
 	"fmt"
 	"net/http"
-	"net/url"
 
 	"github.com/spf13/cobra"
 
@@ -24,13 +22,7 @@ type certOpts struct {
 	output   string
 }
 
-func (o *certOpts) target() target {
-	return target{cmd: "certificate", noun: "CA certificate", idFlag: "--certificate-name", id: o.name}
-}
-
-func (o *certOpts) urlPath(suffix string) string {
-	return "/certificates/" + url.PathEscape(o.name) + suffix
-}
+func (o *certOpts) target() target { return certificates.of(o.name) }
 
 func (o *certOpts) addName(c *cobra.Command) {
 	f := flagsOf(c)
@@ -47,6 +39,16 @@ func (o *certOpts) checkName() error {
 		return withHint(fmt.Errorf("--certificate-name: %v", err), "a name has up to 256 letters, digits and - . _, e.g. azure-iot-test-only-root")
 	}
 	return nil
+}
+
+// body is the upload of pem with the --verified flag.
+func (o *certOpts) body(pem string) dps.CertificateBody {
+	b := dps.CertificateBody{Certificate: pem}
+	if o.verified.set {
+		v := o.verified.v
+		b.IsVerified = &v
+	}
+	return b
 }
 
 func newCertificateCmd(e *env) *cobra.Command {
@@ -82,14 +84,7 @@ func readCA(path string) (string, error) {
 	return pem, nil
 }
 
-func (o *certOpts) print(e *env, raw json.RawMessage) error {
-	if o.output == outputJSON {
-		return writeRaw(e.stdout, raw)
-	}
-	var c dps.CertificateResponse
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return fmt.Errorf("decoding the certificate: %w", err)
-	}
+func certificateFields(c *dps.CertificateResponse) [][2]string {
 	p := c.Properties
 	fields := [][2]string{
 		{"name", c.Name},
@@ -99,7 +94,7 @@ func (o *certOpts) print(e *env, raw json.RawMessage) error {
 	if p.VerificationCode != "" {
 		fields = append(fields, [2]string{"verificationCode", p.VerificationCode})
 	}
-	fields = append(fields,
+	return append(fields,
 		[2]string{"thumbprint", dash(p.Thumbprint)},
 		[2]string{"sha256Thumbprint", dash(p.SHA256Thumbprint)},
 		[2]string{"expiry", dash(p.Expiry)},
@@ -107,33 +102,20 @@ func (o *certOpts) print(e *env, raw json.RawMessage) error {
 		[2]string{"updated", dash(p.Updated)},
 		[2]string{"etag", c.Etag},
 	)
-	return writeFields(e.stdout, fields)
 }
 
 // call runs one request and prints the certificate it returns.
-func (o *certOpts) call(ctx context.Context, e *env, cf *connFlags, req svcclient.Request) error {
-	cl, err := cf.client(ctx, e.getenv)
-	if err != nil {
-		return err
-	}
-	var raw json.RawMessage
-	if _, err := do(ctx, cl, o.target(), req, &raw); err != nil {
-		return err
-	}
-	return o.print(e, raw)
+func (o *certOpts) call(s *session, req svcclient.Request) error {
+	return show(s, o.target(), req, o.output, "certificate", certificateFields)
 }
 
 func certificateCreateCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &certOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:     "create",
 		Short:   "Upload a CA certificate",
 		Example: `  dpsd certificate create --certificate-name azure-iot-test-only-root --path certs/azure-iot-test-only.root.ca.cert.pem --verified true`,
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
+	}, &o.output, func(s *session, _ flags) error {
 		if err := o.checkName(); err != nil {
 			return err
 		}
@@ -141,38 +123,27 @@ func certificateCreateCmd(e *env, cf *connFlags) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		body := dps.CertificateBody{Certificate: pem}
-		if o.verified.set {
-			v := o.verified.v
-			body.IsVerified = &v
-		}
-		return o.call(c.Context(), e, cf, svcclient.Request{Method: http.MethodPut, Path: o.urlPath(""), Body: body})
-	}
+		return o.call(s, svcclient.Request{Method: http.MethodPut, Path: o.target().path(""), Body: o.body(pem)})
+	})
 	o.addName(c)
 	f := flagsOf(c)
 	f.str(&o.path, "path", "p", "the CA certificate file (PEM or DER)")
 	f.required("path")
 	f.optBool(&o.verified, "verified", "mark the certificate verified without proof of possession (true|false; bare: true)")
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func certificateShowCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &certOpts{}
-	c := &cobra.Command{Use: "show", Short: "Show a CA certificate"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
-		return o.call(c.Context(), e, cf, svcclient.Request{Method: http.MethodGet, Path: o.urlPath("")})
-	}
+	c := verb(e, cf, &cobra.Command{Use: "show", Short: "Show a CA certificate"}, &o.output, func(s *session, _ flags) error {
+		return o.call(s, svcclient.Request{Method: http.MethodGet, Path: o.target().path("")})
+	})
 	o.addName(c)
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func certificateListCmd(e *env, cf *connFlags) *cobra.Command {
-	return listValueCmd(e, cf, "list", "List the CA certificates", "/certificates", (&certOpts{}).target(),
+	return listValueCmd(e, cf, "List the CA certificates", certificates,
 		[]string{"NAME", "SUBJECT", "VERIFIED", "EXPIRY", "THUMBPRINT"},
 		func(c dps.CertificateResponse) []string {
 			return []string{c.Name, dash(c.Properties.Subject), fmt.Sprint(c.Properties.IsVerified), dash(c.Properties.Expiry), dash(c.Properties.Thumbprint)}
@@ -181,17 +152,13 @@ func certificateListCmd(e *env, cf *connFlags) *cobra.Command {
 
 func certificateUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &certOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:   "update",
 		Short: "Replace a CA certificate or change its verified state",
 		Long: `Replace the certificate (--path) or set --verified. The write carries
 If-Match with --etag, or with the etag just read. Replacing the certificate by a
 different one clears its verified state unless --verified true is given.`,
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
+	}, &o.output, func(s *session, _ flags) error {
 		if err := o.checkName(); err != nil {
 			return err
 		}
@@ -205,62 +172,38 @@ different one clears its verified state unless --verified true is given.`,
 		if pem == "" && !o.verified.set {
 			return withHint(fmt.Errorf("nothing to update"), "give --path with a new certificate and/or --verified true|false")
 		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
 		var cur dps.CertificateResponse
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.urlPath("")}, &cur); err != nil {
+		if _, err := s.do(o.target(), svcclient.Request{Method: http.MethodGet, Path: o.target().path("")}, &cur); err != nil {
 			return err
 		}
 		if pem == "" {
 			pem = cur.Properties.Certificate
 		}
-		etag := o.etag
-		if etag == "" {
-			etag = firstNonEmpty(cur.Etag, "*")
-		}
-		body := dps.CertificateBody{Certificate: pem}
-		if o.verified.set {
-			v := o.verified.v
-			body.IsVerified = &v
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodPut, Path: o.urlPath(""), IfMatch: etag, Body: body}, &raw); err != nil {
-			return err
-		}
-		return o.print(e, raw)
-	}
+		etag := cmp.Or(o.etag, cur.Etag, "*")
+		return o.call(s, svcclient.Request{Method: http.MethodPut, Path: o.target().path(""), IfMatch: etag, Body: o.body(pem)})
+	})
 	o.addName(c)
 	f := flagsOf(c)
 	f.str(&o.path, "path", "p", "a new certificate file (PEM or DER)")
 	f.optBool(&o.verified, "verified", "set the verified state (true|false; bare: true)")
 	o.addEtag(c, "update only if the certificate still has this etag (default: the etag just read)")
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func certificateDeleteCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &certOpts{}
-	c := &cobra.Command{Use: "delete", Short: "Delete a CA certificate"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		_, err = do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.urlPath(""), IfMatch: o.etag}, nil)
+	c := verb(e, cf, &cobra.Command{Use: "delete", Short: "Delete a CA certificate"}, nil, func(s *session, _ flags) error {
+		_, err := s.do(o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.target().path(""), IfMatch: o.etag}, nil)
 		return err
-	}
+	})
 	o.addName(c)
 	o.addEtag(c, "delete only if the certificate still has this etag")
-	return leafCmd(c)
+	return c
 }
 
 func certificateCodeCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &certOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:   "generate-verification-code",
 		Short: "Generate the code for proof of possession of a CA's key",
 		Long: `Generate a verification code. Then make a certificate whose subject CN is
@@ -269,43 +212,33 @@ verify --path FILE'. For example, with OpenSSL:
 
   openssl req -new -key ca.key -subj "/CN=CODE" -out verify.csr
   openssl x509 -req -in verify.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out verify.pem`,
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
-		return o.call(c.Context(), e, cf, svcclient.Request{Method: http.MethodPost, Path: o.urlPath("/generateVerificationCode"), IfMatch: o.etag})
-	}
+	}, &o.output, func(s *session, _ flags) error {
+		return o.call(s, svcclient.Request{Method: http.MethodPost, Path: o.target().path("/generateVerificationCode"), IfMatch: o.etag})
+	})
 	o.addName(c)
 	o.addEtag(c, "generate only if the certificate still has this etag")
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func certificateVerifyCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &certOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:   "verify",
 		Short: "Verify a CA certificate with a proof-of-possession certificate",
 		Long: `Upload the verification certificate: its subject CN is the code from
 'dpsd certificate generate-verification-code' and the CA's private key signed it.
 The CA certificate becomes verified.`,
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
+	}, &o.output, func(s *session, _ flags) error {
 		pem, _, err := readCertificateFile("--path", o.path)
 		if err != nil {
 			return err
 		}
-		return o.call(c.Context(), e, cf, svcclient.Request{Method: http.MethodPost, Path: o.urlPath("/verify"), IfMatch: o.etag, Body: dps.VerificationCodeRequest{Certificate: pem}})
-	}
+		return o.call(s, svcclient.Request{Method: http.MethodPost, Path: o.target().path("/verify"), IfMatch: o.etag, Body: dps.VerificationCodeRequest{Certificate: pem}})
+	})
 	o.addName(c)
 	f := flagsOf(c)
 	f.str(&o.path, "path", "p", "the verification certificate (PEM or DER)")
 	f.required("path")
 	o.addEtag(c, "verify only if the certificate still has this etag")
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }

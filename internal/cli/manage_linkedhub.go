@@ -4,12 +4,10 @@ package cli
 // linked-hub). A hub is named by its host name.
 
 import (
-	"context"
-	"encoding/json"
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -29,11 +27,7 @@ type hubOpts struct {
 	output     string
 }
 
-func (o *hubOpts) target() target {
-	return target{cmd: "linked-hub", noun: "linked IoT hub", idFlag: "--linked-hub", id: o.name}
-}
-
-func (o *hubOpts) urlPath() string { return "/linkedHubs/" + url.PathEscape(o.name) }
+func (o *hubOpts) target() target { return linkedHubs.of(o.name) }
 
 func newLinkedHubCmd(e *env) *cobra.Command {
 	cf := &connFlags{}
@@ -56,12 +50,12 @@ func (o *hubOpts) addLinkedHub(c *cobra.Command) {
 
 // resolve turns a short hub name into the host name of the one linked hub
 // it names.
-func (o *hubOpts) resolve(ctx context.Context, cl *svcclient.Client) error {
+func (o *hubOpts) resolve(s *session) error {
 	if strings.Contains(o.name, ".") {
 		return nil
 	}
 	var list dps.LinkedHubList
-	if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: "/linkedHubs"}, &list); err != nil {
+	if _, err := s.do(o.target(), svcclient.Request{Method: http.MethodGet, Path: linkedHubs.collection}, &list); err != nil {
 		return err
 	}
 	var match []string
@@ -81,22 +75,20 @@ func (o *hubOpts) resolve(ctx context.Context, cl *svcclient.Client) error {
 	return withHint(fmt.Errorf("%q matches several linked hubs: %s", o.name, strings.Join(match, ", ")), "give the host name with --linked-hub")
 }
 
-func (o *hubOpts) print(e *env, raw json.RawMessage) error {
-	if o.output == outputJSON {
-		return writeRaw(e.stdout, raw)
-	}
-	var h dps.LinkedHub
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return fmt.Errorf("decoding the linked hub: %w", err)
-	}
-	return writeFields(e.stdout, [][2]string{
+func linkedHubFields(h *dps.LinkedHub) [][2]string {
+	return [][2]string{
 		{"name", h.Name},
 		{"connectionString", dash(h.ConnectionString)},
 		{"location", dash(h.Location)},
 		{"allocationWeight", fmt.Sprint(h.AllocationWeight)},
 		{"applyAllocationPolicy", fmt.Sprint(h.ApplyAllocationPolicy)},
 		{"etag", h.Etag},
-	})
+	}
+}
+
+// call runs one request and prints the linked hub it returns.
+func (o *hubOpts) call(s *session, req svcclient.Request) error {
+	return show(s, o.target(), req, o.output, "linked hub", linkedHubFields)
 }
 
 func (o *hubOpts) checkWeight(f flags) error {
@@ -136,17 +128,12 @@ func checkConnString(s string) (string, error) {
 
 func hubCreateCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &hubOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:   "create",
 		Short: "Link an IoT hub",
 		Example: `  dpsd linked-hub create --connection-string "HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=..."
   dpsd linked-hub create --hub-name myhub.azure-devices.net --allocation-weight 2`,
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		f := flagsOf(c)
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
+	}, &o.output, func(s *session, f flags) error {
 		if o.connString == "" && o.name == "" {
 			return withHint(errors.New("give --connection-string or --hub-name"), "the hub's connection string lets dpsd create devices in it; --hub-name alone links the hub by host name without credentials")
 		}
@@ -166,29 +153,19 @@ func hubCreateCmd(e *env, cf *connFlags) *cobra.Command {
 		if err := o.checkWeight(f); err != nil {
 			return err
 		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodPut, Path: o.urlPath(), Body: o.body(f)}, &raw); err != nil {
-			return err
-		}
-		return o.print(e, raw)
-	}
+		return o.call(s, svcclient.Request{Method: http.MethodPut, Path: o.target().path(""), Body: o.body(f)})
+	})
 	f := flagsOf(c)
 	f.str(&o.connString, "connection-string", "", "connection string of the hub (a policy with registry write rights); its HostName names the hub", "cs")
 	f.str(&o.name, "hub-name", "", "host name of the hub, when no connection string is given", "hn")
 	f.str(&o.location, "location", "l", "the hub's location (used by the geoLatency policy)")
 	f.int(&o.weight, "allocation-weight", "weight of the hub under the hashed policy, 1 to 1000 (default 1)")
 	f.optBool(&o.apply, "apply-allocation-policy", "the hub takes part in allocation (true|false; bare: true; default true)")
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func hubListCmd(e *env, cf *connFlags) *cobra.Command {
-	return listValueCmd(e, cf, "list", "List the linked IoT hubs", "/linkedHubs", (&hubOpts{}).target(),
+	return listValueCmd(e, cf, "List the linked IoT hubs", linkedHubs,
 		[]string{"NAME", "WEIGHT", "APPLY POLICY", "LOCATION", "CONNECTION STRING"},
 		func(h dps.LinkedHub) []string {
 			return []string{h.Name, fmt.Sprint(h.AllocationWeight), fmt.Sprint(h.ApplyAllocationPolicy), dash(h.Location), dash(h.ConnectionString)}
@@ -197,41 +174,22 @@ func hubListCmd(e *env, cf *connFlags) *cobra.Command {
 
 func hubShowCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &hubOpts{}
-	c := &cobra.Command{Use: "show", Short: "Show a linked IoT hub"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
+	c := verb(e, cf, &cobra.Command{Use: "show", Short: "Show a linked IoT hub"}, &o.output, func(s *session, _ flags) error {
+		if err := o.resolve(s); err != nil {
 			return err
 		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		if err := o.resolve(ctx, cl); err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.urlPath()}, &raw); err != nil {
-			return err
-		}
-		return o.print(e, raw)
-	}
+		return o.call(s, svcclient.Request{Method: http.MethodGet, Path: o.target().path("")})
+	})
 	o.addLinkedHub(c)
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func hubUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &hubOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:   "update",
 		Short: "Change a linked IoT hub's weight, allocation participation, location or connection string",
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		f := flagsOf(c)
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
+	}, &o.output, func(s *session, f flags) error {
 		if o.connString != "" {
 			if _, err := checkConnString(o.connString); err != nil {
 				return err
@@ -243,28 +201,19 @@ func hubUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 		if !f.changed("allocation-weight") && !o.apply.set && o.location == "" && o.connString == "" {
 			return withHint(errors.New("nothing to update"), "give --allocation-weight, --apply-allocation-policy, --location or --connection-string")
 		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		if err := o.resolve(ctx, cl); err != nil {
+		if err := o.resolve(s); err != nil {
 			return err
 		}
 		etag := o.etag
 		if etag == "" {
 			var cur dps.LinkedHub
-			if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.urlPath()}, &cur); err != nil {
+			if _, err := s.do(o.target(), svcclient.Request{Method: http.MethodGet, Path: o.target().path("")}, &cur); err != nil {
 				return err
 			}
-			etag = firstNonEmpty(cur.Etag, "*")
+			etag = cmp.Or(cur.Etag, "*")
 		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodPut, Path: o.urlPath(), IfMatch: etag, Body: o.body(f)}, &raw); err != nil {
-			return err
-		}
-		return o.print(e, raw)
-	}
+		return o.call(s, svcclient.Request{Method: http.MethodPut, Path: o.target().path(""), IfMatch: etag, Body: o.body(f)})
+	})
 	o.addLinkedHub(c)
 	f := flagsOf(c)
 	f.str(&o.connString, "connection-string", "", "a new connection string for the hub (same HostName)", "cs")
@@ -272,26 +221,19 @@ func hubUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 	f.int(&o.weight, "allocation-weight", "weight of the hub under the hashed policy, 1 to 1000")
 	f.optBool(&o.apply, "apply-allocation-policy", "the hub takes part in allocation (true|false; bare: true)")
 	f.str(&o.etag, "etag", "e", "update only if the hub still has this etag (default: the etag just read)")
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func hubDeleteCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &hubOpts{}
-	c := &cobra.Command{Use: "delete", Short: "Unlink an IoT hub"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
+	c := verb(e, cf, &cobra.Command{Use: "delete", Short: "Unlink an IoT hub"}, nil, func(s *session, _ flags) error {
+		if err := o.resolve(s); err != nil {
 			return err
 		}
-		if err := o.resolve(ctx, cl); err != nil {
-			return err
-		}
-		_, err = do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.urlPath(), IfMatch: o.etag}, nil)
+		_, err := s.do(o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.target().path(""), IfMatch: o.etag}, nil)
 		return err
-	}
+	})
 	o.addLinkedHub(c)
 	flagsOf(c).str(&o.etag, "etag", "e", "delete only if the hub still has this etag")
-	return leafCmd(c)
+	return c
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -24,11 +23,7 @@ type policyOpts struct {
 	output                   string
 }
 
-func (o *policyOpts) target() target {
-	return target{cmd: "policy", noun: "shared access policy", idFlag: "--policy-name", id: o.name}
-}
-
-func (o *policyOpts) urlPath() string { return "/policies/" + url.PathEscape(o.name) }
+func (o *policyOpts) target() target { return policies.of(o.name) }
 
 func newPolicyCmd(e *env) *cobra.Command {
 	cf := &connFlags{}
@@ -55,14 +50,10 @@ func (o *policyOpts) addWrite(c *cobra.Command, create bool) {
 	}
 	f.str(&o.primaryKey, "primary-key", "", "primary key, base64 of 16 to 64 bytes (default: generated)", "pk")
 	f.str(&o.secondaryKey, "secondary-key", "", "secondary key, base64 of 16 to 64 bytes (default: generated)", "sk")
-	addOutputFlag(c, &o.output)
 }
 
 // validate checks the flags and returns the request body.
 func (o *policyOpts) validate(f flags) (*dps.AccessPolicy, error) {
-	if err := checkOutput(o.output); err != nil {
-		return nil, err
-	}
 	if err := dps.ValidateCAName(o.name); err != nil {
 		return nil, withHint(fmt.Errorf("--policy-name: %v", strings.TrimPrefix(err.Error(), "certificate name ")), "a policy name has letters, digits and - . _")
 	}
@@ -85,8 +76,13 @@ func (o *policyOpts) validate(f flags) (*dps.AccessPolicy, error) {
 	return body, nil
 }
 
-// print renders a policy with its keys and connection strings for --login.
-func (o *policyOpts) print(e *env, cl *svcclient.Client, raw json.RawMessage) error {
+// call runs one request and prints the policy it returns, with its keys and
+// connection strings for --login.
+func (o *policyOpts) call(s *session, req svcclient.Request) error {
+	raw, err := s.fetch(o.target(), req)
+	if err != nil {
+		return err
+	}
 	var p dps.AccessPolicy
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return fmt.Errorf("decoding the policy: %w", err)
@@ -95,7 +91,7 @@ func (o *policyOpts) print(e *env, cl *svcclient.Client, raw json.RawMessage) er
 		if key == "" {
 			return ""
 		}
-		c := sas.ConnectionString{HostName: cl.Host(), SharedAccessKeyName: p.KeyName, SharedAccessKey: key}
+		c := sas.ConnectionString{HostName: s.cl.Host(), SharedAccessKeyName: p.KeyName, SharedAccessKey: key}
 		return c.String()
 	}
 	if o.output == outputJSON {
@@ -105,9 +101,9 @@ func (o *policyOpts) print(e *env, cl *svcclient.Client, raw json.RawMessage) er
 		}
 		m["connectionString"] = cs(p.PrimaryKey)
 		m["secondaryConnectionString"] = cs(p.SecondaryKey)
-		return writeJSON(e.stdout, m)
+		return writeJSON(s.stdout, m)
 	}
-	return writeFields(e.stdout, [][2]string{
+	return writeFields(s.stdout, [][2]string{
 		{"keyName", p.KeyName},
 		{"rights", p.Rights},
 		{"primaryKey", dash(p.PrimaryKey)},
@@ -119,73 +115,47 @@ func (o *policyOpts) print(e *env, cl *svcclient.Client, raw json.RawMessage) er
 
 func policyCreateCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &policyOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:     "create",
 		Short:   "Create a shared access policy",
 		Example: `  dpsd policy create --policy-name enrollment-reader --rights EnrollmentRead RegistrationStatusRead`,
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		body, err := o.validate(flagsOf(c))
+	}, &o.output, func(s *session, f flags) error {
+		body, err := o.validate(f)
 		if err != nil {
 			return err
 		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodPut, Path: o.urlPath(), Body: body}, &raw); err != nil {
-			return err
-		}
-		return o.print(e, cl, raw)
-	}
+		return o.call(s, svcclient.Request{Method: http.MethodPut, Path: o.target().path(""), Body: body})
+	})
 	o.addWrite(c, true)
-	return leafCmd(c)
+	return c
 }
 
 func policyListCmd(e *env, cf *connFlags) *cobra.Command {
-	return listValueCmd(e, cf, "list", "List the shared access policies and their rights", "/policies", (&policyOpts{}).target(),
+	return listValueCmd(e, cf, "List the shared access policies and their rights", policies,
 		[]string{"NAME", "RIGHTS"},
 		func(p dps.AccessPolicy) []string { return []string{p.KeyName, p.Rights} })
 }
 
 func policyShowCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &policyOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:   "show",
 		Short: "Show a shared access policy, its keys and connection strings",
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.urlPath()}, &raw); err != nil {
-			return err
-		}
-		return o.print(e, cl, raw)
-	}
+	}, &o.output, func(s *session, _ flags) error {
+		return o.call(s, svcclient.Request{Method: http.MethodGet, Path: o.target().path("")})
+	})
 	o.addName(c)
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func policyUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &policyOpts{}
-	c := &cobra.Command{
+	c := verb(e, cf, &cobra.Command{
 		Use:   "update",
 		Short: "Change a shared access policy's rights or keys",
 		Example: `  dpsd policy update --policy-name enrollment-reader --rights EnrollmentRead
   dpsd policy update --policy-name enrollment-reader --primary-key "$(openssl rand -base64 32)"`,
-	}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		f := flagsOf(c)
+	}, &o.output, func(s *session, f flags) error {
 		body, err := o.validate(f)
 		if err != nil {
 			return err
@@ -193,38 +163,23 @@ func policyUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 		if body.Rights == "" && body.PrimaryKey == "" && body.SecondaryKey == "" {
 			return withHint(errors.New("nothing to update"), "give --rights, --primary-key or --secondary-key")
 		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
 		// Policies carry no etag: check the policy exists, then overwrite
 		// the fields given (the server keeps the others).
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.urlPath()}, nil); err != nil {
+		if _, err := s.do(o.target(), svcclient.Request{Method: http.MethodGet, Path: o.target().path("")}, nil); err != nil {
 			return err
 		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodPut, Path: o.urlPath(), IfMatch: "*", Body: body}, &raw); err != nil {
-			return err
-		}
-		return o.print(e, cl, raw)
-	}
+		return o.call(s, svcclient.Request{Method: http.MethodPut, Path: o.target().path(""), IfMatch: "*", Body: body})
+	})
 	o.addWrite(c, false)
-	return leafCmd(c)
+	return c
 }
 
 func policyDeleteCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &policyOpts{}
-	c := &cobra.Command{Use: "delete", Short: "Delete a shared access policy"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		_, err = do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.urlPath()}, nil)
+	c := verb(e, cf, &cobra.Command{Use: "delete", Short: "Delete a shared access policy"}, nil, func(s *session, _ flags) error {
+		_, err := s.do(o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.target().path("")}, nil)
 		return err
-	}
+	})
 	o.addName(c)
-	return leafCmd(c)
+	return c
 }

@@ -23,9 +23,7 @@ type regOpts struct {
 	paging  paging
 }
 
-func (o *regOpts) target() target {
-	return target{cmd: "registration", noun: "registration record", idFlag: "--registration-id", id: o.id}
-}
+func (o *regOpts) target() target { return registrations.of(o.id) }
 
 func newRegistrationCmd(e *env) *cobra.Command {
 	cf := &connFlags{}
@@ -61,90 +59,52 @@ func registrationFields(r *dps.DeviceRegistrationState) [][2]string {
 	return append(out, [2]string{"created", timeOf(r.CreatedDateTimeUtc)}, [2]string{"lastUpdated", timeOf(r.LastUpdatedDateTimeUtc)}, [2]string{"etag", r.Etag})
 }
 
+func registrationRow(r *dps.DeviceRegistrationState) []string {
+	return []string{r.RegistrationID, dash(r.Status), dash(r.Substatus), dash(r.DeviceID), dash(r.AssignedHub), timeOf(r.LastUpdatedDateTimeUtc)}
+}
+
 func registrationShowCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &regOpts{}
-	c := &cobra.Command{Use: "show", Short: "Show a device's registration record"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if _, err := do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodGet, Path: "/registrations/" + url.PathEscape(o.id)}, &raw); err != nil {
-			return err
-		}
-		if o.output == outputJSON {
-			return writeRaw(e.stdout, raw)
-		}
-		var r dps.DeviceRegistrationState
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return fmt.Errorf("decoding the registration record: %w", err)
-		}
-		return writeFields(e.stdout, registrationFields(&r))
-	}
+	c := verb(e, cf, &cobra.Command{Use: "show", Short: "Show a device's registration record"}, &o.output, func(s *session, _ flags) error {
+		return show(s, o.target(), svcclient.Request{Method: http.MethodGet, Path: o.target().path("")}, o.output, "registration record", registrationFields)
+	})
 	o.addID(c)
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func registrationListCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &regOpts{}
-	c := &cobra.Command{Use: "list", Short: "List the registration records of an enrollment group"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		if err := checkOutput(o.output); err != nil {
-			return err
-		}
+	c := verb(e, cf, &cobra.Command{Use: "list", Short: "List the registration records of an enrollment group"}, &o.output, func(s *session, _ flags) error {
 		if err := o.paging.check(); err != nil {
 			return err
 		}
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
+		items, err := queryAll(s, groupKind.of(o.groupID), registrations.collection+"/"+url.PathEscape(o.groupID)+"/query", dps.QuerySpecification{Query: "SELECT *"}, o.paging)
 		if err != nil {
 			return err
 		}
-		t := target{cmd: "enrollment-group", noun: "enrollment group", idFlag: "--enrollment-id", id: o.groupID}
-		items, err := queryAll(ctx, cl, t, "/registrations/"+url.PathEscape(o.groupID)+"/query", dps.QuerySpecification{Query: "SELECT *"}, o.paging)
-		if err != nil {
-			return err
-		}
-		if o.output == outputJSON {
-			return writeJSON(e.stdout, items)
-		}
-		var rows [][]string
-		for _, raw := range items {
+		header := []string{"REGISTRATION ID", "STATUS", "SUBSTATUS", "DEVICE ID", "ASSIGNED HUB", "LAST UPDATED"}
+		return printItems(s.stdout, o.output, items, header, func(raw json.RawMessage) ([]string, error) {
 			var r dps.DeviceRegistrationState
 			if err := json.Unmarshal(raw, &r); err != nil {
-				return fmt.Errorf("decoding a registration record: %w", err)
+				return nil, fmt.Errorf("decoding a registration record: %w", err)
 			}
-			rows = append(rows, []string{r.RegistrationID, dash(r.Status), dash(r.Substatus), dash(r.DeviceID), dash(r.AssignedHub), timeOf(r.LastUpdatedDateTimeUtc)})
-		}
-		return writeTable(e.stdout, []string{"REGISTRATION ID", "STATUS", "SUBSTATUS", "DEVICE ID", "ASSIGNED HUB", "LAST UPDATED"}, rows)
-	}
+			return registrationRow(&r), nil
+		})
+	})
 	f := flagsOf(c)
 	f.str(&o.groupID, "group-id", "", "the enrollment group whose records to list", "gid", "enrollment-id", "eid")
 	f.required("group-id")
 	o.paging.add(f)
-	addOutputFlag(c, &o.output)
-	return leafCmd(c)
+	return c
 }
 
 func registrationDeleteCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &regOpts{}
-	c := &cobra.Command{Use: "delete", Short: "Delete a device's registration record"}
-	c.RunE = func(c *cobra.Command, _ []string) error {
-		ctx := c.Context()
-		cl, err := cf.client(ctx, e.getenv)
-		if err != nil {
-			return err
-		}
-		_, err = do(ctx, cl, o.target(), svcclient.Request{Method: http.MethodDelete, Path: "/registrations/" + url.PathEscape(o.id), IfMatch: o.etag}, nil)
+	c := verb(e, cf, &cobra.Command{Use: "delete", Short: "Delete a device's registration record"}, nil, func(s *session, _ flags) error {
+		_, err := s.do(o.target(), svcclient.Request{Method: http.MethodDelete, Path: o.target().path(""), IfMatch: o.etag}, nil)
 		return err
-	}
+	})
 	o.addID(c)
 	flagsOf(c).str(&o.etag, "etag", "e", "delete only if the record still has this etag")
-	return leafCmd(c)
+	return c
 }
