@@ -310,7 +310,7 @@ func (f *deviceFlags) localMQTTEndpoint(e *env) (string, error) {
 		return "", withHint(fmt.Errorf("cannot read the local server's endpoints: %w", err), "give --endpoint host:8883, or start the server with 'dpsd serve --data %s'", dataDir)
 	}
 	if st.MQTTEndpoint == "" {
-		return "", withHint(errors.New("the local server has no MQTT listener"), "start it with --mqtt-addr (default :8883), use --transport mqtt-ws or https, or give --endpoint")
+		return "", withHint(errors.New("the local server has no MQTT listener"), "start it with --mqtt-addr (default %s), use --transport mqtt-ws or https, or give --endpoint", server.Defaults().MQTTAddr)
 	}
 	return st.MQTTEndpoint, nil
 }

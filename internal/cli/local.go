@@ -39,12 +39,12 @@ type localFlags struct {
 }
 
 func (l *localFlags) add(c *cobra.Command) {
-	c.PersistentFlags().StringVar(&l.data, "data", "", "data directory of the local server (default ./dpsd-data, or DPSD_DATA)")
+	c.PersistentFlags().StringVar(&l.data, "data", "", "data directory of the local server (default "+server.Defaults().DataDir+", or DPSD_DATA)")
 	c.PersistentFlags().StringVar(&l.store, "store", "", "database DSN of the local server (default: SQLite in the data directory, or DPSD_STORE)")
 }
 
 func (l *localFlags) resolve(getenv func(string) string) (dataDir, dsn string) {
-	dataDir = cmp.Or(l.data, getenv("DPSD_DATA"), server.DefaultDataDir)
+	dataDir = cmp.Or(l.data, getenv("DPSD_DATA"), server.Defaults().DataDir)
 	cfg := server.Config{DataDir: dataDir, Store: cmp.Or(l.store, getenv("DPSD_STORE"))}
 	return dataDir, cfg.StoreDSN()
 }

@@ -10,15 +10,14 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dpsd/dpsd/internal/server"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
 func newServeCmd(e *env) *cobra.Command {
-	var cfg server.Config
-	var configFile string
-	var storeRetries int
+	var sf serveFlags
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the provisioning service",
@@ -26,7 +25,7 @@ func newServeCmd(e *env) *cobra.Command {
 service API (enrollments, groups, registrations, CA certificates, linked hubs,
 policies) on one HTTPS listener, health on /healthz and Prometheus metrics on
 /metrics. Devices also register over MQTT: MQTT over TLS on --mqtt-addr
-(default :8883) and MQTT over WebSocket on the HTTPS listener at
+(default ` + server.Defaults().MQTTAddr + `) and MQTT over WebSocket on the HTTPS listener at
 /$iothub/websocket.
 
 The first start initializes the instance in the database: an ID scope, a
@@ -45,18 +44,9 @@ DPSD_HOSTNAME=a,b) or in a JSON file given with --config ({"https-addr": ":8443"
 Flags win over the environment, which wins over the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if err := applyEnvAndFile(c.Flags(), e.getenv, configFile); err != nil {
+			cfg, err := sf.resolve(c.Flags(), e.getenv)
+			if err != nil {
 				return err
-			}
-			// 0 on the command line means no retries; in Config it means
-			// the default.
-			cfg.StoreRetries = storeRetries
-			if storeRetries == 0 {
-				cfg.StoreRetries = -1
-			}
-			cfg.Init()
-			if err := cfg.Validate(); err != nil {
-				return withHint(err, "see 'dpsd serve --help'")
 			}
 			log := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -71,26 +61,53 @@ Flags win over the environment, which wins over the file.`,
 			return s.Serve(ctx)
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&configFile, "config", "", "JSON config file keyed by flag name")
-	f.StringVar(&cfg.DataDir, "data", server.DefaultDataDir, "data directory: embedded database, server CA file, server.json")
-	f.StringVar(&cfg.Store, "store", "", "database DSN (default: SQLite in the data directory; postgres://... for PostgreSQL)")
-	f.IntVar(&cfg.StoreMaxConns, "store-max-conns", sqlstore.DefaultMaxOpenConns, "PostgreSQL: most connections this node opens to the database")
-	f.DurationVar(&cfg.StoreTimeout, "store-timeout", sqlstore.DefaultQueryTimeout, "longest one database call may take, waiting for a connection and retries included; then the request answers 503")
-	f.IntVar(&storeRetries, "store-retries", sqlstore.DefaultRetries, "PostgreSQL: retries of a transient failure (serialization failure, deadlock, lost connection) before a request answers 503; 0 turns them off")
-	f.DurationVar(&cfg.StoreConnLifetime, "store-conn-lifetime", sqlstore.DefaultConnMaxLifetime, "PostgreSQL: replace each connection after this long, to follow a fail-over")
-	f.BoolVar(&cfg.SkipMigrate, "skip-migrate", false, "do not migrate the database schema at start: refuse one older than this dpsd (run 'dpsd migrate' first)")
-	f.StringVar(&cfg.HTTPSAddr, "https-addr", server.DefaultHTTPSAddr, "address of the HTTPS listener (device API, and service API unless --service-addr)")
-	f.StringVar(&cfg.ServiceAddr, "service-addr", "", "serve the service API on its own listener at this address")
-	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", server.DefaultMQTTAddr, "address of the MQTT-over-TLS listener (device API over MQTT 3.1.1; \"\" turns it off); MQTT over WebSocket is served on the HTTPS listener at /$iothub/websocket")
-	f.StringSliceVar(&cfg.HostNames, "hostname", nil, "host name or IP clients dial, added to the server certificate (repeatable; the first is advertised)")
-	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "server certificate chain (PEM) to use instead of the generated one")
-	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "private key (PEM) of --tls-cert")
-	f.BoolVar(&cfg.AzureStrict, "azure-strict", false, "answer every register with status assigning first, as Azure does, so devices exercise their polling path")
-	f.IntVar(&cfg.RetryAfter, "retry-after", 3, "Retry-After seconds sent with an assigning status")
-	f.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
-	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	sf.add(c.Flags())
 	return c
+}
+
+// serveFlags are the settings of `dpsd serve`: one flag each, which is also
+// its environment variable and its key in the config file (config.go).
+type serveFlags struct {
+	cfg        server.Config
+	configFile string
+}
+
+// add defines the flags, in the order docs/configuration.md lists them, with
+// the defaults of server.Defaults.
+func (sf *serveFlags) add(f *pflag.FlagSet) {
+	cfg, def := &sf.cfg, server.Defaults()
+	f.StringVar(&cfg.DataDir, "data", def.DataDir, "data directory: embedded database, server CA file, server.json")
+	f.StringVar(&cfg.Store, "store", def.Store, "database DSN (default: SQLite in the data directory; postgres://... for PostgreSQL)")
+	f.StringVar(&cfg.HTTPSAddr, "https-addr", def.HTTPSAddr, "address of the HTTPS listener (device API, and service API unless --service-addr)")
+	f.StringVar(&cfg.ServiceAddr, "service-addr", def.ServiceAddr, "serve the service API on its own listener at this address")
+	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", def.MQTTAddr, "address of the MQTT-over-TLS listener (device API over MQTT 3.1.1; \"\" turns it off); MQTT over WebSocket is served on the HTTPS listener at /$iothub/websocket")
+	f.StringSliceVar(&cfg.HostNames, "hostname", def.HostNames, "host name or IP clients dial, added to the server certificate (repeatable; the first is advertised)")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", def.TLSCertFile, "server certificate chain (PEM) to use instead of the generated one")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", def.TLSKeyFile, "private key (PEM) of --tls-cert")
+	f.BoolVar(&cfg.AzureStrict, "azure-strict", def.AzureStrict, "answer every register with status assigning first, as Azure does, so devices exercise their polling path")
+	f.IntVar(&cfg.RetryAfter, "retry-after", def.RetryAfter, "Retry-After seconds sent with an assigning status")
+	f.IntVar(&cfg.StoreMaxConns, "store-max-conns", def.StoreMaxConns, "PostgreSQL: most connections this node opens to the database")
+	f.DurationVar(&cfg.StoreTimeout, "store-timeout", def.StoreTimeout, "longest one database call may take, waiting for a connection and retries included; then the request answers 503")
+	f.IntVar(&cfg.StoreRetries, "store-retries", def.StoreRetries, "PostgreSQL: retries of a transient failure (serialization failure, deadlock, lost connection) before a request answers 503; 0 turns them off")
+	f.DurationVar(&cfg.StoreConnLifetime, "store-conn-lifetime", def.StoreConnLifetime, "PostgreSQL: replace each connection after this long, to follow a fail-over")
+	f.BoolVar(&cfg.SkipMigrate, "skip-migrate", def.SkipMigrate, "do not migrate the database schema at start: refuse one older than this dpsd (run 'dpsd migrate' first)")
+	f.StringVar(&cfg.LogFormat, "log-format", def.LogFormat, "log format: text or json")
+	f.StringVar(&cfg.LogLevel, "log-level", def.LogLevel, "log level: debug, info, warn or error")
+	f.StringVar(&sf.configFile, configFlag, "", "JSON config file keyed by flag name")
+}
+
+// resolve completes the parsed flags from the environment and the config
+// file, and checks the result.
+func (sf *serveFlags) resolve(f *pflag.FlagSet, getenv func(string) string) (server.Config, error) {
+	if err := applyEnvAndFile(f, getenv, sf.configFile); err != nil {
+		return server.Config{}, err
+	}
+	cfg := sf.cfg
+	cfg.Init()
+	if err := cfg.Validate(); err != nil {
+		return server.Config{}, withHint(err, "see 'dpsd serve --help'")
+	}
+	return cfg, nil
 }
 
 func newLogger(w io.Writer, format, level string) *slog.Logger {

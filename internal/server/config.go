@@ -15,85 +15,104 @@ import (
 )
 
 // Config is everything `dpsd serve` can be told. Flags, DPSD_* environment
-// variables and an optional JSON config file fill it (see internal/cli).
+// variables and an optional JSON config file fill it (see internal/cli),
+// starting from Defaults.
 type Config struct {
 	// DataDir holds the embedded database, the server CA file a client must
 	// trust (server-ca.pem) and server.json with the endpoints. Created 0700.
-	DataDir string `json:"data"`
+	DataDir string
 	// Store is the database: empty for SQLite in DataDir, or a DSN
 	// (postgres://...).
-	Store string `json:"store"`
-	// StoreMaxConns bounds this node's PostgreSQL connections (0: 20).
-	StoreMaxConns int `json:"storeMaxConns"`
+	Store string
+	// StoreMaxConns bounds this node's PostgreSQL connections.
+	StoreMaxConns int
 	// StoreTimeout bounds each database call, waiting for a connection and
-	// retries included; a call that runs out of time answers 503 (0: 10 s).
-	StoreTimeout time.Duration `json:"storeTimeout"`
+	// retries included; a call that runs out of time answers 503.
+	StoreTimeout time.Duration
 	// StoreRetries is how many times a transient PostgreSQL failure is
-	// retried (0: 3; negative: none).
-	StoreRetries int `json:"storeRetries"`
+	// retried; 0 (or less) turns retries off, as --store-retries 0 does.
+	StoreRetries int
 	// StoreConnLifetime recycles PostgreSQL connections, so that a
-	// fail-over or a DNS change is picked up (0: 30 min).
-	StoreConnLifetime time.Duration `json:"storeConnLifetime"`
+	// fail-over or a DNS change is picked up.
+	StoreConnLifetime time.Duration
 	// SkipMigrate refuses a database schema older than this binary instead
 	// of migrating it at start, for deployments that run `dpsd migrate`
 	// as an explicit upgrade step.
-	SkipMigrate bool `json:"skipMigrate"`
+	SkipMigrate bool
 	// HTTPSAddr serves the device API, and the service API unless ServiceAddr
 	// is set.
-	HTTPSAddr string `json:"httpsAddr"`
+	HTTPSAddr string
 	// ServiceAddr moves the service API to its own listener.
-	ServiceAddr string `json:"serviceAddr"`
+	ServiceAddr string
 	// MQTTAddr serves the device API over MQTT 3.1.1 with TLS (empty: no
-	// MQTT listener; `dpsd serve` defaults to :8883). MQTT over WebSocket
-	// is always served on the HTTPS listener at /$iothub/websocket.
-	MQTTAddr string `json:"mqttAddr"`
+	// MQTT listener). MQTT over WebSocket is always served on the HTTPS
+	// listener at /$iothub/websocket.
+	MQTTAddr string
 	// HostNames are added to the server certificate; the first is the host
 	// name advertised in endpoints and connection strings (default localhost).
-	HostNames []string `json:"hostnames"`
+	HostNames []string
 	// TLSCertFile and TLSKeyFile replace the generated server certificate.
-	TLSCertFile string `json:"tlsCert"`
-	TLSKeyFile  string `json:"tlsKey"`
+	TLSCertFile string
+	TLSKeyFile  string
 	// AzureStrict answers every register with "assigning" first, as Azure
 	// does, for firmware that must exercise its polling path.
-	AzureStrict bool `json:"azureStrict"`
+	AzureStrict bool
 	// RetryAfter is the Retry-After (seconds) of an "assigning" answer.
-	RetryAfter int `json:"retryAfter"`
+	RetryAfter int
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
-	ShutdownTimeout time.Duration `json:"shutdownTimeout"`
+	ShutdownTimeout time.Duration
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
-	LogFormat string `json:"logFormat"`
-	LogLevel  string `json:"logLevel"`
+	LogFormat string
+	LogLevel  string
 }
 
-// Defaults.
+// Defaults is the configuration of `dpsd serve` given no flag, environment
+// variable or config file: the one place the defaults are declared. The
+// flags of `dpsd serve` take their defaults from it, and Init fills unset
+// settings from it.
+func Defaults() Config {
+	return Config{
+		DataDir:           "./dpsd-data",
+		StoreMaxConns:     sqlstore.DefaultMaxOpenConns,
+		StoreTimeout:      sqlstore.DefaultQueryTimeout,
+		StoreRetries:      sqlstore.DefaultRetries,
+		StoreConnLifetime: sqlstore.DefaultConnMaxLifetime,
+		HTTPSAddr:         ":8443",
+		MQTTAddr:          ":8883",
+		RetryAfter:        3,
+		ShutdownTimeout:   15 * time.Second,
+		LogFormat:         "text",
+		LogLevel:          "info",
+	}
+}
+
+// Files in the data directory.
 const (
-	DefaultDataDir   = "./dpsd-data"
-	DefaultHTTPSAddr = ":8443"
-	DefaultMQTTAddr  = ":8883"
-	DBFile           = "dpsd.db"
-	CAFile           = "server-ca.pem"
-	StateFile        = "server.json"
+	DBFile    = "dpsd.db"
+	CAFile    = "server-ca.pem"
+	StateFile = "server.json"
 )
 
-// Init fills defaults.
+// Init gives every setting left at its zero value its default from Defaults,
+// except where the zero value has a meaning of its own: Store "" (SQLite in
+// DataDir), MQTTAddr "" (no MQTT listener), StoreRetries 0 (no retries).
 func (c *Config) Init() {
-	if c.DataDir == "" {
-		c.DataDir = DefaultDataDir
-	}
-	if c.HTTPSAddr == "" {
-		c.HTTPSAddr = DefaultHTTPSAddr
-	}
-	if c.RetryAfter == 0 {
-		c.RetryAfter = 3
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 15 * time.Second
-	}
-	if c.LogFormat == "" {
-		c.LogFormat = "text"
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
+	d := Defaults()
+	orDefault(&c.DataDir, d.DataDir)
+	orDefault(&c.StoreMaxConns, d.StoreMaxConns)
+	orDefault(&c.StoreTimeout, d.StoreTimeout)
+	orDefault(&c.StoreConnLifetime, d.StoreConnLifetime)
+	orDefault(&c.HTTPSAddr, d.HTTPSAddr)
+	orDefault(&c.RetryAfter, d.RetryAfter)
+	orDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
+	orDefault(&c.LogFormat, d.LogFormat)
+	orDefault(&c.LogLevel, d.LogLevel)
+}
+
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
 	}
 }
 
@@ -145,11 +164,16 @@ func (c *Config) Validate() error {
 
 // StoreOptions are the store settings of c.
 func (c *Config) StoreOptions(log *slog.Logger) sqlstore.Options {
+	// sqlstore reads 0 as its default and a negative count as none.
+	retries := c.StoreRetries
+	if retries <= 0 {
+		retries = -1
+	}
 	return sqlstore.Options{
 		Logger:          log,
 		MaxOpenConns:    c.StoreMaxConns,
 		QueryTimeout:    c.StoreTimeout,
-		Retries:         c.StoreRetries,
+		Retries:         retries,
 		ConnMaxLifetime: c.StoreConnLifetime,
 		SkipMigrate:     c.SkipMigrate,
 	}
