@@ -1,12 +1,10 @@
 package mqtt_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -18,144 +16,55 @@ import (
 	"github.com/dpsd/dpsd/client/mqtt"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
-	"github.com/dpsd/dpsd/internal/enrollment"
 	imqtt "github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
-	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/server"
-	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/server/servertest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
-const hub = "hub-1.azure-devices.net"
+const hub = provtest.Hub1
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// testServer is `dpsd serve` in-process (server.New + Serve) with its MQTT
+// testServer is `dpsd serve` in-process (servertest) with its MQTT
 // listener and the WebSocket route on the HTTPS listener.
 type testServer struct {
-	srv   *server.Server
-	st    store.Store
-	scope string
-	mqtt  string // 127.0.0.1:port
-	https string // 127.0.0.1:port
-	roots *x509.CertPool
+	*servertest.Server
+	provtest.Instance
 }
 
 func startServer(t *testing.T, strict bool) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), HTTPSAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", AzureStrict: strict, RetryAfter: 1}, log)
-	if err != nil {
-		cancel()
-		t.Fatalf("server.New: %v", err)
+	srv := servertest.Start(t, server.Config{MQTTAddr: "127.0.0.1:0", AzureStrict: strict, RetryAfter: 1})
+	ts := &testServer{Server: srv, Instance: provtest.Instance{T: t, Store: srv.Store(), Scope: srv.State.IDScope}}
+	if srv.MQTTAddr == "" {
+		t.Fatalf("server.json has no mqttEndpoint: %+v", srv.State)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve returned %v after shutdown", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("server did not stop within 20 s")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.State().ServiceEndpoint == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("server did not start listening within 10 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	state := srv.State()
-	ts := &testServer{srv: srv, st: srv.Store(), scope: state.IDScope, roots: x509.NewCertPool()}
-	ts.roots.AppendCertsFromPEM(srv.Instance().ServerCACertPEM)
-	if state.MQTTEndpoint == "" {
-		t.Fatalf("server.json has no mqttEndpoint: %+v", state)
-	}
-	_, port, _ := net.SplitHostPort(state.MQTTEndpoint)
-	ts.mqtt = "127.0.0.1:" + port
-	_, port, _ = net.SplitHostPort(state.DeviceEndpoint)
-	ts.https = "127.0.0.1:" + port
-	if _, err := ts.st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub, ConnectionString: "HostName=" + hub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(dps.GeneratedKeyBytes), AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
-		t.Fatal(err)
-	}
+	ts.LinkHub(hub, 1, true)
 	return ts
 }
 
 func (ts *testServer) config(ws bool, id string) mqtt.Config {
-	ep := ts.mqtt
+	ep := ts.MQTTAddr
 	if ws {
-		ep = ts.https
+		ep = ts.DeviceAddr
 	}
-	return mqtt.Config{Config: client.Config{Endpoint: ep, IDScope: ts.scope, RegistrationID: id, RootCAs: ts.roots, UserAgent: "dpsd-test/1"}, WebSocket: ws}
+	return mqtt.Config{Config: client.Config{Endpoint: ep, IDScope: ts.Scope, RegistrationID: id, RootCAs: ts.Roots, UserAgent: "dpsd-test/1"}, WebSocket: ws}
 }
 
-func (ts *testServer) putIndividual(t *testing.T, e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
-	t.Helper()
-	if err := enrollment.PrepareIndividual(e, nil); err != nil {
-		t.Fatal(err)
-	}
-	stored, err := ts.st.PutEnrollment(context.Background(), e, "*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stored
-}
-
-func (ts *testServer) putGroup(t *testing.T, g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
-	t.Helper()
-	if err := enrollment.PrepareGroup(context.Background(), g, nil, ts.st); err != nil {
-		t.Fatal(err)
-	}
-	stored, err := ts.st.PutGroup(context.Background(), g, "*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stored
-}
-
+// symKey is the primary key of a stored symmetric-key enrollment.
 func symKey(t *testing.T, a *dps.AttestationMechanism) []byte {
 	t.Helper()
-	k, err := sas.DecodeKey(a.SymmetricKey.PrimaryKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, _ := provtest.Keys(t, a)
 	return k
 }
 
 func selfSignedDevice(t *testing.T, ts *testServer, id string) *tls.Certificate {
 	t.Helper()
-	c, k, err := pki.NewSelfSigned(pki.Options{CommonName: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509", X509: &dps.X509Attestation{
-		ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}}}}}})
-	return &tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: k, Leaf: c}
+	c, k := testutil.SelfSigned(t, pki.Options{CommonName: id})
+	ts.PutIndividual(provtest.X509Individual(id, c, nil))
+	return testutil.TLSCert(k, c)
 }
 
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
@@ -172,8 +81,8 @@ func TestRegister(t *testing.T) {
 			t.Parallel()
 			ts := startServer(t, strict)
 			cert := selfSignedDevice(t, ts, "x509-dev")
-			indKey := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-dev", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
-			grpKey := symKey(t, ts.putGroup(t, &dps.EnrollmentGroup{EnrollmentGroupID: "grp", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
+			indKey := symKey(t, ts.PutIndividual(provtest.SymIndividual("sym-dev")).Attestation)
+			grpKey := symKey(t, ts.PutGroup(provtest.SymGroup("grp")).Attestation)
 			for _, ws := range []bool{false, true} {
 				for _, dev := range []struct {
 					id    string
@@ -210,8 +119,10 @@ func TestRegister(t *testing.T) {
 // *client.StatusError, as with HTTPS.
 func TestRefused(t *testing.T) {
 	ts := startServer(t, false)
-	key := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-dev", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
-	disabledKey := symKey(t, ts.putIndividual(t, &dps.IndividualEnrollment{RegistrationID: "sym-off", EnrollmentSettings: dps.EnrollmentSettings{ProvisioningStatus: dps.ProvisioningDisabled, Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}).Attestation)
+	key := symKey(t, ts.PutIndividual(provtest.SymIndividual("sym-dev")).Attestation)
+	off := provtest.SymIndividual("sym-off")
+	off.ProvisioningStatus = dps.ProvisioningDisabled
+	disabledKey := symKey(t, ts.PutIndividual(off).Attestation)
 	for _, ws := range []bool{false, true} {
 		cfg := ts.config(ws, "sym-dev")
 		cfg.SymmetricKey = append([]byte{1}, key[1:]...)
@@ -240,15 +151,9 @@ func TestRefused(t *testing.T) {
 // fakeServer serves MQTT with a scripted provisioner.
 func fakeServer(t *testing.T, p imqtt.Provisioner) (addr string, roots *x509.CertPool) {
 	t.Helper()
-	root, rootKey, err := pki.NewRootCA(pki.Options{CommonName: "Test Root"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, key, err := pki.NewLeaf(pki.Options{CommonName: "localhost", Hosts: []string{"localhost", "127.0.0.1"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, root, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &imqtt.Server{Provisioner: p, TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Raw}, PrivateKey: key}}, ClientAuth: tls.RequestClientCert}}
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Test Root"})
+	leaf, key := root.Leaf(t, pki.Options{CommonName: "localhost", Hosts: []string{"localhost", "127.0.0.1"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	s := &imqtt.Server{Provisioner: p, TLSConfig: &tls.Config{Certificates: []tls.Certificate{*testutil.TLSCert(key, leaf)}, ClientAuth: tls.RequestClientCert}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +165,7 @@ func fakeServer(t *testing.T, p imqtt.Provisioner) (addr string, roots *x509.Cer
 		s.Shutdown(ctx)
 	})
 	roots = x509.NewCertPool()
-	roots.AddCert(root)
+	roots.AddCert(root.Cert)
 	return ln.Addr().String(), roots
 }
 

@@ -1,7 +1,6 @@
 package attest_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -13,108 +12,37 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
-	"github.com/dpsd/dpsd/internal/enrollment"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
-	"github.com/dpsd/dpsd/internal/store"
-	"github.com/dpsd/dpsd/internal/store/sqlstore"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 const scope = "0ne00111111"
 
+// env is an Attestor over a SQLite store whose clock a test sets.
 type env struct {
-	t     *testing.T
-	st    store.Store
+	provtest.Instance
 	a     *attest.Attestor
 	clock time.Time
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs  *testutil.LogBuffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "dpsd.db"), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, _, _ := provtest.OpenStore(t)
 	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, st: st, clock: time.Now(), logs: &syncBuffer{}}
-	e.a = &attest.Attestor{Store: st, Log: slog.New(slog.NewTextHandler(e.logs, nil)), Now: func() time.Time { return e.clock }}
+	log, logs := testutil.NewLogger(t, slog.LevelInfo)
+	e := &env{Instance: provtest.Instance{T: t, Store: st, Scope: scope}, clock: time.Now(), logs: logs}
+	e.a = &attest.Attestor{Store: st, Log: log, Now: func() time.Time { return e.clock }}
 	return e
-}
-
-func (e *env) individual(en *dps.IndividualEnrollment) {
-	e.t.Helper()
-	if err := enrollment.PrepareIndividual(en, nil); err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := e.st.PutEnrollment(context.Background(), en, ""); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-func (e *env) group(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
-	e.t.Helper()
-	if err := enrollment.PrepareGroup(context.Background(), g, nil, e.st); err != nil {
-		e.t.Fatal(err)
-	}
-	stored, err := e.st.PutGroup(context.Background(), g, "")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return stored
-}
-
-func (e *env) ca(name string, c *x509.Certificate, verified bool) {
-	e.t.Helper()
-	if _, err := e.st.PutCACertificate(context.Background(), &store.CACertificate{Name: name, CertificateDER: c.Raw,
-		SHA256Thumbprint: pki.SHA256Thumbprint(c), Subject: c.RawSubject, IsVerified: verified}, ""); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-func pem(c *x509.Certificate) *dps.X509CertificateWithInfo {
-	return &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(c))}
-}
-
-func x509Individual(id string, c *x509.Certificate) *dps.IndividualEnrollment {
-	return &dps.IndividualEnrollment{RegistrationID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509",
-		X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{Primary: pem(c)}}}}}
-}
-
-func signingGroup(id string, c *x509.Certificate) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509",
-		X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: pem(c)}}}}}
-}
-
-func caGroup(id, ca string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "x509",
-		X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: ca}}}}}
 }
 
 func must[T any](t *testing.T) func(T, crypto.Signer, error) (T, crypto.Signer) {
@@ -153,11 +81,11 @@ func TestX509ValidityBoundaries(t *testing.T) {
 	nb := time.Now().Add(-time.Hour).Truncate(time.Second)
 	na := nb.Add(48 * time.Hour)
 	leaf, _ := must[*x509.Certificate](t)(pki.NewSelfSigned(pki.Options{CommonName: "valid-dev", NotBefore: nb, NotAfter: na}))
-	e.individual(x509Individual("valid-dev", leaf))
+	e.PutIndividual(provtest.X509Individual("valid-dev", leaf, nil))
 	root, rootKey := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "Boundary Root", NotBefore: nb.Add(-time.Hour), NotAfter: na.Add(time.Hour)}))
 	inter, interKey := must[*x509.Certificate](t)(pki.NewIntermediateCA(pki.Options{CommonName: "Boundary Intermediate", NotBefore: nb.Add(time.Minute), NotAfter: na.Add(-time.Minute)}, root, rootKey))
-	e.ca("boundary-root", root, true)
-	e.group(caGroup("grp-boundary", "boundary-root"))
+	e.UploadCA("boundary-root", root, true)
+	e.PutGroup(provtest.CAGroup("grp-boundary", "boundary-root"))
 	gleaf, _ := must[*x509.Certificate](t)(pki.NewLeaf(pki.Options{CommonName: "valid-grp-dev", NotBefore: nb, NotAfter: na}, inter, interKey))
 	chain := []*x509.Certificate{gleaf, inter, root}
 
@@ -200,18 +128,18 @@ func TestX509Precedence(t *testing.T) {
 	e := newEnv(t)
 	root, rootKey := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "P Root"}))
 	inter, interKey := must[*x509.Certificate](t)(pki.NewIntermediateCA(pki.Options{CommonName: "P Intermediate"}, root, rootKey))
-	e.ca("p-root", root, true)
-	e.group(caGroup("grp-root", "p-root"))
-	e.group(signingGroup("zz-inter", inter))
-	e.group(signingGroup("B-inter", inter))
-	e.ca("p-inter", inter, true)
-	e.group(caGroup("c-inter-ca", "p-inter"))
+	e.UploadCA("p-root", root, true)
+	e.PutGroup(provtest.CAGroup("grp-root", "p-root"))
+	e.PutGroup(provtest.SigningGroup("zz-inter", inter))
+	e.PutGroup(provtest.SigningGroup("B-inter", inter))
+	e.UploadCA("p-inter", inter, true)
+	e.PutGroup(provtest.CAGroup("c-inter-ca", "p-inter"))
 	leaf := func(cn string) *x509.Certificate {
 		l, _ := must[*x509.Certificate](t)(pki.NewLeaf(pki.Options{CommonName: cn}, inter, interKey))
 		return l
 	}
 	ind := leaf("p-ind")
-	e.individual(x509Individual("p-ind", ind))
+	e.PutIndividual(provtest.X509Individual("p-ind", ind, nil))
 
 	id, err := e.a.X509(context.Background(), "p-ind", []*x509.Certificate{ind, inter, root})
 	if err != nil || id.Individual == nil || id.Group != nil || id.GroupID() != "" || id.EnrollmentName() != `enrollment "p-ind"` {
@@ -234,8 +162,8 @@ func TestX509Precedence(t *testing.T) {
 func TestX509DNSName(t *testing.T) {
 	e := newEnv(t)
 	c, _ := must[*x509.Certificate](t)(pki.NewSelfSigned(pki.Options{CommonName: "cn-name", DNSNames: []string{"dns-dev", "second-dev"}}))
-	e.individual(x509Individual("dns-dev", c))
-	e.individual(x509Individual("second-dev", c))
+	e.PutIndividual(provtest.X509Individual("dns-dev", c, nil))
+	e.PutIndividual(provtest.X509Individual("second-dev", c, nil))
 	if id, err := e.a.X509(context.Background(), "DNS-DEV", []*x509.Certificate{c}); err != nil || id.Individual.RegistrationID != "dns-dev" {
 		t.Errorf("first DNS name: %+v, %v", id, err)
 	}
@@ -250,9 +178,9 @@ func TestSymmetricKey(t *testing.T) {
 	const docGroupKey = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
 	const docID = "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
 	e := newEnv(t)
-	doc := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "doc-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey",
+	doc := e.PutGroup(&dps.EnrollmentGroup{EnrollmentGroupID: "doc-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey",
 		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: docGroupKey}}}})
-	other := e.group(&dps.EnrollmentGroup{EnrollmentGroupID: "other-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}})
+	other := e.PutGroup(&dps.EnrollmentGroup{EnrollmentGroupID: "other-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}})
 	ok, _ := sas.DecodeKey(other.Attestation.SymmetricKey.PrimaryKey)
 	dk, _ := sas.DecodeKey(doc.Attestation.SymmetricKey.PrimaryKey)
 	ctx := context.Background()
@@ -297,7 +225,7 @@ func TestSymmetricKey(t *testing.T) {
 	})
 	t.Run("hint-naming-an-x509-group", func(t *testing.T) {
 		root, _ := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "Hint Root"}))
-		e.group(signingGroup("x509-group", root))
+		e.PutGroup(provtest.SigningGroup("x509-group", root))
 		id, err := e.a.SymmetricKey(ctx, scope, "h-dev", tok("h-dev", sas.DeriveDeviceKey(ok, "h-dev")), "x509-group")
 		if err != nil || id.GroupID() != "other-group" {
 			t.Errorf("%+v, %v", id, err)
@@ -318,7 +246,7 @@ func TestSymmetricKey(t *testing.T) {
 	})
 	t.Run("individual-enrollment-before-groups", func(t *testing.T) {
 		en := &dps.IndividualEnrollment{RegistrationID: "both-dev", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}
-		e.individual(en)
+		e.PutIndividual(en)
 		id, err := e.a.SymmetricKey(ctx, scope, "both-dev", tok("both-dev", sas.DeriveDeviceKey(ok, "both-dev")), "")
 		refused(t, id, err, `matches neither the primary nor the secondary key of individual enrollment "both-dev"`)
 		pk, _ := sas.DecodeKey(en.Attestation.SymmetricKey.PrimaryKey)
@@ -343,8 +271,8 @@ func TestSymmetricKey(t *testing.T) {
 func TestX509KeyAndChainRules(t *testing.T) {
 	e := newEnv(t)
 	root, rootKey := must[*x509.Certificate](t)(pki.NewRootCA(pki.Options{CommonName: "K Root"}))
-	e.ca("k-root", root, true)
-	e.group(caGroup("grp-k", "k-root"))
+	e.UploadCA("k-root", root, true)
+	e.PutGroup(provtest.CAGroup("grp-k", "k-root"))
 	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +317,7 @@ func TestX509KeyAndChainRules(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			a := tc.a
-			a.Store, a.Now = e.st, e.a.Now
+			a.Store, a.Now = e.Store, e.a.Now
 			id, err := a.X509(context.Background(), tc.id, tc.chain)
 			if tc.reason != "" {
 				refused(t, id, err, tc.reason)

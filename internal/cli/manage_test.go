@@ -1,27 +1,23 @@
 package cli
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/spf13/cobra"
 
 	"github.com/dpsd/dpsd/internal/server"
+	"github.com/dpsd/dpsd/internal/server/servertest"
 )
 
 // noRaceExitSleep drops the second a race-enabled binary sleeps at exit:
@@ -39,64 +35,18 @@ func cmdStartServer(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: start-server")
 	}
 	dir := ts.MkAbs("dpsd-data")
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(ctx, server.Config{DataDir: dir, HTTPSAddr: "127.0.0.1:0"}, log)
+	srv, err := servertest.Run(server.Config{DataDir: dir, HTTPSAddr: "127.0.0.1:0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		cancel()
 		ts.Fatalf("starting the server: %v", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
 	ts.Defer(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			ts.Logf("the server did not stop within 20s")
+		if err := srv.Stop(); err != nil {
+			ts.Logf("stopping the server: %v", err)
 		}
 	})
-	st := waitReady(ts, dir, done)
 	ts.Setenv("DPSD_DATA", dir)
-	ts.Setenv("DPSD_SERVICE", st.ServiceEndpoint)
+	ts.Setenv("DPSD_SERVICE", srv.State.ServiceEndpoint)
 	ts.Setenv("SERVER_CA", filepath.Join(dir, server.CAFile))
-}
-
-// waitReady waits until server.json names the endpoint and /healthz answers.
-func waitReady(ts *testscript.TestScript, dir string, done <-chan error) *server.State {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case err := <-done:
-			ts.Fatalf("the server stopped: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("the server did not become ready within 15s")
-		}
-		st, err := server.ReadState(dir)
-		if err == nil && st.PID == os.Getpid() && healthy(st, filepath.Join(dir, server.CAFile)) {
-			return st
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func healthy(st *server.State, caFile string) bool {
-	ca, err := os.ReadFile(caFile)
-	if err != nil {
-		return false
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	cl := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
-	defer cl.CloseIdleConnections()
-	resp, err := cl.Get("https://" + st.ServiceEndpoint + "/healthz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 func cmdGrab(ts *testscript.TestScript, neg bool, args []string) {

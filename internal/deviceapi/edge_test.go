@@ -10,6 +10,7 @@ import (
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
@@ -149,7 +150,7 @@ func TestEdgeInput(t *testing.T) {
 			}
 			if tc.code != 0 {
 				var e dps.ErrorDetails
-				decode(t, r.Body, &e)
+				provtest.StrictDecode(t, r.Body, &e)
 				if e.ErrorCode != tc.code || !strings.Contains(e.Message, tc.msg) {
 					t.Errorf("error %d %q, want %d containing %q", e.ErrorCode, e.Message, tc.code, tc.msg)
 				}
@@ -164,7 +165,7 @@ func TestEdgeInput(t *testing.T) {
 				return
 			}
 			var op dps.RegistrationOperationStatus
-			decode(t, r.Body, &op)
+			provtest.StrictDecode(t, r.Body, &op)
 			if op.Status != tc.opStatus {
 				t.Errorf("status %q, want %q: %s", op.Status, tc.opStatus, r.Body)
 			}
@@ -191,7 +192,7 @@ func TestPolling(t *testing.T) {
 			t.Fatalf("register %s: %d %s", id, r.Status, r.Body)
 		}
 		var op dps.RegistrationOperationStatus
-		decode(t, r.Body, &op)
+		provtest.StrictDecode(t, r.Body, &op)
 		return r, op
 	}
 	r, opA := reg("poll-dev-a")
@@ -210,7 +211,7 @@ func TestPolling(t *testing.T) {
 			t.Fatalf("poll: %d %s", r.Status, r.Body)
 		}
 		var op dps.RegistrationOperationStatus
-		decode(t, r.Body, &op)
+		provtest.StrictDecode(t, r.Body, &op)
 		if op.OperationID != opA.OperationID || op.Status != "assigned" || op.RegistrationState == nil || op.RegistrationState.AssignedHub != hub {
 			t.Errorf("poll: %s", r.Body)
 		}
@@ -227,7 +228,7 @@ func TestPolling(t *testing.T) {
 			t.Fatalf("poll of poll-dev-b's operation as poll-dev-a: %d %s, want 404", r.Status, r.Body)
 		}
 		var e dps.ErrorDetails
-		decode(t, r.Body, &e)
+		provtest.StrictDecode(t, r.Body, &e)
 		if e.ErrorCode != dpserr.CodeOperationNotFound || strings.Contains(string(r.Body), "poll-dev-b") {
 			t.Errorf("error %s (must not reveal the other device)", r.Body)
 		}

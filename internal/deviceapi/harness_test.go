@@ -2,32 +2,26 @@ package deviceapi_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/deviceapi"
-	"github.com/dpsd/dpsd/internal/dps"
-	"github.com/dpsd/dpsd/internal/enrollment"
 	"github.com/dpsd/dpsd/internal/httpx"
-	"github.com/dpsd/dpsd/internal/instance"
 	"github.com/dpsd/dpsd/internal/provisioning"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
-	"github.com/dpsd/dpsd/internal/store/sqlstore"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
-const hub = "hub-1.azure-devices.net"
+const hub = provtest.Hub1
 
 // api is the device API over a real SQLite store, with one linked hub and a
 // symmetric-key group whose derived keys authenticate any registration ID.
@@ -36,66 +30,18 @@ type api struct {
 	Handler  http.Handler // httpx.Wrap around deviceapi.API, as served
 	Scope    string
 	groupKey []byte
-	logs     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 1<<20 {
-		b.buf.Reset() // fuzzing logs a lot
-	}
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func newAPI(t testing.TB) *api {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "dpsd.db"), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, inst, _ := provtest.OpenStore(t)
 	t.Cleanup(func() { st.Close() })
-	inst, _, err := instance.Ensure(ctx, st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub, AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
-		t.Fatal(err)
-	}
-	g := &dps.EnrollmentGroup{EnrollmentGroupID: "grp-api", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}
-	if err := enrollment.PrepareGroup(ctx, g, nil, st); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.PutGroup(ctx, g, ""); err != nil {
-		t.Fatal(err)
-	}
-	gk, _ := sas.DecodeKey(g.Attestation.SymmetricKey.PrimaryKey)
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
+	in := provtest.Instance{T: t, Store: st, Scope: inst.IDScope}
+	in.LinkHub(hub, 1, true)
+	gk, _ := provtest.Keys(t, in.PutGroup(provtest.SymGroup("grp-api")).Attestation)
+	log, _ := testutil.NewLogger(t, slog.LevelInfo)
 	p := &provisioning.Pipeline{Store: st, Attest: &attest.Attestor{Store: st, Log: log}, Log: log, IDScope: inst.IDScope, RetryAfter: 3}
-	a := &api{Store: st, Handler: httpx.Wrap(log, &deviceapi.API{Pipeline: p, Log: log}), Scope: inst.IDScope, groupKey: gk, logs: logs}
-	t.Cleanup(func() {
-		if t.Failed() {
-			s := logs.String()
-			if len(s) > 10000 {
-				s = s[len(s)-10000:]
-			}
-			t.Logf("server log (tail):\n%s", s)
-		}
-	})
-	return a
+	return &api{Store: st, Handler: httpx.Wrap(log, &deviceapi.API{Pipeline: p, Log: log}), Scope: inst.IDScope, groupKey: gk}
 }
 
 // token is a valid SAS token of a device of the group (C SDK encoding).
@@ -146,13 +92,4 @@ func send(t testing.TB, c *http.Client, method, url string, hdr map[string]strin
 		t.Fatal(err)
 	}
 	return &response{resp.StatusCode, resp.Header, b}
-}
-
-func decode(t testing.TB, b []byte, v any) {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		t.Fatalf("decoding %T from %s: %v", v, b, err)
-	}
 }

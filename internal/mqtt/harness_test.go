@@ -31,6 +31,7 @@ import (
 	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 const (
@@ -52,7 +53,7 @@ type harness struct {
 	WSURL    string // wss://127.0.0.1:port/$iothub/websocket
 	HTTPS    string // https://127.0.0.1:port, the device API
 	roots    *x509.CertPool
-	logs     *provtest.LogBuffer
+	logs     *testutil.LogBuffer
 	db       *sql.DB // read-only, for snapshots
 }
 
@@ -73,8 +74,7 @@ func newHarness(t testing.TB, o options) *harness {
 		st.Close()
 		t.Fatal(err)
 	}
-	logs := &provtest.LogBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log, logs := testutil.NewLogger(t, slog.LevelDebug)
 	pm := metrics.New()
 	h := &harness{Instance: provtest.Instance{T: t, Store: st, Scope: inst.IDScope}, roots: x509.NewCertPool(), logs: logs, PMetrics: pm}
 	h.roots.AppendCertsFromPEM(inst.ServerCACertPEM)
@@ -131,9 +131,6 @@ func newHarness(t testing.TB, o options) *harness {
 		}
 		web.Close()
 		st.Close()
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
 	})
 	h.db = provtest.OpenSnapshots(t, dbPath)
 	return h

@@ -24,6 +24,7 @@ import (
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 var modes = []struct {
@@ -34,9 +35,9 @@ var modes = []struct {
 // devices enrolls one device of each attestation kind and returns them.
 func devices(t *testing.T, h *harness) map[string]provtest.Cred {
 	h.LinkHub(hub1, 1, true)
-	ss, ssKey := provtest.SelfSigned(t, pki.Options{CommonName: "x509-self"})
+	ss, ssKey := testutil.SelfSigned(t, pki.Options{CommonName: "x509-self"})
 	h.PutIndividual(provtest.X509Individual("x509-self", ss, nil))
-	root := provtest.NewRoot(t, pki.Options{CommonName: "Root"})
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Root"})
 	h.UploadCA("root", root.Cert, true)
 	h.PutGroup(provtest.CAGroup("grp-x509", "root"))
 	inter := root.Intermediate(t, pki.Options{CommonName: "Intermediate"})
@@ -45,8 +46,8 @@ func devices(t *testing.T, h *harness) map[string]provtest.Cred {
 	grp, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-sym")).Attestation)
 	hour := time.Now().Add(time.Hour)
 	return map[string]provtest.Cred{
-		"x509-self":  {Cert: provtest.TLSCert(ssKey, ss)},
-		"x509-chain": {Cert: provtest.TLSCert(leafKey, leaf, inter.Cert, root.Cert)},
+		"x509-self":  {Cert: testutil.TLSCert(ssKey, ss)},
+		"x509-chain": {Cert: testutil.TLSCert(leafKey, leaf, inter.Cert, root.Cert)},
 		// The Node SDK's resource encoding (unencoded), and the C SDK's.
 		"sym-individual": {SAS: provtest.Token(provtest.SRRaw(h.Scope, "sym-individual"), sym, hour, "registration")},
 		"sym-group-dev":  {SAS: provtest.Token(provtest.SRLower(h.Scope, "sym-group-dev"), sas.DeriveDeviceKey(grp, "sym-group-dev"), hour, "registration")},

@@ -25,6 +25,7 @@ import (
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 func listen(t testing.TB) net.Listener {
@@ -491,8 +492,8 @@ func TestWebSocket(t *testing.T) {
 	}
 
 	// X.509 over WebSocket: the HTTPS connection's client chain.
-	leaf, key := provtest.SelfSigned(t, pki.Options{CommonName: "ws-x509"})
-	c := h.device(t, true, "ws-x509", provtest.Cred{Cert: provtest.TLSCert(key, leaf)})
+	leaf, key := testutil.SelfSigned(t, pki.Options{CommonName: "ws-x509"})
+	c := h.device(t, true, "ws-x509", provtest.Cred{Cert: testutil.TLSCert(key, leaf)})
 	c.Register("1", nil)
 	certs := h.Fake.last(t).Req.Credentials.Certificates
 	if len(certs) != 1 || !certs[0].Equal(leaf) || h.Fake.last(t).Req.Credentials.SAS != "" {
@@ -539,10 +540,10 @@ func TestWebSocket(t *testing.T) {
 // there is no password.
 func TestX509OverTLS(t *testing.T) {
 	h := newHarness(t, options{fake: true})
-	root := provtest.NewRoot(t, pki.Options{CommonName: "Root"})
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Root"})
 	inter := root.Intermediate(t, pki.Options{CommonName: "Inter"})
 	leaf, key := inter.Leaf(t, pki.Options{CommonName: "chained"})
-	c := h.device(t, false, "chained", provtest.Cred{Cert: provtest.TLSCert(key, leaf, inter.Cert)})
+	c := h.device(t, false, "chained", provtest.Cred{Cert: testutil.TLSCert(key, leaf, inter.Cert)})
 	c.Register("1", nil)
 	cr := h.Fake.last(t).Req.Credentials
 	if len(cr.Certificates) != 2 || !cr.Certificates[0].Equal(leaf) || !cr.Certificates[1].Equal(inter.Cert) || cr.SAS != "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // TestConcurrentRegistrationsOfOneDevice starts 20 registrations of one
@@ -140,7 +141,7 @@ func TestConcurrentRegistrationsOfManyDevices(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
 	h.LinkHub(hub1, 1, true)
-	root := provtest.NewRoot(t, pki.Options{CommonName: "Many Root"})
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Many Root"})
 	h.UploadCA("many-root", root.Cert, true)
 	h.PutGroup(provtest.CAGroup("grp-many", "many-root"))
 	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-many-sym")).Attestation)
@@ -158,7 +159,7 @@ func TestConcurrentRegistrationsOfManyDevices(t *testing.T) {
 					errs <- err
 					return
 				}
-				c = provtest.Cred{Cert: provtest.TLSCert(key, leaf, root.Cert)}
+				c = provtest.Cred{Cert: testutil.TLSCert(key, leaf, root.Cert)}
 			}
 			r := h.register(t, c, id)
 			if r.Err != nil || r.Status != http.StatusAccepted {

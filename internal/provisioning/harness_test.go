@@ -38,6 +38,7 @@ import (
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // requestTimeout bounds every device request. A registration takes
@@ -59,7 +60,7 @@ type harness struct {
 	Pipeline *provisioning.Pipeline
 	Host     string // 127.0.0.1:port
 	roots    *x509.CertPool
-	logs     *provtest.LogBuffer
+	logs     *testutil.LogBuffer
 	db       *sql.DB // read-only, for snapshots
 
 	mu      sync.Mutex
@@ -83,8 +84,7 @@ func newHarness(t testing.TB, o options) *harness {
 	if o.scope != "" {
 		scope = o.scope
 	}
-	logs := &provtest.LogBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log, logs := testutil.NewLogger(t, slog.LevelDebug)
 	p := &provisioning.Pipeline{
 		Store:        st,
 		Attest:       &attest.Attestor{Store: st, Log: log, Now: o.now},
@@ -115,9 +115,6 @@ func newHarness(t testing.TB, o options) *harness {
 		// up after a while, so that one hang fails one test only.
 		if !within(10*time.Second, func() { srv.Close(); st.Close() }) {
 			t.Errorf("the device API did not shut down within 10 s: a request is stuck (in the store?)")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
 		}
 	})
 	h.db = provtest.OpenSnapshots(t, dbPath)

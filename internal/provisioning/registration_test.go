@@ -11,6 +11,7 @@ import (
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 var modes = []struct {
@@ -29,12 +30,12 @@ type device struct {
 }
 
 func x509GroupDevice(t *testing.T, h *harness, id string) device {
-	root := provtest.NewRoot(t, pki.Options{CommonName: "Re Root"})
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Re Root"})
 	h.UploadCA("re-root", root.Cert, true)
 	inter := root.Intermediate(t, pki.Options{CommonName: "Re Intermediate"})
 	h.PutGroup(provtest.SigningGroup("grp-re", inter.Cert))
 	leaf, key := inter.Leaf(t, pki.Options{CommonName: id})
-	return device{h, id, provtest.Cred{Cert: provtest.TLSCert(key, leaf, inter.Cert)},
+	return device{h, id, provtest.Cred{Cert: testutil.TLSCert(key, leaf, inter.Cert)},
 		want{regID: id, deviceID: id, hub: hub1, mechanism: dps.AttestationX509, groupID: "grp-re", leaf: leaf, signer: inter.Cert}}
 }
 
@@ -242,11 +243,11 @@ func TestReregistrationInAnotherCase(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
 	h.LinkHub(hub1, 1, true)
-	root := provtest.NewRoot(t, pki.Options{CommonName: "Case Root"})
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Case Root"})
 	h.UploadCA("case-root", root.Cert, true)
 	h.PutGroup(provtest.CAGroup("grp-case", "case-root"))
 	leaf, key := root.Leaf(t, pki.Options{CommonName: "Case-Dev"})
-	c := provtest.Cred{Cert: provtest.TLSCert(key, leaf, root.Cert)}
+	c := provtest.Cred{Cert: testutil.TLSCert(key, leaf, root.Cert)}
 	first := h.provision(t, c, "case-dev")
 	checkResult(t, first.RegistrationState, want{regID: "case-dev", deviceID: "case-dev", hub: hub1, mechanism: dps.AttestationX509, groupID: "grp-case"}, time.Time{})
 	second := h.provision(t, c, "CASE-DEV")

@@ -2,11 +2,7 @@ package provisioning_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,7 +13,8 @@ import (
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/server"
-	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/server/servertest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // TestServerWiring boots the real server (server.New + Serve on 127.0.0.1:0,
@@ -28,49 +25,13 @@ func TestServerWiring(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &provtest.LogBuffer{}
-			ctx, cancel := context.WithCancel(context.Background())
-			srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), HTTPSAddr: "127.0.0.1:0", AzureStrict: mode.strict},
-				slog.New(slog.NewTextHandler(logs, nil)))
-			if err != nil {
-				cancel()
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx) }()
-			t.Cleanup(func() {
-				cancel()
-				select {
-				case err := <-done:
-					if err != nil {
-						t.Errorf("Serve: %v", err)
-					}
-				case <-time.After(20 * time.Second):
-					t.Errorf("server did not stop")
-				}
-				if t.Failed() {
-					t.Logf("server log:\n%s", logs.String())
-				}
-			})
-			deadline := time.Now().Add(10 * time.Second)
-			for srv.State().DeviceEndpoint == "" {
-				if time.Now().After(deadline) {
-					t.Fatal("server did not start")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			_, port, _ := net.SplitHostPort(srv.State().DeviceEndpoint)
-			endpoint := net.JoinHostPort("127.0.0.1", port)
-			roots := x509.NewCertPool()
-			roots.AppendCertsFromPEM(srv.Instance().ServerCACertPEM)
-			st := srv.Store()
-			scope := srv.Instance().IDScope
-			if _, err := st.PutLinkedHub(ctx, &store.LinkedHub{Name: hub1, AllocationWeight: 1, ApplyAllocationPolicy: true}, ""); err != nil {
-				t.Fatal(err)
-			}
+			srv := servertest.Start(t, server.Config{AzureStrict: mode.strict})
+			ctx := t.Context()
+			endpoint, roots, st, scope := srv.DeviceAddr, srv.Roots, srv.Store(), srv.State.IDScope
 			in := provtest.Instance{T: t, Store: st, Scope: scope}
+			in.LinkHub(hub1, 1, true)
 			gpk, _ := provtest.Keys(t, in.PutGroup(provtest.SymGroup("grp-wiring")).Attestation)
-			root := provtest.NewRoot(t, pki.Options{CommonName: "Wiring Root"})
+			root := testutil.NewRoot(t, pki.Options{CommonName: "Wiring Root"})
 			in.UploadCA("wiring-root", root.Cert, true)
 			in.PutGroup(provtest.CAGroup("grp-wiring-x509", "wiring-root"))
 			leaf, key := root.Leaf(t, pki.Options{CommonName: "wiring-x509"})
@@ -80,9 +41,7 @@ func TestServerWiring(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPut, "https://"+endpoint+"/"+scope+"/registrations/wiring-raw/register?api-version=2019-03-31", strings.NewReader(`{"registrationId":"wiring-raw"}`))
 			req.Header.Set("Authorization", tok)
 			req.Header.Set("Content-Type", "application/json")
-			hc := &http.Client{Timeout: requestTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-			defer hc.CloseIdleConnections()
-			resp, err := hc.Do(req)
+			resp, err := srv.HTTPClient(t).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +63,7 @@ func TestServerWiring(t *testing.T) {
 
 			for name, cfg := range map[string]client.Config{
 				"symmetric-key": {RegistrationID: "wiring-sym", SymmetricKey: client.DeriveKey(gpk, "wiring-sym")},
-				"x509":          {RegistrationID: "wiring-x509", Certificate: provtest.TLSCert(key, leaf, root.Cert)},
+				"x509":          {RegistrationID: "wiring-x509", Certificate: testutil.TLSCert(key, leaf, root.Cert)},
 			} {
 				cfg.Endpoint, cfg.IDScope, cfg.RootCAs = endpoint, scope, roots
 				cctx, ccancel := context.WithTimeout(ctx, requestTimeout)

@@ -15,6 +15,7 @@ import (
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 type success struct {
@@ -30,37 +31,37 @@ func successFixtures(t *testing.T, h *harness) map[string]success {
 	sk := dps.AttestationSymmetricKey
 
 	// Self-signed individual enrollments.
-	self, selfKey := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-01"})
+	self, selfKey := testutil.SelfSigned(t, pki.Options{CommonName: "dev-self-01"})
 	e := provtest.X509Individual("dev-self-01", self, nil)
 	e.DeviceID = "custom-device-01"
 	h.PutIndividual(e)
-	selfA, _ := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-02"})
-	selfB, selfBKey := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-02"})
+	selfA, _ := testutil.SelfSigned(t, pki.Options{CommonName: "dev-self-02"})
+	selfB, selfBKey := testutil.SelfSigned(t, pki.Options{CommonName: "dev-self-02"})
 	h.PutIndividual(provtest.X509Individual("dev-self-02", selfA, selfB))
-	selfRSA, selfRSAKey := provtest.SelfSigned(t, pki.Options{CommonName: "dev-self-rsa", KeyType: pki.KeyRSA2048})
+	selfRSA, selfRSAKey := testutil.SelfSigned(t, pki.Options{CommonName: "dev-self-rsa", KeyType: pki.KeyRSA2048})
 	h.PutIndividual(provtest.X509Individual("dev-self-rsa", selfRSA, nil))
 
 	// Root A (verified) → Intermediate A, whose certificate is a group's.
-	rootA := provtest.NewRoot(t, pki.Options{CommonName: "Root A"})
+	rootA := testutil.NewRoot(t, pki.Options{CommonName: "Root A"})
 	h.UploadCA("root-a", rootA.Cert, true)
 	interA := rootA.Intermediate(t, pki.Options{CommonName: "Intermediate A"})
 	h.PutGroup(provtest.SigningGroup("grp-inter-a", interA.Cert))
 	// Root R (verified), referenced by a group.
-	rootR := provtest.NewRoot(t, pki.Options{CommonName: "Root R"})
+	rootR := testutil.NewRoot(t, pki.Options{CommonName: "Root R"})
 	h.UploadCA("root-r", rootR.Cert, true)
 	h.PutGroup(provtest.CAGroup("grp-root-r", "root-r"))
 	interR := rootR.Intermediate(t, pki.Options{CommonName: "Intermediate R"})
 	// Root G with a group, Intermediate G with another: the narrower wins.
-	rootG := provtest.NewRoot(t, pki.Options{CommonName: "Root G"})
+	rootG := testutil.NewRoot(t, pki.Options{CommonName: "Root G"})
 	h.UploadCA("root-g", rootG.Cert, true)
 	h.PutGroup(provtest.CAGroup("grp-root-g", "root-g"))
 	interG := rootG.Intermediate(t, pki.Options{CommonName: "Intermediate G"})
 	h.PutGroup(provtest.SigningGroup("grp-inter-g", interG.Cert))
 
-	leaf := func(c provtest.CA, cn string, o pki.Options, more ...*x509.Certificate) (provtest.Cred, *x509.Certificate) {
+	leaf := func(c testutil.CA, cn string, o pki.Options, more ...*x509.Certificate) (provtest.Cred, *x509.Certificate) {
 		o.CommonName = cn
 		l, k := c.Leaf(t, o)
-		return provtest.Cred{Cert: provtest.TLSCert(k, append([]*x509.Certificate{l}, more...)...)}, l
+		return provtest.Cred{Cert: testutil.TLSCert(k, append([]*x509.Certificate{l}, more...)...)}, l
 	}
 	chainA, leafChainA := leaf(interA, "dev-chain-01", pki.Options{}, interA.Cert)
 	fullA, leafFullA := leaf(interA, "dev-chain-02", pki.Options{}, interA.Cert, rootA.Cert)
@@ -90,11 +91,11 @@ func successFixtures(t *testing.T, h *harness) map[string]success {
 	s := h.Scope
 
 	return map[string]success{
-		"ok/self-signed-individual": {id: "dev-self-01", cred: provtest.Cred{Cert: provtest.TLSCert(selfKey, self)},
+		"ok/self-signed-individual": {id: "dev-self-01", cred: provtest.Cred{Cert: testutil.TLSCert(selfKey, self)},
 			want: want{deviceID: "custom-device-01", mechanism: x, leaf: self}},
-		"ok/self-signed-individual-secondary-certificate": {id: "dev-self-02", cred: provtest.Cred{Cert: provtest.TLSCert(selfBKey, selfB)},
+		"ok/self-signed-individual-secondary-certificate": {id: "dev-self-02", cred: provtest.Cred{Cert: testutil.TLSCert(selfBKey, selfB)},
 			want: want{mechanism: x, leaf: selfB}},
-		"ok/self-signed-individual-rsa": {id: "dev-self-rsa", cred: provtest.Cred{Cert: provtest.TLSCert(selfRSAKey, selfRSA)},
+		"ok/self-signed-individual-rsa": {id: "dev-self-rsa", cred: provtest.Cred{Cert: testutil.TLSCert(selfRSAKey, selfRSA)},
 			want: want{mechanism: x, leaf: selfRSA}},
 		"ok/individual-enrollment-for-ca-issued-leaf-before-its-group": {id: "dev-ind-ca", cred: indCA,
 			want: want{mechanism: x, leaf: leafIndCA}},
@@ -282,7 +283,7 @@ func TestClientRegister(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
 	h.LinkHub(hub1, 1, true)
-	root := provtest.NewRoot(t, pki.Options{CommonName: "Client Root"})
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Client Root"})
 	h.UploadCA("client-root", root.Cert, true)
 	inter := root.Intermediate(t, pki.Options{CommonName: "Client Intermediate"})
 	h.PutGroup(provtest.SigningGroup("grp-client", inter.Cert))
@@ -294,7 +295,7 @@ func TestClientRegister(t *testing.T) {
 	t.Run("x509-chain", func(t *testing.T) {
 		st, err := client.Register(ctx, client.Config{
 			Endpoint: h.Host, IDScope: h.Scope, RegistrationID: "client-x509-01",
-			Certificate: provtest.TLSCert(key, leaf, inter.Cert), RootCAs: h.roots,
+			Certificate: testutil.TLSCert(key, leaf, inter.Cert), RootCAs: h.roots,
 		})
 		if err != nil {
 			t.Fatalf("Register: %v", err)

@@ -3,30 +3,26 @@ package serviceapi_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/server"
+	"github.com/dpsd/dpsd/internal/server/servertest"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
-// testServer is a real dpsd server (server.New + Serve, the same wiring as
-// `dpsd serve`) on 127.0.0.1 with a fresh SQLite store in t.TempDir().
+// testServer is a real dpsd server (servertest: server.New + Serve, the
+// same wiring as `dpsd serve`) on 127.0.0.1 with a fresh SQLite store in
+// t.TempDir().
 type testServer struct {
 	t       testing.TB
-	srv     *server.Server
 	Store   store.Store
 	Host    string // localhost:port, the HostName of the connection string
 	IDScope string
@@ -34,88 +30,15 @@ type testServer struct {
 	// use it by default, also after a test deleted or changed the policy.
 	ownerKey []byte
 	client   *http.Client
-	logs     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startServer starts a server and stops it when the test ends, checking that
 // it shuts down cleanly. The server log is printed if the test failed.
 func startServer(t testing.TB) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, server.Config{DataDir: t.TempDir(), HTTPSAddr: "127.0.0.1:0"}, log)
-	if err != nil {
-		cancel()
-		t.Fatalf("server.New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve returned %v after shutdown", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("server did not stop within 20 s")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.State().ServiceEndpoint == "" {
-		select {
-		case err := <-done:
-			t.Fatalf("Serve returned early: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server did not start listening within 10 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	st := srv.State()
-	_, port, err := net.SplitHostPort(st.ServiceEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(srv.Instance().ServerCACertPEM) {
-		t.Fatal("server CA is not PEM")
-	}
-	// The URL says localhost (SNI, Host header, the token's sr), but the
-	// server listens on 127.0.0.1 only, so never let localhost resolve to ::1.
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"},
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
-		},
-	}
-	t.Cleanup(tr.CloseIdleConnections)
+	srv := servertest.Start(t, server.Config{})
 	s := &testServer{
-		t: t, srv: srv, Store: srv.Store(), Host: st.ServiceEndpoint, IDScope: st.IDScope,
-		client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, logs: logs,
+		t: t, Store: srv.Store(), Host: srv.State.ServiceEndpoint, IDScope: srv.State.IDScope, client: srv.HTTPClient(t),
 	}
 	s.ownerKey = s.policyKey(dps.OwnerPolicyName)
 	return s

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/dpsd/dpsd/internal/server"
 	"github.com/dpsd/dpsd/internal/svcclient"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // Timeouts of the helpers.
@@ -128,27 +128,10 @@ type Server struct {
 	t      testing.TB
 	args   []string
 	cmd    *exec.Cmd
-	logs   *lockedBuffer
+	logs   *testutil.LogBuffer
 	exited chan struct{} // closed when the process has exited
 	err    error         // the process's exit status, after exited
 	stop   sync.Once
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // StartServer starts `dpsd serve --data DIR --https-addr 127.0.0.1:0
@@ -186,7 +169,7 @@ func StartServers(t testing.TB, n int, extraArgs ...string) []*Server {
 // launch starts `dpsd serve` in dir without waiting for it.
 func launch(t testing.TB, dir string, extraArgs []string) *Server {
 	t.Helper()
-	s := &Server{Dir: dir, Bin: Binary(t), t: t, logs: &lockedBuffer{}, exited: make(chan struct{})}
+	s := &Server{Dir: dir, Bin: Binary(t), t: t, logs: &testutil.LogBuffer{}, exited: make(chan struct{})}
 	for i, a := range extraArgs {
 		if a == "--store" && i+1 < len(extraArgs) {
 			s.Store = extraArgs[i+1]

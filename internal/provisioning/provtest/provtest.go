@@ -1,10 +1,10 @@
 // Package provtest is test support for the suites that drive the
 // provisioning pipeline through a transport — internal/provisioning over
 // HTTPS, internal/mqtt over MQTT — so that they run the same devices and
-// expect the same outcomes: certificate and CA fixtures, enrollments stored
-// as the service API stores them, SAS tokens as the device SDKs make them,
-// and the table of devices the service must refuse (Refusals). Only tests
-// import it.
+// expect the same outcomes: enrollments stored as the service API stores
+// them, SAS tokens as the device SDKs make them, and the table of devices
+// the service must refuse (Refusals). Certificate fixtures and the log
+// buffer are internal/testutil's. Only tests import it.
 package provtest
 
 import (

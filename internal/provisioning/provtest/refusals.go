@@ -14,6 +14,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // Refusal is a device the service must refuse, whatever the transport: the
@@ -93,20 +94,20 @@ func Refusals(in Instance) map[string]Refusal {
 	in.LinkHub(Hub1, 1, true)
 
 	// A: verified root; the group is on the intermediate's certificate.
-	rootA := NewRoot(t, pki.Options{CommonName: "Root A"})
+	rootA := testutil.NewRoot(t, pki.Options{CommonName: "Root A"})
 	in.UploadCA("root-a", rootA.Cert, true)
 	interA := rootA.Intermediate(t, pki.Options{CommonName: "Intermediate A"})
 	in.PutGroup(SigningGroup("grp-inter-a", interA.Cert))
 	// B: a CA uploaded but not verified, referenced by a group.
-	rootB := NewRoot(t, pki.Options{CommonName: "Root B"})
+	rootB := testutil.NewRoot(t, pki.Options{CommonName: "Root B"})
 	in.UploadCA("root-b", rootB.Cert, false)
 	in.PutGroup(CAGroup("grp-ca-b", "root-b"))
 	interB := rootB.Intermediate(t, pki.Options{CommonName: "Intermediate B"})
 	// C: a verified CA no group uses.
-	rootC := NewRoot(t, pki.Options{CommonName: "Root C"})
+	rootC := testutil.NewRoot(t, pki.Options{CommonName: "Root C"})
 	in.UploadCA("root-c", rootC.Cert, true)
 	// D: a verified CA referenced by a group; odd intermediates below it.
-	rootD := NewRoot(t, pki.Options{CommonName: "Root D"})
+	rootD := testutil.NewRoot(t, pki.Options{CommonName: "Root D"})
 	in.UploadCA("root-d", rootD.Cert, true)
 	in.PutGroup(CAGroup("grp-ca-d", "root-d"))
 	notCA := rootD.Intermediate(t, pki.Options{CommonName: "Not A CA", IsCA: new(false)})
@@ -115,19 +116,19 @@ func Refusals(in Instance) map[string]Refusal {
 	belowPathLenZero := pathLenZero.Intermediate(t, pki.Options{CommonName: "Below PathLen0"})
 	expiredInter := rootD.Intermediate(t, pki.Options{CommonName: "Expired Intermediate D", NotBefore: now.Add(-72 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
 	// RSA CA for SHA-1 signatures.
-	rootRSA := NewRoot(t, pki.Options{CommonName: "Root RSA", KeyType: pki.KeyRSA2048})
+	rootRSA := testutil.NewRoot(t, pki.Options{CommonName: "Root RSA", KeyType: pki.KeyRSA2048})
 	in.UploadCA("root-rsa", rootRSA.Cert, true)
 	in.PutGroup(CAGroup("grp-rsa", "root-rsa"))
 	sha1Inter := rootRSA.Intermediate(t, pki.Options{CommonName: "SHA-1 Intermediate", SignatureAlgorithm: x509.SHA1WithRSA, KeyType: pki.KeyRSA2048})
 	// E: a disabled group on a verified CA.
-	rootE := NewRoot(t, pki.Options{CommonName: "Root E"})
+	rootE := testutil.NewRoot(t, pki.Options{CommonName: "Root E"})
 	in.UploadCA("root-e", rootE.Cert, true)
 	disabledGroup := CAGroup("grp-disabled", "root-e")
 	disabledGroup.ProvisioningStatus = dps.ProvisioningDisabled
 	in.PutGroup(disabledGroup)
 	// F: an enabled group on the root, a disabled one on the intermediate:
 	// the narrower, disabled entry decides.
-	rootF := NewRoot(t, pki.Options{CommonName: "Root F"})
+	rootF := testutil.NewRoot(t, pki.Options{CommonName: "Root F"})
 	in.UploadCA("root-f", rootF.Cert, true)
 	in.PutGroup(CAGroup("grp-root-f", "root-f"))
 	interF := rootF.Intermediate(t, pki.Options{CommonName: "Intermediate F"})
@@ -135,19 +136,19 @@ func Refusals(in Instance) map[string]Refusal {
 	disabledInter.ProvisioningStatus = dps.ProvisioningDisabled
 	in.PutGroup(disabledInter)
 	// A rogue CA whose subject copies Intermediate A's.
-	rogue := NewRoot(t, pki.Options{CommonName: "Intermediate A"})
+	rogue := testutil.NewRoot(t, pki.Options{CommonName: "Intermediate A"})
 	// G: a verified root without keyCertSign in its key usage, referenced
 	// by a group.
-	rootG := NewRoot(t, pki.Options{CommonName: "Root G No CertSign", KeyUsage: x509.KeyUsageDigitalSignature})
+	rootG := testutil.NewRoot(t, pki.Options{CommonName: "Root G No CertSign", KeyUsage: x509.KeyUsageDigitalSignature})
 	in.UploadCA("root-g", rootG.Cert, true)
 	in.PutGroup(CAGroup("grp-ca-g", "root-g"))
 
 	// leafOf issues a device certificate under c; the device presents it
 	// followed by chain.
-	leafOf := func(c CA, cn string, o pki.Options, chain ...*x509.Certificate) Cred {
+	leafOf := func(c testutil.CA, cn string, o pki.Options, chain ...*x509.Certificate) Cred {
 		o.CommonName = cn
 		l, k := c.Leaf(t, o)
-		return Cred{Cert: TLSCert(k, append([]*x509.Certificate{l}, chain...)...)}
+		return Cred{Cert: testutil.TLSCert(k, append([]*x509.Certificate{l}, chain...)...)}
 	}
 
 	// Weak keys, and a chain longer than dpsd accepts (eleven certificates).
@@ -162,22 +163,22 @@ func Refusals(in Instance) map[string]Refusal {
 		long = long.Intermediate(t, pki.Options{CommonName: fmt.Sprintf("Long %d", i)})
 		longChain = append([]*x509.Certificate{long.Cert}, longChain...)
 	}
-	ssWeak, ssWeakKey := SelfSigned(t, pki.Options{CommonName: "dev-rsa1024-self", Key: rsa1024})
+	ssWeak, ssWeakKey := testutil.SelfSigned(t, pki.Options{CommonName: "dev-rsa1024-self", Key: rsa1024})
 	in.PutIndividual(X509Individual("dev-rsa1024-self", ssWeak, nil))
 
 	// Individual enrollments.
-	ssOther, _ := SelfSigned(t, pki.Options{CommonName: "dev-other-cert"})
+	ssOther, _ := testutil.SelfSigned(t, pki.Options{CommonName: "dev-other-cert"})
 	in.PutIndividual(X509Individual("dev-other-cert", ssOther, nil))
-	ssWrong, ssWrongKey := SelfSigned(t, pki.Options{CommonName: "dev-other-cert"})
-	ssUnknown, ssUnknownKey := SelfSigned(t, pki.Options{CommonName: "dev-unknown"})
-	sha1Self, sha1SelfKey := SelfSigned(t, pki.Options{CommonName: "dev-sha1-self", KeyType: pki.KeyRSA2048, SignatureAlgorithm: x509.SHA1WithRSA})
+	ssWrong, ssWrongKey := testutil.SelfSigned(t, pki.Options{CommonName: "dev-other-cert"})
+	ssUnknown, ssUnknownKey := testutil.SelfSigned(t, pki.Options{CommonName: "dev-unknown"})
+	sha1Self, sha1SelfKey := testutil.SelfSigned(t, pki.Options{CommonName: "dev-sha1-self", KeyType: pki.KeyRSA2048, SignatureAlgorithm: x509.SHA1WithRSA})
 	in.PutIndividual(X509Individual("dev-sha1-self", sha1Self, nil))
-	ssForSym, ssForSymKey := SelfSigned(t, pki.Options{CommonName: "sym-dev"})
+	ssForSym, ssForSymKey := testutil.SelfSigned(t, pki.Options{CommonName: "sym-dev"})
 	indDisabledLeaf, indDisabledKey := interA.Leaf(t, pki.Options{CommonName: "dev-ind-disabled"})
 	indDisabled := X509Individual("dev-ind-disabled", indDisabledLeaf, nil)
 	indDisabled.ProvisioningStatus = dps.ProvisioningDisabled
 	in.PutIndividual(indDisabled)
-	ssX509, _ := SelfSigned(t, pki.Options{CommonName: "dev-x509-only"})
+	ssX509, _ := testutil.SelfSigned(t, pki.Options{CommonName: "dev-x509-only"})
 	in.PutIndividual(X509Individual("dev-x509-only", ssX509, nil))
 
 	// Symmetric keys.
@@ -206,11 +207,11 @@ func Refusals(in Instance) map[string]Refusal {
 			Want: Refused("is not valid for client authentication: its extended key usage is serverAuth")},
 		"fail/sha1-leaf": {RegistrationID: "dev-sha1", Cred: leafOf(rootRSA, "dev-sha1", pki.Options{SignatureAlgorithm: x509.SHA1WithRSA}, rootRSA.Cert),
 			Want: Refused("is signed with SHA1-RSA; dpsd does not accept SHA-1")},
-		"fail/sha1-self-signed-individual": {RegistrationID: "dev-sha1-self", Cred: Cred{Cert: TLSCert(sha1SelfKey, sha1Self)},
+		"fail/sha1-self-signed-individual": {RegistrationID: "dev-sha1-self", Cred: Cred{Cert: testutil.TLSCert(sha1SelfKey, sha1Self)},
 			Want: Refused("dpsd does not accept SHA-1")},
 		"fail/leaf-rsa-1024": {RegistrationID: "dev-rsa1024", Cred: leafOf(interA, "dev-rsa1024", pki.Options{Key: rsa1024}, interA.Cert),
 			Want: Refused("certificate CN=dev-rsa1024 has a 1024-bit RSA key; dpsd accepts RSA keys of at least 2048 bits")},
-		"fail/self-signed-individual-rsa-1024": {RegistrationID: "dev-rsa1024-self", Cred: Cred{Cert: TLSCert(ssWeakKey, ssWeak)},
+		"fail/self-signed-individual-rsa-1024": {RegistrationID: "dev-rsa1024-self", Cred: Cred{Cert: testutil.TLSCert(ssWeakKey, ssWeak)},
 			Want: Refused("certificate CN=dev-rsa1024-self has a 1024-bit RSA key")},
 		"fail/leaf-is-a-ca": {RegistrationID: "dev-ca-true", Cred: leafOf(interA, "dev-ca-true", pki.Options{IsCA: new(true)}, interA.Cert),
 			Want: Refused("certificate CN=dev-ca-true is a CA certificate (basic constraints CA:TRUE) and cannot authenticate a device")},
@@ -219,11 +220,11 @@ func Refusals(in Instance) map[string]Refusal {
 		"fail/chain-too-long": {RegistrationID: "dev-long", Cred: leafOf(long, "dev-long", pki.Options{}, longChain...),
 			Want: Refused("the device presented 11 certificates; at most 10 are accepted")},
 		// X.509: individual enrollments.
-		"fail/unknown-self-signed": {RegistrationID: "dev-unknown", Cred: Cred{Cert: TLSCert(ssUnknownKey, ssUnknown)},
+		"fail/unknown-self-signed": {RegistrationID: "dev-unknown", Cred: Cred{Cert: testutil.TLSCert(ssUnknownKey, ssUnknown)},
 			Want: Refused("self-signed certificate (SHA-256 thumbprint " + pki.SHA256Thumbprint(ssUnknown) + ") is not enrolled")},
-		"fail/individual-enrollment-other-certificate": {RegistrationID: "dev-other-cert", Cred: Cred{Cert: TLSCert(ssWrongKey, ssWrong)},
+		"fail/individual-enrollment-other-certificate": {RegistrationID: "dev-other-cert", Cred: Cred{Cert: testutil.TLSCert(ssWrongKey, ssWrong)},
 			Want: Refused(`is neither the primary nor the secondary certificate of individual enrollment "dev-other-cert"`)},
-		"fail/certificate-for-symmetric-key-enrollment": {RegistrationID: "sym-dev", Cred: Cred{Cert: TLSCert(ssForSymKey, ssForSym)},
+		"fail/certificate-for-symmetric-key-enrollment": {RegistrationID: "sym-dev", Cred: Cred{Cert: testutil.TLSCert(ssForSymKey, ssForSym)},
 			Want: Refused(`individual enrollment "sym-dev" uses symmetricKey attestation`)},
 		// X.509: chains.
 		"fail/chain-missing-intermediate": {RegistrationID: "dev-no-inter", Cred: leafOf(interB, "dev-no-inter", pki.Options{}),
@@ -255,7 +256,7 @@ func Refusals(in Instance) map[string]Refusal {
 		"fail/sha1-intermediate": {RegistrationID: "dev-sha1-inter", Cred: leafOf(sha1Inter, "dev-sha1-inter", pki.Options{}, sha1Inter.Cert, rootRSA.Cert),
 			Want: Refused("certificate CN=SHA-1 Intermediate is signed with SHA1-RSA")},
 		// Disabled matches.
-		"disabled/individual-enrollment-overrides-enabled-group": {RegistrationID: "dev-ind-disabled", Cred: Cred{Cert: TLSCert(indDisabledKey, indDisabledLeaf, interA.Cert)},
+		"disabled/individual-enrollment-overrides-enabled-group": {RegistrationID: "dev-ind-disabled", Cred: Cred{Cert: testutil.TLSCert(indDisabledKey, indDisabledLeaf, interA.Cert)},
 			Want: Disabled(`enrollment "dev-ind-disabled" is disabled`)},
 		"disabled/group": {RegistrationID: "dev-grp-disabled", Cred: leafOf(rootE, "dev-grp-disabled", pki.Options{}, rootE.Cert),
 			Want: Disabled(`enrollment group "grp-disabled" is disabled`)},

@@ -1,10 +1,8 @@
 package provtest
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/dpsd/dpsd/internal/instance"
@@ -29,27 +27,4 @@ func OpenStore(t testing.TB) (st *sqlstore.Store, inst *store.Instance, dbPath s
 		t.Fatalf("instance.Ensure: %v", err)
 	}
 	return st, inst, dbPath
-}
-
-// LogBuffer collects a server's log for assertions and failure output.
-type LogBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *LogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// String returns the log, cut to its last 30,000 bytes.
-func (b *LogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 30000 {
-		s = "...\n" + s[len(s)-30000:]
-	}
-	return s
 }

@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,31 +18,8 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/store/storetest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
-
-// logBuffer collects log lines from concurrent goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) count(substr string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), substr)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestRetriable(t *testing.T) {
 	pg := &Store{d: postgresDialect}
@@ -91,7 +66,7 @@ func TestRetriable(t *testing.T) {
 }
 
 func TestHealthLog(t *testing.T) {
-	var buf logBuffer
+	var buf testutil.LogBuffer
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	h := &health{log: slog.New(slog.NewTextHandler(&buf, nil)), now: func() time.Time { return now }}
 	down := fmt.Errorf("enrollment: %w: %w", store.ErrUnavailable, syscall.ECONNREFUSED)
@@ -103,7 +78,7 @@ func TestHealthLog(t *testing.T) {
 	}
 	want := func(what string, unavailable, still, again int) {
 		t.Helper()
-		if u, s, a := buf.count("database unavailable"), buf.count("database still unavailable"), buf.count("database available again"); u != unavailable || s != still || a != again {
+		if u, s, a := buf.Count("database unavailable"), buf.Count("database still unavailable"), buf.Count("database available again"); u != unavailable || s != still || a != again {
 			t.Fatalf("%s: %d unavailable, %d still unavailable, %d available again lines; want %d %d %d\n%s",
 				what, u, s, a, unavailable, still, again, buf.String())
 		}
@@ -195,9 +170,9 @@ func TestPostgresRetries(t *testing.T) {
 	registration := func(id string) *store.Registration {
 		return &store.Registration{Result: &dps.DeviceRegistrationResult{RegistrationID: id, Status: dps.StatusAssigned, AssignedHub: "hub1"}}
 	}
-	open := func(t *testing.T, opts Options) (*Store, string, *logBuffer) {
+	open := func(t *testing.T, opts Options) (*Store, string, *testutil.LogBuffer) {
 		dsn := pgSchema(t, base)
-		var buf logBuffer
+		var buf testutil.LogBuffer
 		opts.Logger = slog.New(slog.NewTextHandler(&buf, nil))
 		s, err := Open(t.Context(), dsn, opts)
 		if err != nil {
@@ -243,7 +218,7 @@ func TestPostgresRetries(t *testing.T) {
 		if n := attempts(); n != 3 {
 			t.Fatalf("%d attempts, want 3", n)
 		}
-		if n := logs.count("database unavailable"); n != 0 {
+		if n := logs.Count("database unavailable"); n != 0 {
 			t.Fatalf("contention was logged as an outage:\n%s", logs)
 		}
 	})
@@ -283,7 +258,7 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	proxy := storetest.NewProxy(t, u.Host)
 	u.Host = proxy.Addr()
-	var logs logBuffer
+	var logs testutil.LogBuffer
 	s, err := Open(t.Context(), u.String(), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), QueryTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +300,7 @@ func TestPostgresOutage(t *testing.T) {
 	if d := time.Since(start); d > 4*time.Second {
 		t.Errorf("102 calls against a refused connection took %s: they should fail fast", d)
 	}
-	if n := logs.count("database unavailable"); n != 1 {
+	if n := logs.Count("database unavailable"); n != 1 {
 		t.Fatalf("%d outage lines for 102 failed calls, want 1:\n%s", n, logs.String())
 	}
 
@@ -336,7 +311,7 @@ func TestPostgresOutage(t *testing.T) {
 	if _, err := s.Enrollment(ctx, "dev-1"); err != nil {
 		t.Fatalf("read after the network came back: %v", err)
 	}
-	if n := logs.count("database available again"); n != 1 {
+	if n := logs.Count("database available again"); n != 1 {
 		t.Fatalf("%d recovery lines, want 1:\n%s", n, logs.String())
 	}
 

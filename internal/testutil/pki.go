@@ -1,4 +1,4 @@
-package provtest
+package testutil
 
 import (
 	"crypto"

@@ -1,0 +1,91 @@
+// Package testutil is the support every test suite of dpsd shares: a log
+// buffer that a failed test prints, and certificate fixtures. It depends on
+// no store or server package, so that their own tests can use it too (the
+// in-process server harness is internal/server/servertest). Only tests
+// import it.
+package testutil
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// maxLog bounds a LogBuffer: a fuzz target logs without end.
+const maxLog = 64 << 20
+
+// LogBuffer collects a log for assertions and for the output of a failed
+// test. It is safe for concurrent use; past 64 MiB it drops the oldest half.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len()+len(p) > maxLog {
+		keep := b.buf.Bytes()[b.buf.Len()/2:]
+		b.buf = *bytes.NewBuffer(append([]byte(nil), keep...))
+	}
+	return b.buf.Write(p)
+}
+
+// String returns the log.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Count returns how many times substr occurs in the log.
+func (b *LogBuffer) Count(substr string) int { return strings.Count(b.String(), substr) }
+
+// Tail returns the last n bytes of the log.
+func (b *LogBuffer) Tail(n int) string {
+	s := b.String()
+	if len(s) > n {
+		s = "...\n" + s[len(s)-n:]
+	}
+	return s
+}
+
+// NewLogger returns a text logger at level that writes into a new
+// LogBuffer, whose last 30,000 bytes are printed if t has failed when it
+// ends: in cleanups registered later (a server's shutdown) the log is still
+// complete.
+func NewLogger(t testing.TB, level slog.Level) (*slog.Logger, *LogBuffer) {
+	t.Helper()
+	logs := &LogBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.Tail(30000))
+		}
+	})
+	return slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level})), logs
+}
+
+// WriteFile writes data into a file name in dir, 0600, and returns its
+// path.
+func WriteFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// ReadFile returns the content of a file.
+func ReadFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
