@@ -89,3 +89,38 @@ func ReadFile(t testing.TB, path string) []byte {
 	}
 	return b
 }
+
+// Together calls f(0) to f(n-1), each in its own goroutine, releasing them
+// at the same moment so that the calls overlap as much as they can, and
+// returns when all have returned: the shape of every race a test provokes.
+func Together(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			f(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
+// Spread calls f(i) for every i below n on workers goroutines, and returns
+// when all calls have returned: a steady load rather than a burst.
+func Spread(n, workers int, f func(i int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}

@@ -49,6 +49,20 @@ func derSet(ders [][]byte) []string {
 	return out
 }
 
+// found fails t unless a lookup succeeded and returned the records named
+// want, each once and complete (ok, when not nil, says whether it is).
+func found[T any](t *testing.T, what string, got []T, err error, id func(T) string, want []string, ok func(T) bool) {
+	t.Helper()
+	must(t, err, what)
+	ids := make([]string, len(got))
+	for i, v := range got {
+		if ids[i] = id(v); ok != nil && !ok(v) {
+			t.Fatalf("%s: %s is incomplete: %+v", what, ids[i], v)
+		}
+	}
+	sameSet(t, what, ids, want)
+}
+
 func testGroupIndex(t *testing.T, open func(*testing.T) store.Store, certs testCerts) {
 	put := func(t *testing.T, s store.Store, g *dps.EnrollmentGroup, ifMatch string) *dps.EnrollmentGroup {
 		t.Helper()
@@ -59,13 +73,9 @@ func testGroupIndex(t *testing.T, open func(*testing.T) store.Store, certs testC
 	bySigner := func(t *testing.T, s store.Store, c testCert, want ...string) {
 		t.Helper()
 		got, err := s.GroupsBySigningCert(bg(t), c.thumb)
-		must(t, err, "GroupsBySigningCert")
-		sameSet(t, "groups signed by "+c.cert.Subject.CommonName, groupIDs(got), want)
-		for _, g := range got {
-			if g.Attestation == nil || g.Attestation.X509 == nil || g.Etag == "" || g.CreatedDateTimeUtc == nil {
-				t.Fatalf("GroupsBySigningCert returned an incomplete group: %+v", g)
-			}
-		}
+		found(t, "groups signed by "+c.cert.Subject.CommonName, got, err, groupKind().id, want, func(g *dps.EnrollmentGroup) bool {
+			return g.Attestation != nil && g.Attestation.X509 != nil && g.Etag != "" && g.CreatedDateTimeUtc != nil
+		})
 	}
 	bySubject := func(t *testing.T, s store.Store, c testCert, want ...testCert) {
 		t.Helper()
@@ -80,22 +90,14 @@ func testGroupIndex(t *testing.T, open func(*testing.T) store.Store, certs testC
 	byCA := func(t *testing.T, s store.Store, name string, want ...string) {
 		t.Helper()
 		got, err := s.GroupsByCA(bg(t), name)
-		must(t, err, "GroupsByCA")
-		if len(got) != len(want) {
-			t.Fatalf("GroupsByCA(%q) returned %d groups (%q), want %q", name, len(got), groupIDs(got), want)
-		}
-		sameSet(t, "groups referencing "+name, groupIDs(got), want)
+		found(t, "groups referencing "+name, got, err, groupKind().id, want, nil)
 	}
 	symmetric := func(t *testing.T, s store.Store, want ...string) {
 		t.Helper()
 		got, err := s.SymmetricKeyGroups(bg(t))
-		must(t, err, "SymmetricKeyGroups")
-		sameSet(t, "symmetric-key groups", groupIDs(got), want)
-		for _, g := range got {
-			if g.Attestation.SymmetricKey == nil || g.Attestation.SymmetricKey.PrimaryKey == "" {
-				t.Fatalf("group %s lost its keys", g.EnrollmentGroupID)
-			}
-		}
+		found(t, "symmetric-key groups", got, err, groupKind().id, want, func(g *dps.EnrollmentGroup) bool {
+			return g.Attestation.SymmetricKey != nil && g.Attestation.SymmetricKey.PrimaryKey != ""
+		})
 	}
 
 	for name, encoded := range map[string]string{
@@ -245,19 +247,14 @@ func testCAIndex(t *testing.T, open func(*testing.T) store.Store, certs testCert
 	byThumb := func(t *testing.T, s store.Store, c testCert, want ...string) {
 		t.Helper()
 		got, err := s.CACertificatesByThumbprint(bg(t), c.thumb)
-		must(t, err, "CACertificatesByThumbprint")
-		sameSet(t, "CAs with the thumbprint of "+c.cert.Subject.CommonName, caNames(got), want)
-		for _, ca := range got {
-			if !bytes.Equal(ca.CertificateDER, c.der) {
-				t.Fatalf("CA %s has another certificate", ca.Name)
-			}
-		}
+		found(t, "CAs with the thumbprint of "+c.cert.Subject.CommonName, got, err, caKind(certs).id, want, func(ca *store.CACertificate) bool {
+			return bytes.Equal(ca.CertificateDER, c.der)
+		})
 	}
 	bySubject := func(t *testing.T, s store.Store, c testCert, want ...string) {
 		t.Helper()
 		got, err := s.CACertificatesBySubject(bg(t), c.subject())
-		must(t, err, "CACertificatesBySubject")
-		sameSet(t, "CAs with the subject of "+c.cert.Subject.CommonName, caNames(got), want)
+		found(t, "CAs with the subject of "+c.cert.Subject.CommonName, got, err, caKind(certs).id, want, nil)
 	}
 
 	t.Run("lookups follow writes and deletes", func(t *testing.T) {

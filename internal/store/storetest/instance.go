@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 func testInstance(t *testing.T, open func(*testing.T) store.Store) {
@@ -35,6 +35,14 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		}
 	}
 
+	// stored checks what the store holds.
+	stored := func(t *testing.T, s store.Store, what string, want *store.Instance) {
+		t.Helper()
+		got, err := s.Instance(bg(t))
+		must(t, err, "instance")
+		same(t, what, got, want)
+	}
+
 	t.Run("get/before init is not found", func(t *testing.T) {
 		s := open(t)
 		_, err := s.Instance(bg(t))
@@ -47,9 +55,7 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		got, err := s.InitInstance(bg(t), in)
 		must(t, err, "init")
 		same(t, "init", got, in)
-		got, err = s.Instance(bg(t))
-		must(t, err, "instance")
-		same(t, "instance", got, in)
+		stored(t, s, "instance", in)
 	})
 
 	t.Run("init/twice returns the first instance", func(t *testing.T) {
@@ -60,9 +66,7 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		got, err := s.InitInstance(bg(t), newInstance("0ne00000002"))
 		must(t, err, "second init")
 		same(t, "second init", got, first)
-		got, err = s.Instance(bg(t))
-		must(t, err, "instance")
-		same(t, "instance", got, first)
+		stored(t, s, "instance", first)
 	})
 
 	t.Run("init/concurrent first starts agree", func(t *testing.T) {
@@ -70,22 +74,13 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		const n = 8
 		scopes := make([]string, n)
 		errs := make([]error, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				got, err := s.InitInstance(bg(t), newInstance(fmt.Sprintf("0ne0000000%d", i)))
-				errs[i] = err
-				if err == nil {
-					scopes[i] = got.IDScope
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
+		testutil.Together(n, func(i int) {
+			got, err := s.InitInstance(bg(t), newInstance(fmt.Sprintf("0ne0000000%d", i)))
+			errs[i] = err
+			if err == nil {
+				scopes[i] = got.IDScope
+			}
+		})
 		for i := range n {
 			must(t, errs[i], "init")
 			if scopes[i] != scopes[0] {
@@ -117,9 +112,7 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		want.ServerCertPEM = upd.ServerCertPEM
 		want.ServerKeyPEM = upd.ServerKeyPEM
 		want.HostNames = upd.HostNames
-		got, err := s.Instance(bg(t))
-		must(t, err, "instance")
-		same(t, "after update", got, want)
+		stored(t, s, "after update", want)
 	})
 
 	t.Run("update/before init is not found", func(t *testing.T) {
@@ -131,9 +124,7 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		s := open(t)
 		in := newInstance("0ne00000007")
 		must(t, s.RestoreInstance(bg(t), in), "restore")
-		got, err := s.Instance(bg(t))
-		must(t, err, "instance")
-		same(t, "restored", got, in)
+		stored(t, s, "restored", in)
 	})
 
 	t.Run("restore/replaces everything, ID scope and CA included", func(t *testing.T) {
@@ -143,11 +134,9 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		in := newInstance("0ne00000002")
 		in.CreatedAt = time.Date(2020, 2, 3, 4, 5, 6, 0, time.UTC)
 		must(t, s.RestoreInstance(bg(t), in), "restore")
-		got, err := s.Instance(bg(t))
-		must(t, err, "instance")
-		same(t, "restored", got, in)
+		stored(t, s, "restored", in)
 		// InitInstance still keeps what is stored.
-		got, err = s.InitInstance(bg(t), newInstance("0ne00000003"))
+		got, err := s.InitInstance(bg(t), newInstance("0ne00000003"))
 		must(t, err, "init after restore")
 		same(t, "init after restore", got, in)
 	})
@@ -162,8 +151,6 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		if len(out.ServerKeyPEM) > 0 {
 			out.ServerKeyPEM[0] = 'X'
 		}
-		got, err := s.Instance(bg(t))
-		must(t, err, "instance")
-		same(t, "after mutation", got, newInstance("0ne00000001"))
+		stored(t, s, "after mutation", newInstance("0ne00000001"))
 	})
 }

@@ -50,17 +50,7 @@ func testEnrollmentRoundTrip(t *testing.T, open func(*testing.T) store.Store, ce
 		RegistrationState: &dps.DeviceRegistrationState{RegistrationID: "Device-X509", Status: dps.StatusAssigned,
 			AssignedHub: "hub1.azure-devices.net", Etag: "abc"},
 	}
-	out, err := s.PutEnrollment(bg(t), in, "")
-	must(t, err, "put")
-	if out.Etag == in.Etag || tm(out.CreatedDateTimeUtc).Equal(tm(in.CreatedDateTimeUtc)) {
-		t.Fatalf("the store kept the caller's etag %q or created %v", out.Etag, out.CreatedDateTimeUtc)
-	}
-	want := *in
-	want.Etag, want.CreatedDateTimeUtc, want.LastUpdatedDateTimeUtc = out.Etag, out.CreatedDateTimeUtc, out.LastUpdatedDateTimeUtc
-	sameJSON(t, "put result", out, &want)
-	got, err := s.Enrollment(bg(t), "device-x509")
-	must(t, err, "get")
-	sameJSON(t, "get", got, &want)
+	roundTrip(t, s, enrollmentKind(), in)
 }
 
 func testGroupRoundTrip(t *testing.T, open func(*testing.T) store.Store, certs testCerts) {
@@ -82,207 +72,180 @@ func testGroupRoundTrip(t *testing.T, open func(*testing.T) store.Store, certs t
 			IotHubs:            []string{"hub1.azure-devices.net"},
 		},
 	}
-	out, err := s.PutGroup(bg(t), in, "")
+	roundTrip(t, s, groupKind(), in)
+}
+
+// roundTrip puts in and checks that the store answers, and then reads
+// back, every field as given but the etag and timestamps, which are its own.
+func roundTrip[T any](t *testing.T, s store.Store, k kind[T], in T) {
+	t.Helper()
+	sent := k.meta(in)
+	out, err := k.put(s, bg(t), in, "")
 	must(t, err, "put")
-	want := *in
-	want.Etag, want.CreatedDateTimeUtc, want.LastUpdatedDateTimeUtc = out.Etag, out.CreatedDateTimeUtc, out.LastUpdatedDateTimeUtc
-	sameJSON(t, "put result", out, &want)
-	got, err := s.Group(bg(t), "group-x509")
+	if m := k.meta(out); m.etag == sent.etag || m.created.Equal(sent.created) {
+		t.Fatalf("the store kept the caller's etag %q or created %v", m.etag, m.created)
+	}
+	k.setMeta(in, k.meta(out))
+	sameJSON(t, "put result", out, in)
+	got, err := k.get(s, bg(t), strings.ToLower(k.id(in)))
 	must(t, err, "get")
-	sameJSON(t, "get", got, &want)
+	sameJSON(t, "get", got, in)
 }
 
 // pager lists one page of record IDs.
 type pager func(ctx context.Context, s store.Store, after string, limit int) (ids []string, next string, err error)
 
+// pageIDs is a pager's answer for a page of records with the given IDs.
+func pageIDs[T any](id func(T) string) func(store.Page[T], error) ([]string, string, error) {
+	return func(p store.Page[T], err error) ([]string, string, error) {
+		ids := make([]string, 0, len(p.Items))
+		for _, v := range p.Items {
+			ids = append(ids, id(v))
+		}
+		return ids, p.Next, err
+	}
+}
+
+// put stores a record made by k.
+func put[T any](k kind[T]) func(t *testing.T, s store.Store, id string) {
+	return func(t *testing.T, s store.Store, id string) {
+		t.Helper()
+		k.create(t, s, id, "x")
+	}
+}
+
+// saveInGroup saves a registration record of a device of group ("" for an
+// individual enrollment).
+func saveInGroup(t *testing.T, s store.Store, id, group string) {
+	t.Helper()
+	r := registrationKind().make(id, "hub1.azure-devices.net")
+	r.EnrollmentGroupID = group
+	_, err := s.SaveRegistration(bg(t), r, "", nil)
+	must(t, err, "save registration")
+}
+
 func testPaging(t *testing.T, open func(*testing.T) store.Store) {
-	type setup struct {
+	lists := map[string]struct {
 		create func(t *testing.T, s store.Store, id string)
 		list   pager
-	}
-	setups := map[string]setup{
-		"enrollments": {
-			create: func(t *testing.T, s store.Store, id string) {
-				_, err := s.PutEnrollment(bg(t), enrollmentKind().make(id, "x"), "")
-				must(t, err, "put enrollment")
-			},
-			list: func(ctx context.Context, s store.Store, after string, limit int) ([]string, string, error) {
-				p, err := s.Enrollments(ctx, after, limit)
-				var ids []string
-				for _, e := range p.Items {
-					ids = append(ids, e.RegistrationID)
-				}
-				return ids, p.Next, err
-			},
-		},
-		"groups": {
-			create: func(t *testing.T, s store.Store, id string) {
-				_, err := s.PutGroup(bg(t), groupKind().make(id, "x"), "")
-				must(t, err, "put group")
-			},
-			list: func(ctx context.Context, s store.Store, after string, limit int) ([]string, string, error) {
-				p, err := s.Groups(ctx, after, limit)
-				var ids []string
-				for _, g := range p.Items {
-					ids = append(ids, g.EnrollmentGroupID)
-				}
-				return ids, p.Next, err
-			},
-		},
+	}{
+		"enrollments": {put(enrollmentKind()), func(ctx context.Context, s store.Store, after string, limit int) ([]string, string, error) {
+			return pageIDs(enrollmentKind().id)(s.Enrollments(ctx, after, limit))
+		}},
+		"groups": {put(groupKind()), func(ctx context.Context, s store.Store, after string, limit int) ([]string, string, error) {
+			return pageIDs(groupKind().id)(s.Groups(ctx, after, limit))
+		}},
 		"registrations": {
 			create: func(t *testing.T, s store.Store, id string) {
-				r := registrationKind().make(id, "hub1.azure-devices.net")
+				group := ""
 				if len(id)%2 == 0 {
-					r.EnrollmentGroupID = "fleet-1"
+					group = "fleet-1"
 				}
-				_, err := s.SaveRegistration(bg(t), r, "", nil)
-				must(t, err, "save registration")
+				saveInGroup(t, s, id, group)
 			},
 			list: func(ctx context.Context, s store.Store, after string, limit int) ([]string, string, error) {
-				p, err := s.Registrations(ctx, after, limit)
-				var ids []string
-				for _, r := range p.Items {
-					ids = append(ids, r.Result.RegistrationID)
-				}
-				return ids, p.Next, err
+				return pageIDs(registrationKind().id)(s.Registrations(ctx, after, limit))
 			},
 		},
 		"registrations by group": {
 			create: func(t *testing.T, s store.Store, id string) {
-				r := registrationKind().make(id, "hub1.azure-devices.net")
-				r.EnrollmentGroupID = "Fleet-1"
-				_, err := s.SaveRegistration(bg(t), r, "", nil)
-				must(t, err, "save registration")
+				saveInGroup(t, s, id, "Fleet-1")
 				// Records of another group and of individual enrollments
 				// must not show up.
-				o := registrationKind().make("other-"+id, "hub1.azure-devices.net")
-				o.EnrollmentGroupID = "fleet-2"
-				_, err = s.SaveRegistration(bg(t), o, "", nil)
-				must(t, err, "save registration")
-				_, err = s.SaveRegistration(bg(t), registrationKind().make("solo-"+id, "hub1"), "", nil)
-				must(t, err, "save registration")
+				saveInGroup(t, s, "other-"+id, "fleet-2")
+				saveInGroup(t, s, "solo-"+id, "")
 			},
 			list: func(ctx context.Context, s store.Store, after string, limit int) ([]string, string, error) {
 				p, err := s.RegistrationsByGroup(ctx, "FLEET-1", after, limit)
-				var ids []string
 				for _, r := range p.Items {
 					if !strings.EqualFold(r.EnrollmentGroupID, "fleet-1") {
 						return nil, "", fmt.Errorf("record %s of group %q listed under fleet-1", r.Result.RegistrationID, r.EnrollmentGroupID)
 					}
-					ids = append(ids, r.Result.RegistrationID)
 				}
-				return ids, p.Next, err
+				return pageIDs(registrationKind().id)(p, err)
 			},
 		},
 	}
-
-	// ids returns n IDs of mixed case, created in an order unlike key order.
-	ids := func(n int) []string {
-		var out []string
-		for i := range n {
-			j := (i * 7) % n
-			id := fmt.Sprintf("dev-%03d", j)
-			if j%3 == 0 {
-				id = strings.ToUpper(id)
-			}
-			out = append(out, id)
-		}
-		return out
-	}
-	// walk lists every page and checks the paging rules.
-	walk := func(t *testing.T, s store.Store, list pager, limit int) (all []string, pages []int) {
-		t.Helper()
-		after := ""
-		for range 1000 {
-			got, next, err := list(bg(t), s, after, limit)
-			must(t, err, "list")
-			pages = append(pages, len(got))
-			all = append(all, got...)
-			if next == "" {
-				return all, pages
-			}
-			if len(got) == 0 {
-				t.Fatalf("empty page with next %q", next)
-			}
-			after = next
-		}
-		t.Fatal("paging does not end")
-		return nil, nil
-	}
-	check := func(t *testing.T, all, want []string) {
-		t.Helper()
-		sameSet(t, "listed IDs", all, want)
-		lower := make([]string, len(all))
-		for i, id := range all {
-			lower[i] = strings.ToLower(id)
-		}
-		if !slices.IsSorted(lower) {
-			t.Fatalf("items not in key order: %q", all)
-		}
-		if len(slices.Compact(slices.Clone(lower))) != len(lower) {
-			t.Fatalf("duplicates across pages: %q", all)
-		}
-	}
-
-	for name, su := range setups {
-		t.Run(name+"/empty", func(t *testing.T) {
-			s := open(t)
-			got, next, err := su.list(bg(t), s, "", 10)
-			must(t, err, "list")
-			if len(got) != 0 || next != "" {
-				t.Fatalf("empty store: %q next %q", got, next)
-			}
-		})
-		t.Run(name+"/several pages", func(t *testing.T) {
-			s := open(t)
-			want := ids(25)
-			for _, id := range want {
-				su.create(t, s, id)
-			}
-			all, pages := walk(t, s, su.list, 10)
-			if !slices.Equal(pages, []int{10, 10, 5}) {
-				t.Fatalf("page sizes %v, want [10 10 5]", pages)
-			}
-			check(t, all, want)
-		})
-		t.Run(name+"/exact multiple of the page size ends without an empty page", func(t *testing.T) {
-			s := open(t)
-			want := ids(20)
-			for _, id := range want {
-				su.create(t, s, id)
-			}
-			all, pages := walk(t, s, su.list, 10)
-			if !slices.Equal(pages, []int{10, 10}) {
-				t.Fatalf("page sizes %v, want [10 10]", pages)
-			}
-			check(t, all, want)
-		})
-		t.Run(name+"/page size one", func(t *testing.T) {
-			s := open(t)
-			want := ids(3)
-			for _, id := range want {
-				su.create(t, s, id)
-			}
-			all, pages := walk(t, s, su.list, 1)
-			if !slices.Equal(pages, []int{1, 1, 1}) {
-				t.Fatalf("page sizes %v, want [1 1 1]", pages)
-			}
-			check(t, all, want)
-		})
-		t.Run(name+"/no limit means 100", func(t *testing.T) {
-			s := open(t)
-			want := ids(101)
-			for _, id := range want {
-				su.create(t, s, id)
-			}
-			for _, limit := range []int{0, -1} {
-				all, pages := walk(t, s, su.list, limit)
-				if !slices.Equal(pages, []int{100, 1}) {
-					t.Fatalf("limit %d: page sizes %v, want [100 1]", limit, pages)
+	for name, l := range lists {
+		for _, tc := range []struct {
+			name   string
+			n      int   // records
+			limits []int // page sizes asked for
+			pages  []int // page sizes answered
+		}{
+			{"empty", 0, []int{10}, []int{0}},
+			{"several pages", 25, []int{10}, []int{10, 10, 5}},
+			{"exact multiple of the page size ends without an empty page", 20, []int{10}, []int{10, 10}},
+			{"page size one", 3, []int{1}, []int{1, 1, 1}},
+			{"no limit means 100", 101, []int{0, -1}, []int{100, 1}},
+		} {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				s := open(t)
+				want := mixedIDs(tc.n)
+				for _, id := range want {
+					l.create(t, s, id)
 				}
-				check(t, all, want)
-			}
-		})
+				for _, limit := range tc.limits {
+					all, pages := walk(t, s, l.list, limit)
+					if !slices.Equal(pages, tc.pages) {
+						t.Fatalf("limit %d: page sizes %v, want %v", limit, pages, tc.pages)
+					}
+					checkPaged(t, all, want)
+				}
+			})
+		}
+	}
+}
+
+// mixedIDs returns n IDs of mixed case, in an order unlike key order.
+func mixedIDs(n int) []string {
+	var out []string
+	for i := range n {
+		j := (i * 7) % n
+		id := fmt.Sprintf("dev-%03d", j)
+		if j%3 == 0 {
+			id = strings.ToUpper(id)
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// walk lists every page and checks the paging rules.
+func walk(t *testing.T, s store.Store, list pager, limit int) (all []string, pages []int) {
+	t.Helper()
+	after := ""
+	for range 1000 {
+		got, next, err := list(bg(t), s, after, limit)
+		must(t, err, "list")
+		pages = append(pages, len(got))
+		all = append(all, got...)
+		if next == "" {
+			return all, pages
+		}
+		if len(got) == 0 {
+			t.Fatalf("empty page with next %q", next)
+		}
+		after = next
+	}
+	t.Fatal("paging does not end")
+	return nil, nil
+}
+
+// checkPaged fails t unless all holds the IDs of want, each once, in key
+// order.
+func checkPaged(t *testing.T, all, want []string) {
+	t.Helper()
+	sameSet(t, "listed IDs", all, want)
+	lower := make([]string, len(all))
+	for i, id := range all {
+		lower[i] = strings.ToLower(id)
+	}
+	if !slices.IsSorted(lower) {
+		t.Fatalf("items not in key order: %q", all)
+	}
+	if len(slices.Compact(slices.Clone(lower))) != len(lower) {
+		t.Fatalf("duplicates across pages: %q", all)
 	}
 }
 

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // Operation times in these tests are whole seconds: the contract does not
@@ -230,21 +230,12 @@ func testConcurrency(t *testing.T, open func(*testing.T) store.Store) {
 	k := registrationKind()
 	race := func(t *testing.T, s store.Store, ifMatch, round string) (winner *store.Registration) {
 		t.Helper()
-		var wg sync.WaitGroup
-		start := make(chan struct{})
 		outs := make([]*store.Registration, n)
 		errs := make([]error, n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				r := k.make("Racer", fmt.Sprintf("hub-%d", i))
-				outs[i], errs[i] = s.SaveRegistration(bg(t), r, ifMatch, newOp(fmt.Sprintf("%s-op-%d", round, i), "Racer", opBase.Add(time.Hour)))
-			}()
-		}
-		close(start)
-		wg.Wait()
+		testutil.Together(n, func(i int) {
+			r := k.make("Racer", fmt.Sprintf("hub-%d", i))
+			outs[i], errs[i] = s.SaveRegistration(bg(t), r, ifMatch, newOp(fmt.Sprintf("%s-op-%d", round, i), "Racer", opBase.Add(time.Hour)))
+		})
 		wins := 0
 		win := -1
 		for i, err := range errs {

@@ -38,7 +38,7 @@ func testRestore[T any](t *testing.T, open func(*testing.T) store.Store, k kind[
 	}
 	foreign := func(id, content string, n int) T {
 		v := k.make(id, content)
-		k.setMeta(v, k.foreignEtag(n), restoreCreated, restoreUpdated)
+		k.setMeta(v, recordMeta{k.foreignEtag(n), restoreCreated, restoreUpdated})
 		return v
 	}
 
@@ -59,16 +59,16 @@ func testRestore[T any](t *testing.T, open func(*testing.T) store.Store, k kind[
 
 	t.Run("restore/overwrites, and the restored etag is the one to match", func(t *testing.T) {
 		s := open(t)
-		old, err := k.put(bg(t), s, k.make("rec-1", "v1"), "")
+		old, err := k.put(s, bg(t), k.make("rec-1", "v1"), "")
 		must(t, err, "create")
 		restore(t, s, foreign("rec-1", "v2", 7))
 		got := k.mustGet(t, s, "rec-1", "v2")
 		if k.etag(got) != k.foreignEtag(7) || !k.created(got).Equal(restoreCreated) {
 			t.Fatalf("after restore: etag %q created %v", k.etag(got), k.created(got))
 		}
-		_, err = k.put(bg(t), s, k.make("rec-1", "v3"), k.etag(old))
+		_, err = k.put(s, bg(t), k.make("rec-1", "v3"), k.etag(old))
 		wantErr(t, err, store.ErrPreconditionFailed, "put with the overwritten etag")
-		v3, err := k.put(bg(t), s, k.make("rec-1", "v3"), k.foreignEtag(7))
+		v3, err := k.put(s, bg(t), k.make("rec-1", "v3"), k.foreignEtag(7))
 		must(t, err, "put with the restored etag")
 		if !k.created(v3).Equal(restoreCreated) || !k.updated(v3).After(restoreUpdated) {
 			t.Fatalf("put after restore: created %v updated %v", k.created(v3), k.updated(v3))
@@ -88,9 +88,9 @@ func testRestore[T any](t *testing.T, open func(*testing.T) store.Store, k kind[
 
 	t.Run("restore/round-trips a record read from another store", func(t *testing.T) {
 		a, b := open(t), open(t)
-		_, err := k.put(bg(t), a, k.make("Rec-1", "v1"), "")
+		_, err := k.put(a, bg(t), k.make("Rec-1", "v1"), "")
 		must(t, err, "create")
-		v, err := k.put(bg(t), a, k.make("Rec-1", "v2"), "*")
+		v, err := k.put(a, bg(t), k.make("Rec-1", "v2"), "*")
 		must(t, err, "overwrite")
 		restore(t, b, v)
 		got := k.mustGet(t, b, "rec-1", "v2")
@@ -167,7 +167,7 @@ func testRestoreBatches(t *testing.T, open func(*testing.T) store.Store, certs t
 		r := registrationKind().make("Dev-1", "hub1.azure-devices.net")
 		r.EnrollmentGroupID = "Fleet"
 		r.DevicePayload = json.RawMessage(`{"modelId": "dtmi:x;1"}`)
-		registrationKind().setMeta(r, registrationKind().foreignEtag(3), restoreCreated, restoreUpdated)
+		registrationKind().setMeta(r, recordMeta{registrationKind().foreignEtag(3), restoreCreated, restoreUpdated})
 		must(t, s.Restore(bg(t), []store.Record{{Registration: r}}), "restore")
 		p, err := s.RegistrationsByGroup(bg(t), "fleet", "", 10)
 		must(t, err, "registrations by group")

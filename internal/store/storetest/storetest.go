@@ -197,19 +197,15 @@ func symmetricKey(n int) *dps.AttestationMechanism {
 	}
 }
 
-func groupIDs(gs []*dps.EnrollmentGroup) []string {
-	ids := make([]string, 0, len(gs))
-	for _, g := range gs {
-		ids = append(ids, g.EnrollmentGroupID)
-	}
-	slices.Sort(ids)
-	return ids
-}
+func groupIDs(gs []*dps.EnrollmentGroup) []string { return sortedIDs(gs, groupKind().id) }
 
-func caNames(cs []*store.CACertificate) []string {
-	ids := make([]string, 0, len(cs))
-	for _, c := range cs {
-		ids = append(ids, c.Name)
+func caNames(cs []*store.CACertificate) []string { return sortedIDs(cs, caKind(testCerts{}).id) }
+
+// sortedIDs returns the IDs of records, sorted.
+func sortedIDs[T any](vs []T, id func(T) string) []string {
+	ids := make([]string, 0, len(vs))
+	for _, v := range vs {
+		ids = append(ids, id(v))
 	}
 	slices.Sort(ids)
 	return ids
