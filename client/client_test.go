@@ -17,6 +17,7 @@ import (
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 const (
@@ -374,21 +375,11 @@ func TestRegisterConfigErrors(t *testing.T) {
 func TestRegisterX509PresentsTheChain(t *testing.T) {
 	t.Parallel()
 	f := newFake(t, reply{status: 202, body: assigned})
-	root, rootKey, err := pki.NewRootCA(pki.Options{CommonName: "Client Test Root"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, interKey, err := pki.NewIntermediateCA(pki.Options{CommonName: "Client Test Intermediate"}, root, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, key, err := pki.NewLeaf(pki.Options{CommonName: regID}, inter, interKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inter := testutil.NewRoot(t, pki.Options{CommonName: "Client Test Root"}).Intermediate(t, pki.Options{CommonName: "Client Test Intermediate"})
+	leaf, key := inter.Leaf(t, pki.Options{CommonName: regID})
 	cfg := f.config()
 	cfg.SymmetricKey = nil
-	cfg.Certificate = &tls.Certificate{Certificate: [][]byte{leaf.Raw, inter.Raw}, PrivateKey: key}
+	cfg.Certificate = testutil.TLSCert(key, leaf, inter.Cert)
 	if _, _, err := register(t, cfg, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

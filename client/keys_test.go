@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,29 +17,15 @@ import (
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
-
-func writeFile(t *testing.T, dir, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // TestLoadX509KeyPair reads a device certificate file with its chain and a
 // passphrase-protected key, as `dpsd cert` and openssl write them.
 func TestLoadX509KeyPair(t *testing.T) {
 	dir := t.TempDir()
-	root, rootKey, err := pki.NewRootCA(pki.Options{CommonName: "Keys Root"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, key, err := pki.NewLeaf(pki.Options{CommonName: "keys-dev"}, root, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testutil.NewRoot(t, pki.Options{CommonName: "Keys Root"})
+	leaf, key := root.Leaf(t, pki.Options{CommonName: "keys-dev"})
 	pass := []byte("correct horse battery staple")
 	encrypted, err := pki.MarshalPrivateKeyPEM(key, pass)
 	if err != nil {
@@ -50,19 +35,19 @@ func TestLoadX509KeyPair(t *testing.T) {
 		t.Fatalf("the fixture key is not encrypted:\n%s", encrypted)
 	}
 	plain, _ := pki.MarshalPrivateKeyPEM(key, nil)
-	certFile := writeFile(t, dir, "device.pem", pki.EncodePEM(leaf, root))
-	keyFile := writeFile(t, dir, "device.key", encrypted)
-	plainFile := writeFile(t, dir, "plain.key", plain)
+	certFile := testutil.WriteFile(t, dir, "device.pem", pki.EncodePEM(leaf, root.Cert))
+	keyFile := testutil.WriteFile(t, dir, "device.key", encrypted)
+	plainFile := testutil.WriteFile(t, dir, "plain.key", plain)
 	_, otherKey, _ := pki.NewSelfSigned(pki.Options{CommonName: "other"})
 	otherPEM, _ := pki.MarshalPrivateKeyPEM(otherKey, pass)
-	otherFile := writeFile(t, dir, "other.key", otherPEM)
+	otherFile := testutil.WriteFile(t, dir, "other.key", otherPEM)
 
 	t.Run("ok/passphrase", func(t *testing.T) {
 		c, err := client.LoadX509KeyPair(certFile, keyFile, pass)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(c.Certificate) != 2 || string(c.Certificate[0]) != string(leaf.Raw) || string(c.Certificate[1]) != string(root.Raw) {
+		if len(c.Certificate) != 2 || string(c.Certificate[0]) != string(leaf.Raw) || string(c.Certificate[1]) != string(root.Cert.Raw) {
 			t.Errorf("chain of %d certificates, want leaf then root", len(c.Certificate))
 		}
 		if c.Leaf == nil || c.Leaf.Subject.CommonName != "keys-dev" {
@@ -115,17 +100,14 @@ func TestLoadX509KeyPair(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rleaf, _, err := pki.NewLeaf(pki.Options{CommonName: "legacy-dev", Key: rk}, root, rootKey)
-		if err != nil {
-			t.Fatal(err)
-		}
+		rleaf, _ := root.Leaf(t, pki.Options{CommonName: "legacy-dev", Key: rk})
 		//lint:ignore SA1019 legacy PEM encryption is what old openssl writes
 		blk, err := x509.EncryptPEMBlock(rand.Reader, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rk), pass, x509.PEMCipherAES256)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cf := writeFile(t, dir, "legacy.pem", pki.EncodePEM(rleaf))
-		kf := writeFile(t, dir, "legacy.key", pem.EncodeToMemory(blk))
+		cf := testutil.WriteFile(t, dir, "legacy.pem", pki.EncodePEM(rleaf))
+		kf := testutil.WriteFile(t, dir, "legacy.key", pem.EncodeToMemory(blk))
 		c, err := client.LoadX509KeyPair(cf, kf, pass)
 		if err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"path/filepath"
 	"testing"
 
 	"github.com/dpsd/dpsd/internal/pki"
@@ -64,4 +65,18 @@ func TLSCert(key crypto.Signer, chain ...*x509.Certificate) *tls.Certificate {
 		c.Certificate = append(c.Certificate, x.Raw)
 	}
 	return c
+}
+
+// WriteCredentials writes a device's certificate chain (leaf first) and its
+// unencrypted key as PEM files dir/name.cert.pem and dir/name.key.pem.
+func WriteCredentials(t testing.TB, dir, name string, key crypto.Signer, chain ...*x509.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	certFile, keyFile = filepath.Join(dir, name+".cert.pem"), filepath.Join(dir, name+".key.pem")
+	if err := pki.WriteCertificatesFile(certFile, chain, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WritePrivateKeyFile(keyFile, key, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

@@ -8,12 +8,10 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/svcclient"
+	"github.com/dpsd/dpsd/internal/testutil"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -78,34 +77,18 @@ func enrollMQTTDevices(t *testing.T, s *e2e.Server) (good, bad []mqttDevice) {
 		ConnectionString: "HostName=" + mqttHub + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(32), ApplyAllocationPolicy: &yes})
 	dir := t.TempDir()
 
-	self, selfKey, err := pki.NewSelfSigned(pki.Options{CommonName: "mqtt-x509-self"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	selfCert, selfKeyFile := filepath.Join(dir, "self.cert.pem"), filepath.Join(dir, "self.key.pem")
-	mqttMust(t, pki.WriteCertificatesFile(selfCert, []*x509.Certificate{self}, true))
-	mqttMust(t, pki.WritePrivateKeyFile(selfKeyFile, selfKey, nil, true))
+	self, selfKey := testutil.SelfSigned(t, pki.Options{CommonName: "mqtt-x509-self"})
+	selfCert, selfKeyFile := testutil.WriteCredentials(t, dir, "self", selfKey, self)
 	mqttSvcPut(t, c, "/enrollments/mqtt-x509-self", dps.IndividualEnrollment{RegistrationID: "mqtt-x509-self", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
 		Type: "x509", X509: &dps.X509Attestation{ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(self))}}}}}})
 
-	root, rootKey, err := pki.NewRootCA(pki.Options{CommonName: "MQTT Test Root"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, interKey, err := pki.NewIntermediateCA(pki.Options{CommonName: "MQTT Test Intermediate"}, root, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, leafKey, err := pki.NewLeaf(pki.Options{CommonName: "mqtt-x509-chain"}, inter, interKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chainCert, chainKey := filepath.Join(dir, "chain.cert.pem"), filepath.Join(dir, "chain.key.pem")
-	mqttMust(t, pki.WriteCertificatesFile(chainCert, []*x509.Certificate{leaf, inter, root}, true))
-	mqttMust(t, pki.WritePrivateKeyFile(chainKey, leafKey, nil, true))
-	mqttSvcPut(t, c, "/certificates/mqtt-test-root", dps.CertificateBody{Certificate: string(pki.EncodePEM(root)), IsVerified: &yes})
+	root := testutil.NewRoot(t, pki.Options{CommonName: "MQTT Test Root"})
+	inter := root.Intermediate(t, pki.Options{CommonName: "MQTT Test Intermediate"})
+	leaf, leafKey := inter.Leaf(t, pki.Options{CommonName: "mqtt-x509-chain"})
+	chainCert, chainKey := testutil.WriteCredentials(t, dir, "chain", leafKey, leaf, inter.Cert, root.Cert)
+	mqttSvcPut(t, c, "/certificates/mqtt-test-root", dps.CertificateBody{Certificate: string(pki.EncodePEM(root.Cert)), IsVerified: &yes})
 	mqttSvcPut(t, c, "/enrollmentGroups/mqtt-x509-group", dps.EnrollmentGroup{EnrollmentGroupID: "mqtt-x509-group", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
-		Type: "x509", X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(inter))}}}}}})
+		Type: "x509", X509: &dps.X509Attestation{SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: string(pki.EncodePEM(inter.Cert))}}}}}})
 
 	symKey := sas.NewKey(32)
 	mqttSvcPut(t, c, "/enrollments/mqtt-sym", dps.IndividualEnrollment{RegistrationID: "mqtt-sym", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{
@@ -116,13 +99,8 @@ func enrollMQTTDevices(t *testing.T, s *e2e.Server) (good, bad []mqttDevice) {
 	gk, _ := base64.StdEncoding.DecodeString(groupKey)
 	derived := base64.StdEncoding.EncodeToString(sas.DeriveDeviceKey(gk, "mqtt-sym-group-dev-1"))
 
-	unknown, unknownKey, err := pki.NewSelfSigned(pki.Options{CommonName: "mqtt-x509-unknown"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	unknownCert, unknownKeyFile := filepath.Join(dir, "unknown.cert.pem"), filepath.Join(dir, "unknown.key.pem")
-	mqttMust(t, pki.WriteCertificatesFile(unknownCert, []*x509.Certificate{unknown}, true))
-	mqttMust(t, pki.WritePrivateKeyFile(unknownKeyFile, unknownKey, nil, true))
+	unknown, unknownKey := testutil.SelfSigned(t, pki.Options{CommonName: "mqtt-x509-unknown"})
+	unknownCert, unknownKeyFile := testutil.WriteCredentials(t, dir, "unknown", unknownKey, unknown)
 
 	good = []mqttDevice{
 		{ID: "mqtt-x509-self", Cert: selfCert, Key: selfKeyFile, Payload: map[string]any{"modelId": "dtmi:dpsd:test;1"}},

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/testutil"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -143,19 +144,9 @@ func checkGeneratedKey(t *testing.T, what, k string) {
 // scenarios.
 func certs(t *testing.T) (signing, device string, signingSHA256, deviceSHA256 string) {
 	t.Helper()
-	root, rootKey, err := pki.NewRootCA(pki.Options{CommonName: "e2e-root"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter, interKey, err := pki.NewIntermediateCA(pki.Options{CommonName: "e2e-intermediate"}, root, rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, _, err := pki.NewLeaf(pki.Options{CommonName: "node-x509-1"}, inter, interKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pki.EncodePEM(inter)), string(pki.EncodePEM(dev)), pki.SHA256Thumbprint(inter), pki.SHA256Thumbprint(dev)
+	inter := testutil.NewRoot(t, pki.Options{CommonName: "e2e-root"}).Intermediate(t, pki.Options{CommonName: "e2e-intermediate"})
+	dev, _ := inter.Leaf(t, pki.Options{CommonName: "node-x509-1"})
+	return string(pki.EncodePEM(inter.Cert)), string(pki.EncodePEM(dev)), pki.SHA256Thumbprint(inter.Cert), pki.SHA256Thumbprint(dev)
 }
 
 // checkLifecycle asserts the common steps of the individual and group

@@ -62,7 +62,7 @@ func Run(cfg server.Config, log *slog.Logger) (*Server, error) {
 		select {
 		case err := <-s.done:
 			cancel()
-			return nil, fmt.Errorf("Serve returned before listening: %v", err)
+			return nil, fmt.Errorf("the server stopped before listening: %v", err)
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
