@@ -16,6 +16,7 @@ import (
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // TestHashedDistribution registers 2,000 group-derived symmetric-key devices
@@ -67,7 +68,7 @@ func TestHashedDistribution(t *testing.T) {
 					continue
 				}
 				if op.Status != dps.StatusAssigned || op.RegistrationState.Substatus != dps.SubstatusInitialAssignment {
-					errs <- fmt.Errorf("%s: %s", ids[i], mustJSON(t, op))
+					errs <- fmt.Errorf("%s: %s", ids[i], testutil.JSON(t, op))
 					continue
 				}
 				hubOf[i] = op.RegistrationState.AssignedHub

@@ -10,6 +10,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/provisioning"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 func TestParseBody(t *testing.T) {
@@ -64,8 +65,8 @@ func TestParseBody(t *testing.T) {
 			if (got == nil) != (tc.want == nil) {
 				t.Fatalf("ParseBody = %+v, want %+v", got, tc.want)
 			}
-			if got != nil && mustJSON(t, got) != mustJSON(t, tc.want) {
-				t.Errorf("ParseBody = %s, want %s", mustJSON(t, got), mustJSON(t, tc.want))
+			if got != nil && testutil.JSON(t, got) != testutil.JSON(t, tc.want) {
+				t.Errorf("ParseBody = %s, want %s", testutil.JSON(t, got), testutil.JSON(t, tc.want))
 			}
 			if got != nil && string(got.Payload) == "null" {
 				t.Error("payload null kept")

@@ -111,8 +111,8 @@ func TestConcurrentRegistrationsOfOneDevice(t *testing.T) {
 					t.Errorf("answer hub %s, record hub %s", rs.AssignedHub, rec.Result.AssignedHub)
 				}
 				p := h.poll(t, d.cred, d.id, op.OperationID).must(t, "poll")
-				if p.Status != http.StatusOK || mustJSON(t, p.operation(t)) != mustJSON(t, op) {
-					t.Errorf("poll of %s: %s, want %s", op.OperationID, p, mustJSON(t, op))
+				if p.Status != http.StatusOK || testutil.JSON(t, p.operation(t)) != testutil.JSON(t, op) {
+					t.Errorf("poll of %s: %s, want %s", op.OperationID, p, testutil.JSON(t, op))
 				}
 			}
 			if initial != 1 {

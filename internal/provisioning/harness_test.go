@@ -429,15 +429,6 @@ func checkResult(t testing.TB, r *dps.DeviceRegistrationResult, w want, notBefor
 
 func encodeB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
-func mustJSON(t testing.TB, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 var operationIDRE = regexp.MustCompile(`^[0-9]\.[0-9a-f]{16}\.[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 // provision runs a device's register request and its poll, and checks the
@@ -500,11 +491,11 @@ func (h *harness) provision(t testing.TB, c provtest.Cred, id string) *dps.Regis
 		if op.RegistrationState == nil || op.RegistrationState.Status != op.Status {
 			t.Fatalf("poll answer: %s", p.Body)
 		}
-		if !h.Pipeline.Strict && mustJSON(t, op) != mustJSON(t, first) {
-			t.Errorf("poll answer differs from the register answer:\n poll     %s\n register %s", mustJSON(t, op), mustJSON(t, first))
+		if !h.Pipeline.Strict && testutil.JSON(t, op) != testutil.JSON(t, first) {
+			t.Errorf("poll answer differs from the register answer:\n poll     %s\n register %s", testutil.JSON(t, op), testutil.JSON(t, first))
 		}
-		if final != nil && mustJSON(t, op) != mustJSON(t, final) {
-			t.Errorf("second poll differs from the first:\n %s\n %s", mustJSON(t, op), mustJSON(t, final))
+		if final != nil && testutil.JSON(t, op) != testutil.JSON(t, final) {
+			t.Errorf("second poll differs from the first:\n %s\n %s", testutil.JSON(t, op), testutil.JSON(t, final))
 		}
 		final = op
 	}
@@ -520,14 +511,14 @@ func (h *harness) checkLookup(t testing.TB, c provtest.Cred, id string, res *dps
 		t.Fatalf("status lookup: %s, want 200", r)
 	}
 	checkHeaders(t, r)
-	if got, want := mustJSON(t, r.result(t)), mustJSON(t, res); got != want {
+	if got, want := testutil.JSON(t, r.result(t)), testutil.JSON(t, res); got != want {
 		t.Errorf("status lookup differs from the operation's registrationState:\n lookup %s\n op     %s", got, want)
 	}
 	rec, err := h.Store.Registration(context.Background(), id)
 	if err != nil {
 		t.Fatalf("store: %v", err)
 	}
-	if got, want := mustJSON(t, rec.Result), mustJSON(t, res); got != want {
+	if got, want := testutil.JSON(t, rec.Result), testutil.JSON(t, res); got != want {
 		t.Errorf("stored record differs from the operation's registrationState:\n store %s\n op    %s", got, want)
 	}
 }

@@ -94,8 +94,8 @@ func TestReregistration(t *testing.T) {
 				h.checkLookup(t, d.cred, d.id, b)
 				// The first operation is unchanged.
 				p := h.poll(t, d.cred, d.id, first.OperationID).must(t, "poll of the first operation")
-				if p.Status != http.StatusOK || mustJSON(t, p.operation(t)) != mustJSON(t, first) {
-					t.Errorf("first operation now answers %s, want %s", p, mustJSON(t, first))
+				if p.Status != http.StatusOK || testutil.JSON(t, p.operation(t)) != testutil.JSON(t, first) {
+					t.Errorf("first operation now answers %s, want %s", p, testutil.JSON(t, first))
 				}
 			})
 		}

@@ -172,7 +172,7 @@ func TestSuccesses(t *testing.T) {
 					}
 					op := h.provision(t, tc.cred, tc.id)
 					if op.Status != dps.StatusAssigned {
-						t.Fatalf("status %q: %s", op.Status, mustJSON(t, op))
+						t.Fatalf("status %q: %s", op.Status, testutil.JSON(t, op))
 					}
 					checkResult(t, op.RegistrationState, w, start)
 					h.checkLookup(t, tc.cred, tc.id, op.RegistrationState)

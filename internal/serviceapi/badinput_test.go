@@ -69,6 +69,113 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := s.snapshot("reg-1", "existing")
+	cases := badInputCases(t, s, fx)
+	names := make([]string, 0, len(cases))
+	for name := range cases {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		tc := cases[name]
+		// Each case writes to its own ID ({id}), so that a case the server
+		// wrongly accepts cannot turn the next case's 400 into a 409.
+		id := fmt.Sprintf("case-%03d", i)
+		tc.path = strings.ReplaceAll(tc.path, "{id}", id)
+		tc.body = strings.ReplaceAll(tc.body, "{id}", id)
+		t.Run(name, func(t *testing.T) {
+			var body []byte
+			if tc.body != "" {
+				body = []byte(tc.body)
+			}
+			resp := s.do(tc.method, tc.path, tc.headers, body)
+			switch {
+			case resp.Status != tc.status:
+				t.Errorf("%s %s: status %d, want %d: %s", tc.method, short(tc.path), resp.Status, tc.status, truncate(resp.Body))
+			case tc.bulkCode != 0:
+				checkBulkError(t, resp, tc.bulkCode, tc.bulkMsg)
+			default:
+				checkErrorBody(t, resp, tc.code, tc.msg)
+			}
+			if after := s.snapshot("reg-1", "existing"); after != before {
+				t.Errorf("the store changed:\n%s", diff.Diff("before", []byte(before), "after", []byte(after)))
+				before = after // report each change once
+			}
+		})
+	}
+}
+
+// checkErrorBody checks a DPS error answer: errorCode, a message with msg in
+// it, a trackingId equal to x-ms-request-id, and the x-ms-error-code header.
+func checkErrorBody(t *testing.T, resp *response, code int, msg string) {
+	t.Helper()
+	var e struct {
+		ErrorCode    int    `json:"errorCode"`
+		TrackingID   string `json:"trackingId"`
+		Message      string `json:"message"`
+		TimestampUtc string `json:"timestampUtc"`
+	}
+	if err := json.Unmarshal(resp.Body, &e); err != nil {
+		t.Errorf("the answer is not a DPS error body: %v: %s", err, truncate(resp.Body))
+		return
+	}
+	if e.ErrorCode != code {
+		t.Errorf("errorCode %d, want %d (message %q)", e.ErrorCode, code, e.Message)
+	}
+	if e.ErrorCode/1000 != resp.Status {
+		t.Errorf("errorCode %d does not start with the status %d", e.ErrorCode, resp.Status)
+	}
+	if e.Message == "" || !strings.Contains(e.Message, msg) {
+		t.Errorf("message %q does not say %q", e.Message, msg)
+	}
+	if e.TrackingID == "" || e.TrackingID != resp.Header.Get("x-ms-request-id") {
+		t.Errorf("trackingId %q, x-ms-request-id %q", e.TrackingID, resp.Header.Get("x-ms-request-id"))
+	}
+	if !dpsTimeRE.MatchString(e.TimestampUtc) {
+		t.Errorf("timestampUtc %q is not a DPS time", e.TimestampUtc)
+	}
+	if h := resp.Header.Get("x-ms-error-code"); h != fmt.Sprint(e.ErrorCode) {
+		t.Errorf("x-ms-error-code %q, errorCode %d", h, e.ErrorCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("Content-Type %q", ct)
+	}
+}
+
+// checkBulkError checks a bulk answer whose first failed item has code and
+// an errorStatus saying msg.
+func checkBulkError(t *testing.T, resp *response, code int, msg string) {
+	t.Helper()
+	var r dps.BulkEnrollmentOperationResult
+	if err := json.Unmarshal(resp.Body, &r); err != nil {
+		t.Errorf("the answer is not a bulk result: %v: %s", err, truncate(resp.Body))
+		return
+	}
+	if r.IsSuccessful || len(r.Errors) == 0 {
+		t.Errorf("isSuccessful %v with %d errors, want a failed item", r.IsSuccessful, len(r.Errors))
+		return
+	}
+	if r.Errors[0].ErrorCode != code || !strings.Contains(r.Errors[0].ErrorStatus, msg) {
+		t.Errorf("item error %d %q, want %d saying %q", r.Errors[0].ErrorCode, r.Errors[0].ErrorStatus, code, msg)
+	}
+}
+
+func short(p string) string {
+	if u, err := url.PathUnescape(p); err == nil && len(u) > 60 {
+		return u[:60] + "..."
+	}
+	return p
+}
+
+func truncate(b []byte) string {
+	if len(b) > 400 {
+		return string(b[:400]) + "..."
+	}
+	return string(b)
+}
+
+// badInputCases are the requests TestBadInput sends, by name, to a server
+// holding the records it created.
+func badInputCases(t *testing.T, s *testServer, fx map[string]*fixture) map[string]badCase {
 
 	owner := s.ownerKey
 	token := func(resource, keyName string, key []byte, expiry time.Time) map[string]string {
@@ -93,7 +200,7 @@ func TestBadInput(t *testing.T) {
 	}()
 	truncatedDER := base64.StdEncoding.EncodeToString(fx["device"].Cert.Raw[:len(fx["device"].Cert.Raw)/2])
 
-	cases := map[string]badCase{
+	return map[string]badCase{
 		// Bodies that are not the JSON they should be.
 		"fail/malformed-json":       {method: "PUT", path: "/enrollments/{id}", body: `{"attestation": {"type": "symmetricKey"}`, status: 400, code: 400001, msg: "not valid JSON"},
 		"fail/empty-body":           {method: "PUT", path: "/enrollments/{id}", status: 400, code: 400001, msg: "the request body is empty"},
@@ -243,106 +350,4 @@ func TestBadInput(t *testing.T) {
 		"fail/wrong-method":   {method: "POST", path: "/enrollments/existing", body: validBody, status: 405, code: 405000, msg: "not allowed"},
 		"fail/missing-record": {method: "DELETE", path: "/enrollments/missing", status: 404, code: 404201, msg: "not found"},
 	}
-
-	names := make([]string, 0, len(cases))
-	for name := range cases {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for i, name := range names {
-		tc := cases[name]
-		// Each case writes to its own ID ({id}), so that a case the server
-		// wrongly accepts cannot turn the next case's 400 into a 409.
-		id := fmt.Sprintf("case-%03d", i)
-		tc.path = strings.ReplaceAll(tc.path, "{id}", id)
-		tc.body = strings.ReplaceAll(tc.body, "{id}", id)
-		t.Run(name, func(t *testing.T) {
-			var body []byte
-			if tc.body != "" {
-				body = []byte(tc.body)
-			}
-			resp := s.do(tc.method, tc.path, tc.headers, body)
-			switch {
-			case resp.Status != tc.status:
-				t.Errorf("%s %s: status %d, want %d: %s", tc.method, short(tc.path), resp.Status, tc.status, truncate(resp.Body))
-			case tc.bulkCode != 0:
-				checkBulkError(t, resp, tc.bulkCode, tc.bulkMsg)
-			default:
-				checkErrorBody(t, resp, tc.code, tc.msg)
-			}
-			if after := s.snapshot("reg-1", "existing"); after != before {
-				t.Errorf("the store changed:\n%s", diff.Diff("before", []byte(before), "after", []byte(after)))
-				before = after // report each change once
-			}
-		})
-	}
-}
-
-// checkErrorBody checks a DPS error answer: errorCode, a message with msg in
-// it, a trackingId equal to x-ms-request-id, and the x-ms-error-code header.
-func checkErrorBody(t *testing.T, resp *response, code int, msg string) {
-	t.Helper()
-	var e struct {
-		ErrorCode    int    `json:"errorCode"`
-		TrackingID   string `json:"trackingId"`
-		Message      string `json:"message"`
-		TimestampUtc string `json:"timestampUtc"`
-	}
-	if err := json.Unmarshal(resp.Body, &e); err != nil {
-		t.Errorf("the answer is not a DPS error body: %v: %s", err, truncate(resp.Body))
-		return
-	}
-	if e.ErrorCode != code {
-		t.Errorf("errorCode %d, want %d (message %q)", e.ErrorCode, code, e.Message)
-	}
-	if e.ErrorCode/1000 != resp.Status {
-		t.Errorf("errorCode %d does not start with the status %d", e.ErrorCode, resp.Status)
-	}
-	if e.Message == "" || !strings.Contains(e.Message, msg) {
-		t.Errorf("message %q does not say %q", e.Message, msg)
-	}
-	if e.TrackingID == "" || e.TrackingID != resp.Header.Get("x-ms-request-id") {
-		t.Errorf("trackingId %q, x-ms-request-id %q", e.TrackingID, resp.Header.Get("x-ms-request-id"))
-	}
-	if !dpsTimeRE.MatchString(e.TimestampUtc) {
-		t.Errorf("timestampUtc %q is not a DPS time", e.TimestampUtc)
-	}
-	if h := resp.Header.Get("x-ms-error-code"); h != fmt.Sprint(e.ErrorCode) {
-		t.Errorf("x-ms-error-code %q, errorCode %d", h, e.ErrorCode)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
-		t.Errorf("Content-Type %q", ct)
-	}
-}
-
-// checkBulkError checks a bulk answer whose first failed item has code and
-// an errorStatus saying msg.
-func checkBulkError(t *testing.T, resp *response, code int, msg string) {
-	t.Helper()
-	var r dps.BulkEnrollmentOperationResult
-	if err := json.Unmarshal(resp.Body, &r); err != nil {
-		t.Errorf("the answer is not a bulk result: %v: %s", err, truncate(resp.Body))
-		return
-	}
-	if r.IsSuccessful || len(r.Errors) == 0 {
-		t.Errorf("isSuccessful %v with %d errors, want a failed item", r.IsSuccessful, len(r.Errors))
-		return
-	}
-	if r.Errors[0].ErrorCode != code || !strings.Contains(r.Errors[0].ErrorStatus, msg) {
-		t.Errorf("item error %d %q, want %d saying %q", r.Errors[0].ErrorCode, r.Errors[0].ErrorStatus, code, msg)
-	}
-}
-
-func short(p string) string {
-	if u, err := url.PathUnescape(p); err == nil && len(u) > 60 {
-		return u[:60] + "..."
-	}
-	return p
-}
-
-func truncate(b []byte) string {
-	if len(b) > 400 {
-		return string(b[:400]) + "..."
-	}
-	return string(b)
 }

@@ -2,15 +2,14 @@ package serviceapi_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // Behaviour that a golden file cannot show well: limits measured to the
@@ -48,48 +47,36 @@ func TestConcurrentIfMatch(t *testing.T) {
 
 	const writers = 12
 	statuses := make([]int, writers)
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Go(func() {
-			body := fmt.Sprintf(`{"attestation": {"type": "tpm", "tpm": {"endorsementKey": "AAAA"}}, "deviceId": "writer-%d"}`, i)
-			statuses[i] = s.do("PUT", "/enrollments/race?api-version=2021-10-01", map[string]string{"If-Match": created.Etag}, []byte(body)).Status
-		})
-	}
-	wg.Wait()
-	won := 0
-	for i, st := range statuses {
-		switch st {
-		case http.StatusOK:
-			won++
-		case http.StatusPreconditionFailed:
-		default:
-			t.Errorf("writer %d: status %d", i, st)
-		}
-	}
-	if won != 1 {
-		t.Errorf("%d writers won with the same etag, want exactly 1 (statuses %v)", won, statuses)
-	}
+	testutil.Together(writers, func(i int) {
+		body := fmt.Sprintf(`{"attestation": {"type": "tpm", "tpm": {"endorsementKey": "AAAA"}}, "deviceId": "writer-%d"}`, i)
+		statuses[i] = s.do("PUT", "/enrollments/race?api-version=2021-10-01", map[string]string{"If-Match": created.Etag}, []byte(body)).Status
+	})
+	exactlyOne(t, "writes with the same etag", statuses, http.StatusOK, http.StatusPreconditionFailed)
 
 	var current dps.IndividualEnrollment
 	s.doJSON("GET", "/enrollments/race?api-version=2021-10-01", nil, nil, 200, &current)
-	for i := range writers {
-		wg.Go(func() {
-			statuses[i] = s.do("DELETE", "/enrollments/race?api-version=2021-10-01", map[string]string{"If-Match": current.Etag}, nil).Status
-		})
-	}
-	wg.Wait()
-	won = 0
+	testutil.Together(writers, func(i int) {
+		statuses[i] = s.do("DELETE", "/enrollments/race?api-version=2021-10-01", map[string]string{"If-Match": current.Etag}, nil).Status
+	})
+	exactlyOne(t, "deletes with the same etag", statuses, http.StatusNoContent, http.StatusPreconditionFailed)
+}
+
+// exactlyOne fails t unless exactly one of the racing requests got status
+// win and every other one lose.
+func exactlyOne(t *testing.T, what string, statuses []int, win, lose int) {
+	t.Helper()
+	won := 0
 	for i, st := range statuses {
 		switch st {
-		case http.StatusNoContent:
+		case win:
 			won++
-		case http.StatusPreconditionFailed:
+		case lose:
 		default:
-			t.Errorf("deleter %d: status %d", i, st)
+			t.Errorf("%s: request %d answered %d, want %d or %d", what, i, st, win, lose)
 		}
 	}
 	if won != 1 {
-		t.Errorf("%d deletes succeeded with the same etag, want exactly 1 (statuses %v)", won, statuses)
+		t.Errorf("%s: %d requests answered %d, want exactly 1 (statuses %v)", what, won, win, statuses)
 	}
 }
 
@@ -99,26 +86,10 @@ func TestCreateRace(t *testing.T) {
 	s := startServer(t)
 	const writers = 12
 	statuses := make([]int, writers)
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Go(func() {
-			statuses[i] = s.do("PUT", "/enrollmentGroups/race?api-version=2021-10-01", nil, []byte(`{"attestation": {"type": "symmetricKey"}}`)).Status
-		})
-	}
-	wg.Wait()
-	won := 0
-	for i, st := range statuses {
-		switch st {
-		case http.StatusOK:
-			won++
-		case http.StatusConflict:
-		default:
-			t.Errorf("writer %d: status %d", i, st)
-		}
-	}
-	if won != 1 {
-		t.Errorf("%d creates succeeded, want exactly 1 (statuses %v)", won, statuses)
-	}
+	testutil.Together(writers, func(i int) {
+		statuses[i] = s.do("PUT", "/enrollmentGroups/race?api-version=2021-10-01", nil, []byte(`{"attestation": {"type": "symmetricKey"}}`)).Status
+	})
+	exactlyOne(t, "creates of one ID", statuses, http.StatusOK, http.StatusConflict)
 }
 
 // TestQueryPagingWalk pages through many enrollments with every page size
@@ -212,7 +183,7 @@ func TestLinkedHubReadModifyWrite(t *testing.T) {
 		t.Fatalf("connectionString %q is not masked", cs)
 	}
 	hub["allocationWeight"] = 10
-	r := s.do("PUT", "/linkedHubs/hub1.azure-devices.net?api-version=2021-10-01", map[string]string{"If-Match": hub["etag"].(string)}, mustJSON(t, hub))
+	r := s.do("PUT", "/linkedHubs/hub1.azure-devices.net?api-version=2021-10-01", map[string]string{"If-Match": hub["etag"].(string)}, []byte(testutil.JSON(t, hub)))
 	if r.Status != http.StatusOK {
 		t.Fatalf("writing back the hub as read, weight changed: status %d: %s", r.Status, r.Body)
 	}
@@ -259,13 +230,4 @@ func TestAttestationMechanismRights(t *testing.T) {
 	if strings.Contains(string(r.Body), "primaryKey") {
 		t.Errorf("a refused request returned a key: %s", r.Body)
 	}
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/dpsd/dpsd/internal/server"
 	"github.com/dpsd/dpsd/internal/server/servertest"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // testServer is a real dpsd server (servertest: server.New + Serve, the
@@ -147,26 +148,8 @@ func (s *testServer) snapshot(registrationIDs ...string) string {
 	s.t.Helper()
 	ctx := context.Background()
 	var snap snapshot
-	for after := ""; ; {
-		p, err := s.Store.Enrollments(ctx, after, 1000)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		snap.Enrollments = append(snap.Enrollments, p.Items...)
-		if after = p.Next; after == "" {
-			break
-		}
-	}
-	for after := ""; ; {
-		p, err := s.Store.Groups(ctx, after, 1000)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		snap.Groups = append(snap.Groups, p.Items...)
-		if after = p.Next; after == "" {
-			break
-		}
-	}
+	snap.Enrollments = testutil.All(s.t, s.Store.Enrollments)
+	snap.Groups = testutil.All(s.t, s.Store.Groups)
 	var err error
 	if snap.CAs, err = s.Store.CACertificates(ctx); err != nil {
 		s.t.Fatal(err)

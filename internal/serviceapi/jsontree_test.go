@@ -93,37 +93,13 @@ func printOrdered(v any) string {
 func printValue(sb *strings.Builder, v any, indent string) {
 	switch t := v.(type) {
 	case object:
-		if len(t) == 0 {
-			sb.WriteString("{}")
-			return
-		}
-		sb.WriteString("{\n")
-		for i, m := range t {
-			sb.WriteString(indent + "  ")
-			sb.WriteString(jsonString(m.Key))
+		printItems(sb, "{", "}", len(t), indent, func(i int) {
+			sb.WriteString(jsonString(t[i].Key))
 			sb.WriteString(": ")
-			printValue(sb, m.Value, indent+"  ")
-			if i < len(t)-1 {
-				sb.WriteByte(',')
-			}
-			sb.WriteByte('\n')
-		}
-		sb.WriteString(indent + "}")
+			printValue(sb, t[i].Value, indent+"  ")
+		})
 	case []any:
-		if len(t) == 0 {
-			sb.WriteString("[]")
-			return
-		}
-		sb.WriteString("[\n")
-		for i, e := range t {
-			sb.WriteString(indent + "  ")
-			printValue(sb, e, indent+"  ")
-			if i < len(t)-1 {
-				sb.WriteByte(',')
-			}
-			sb.WriteByte('\n')
-		}
-		sb.WriteString(indent + "]")
+		printItems(sb, "[", "]", len(t), indent, func(i int) { printValue(sb, t[i], indent+"  ") })
 	case string:
 		sb.WriteString(jsonString(t))
 	case json.Number:
@@ -135,6 +111,24 @@ func printValue(sb *strings.Builder, v any, indent string) {
 	default:
 		fmt.Fprintf(sb, "%v", t)
 	}
+}
+
+// printItems prints the n items of an object or array, one a line.
+func printItems(sb *strings.Builder, open, close string, n int, indent string, item func(i int)) {
+	if n == 0 {
+		sb.WriteString(open + close)
+		return
+	}
+	sb.WriteString(open + "\n")
+	for i := range n {
+		sb.WriteString(indent + "  ")
+		item(i)
+		if i < n-1 {
+			sb.WriteByte(',')
+		}
+		sb.WriteByte('\n')
+	}
+	sb.WriteString(indent + close)
 }
 
 // jsonString quotes s as JSON without escaping <, > and &, which the

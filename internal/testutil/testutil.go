@@ -1,18 +1,22 @@
 // Package testutil is the support every test suite of dpsd shares: a log
-// buffer that a failed test prints, and certificate fixtures. It depends on
-// no store or server package, so that their own tests can use it too (the
-// in-process server harness is internal/server/servertest). Only tests
-// import it.
+// buffer that a failed test prints, certificate fixtures, racing and paging
+// helpers. It imports no store implementation and no server, so that their
+// own tests can use it too (the in-process server is
+// internal/server/servertest). Only tests import it.
 package testutil
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/dpsd/dpsd/internal/store"
 )
 
 // maxLog bounds a LogBuffer: a fuzz target logs without end.
@@ -123,4 +127,30 @@ func Spread(n, workers int, f func(i int)) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// JSON returns v encoded as JSON.
+func JSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// All reads every page of a keyset-paginated store list.
+func All[T any](t testing.TB, list func(ctx context.Context, after string, limit int) (store.Page[T], error)) []T {
+	t.Helper()
+	var all []T
+	for after := ""; ; {
+		p, err := list(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p.Items...)
+		if after = p.Next; after == "" {
+			return all
+		}
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/dpsd/dpsd/internal/store/dump"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 	"github.com/dpsd/dpsd/internal/store/storetest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 func openSQLite(t *testing.T) store.Store {
@@ -152,35 +153,14 @@ func snapshot(t *testing.T, s store.Store) map[string]string {
 	hubs, err := s.LinkedHubs(ctx)
 	must(t, err)
 	add("hubs", hubs)
-	for after := ""; ; {
-		p, err := s.Groups(ctx, after, 1000)
-		must(t, err)
-		for _, g := range p.Items {
-			add("group "+g.EnrollmentGroupID, g)
-		}
-		if after = p.Next; after == "" {
-			break
-		}
+	for _, g := range testutil.All(t, s.Groups) {
+		add("group "+g.EnrollmentGroupID, g)
 	}
-	for after := ""; ; {
-		p, err := s.Enrollments(ctx, after, 1000)
-		must(t, err)
-		for _, e := range p.Items {
-			add("enrollment "+e.RegistrationID, e)
-		}
-		if after = p.Next; after == "" {
-			break
-		}
+	for _, e := range testutil.All(t, s.Enrollments) {
+		add("enrollment "+e.RegistrationID, e)
 	}
-	for after := ""; ; {
-		p, err := s.Registrations(ctx, after, 1000)
-		must(t, err)
-		for _, r := range p.Items {
-			add("registration "+r.Result.RegistrationID, r)
-		}
-		if after = p.Next; after == "" {
-			break
-		}
+	for _, r := range testutil.All(t, s.Registrations) {
+		add("registration "+r.Result.RegistrationID, r)
 	}
 	return out
 }

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/store/storetest"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 func openSQLite(t testing.TB, opts Options) *Store {
@@ -374,7 +374,7 @@ func BenchmarkEnrollmentGet(b *testing.B) {
 					SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "cHJpbWFyeWtleXByaW1hcnlrZXk=", SecondaryKey: "c2Vjb25kYXJ5a2V5c2Vjb25kYXJ5"}},
 				ProvisioningStatus: dps.ProvisioningEnabled,
 			}}
-		if _, err := s.put(ctx, tx, enrollmentsT, "bench", key(e.RegistrationID), []any{mustJSON(b, e)}, "", newEtag); err != nil {
+		if _, err := s.put(ctx, tx, enrollmentsT, "bench", key(e.RegistrationID), []any{testutil.JSON(b, e)}, "", newEtag); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -401,15 +401,6 @@ func BenchmarkEnrollmentGet(b *testing.B) {
 			}
 		})
 	})
-}
-
-func mustJSON(tb testing.TB, v any) string {
-	tb.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return string(b)
 }
 
 // TestSQLiteLookupsUseIndexes guards against a lookup that scans a table:
@@ -459,7 +450,7 @@ func TestPageSizeCap(t *testing.T) {
 	}
 	for i := range maxPageSize + 1 {
 		e := &dps.IndividualEnrollment{RegistrationID: fmt.Sprintf("dev-%04d", i)}
-		if _, err := s.put(ctx, tx, enrollmentsT, "test", key(e.RegistrationID), []any{mustJSON(t, e)}, "", newEtag); err != nil {
+		if _, err := s.put(ctx, tx, enrollmentsT, "test", key(e.RegistrationID), []any{testutil.JSON(t, e)}, "", newEtag); err != nil {
 			t.Fatal(err)
 		}
 	}
