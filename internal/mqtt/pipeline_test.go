@@ -27,18 +27,12 @@ import (
 	"github.com/dpsd/dpsd/internal/testutil"
 )
 
-var modes = []struct {
-	name   string
-	strict bool
-}{{"fast", false}, {"strict", true}}
-
 // devices enrolls one device of each attestation kind and returns them.
 func devices(t *testing.T, h *harness) map[string]provtest.Cred {
 	h.LinkHub(hub1, 1, true)
 	ss, ssKey := testutil.SelfSigned(t, pki.Options{CommonName: "x509-self"})
 	h.PutIndividual(provtest.X509Individual("x509-self", ss, nil))
-	root := testutil.NewRoot(t, pki.Options{CommonName: "Root"})
-	h.UploadCA("root", root.Cert, true)
+	root := h.VerifiedRoot("root", pki.Options{CommonName: "Root"})
 	h.PutGroup(provtest.CAGroup("grp-x509", "root"))
 	inter := root.Intermediate(t, pki.Options{CommonName: "Intermediate"})
 	leaf, leafKey := inter.Leaf(t, pki.Options{CommonName: "x509-chain"})
@@ -55,48 +49,45 @@ func devices(t *testing.T, h *harness) map[string]provtest.Cred {
 }
 
 func TestRegister(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, options{strict: mode.strict})
-			for id, c := range devices(t, h) {
-				for _, ws := range []bool{false, true} {
-					t.Run(id+"/"+transportName(ws), func(t *testing.T) {
-						d := h.device(t, ws, id, c)
-						a := d.Register("1", []byte(`{"registrationId":"`+id+`","payload":{"modelId":"dtmi:x;1"}}`))
-						if a.Status != 202 {
-							t.Fatalf("register: %s %s", a.Topic, a.Raw)
+	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
+		h := newHarness(t, options{strict: mode.Strict})
+		for id, c := range devices(t, h) {
+			for _, ws := range []bool{false, true} {
+				t.Run(id+"/"+transportName(ws), func(t *testing.T) {
+					d := h.device(t, ws, id, c)
+					a := d.Register("1", []byte(`{"registrationId":"`+id+`","payload":{"modelId":"dtmi:x;1"}}`))
+					if a.Status != 202 {
+						t.Fatalf("register: %s %s", a.Topic, a.Raw)
+					}
+					opID := a.String("operationId")
+					if mode.Strict {
+						if a.String("status") != "assigning" || a.RetryAfter != 3 {
+							t.Fatalf("strict register: %s %s", a.Topic, a.Raw)
 						}
-						opID := a.String("operationId")
-						if mode.strict {
-							if a.String("status") != "assigning" || a.RetryAfter != 3 {
-								t.Fatalf("strict register: %s %s", a.Topic, a.Raw)
-							}
-							a = d.Poll("2", opID)
-						}
-						if a.String("status") != "assigned" || a.String("registrationState", "assignedHub") != hub1 ||
-							a.String("registrationState", "deviceId") != id || a.String("operationId") != opID {
-							t.Fatalf("answer %s %s", a.Topic, a.Raw)
-						}
-						if mode.strict && (a.Status != 200 || a.RetryAfter != 0) {
-							t.Errorf("strict poll: %s", a.Topic)
-						}
-						reg, err := h.Store.Registration(context.Background(), id)
-						if err != nil || reg.Result.AssignedHub != hub1 {
-							t.Errorf("registration record %+v, %v", reg, err)
-						}
-						d.Disconnect()
-					})
-				}
+						a = d.Poll("2", opID)
+					}
+					if a.String("status") != "assigned" || a.String("registrationState", "assignedHub") != hub1 ||
+						a.String("registrationState", "deviceId") != id || a.String("operationId") != opID {
+						t.Fatalf("answer %s %s", a.Topic, a.Raw)
+					}
+					if mode.Strict && (a.Status != 200 || a.RetryAfter != 0) {
+						t.Errorf("strict poll: %s", a.Topic)
+					}
+					reg, err := h.Store.Registration(context.Background(), id)
+					if err != nil || reg.Result.AssignedHub != hub1 {
+						t.Errorf("registration record %+v, %v", reg, err)
+					}
+					d.Disconnect()
+				})
 			}
-			// The pipeline counts registrations by transport.
-			for _, tr := range []string{"mqtt", "mqtt-ws"} {
-				if got := value(h.PMetrics.Registrations.WithLabelValues(tr, dps.AttestationX509, dps.StatusAssigned)); got != 2 {
-					t.Errorf("dpsd_registrations_total{%s,x509,assigned} = %v, want 2", tr, got)
-				}
+		}
+		// The pipeline counts registrations by transport.
+		for _, tr := range []string{"mqtt", "mqtt-ws"} {
+			if got := value(h.PMetrics.Registrations.WithLabelValues(tr, dps.AttestationX509, dps.StatusAssigned)); got != 2 {
+				t.Errorf("dpsd_registrations_total{%s,x509,assigned} = %v, want 2", tr, got)
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestAcrossTransports: register over MQTT and poll over HTTPS, and the
@@ -167,55 +158,52 @@ func (h *harness) httpsPoll(t *testing.T, c provtest.Cred, id, opID string) (int
 // enrollment ends in status "disabled" and writes one operation and no
 // registration record; a device connected all along keeps registering.
 func TestRefusals(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, options{strict: mode.strict})
-			table := provtest.Refusals(h.Instance)
-			good, _ := provtest.Keys(t, h.PutIndividual(provtest.SymIndividual("bystander")).Attestation)
-			bystander := h.device(t, false, "bystander", provtest.Cred{SAS: h.DeviceToken("bystander", good)})
-			refused := map[string]int{}
-			for name, tc := range table {
-				for _, ws := range []bool{false, true} {
-					tr := transportName(ws)
-					t.Run(name+"/"+tr, func(t *testing.T) {
-						tc.Skip(t, tr)
-						before := provtest.TakeSnapshot(t, h.db)
-						var d *mqtttest.Conn
-						if ws {
-							d = mqtttest.DialWebSocket(t, h.WSURL, h.tlsConfig(tc.Cred.Cert), "mqtt")
-						} else {
-							d = h.dial(t, tc.Cred.Cert)
-						}
-						d.MustConnect(tc.IDScope(h.Scope), tc.RegistrationID, tc.Cred.SAS)
-						d.Subscribe(1, "$dps/registrations/res/#")
-						a := d.Register("r1", nil)
-						if tc.Want.Terminal != "" {
-							checkTerminal(t, d, a, tc, mode.strict)
-							provtest.OneOperation(t, before, provtest.TakeSnapshot(t, h.db))
-						} else {
-							h.checkRefused(t, a, tc.Want)
-							h.checkRefused(t, d.Poll("r2", "5.0123456789abcdef.00000000-0000-4000-8000-000000000000"), tc.Want)
-							provtest.Unchanged(t, before, provtest.TakeSnapshot(t, h.db))
-							refused[tr] += 2
-						}
-						if _, err := h.Store.Registration(context.Background(), tc.RegistrationID); !errors.Is(err, store.ErrNotFound) {
-							t.Errorf("a registration record was written for %s: %v", tc.RegistrationID, err)
-						}
-						if a := bystander.Register("b", nil); a.String("status") != map[bool]string{false: "assigned", true: "assigning"}[mode.strict] {
-							t.Errorf("the device connected all along: %s %s", a.Topic, a.Raw)
-						}
-					})
-				}
+	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
+		h := newHarness(t, options{strict: mode.Strict})
+		table := provtest.Refusals(h.Instance)
+		good, _ := provtest.Keys(t, h.PutIndividual(provtest.SymIndividual("bystander")).Attestation)
+		bystander := h.device(t, false, "bystander", provtest.Cred{SAS: h.DeviceToken("bystander", good)})
+		refused := map[string]int{}
+		for name, tc := range table {
+			for _, ws := range []bool{false, true} {
+				tr := transportName(ws)
+				t.Run(name+"/"+tr, func(t *testing.T) {
+					tc.Skip(t, tr)
+					before := provtest.TakeSnapshot(t, h.db)
+					var d *mqtttest.Conn
+					if ws {
+						d = mqtttest.DialWebSocket(t, h.WSURL, h.tlsConfig(tc.Cred.Cert), "mqtt")
+					} else {
+						d = h.dial(t, tc.Cred.Cert)
+					}
+					d.MustConnect(tc.IDScope(h.Scope), tc.RegistrationID, tc.Cred.SAS)
+					d.Subscribe(1, "$dps/registrations/res/#")
+					a := d.Register("r1", nil)
+					if tc.Want.Terminal != "" {
+						checkTerminal(t, d, a, tc, mode.Strict)
+						provtest.OneOperation(t, before, provtest.TakeSnapshot(t, h.db))
+					} else {
+						h.checkRefused(t, a, tc.Want)
+						h.checkRefused(t, d.Poll("r2", "5.0123456789abcdef.00000000-0000-4000-8000-000000000000"), tc.Want)
+						provtest.Unchanged(t, before, provtest.TakeSnapshot(t, h.db))
+						refused[tr] += 2
+					}
+					if _, err := h.Store.Registration(context.Background(), tc.RegistrationID); !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("a registration record was written for %s: %v", tc.RegistrationID, err)
+					}
+					if a := bystander.Register("b", nil); a.String("status") != map[bool]string{false: "assigned", true: "assigning"}[mode.Strict] {
+						t.Errorf("the device connected all along: %s %s", a.Topic, a.Raw)
+					}
+				})
 			}
-			// Every refusal went through the pipeline, counted by transport.
-			for _, tr := range []string{mqtt.TransportTLS, mqtt.TransportWebSocket} {
-				if got := value(h.PMetrics.Refusals.WithLabelValues(tr, strconv.Itoa(dpserr.CodeUnauthorized))); got != float64(refused[tr]) {
-					t.Errorf("dpsd_refusals_total{%s,401002} = %v, want %d", tr, got, refused[tr])
-				}
+		}
+		// Every refusal went through the pipeline, counted by transport.
+		for _, tr := range []string{mqtt.TransportTLS, mqtt.TransportWebSocket} {
+			if got := value(h.PMetrics.Refusals.WithLabelValues(tr, strconv.Itoa(dpserr.CodeUnauthorized))); got != float64(refused[tr]) {
+				t.Errorf("dpsd_refusals_total{%s,401002} = %v, want %d", tr, got, refused[tr])
 			}
-		})
-	}
+		}
+	})
 }
 
 // checkRefused checks a refusal on the response topic: the status and the

@@ -185,24 +185,21 @@ func TestAllocationPolicies(t *testing.T) {
 			e.AllocationPolicy = "geoLatency"
 		}, errorCode: dpserr.CodeNoHub, errorText: "allocation policy geoLatency is not supported"},
 	}
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			for name, tc := range tests {
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					h := newHarness(t, options{strict: mode.strict})
-					h.LinkHub(hub1, 1, true)
-					h.LinkHub(hub2, 1, true)
-					h.LinkHub(hub3, 1, false)
-					e := provtest.SymIndividual("alloc-dev")
-					tc.enroll(e)
-					pk, _ := provtest.Keys(t, h.PutIndividual(e).Attestation)
-					runAllocation(t, h, provtest.Cred{SAS: h.DeviceToken("alloc-dev", pk)}, "alloc-dev", tc)
-				})
-			}
-		})
-	}
+	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
+		for name, tc := range tests {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				h := newHarness(t, options{strict: mode.Strict})
+				h.LinkHub(hub1, 1, true)
+				h.LinkHub(hub2, 1, true)
+				h.LinkHub(hub3, 1, false)
+				e := provtest.SymIndividual("alloc-dev")
+				tc.enroll(e)
+				pk, _ := provtest.Keys(t, h.PutIndividual(e).Attestation)
+				runAllocation(t, h, provtest.Cred{SAS: h.DeviceToken("alloc-dev", pk)}, "alloc-dev", tc)
+			})
+		}
+	})
 }
 
 // TestAllocationFailures covers instance-wide configurations: no hub linked,
@@ -228,11 +225,11 @@ func TestAllocationFailures(t *testing.T) {
 			h.setInstancePolicy("static")
 		}, allocationCase: allocationCase{hub: hub1}},
 	}
-	for _, mode := range modes {
+	for _, mode := range provtest.Modes {
 		for name, tc := range tests {
-			t.Run(mode.name+"/"+name, func(t *testing.T) {
+			t.Run(mode.Name+"/"+name, func(t *testing.T) {
 				t.Parallel()
-				h := newHarness(t, options{strict: mode.strict})
+				h := newHarness(t, options{strict: mode.Strict})
 				tc.setup(h)
 				gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-alloc")).Attestation)
 				id := "alloc-grp-dev"

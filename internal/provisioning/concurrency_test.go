@@ -141,8 +141,7 @@ func TestConcurrentRegistrationsOfManyDevices(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
 	h.LinkHub(hub1, 1, true)
-	root := testutil.NewRoot(t, pki.Options{CommonName: "Many Root"})
-	h.UploadCA("many-root", root.Cert, true)
+	root := h.VerifiedRoot("many-root", pki.Options{CommonName: "Many Root"})
 	h.PutGroup(provtest.CAGroup("grp-many", "many-root"))
 	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-many-sym")).Attestation)
 	var wg sync.WaitGroup

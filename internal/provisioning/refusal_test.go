@@ -15,35 +15,32 @@ import (
 // and nothing written. A disabled match answers 202 and a 200 poll with
 // status "disabled", and writes no registration record.
 func TestRefusals(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, options{strict: mode.strict})
-			for name, tc := range provtest.Refusals(h.Instance) {
-				t.Run(name, func(t *testing.T) {
-					tc.Skip(t, "https")
-					scope := tc.IDScope(h.Scope)
-					before := provtest.TakeSnapshot(t, h.db)
-					r := h.registerIn(t, tc.Cred, scope, tc.RegistrationID).must(t, "register")
-					if tc.Want.Terminal != "" {
-						checkDisabled(t, h, tc, r, before)
-						return
-					}
-					checkRefusal(t, r, tc.Want.Status, tc.Want.ErrorCode, tc.Want.Reason)
-					if loc := r.Header.Get("Location"); loc != "" {
-						t.Errorf("refusal carries Location %q", loc)
-					}
-					if h.Scope == scope {
-						// The status lookup and a poll authenticate the same way.
-						checkRefusal(t, h.lookup(t, tc.Cred, tc.RegistrationID), tc.Want.Status, tc.Want.ErrorCode, tc.Want.Reason)
-						checkRefusal(t, h.poll(t, tc.Cred, tc.RegistrationID, "5.0123456789abcdef.00000000-0000-4000-8000-000000000000"), tc.Want.Status, tc.Want.ErrorCode, tc.Want.Reason)
-					}
-					provtest.Unchanged(t, before, provtest.TakeSnapshot(t, h.db))
-					h.noRecord(t, tc.RegistrationID)
-				})
-			}
-		})
-	}
+	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
+		h := newHarness(t, options{strict: mode.Strict})
+		for name, tc := range provtest.Refusals(h.Instance) {
+			t.Run(name, func(t *testing.T) {
+				tc.Skip(t, "https")
+				scope := tc.IDScope(h.Scope)
+				before := provtest.TakeSnapshot(t, h.db)
+				r := h.registerIn(t, tc.Cred, scope, tc.RegistrationID).must(t, "register")
+				if tc.Want.Terminal != "" {
+					checkDisabled(t, h, tc, r, before)
+					return
+				}
+				checkRefusal(t, r, tc.Want.Status, tc.Want.ErrorCode, tc.Want.Reason)
+				if loc := r.Header.Get("Location"); loc != "" {
+					t.Errorf("refusal carries Location %q", loc)
+				}
+				if h.Scope == scope {
+					// The status lookup and a poll authenticate the same way.
+					checkRefusal(t, h.lookup(t, tc.Cred, tc.RegistrationID), tc.Want.Status, tc.Want.ErrorCode, tc.Want.Reason)
+					checkRefusal(t, h.poll(t, tc.Cred, tc.RegistrationID, "5.0123456789abcdef.00000000-0000-4000-8000-000000000000"), tc.Want.Status, tc.Want.ErrorCode, tc.Want.Reason)
+				}
+				provtest.Unchanged(t, before, provtest.TakeSnapshot(t, h.db))
+				h.noRecord(t, tc.RegistrationID)
+			})
+		}
+	})
 }
 
 // checkDisabled checks the answers to a device whose enrollment is disabled:

@@ -14,11 +14,6 @@ import (
 	"github.com/dpsd/dpsd/internal/testutil"
 )
 
-var modes = []struct {
-	name   string
-	strict bool
-}{{"fast", false}, {"strict", true}}
-
 // device is one enrolled device of a fresh harness, for the tests that
 // register the same device several times. Each gets its own harness (and
 // database), so that a registration stuck in the store fails one case only.
@@ -30,8 +25,7 @@ type device struct {
 }
 
 func x509GroupDevice(t *testing.T, h *harness, id string) device {
-	root := testutil.NewRoot(t, pki.Options{CommonName: "Re Root"})
-	h.UploadCA("re-root", root.Cert, true)
+	root := h.VerifiedRoot("re-root", pki.Options{CommonName: "Re Root"})
 	inter := root.Intermediate(t, pki.Options{CommonName: "Re Intermediate"})
 	h.PutGroup(provtest.SigningGroup("grp-re", inter.Cert))
 	leaf, key := inter.Leaf(t, pki.Options{CommonName: id})
@@ -53,6 +47,19 @@ func symIndividualDevice(t *testing.T, h *harness, id string) device {
 		want{regID: id, deviceID: id + "-hub-identity", hub: hub1, mechanism: dps.AttestationSymmetricKey}}
 }
 
+// registerOnce enrolls a device made by mk on a fresh harness with one
+// linked hub, registers it and checks the result.
+func registerOnce(t *testing.T, strict bool, mk func(*testing.T, *harness, string) device, id string) (d device, first *dps.RegistrationOperationStatus, start time.Time) {
+	t.Helper()
+	h := newHarness(t, options{strict: strict})
+	h.LinkHub(hub1, 1, true)
+	d = mk(t, h, id)
+	start = time.Now()
+	first = h.provision(t, d.cred, d.id)
+	checkResult(t, first.RegistrationState, d.want, start)
+	return d, first, start
+}
+
 // TestReregistration registers a device twice: the record keeps
 // createdDateTimeUtc, gets a new etag and a later lastUpdatedDateTimeUtc, and
 // the substatus says reprovisionedToInitialAssignment (same hub). The first
@@ -63,16 +70,12 @@ func TestReregistration(t *testing.T) {
 		"symmetric-key-group":      symGroupDevice,
 		"symmetric-key-individual": symIndividualDevice,
 	}
-	for _, mode := range modes {
+	for _, mode := range provtest.Modes {
 		for kind, mk := range kinds {
-			t.Run(mode.name+"/"+kind, func(t *testing.T) {
+			t.Run(mode.Name+"/"+kind, func(t *testing.T) {
 				t.Parallel()
-				h := newHarness(t, options{strict: mode.strict})
-				h.LinkHub(hub1, 1, true)
-				d := mk(t, h, "re-dev-01")
-				start := time.Now()
-				first := h.provision(t, d.cred, d.id)
-				checkResult(t, first.RegistrationState, d.want, start)
+				d, first, start := registerOnce(t, mode.Strict, mk, "re-dev-01")
+				h := d.h
 
 				second := h.provision(t, d.cred, d.id)
 				if second.OperationID == first.OperationID {
@@ -107,37 +110,30 @@ func TestReregistration(t *testing.T) {
 // new etag; meanwhile the status lookup finds nothing and old operations can
 // still be polled.
 func TestDeleteRegistration(t *testing.T) {
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, options{strict: mode.strict})
-			h.LinkHub(hub1, 1, true)
-			d := x509GroupDevice(t, h, "del-dev-01")
-			start := time.Now()
-			first := h.provision(t, d.cred, d.id)
-			checkResult(t, first.RegistrationState, d.want, start)
+	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
+		d, first, start := registerOnce(t, mode.Strict, x509GroupDevice, "del-dev-01")
+		h := d.h
 
-			if err := h.Store.DeleteRegistration(context.Background(), d.id, ""); err != nil {
-				t.Fatalf("DeleteRegistration: %v", err)
-			}
-			checkRefusal(t, h.lookup(t, d.cred, d.id), http.StatusNotFound, dpserr.CodeRegistrationNotFound, `registration "del-dev-01" has no registration record`)
-			p := h.poll(t, d.cred, d.id, first.OperationID).must(t, "poll")
-			if p.Status != http.StatusOK || p.operation(t).Status != dps.StatusAssigned {
-				t.Errorf("poll of an operation of a deleted record: %s, want 200 assigned", p)
-			}
+		if err := h.Store.DeleteRegistration(context.Background(), d.id, ""); err != nil {
+			t.Fatalf("DeleteRegistration: %v", err)
+		}
+		checkRefusal(t, h.lookup(t, d.cred, d.id), http.StatusNotFound, dpserr.CodeRegistrationNotFound, `registration "del-dev-01" has no registration record`)
+		p := h.poll(t, d.cred, d.id, first.OperationID).must(t, "poll")
+		if p.Status != http.StatusOK || p.operation(t).Status != dps.StatusAssigned {
+			t.Errorf("poll of an operation of a deleted record: %s, want 200 assigned", p)
+		}
 
-			second := h.provision(t, d.cred, d.id)
-			checkResult(t, second.RegistrationState, d.want, start) // initialAssignment again
-			a, b := first.RegistrationState, second.RegistrationState
-			if !b.CreatedDateTimeUtc.After(a.CreatedDateTimeUtc.Time) {
-				t.Errorf("createdDateTimeUtc of the new record %s is not after the deleted one's %s", b.CreatedDateTimeUtc.Format(), a.CreatedDateTimeUtc.Format())
-			}
-			if b.Etag == a.Etag {
-				t.Errorf("the new record has the deleted record's etag %s: a client holding the old etag would match the new record", a.Etag)
-			}
-			h.checkLookup(t, d.cred, d.id, b)
-		})
-	}
+		second := h.provision(t, d.cred, d.id)
+		checkResult(t, second.RegistrationState, d.want, start) // initialAssignment again
+		a, b := first.RegistrationState, second.RegistrationState
+		if !b.CreatedDateTimeUtc.After(a.CreatedDateTimeUtc.Time) {
+			t.Errorf("createdDateTimeUtc of the new record %s is not after the deleted one's %s", b.CreatedDateTimeUtc.Format(), a.CreatedDateTimeUtc.Format())
+		}
+		if b.Etag == a.Etag {
+			t.Errorf("the new record has the deleted record's etag %s: a client holding the old etag would match the new record", a.Etag)
+		}
+		h.checkLookup(t, d.cred, d.id, b)
+	})
 }
 
 // TestEtagsDifferBetweenRecords: every write of the store assigns a new
@@ -243,8 +239,7 @@ func TestReregistrationInAnotherCase(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
 	h.LinkHub(hub1, 1, true)
-	root := testutil.NewRoot(t, pki.Options{CommonName: "Case Root"})
-	h.UploadCA("case-root", root.Cert, true)
+	root := h.VerifiedRoot("case-root", pki.Options{CommonName: "Case Root"})
 	h.PutGroup(provtest.CAGroup("grp-case", "case-root"))
 	leaf, key := root.Leaf(t, pki.Options{CommonName: "Case-Dev"})
 	c := provtest.Cred{Cert: testutil.TLSCert(key, leaf, root.Cert)}

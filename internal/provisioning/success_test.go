@@ -42,18 +42,15 @@ func successFixtures(t *testing.T, h *harness) map[string]success {
 	h.PutIndividual(provtest.X509Individual("dev-self-rsa", selfRSA, nil))
 
 	// Root A (verified) → Intermediate A, whose certificate is a group's.
-	rootA := testutil.NewRoot(t, pki.Options{CommonName: "Root A"})
-	h.UploadCA("root-a", rootA.Cert, true)
+	rootA := h.VerifiedRoot("root-a", pki.Options{CommonName: "Root A"})
 	interA := rootA.Intermediate(t, pki.Options{CommonName: "Intermediate A"})
 	h.PutGroup(provtest.SigningGroup("grp-inter-a", interA.Cert))
 	// Root R (verified), referenced by a group.
-	rootR := testutil.NewRoot(t, pki.Options{CommonName: "Root R"})
-	h.UploadCA("root-r", rootR.Cert, true)
+	rootR := h.VerifiedRoot("root-r", pki.Options{CommonName: "Root R"})
 	h.PutGroup(provtest.CAGroup("grp-root-r", "root-r"))
 	interR := rootR.Intermediate(t, pki.Options{CommonName: "Intermediate R"})
 	// Root G with a group, Intermediate G with another: the narrower wins.
-	rootG := testutil.NewRoot(t, pki.Options{CommonName: "Root G"})
-	h.UploadCA("root-g", rootG.Cert, true)
+	rootG := h.VerifiedRoot("root-g", pki.Options{CommonName: "Root G"})
 	h.PutGroup(provtest.CAGroup("grp-root-g", "root-g"))
 	interG := rootG.Intermediate(t, pki.Options{CommonName: "Intermediate G"})
 	h.PutGroup(provtest.SigningGroup("grp-inter-g", interG.Cert))
@@ -155,48 +152,42 @@ func docsOrder(sr string, key []byte, expiry time.Time) string {
 // in the fast and the strict mode, and checks the answers, the poll, the
 // status lookup and the stored record.
 func TestSuccesses(t *testing.T) {
-	for _, mode := range []struct {
-		name   string
-		strict bool
-	}{{"fast", false}, {"strict", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, options{strict: mode.strict})
-			start := time.Now()
-			for name, tc := range successFixtures(t, h) {
-				t.Run(name, func(t *testing.T) {
-					w := tc.want
-					w.regID, w.hub = tc.id, hub1
-					if w.deviceID == "" {
-						w.deviceID = tc.id
-					}
-					op := h.provision(t, tc.cred, tc.id)
-					if op.Status != dps.StatusAssigned {
-						t.Fatalf("status %q: %s", op.Status, testutil.JSON(t, op))
-					}
-					checkResult(t, op.RegistrationState, w, start)
-					h.checkLookup(t, tc.cred, tc.id, op.RegistrationState)
-					rec, err := h.Store.Registration(context.Background(), tc.id)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if rec.EnrollmentGroupID != w.groupID {
-						t.Errorf("stored record's group = %q, want %q", rec.EnrollmentGroupID, w.groupID)
-					}
-				})
-			}
-			// The secondary key of the individual enrollment, on a device
-			// of its own.
-			t.Run("ok/symmetric-key-individual-secondary", func(t *testing.T) {
-				e := provtest.SymIndividual("sym-ind-02")
-				_, isk := provtest.Keys(t, h.PutIndividual(e).Attestation)
-				c := provtest.Cred{SAS: h.DeviceToken("sym-ind-02", isk)}
-				op := h.provision(t, c, "sym-ind-02")
-				checkResult(t, op.RegistrationState, want{regID: "sym-ind-02", deviceID: "sym-ind-02", hub: hub1, mechanism: dps.AttestationSymmetricKey}, start)
-				h.checkLookup(t, c, "sym-ind-02", op.RegistrationState)
+	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
+		h := newHarness(t, options{strict: mode.Strict})
+		start := time.Now()
+		for name, tc := range successFixtures(t, h) {
+			t.Run(name, func(t *testing.T) {
+				w := tc.want
+				w.regID, w.hub = tc.id, hub1
+				if w.deviceID == "" {
+					w.deviceID = tc.id
+				}
+				op := h.provision(t, tc.cred, tc.id)
+				if op.Status != dps.StatusAssigned {
+					t.Fatalf("status %q: %s", op.Status, testutil.JSON(t, op))
+				}
+				checkResult(t, op.RegistrationState, w, start)
+				h.checkLookup(t, tc.cred, tc.id, op.RegistrationState)
+				rec, err := h.Store.Registration(context.Background(), tc.id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rec.EnrollmentGroupID != w.groupID {
+					t.Errorf("stored record's group = %q, want %q", rec.EnrollmentGroupID, w.groupID)
+				}
 			})
+		}
+		// The secondary key of the individual enrollment, on a device
+		// of its own.
+		t.Run("ok/symmetric-key-individual-secondary", func(t *testing.T) {
+			e := provtest.SymIndividual("sym-ind-02")
+			_, isk := provtest.Keys(t, h.PutIndividual(e).Attestation)
+			c := provtest.Cred{SAS: h.DeviceToken("sym-ind-02", isk)}
+			op := h.provision(t, c, "sym-ind-02")
+			checkResult(t, op.RegistrationState, want{regID: "sym-ind-02", deviceID: "sym-ind-02", hub: hub1, mechanism: dps.AttestationSymmetricKey}, start)
+			h.checkLookup(t, c, "sym-ind-02", op.RegistrationState)
 		})
-	}
+	})
 }
 
 // TestSASTestVectors checks the SAS test vectors of docs/protocol.md: the derived key of the doc
@@ -283,8 +274,7 @@ func TestClientRegister(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, options{})
 	h.LinkHub(hub1, 1, true)
-	root := testutil.NewRoot(t, pki.Options{CommonName: "Client Root"})
-	h.UploadCA("client-root", root.Cert, true)
+	root := h.VerifiedRoot("client-root", pki.Options{CommonName: "Client Root"})
 	inter := root.Intermediate(t, pki.Options{CommonName: "Client Intermediate"})
 	h.PutGroup(provtest.SigningGroup("grp-client", inter.Cert))
 	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-client-sym")).Attestation)

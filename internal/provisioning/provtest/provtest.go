@@ -22,6 +22,7 @@ import (
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // Linked hub names used across the suites.
@@ -107,6 +108,15 @@ func (in Instance) UploadCA(name string, c *x509.Certificate, verified bool) {
 	if err != nil {
 		in.T.Fatalf("PutCACertificate(%s): %v", name, err)
 	}
+}
+
+// VerifiedRoot makes a root CA and uploads it as a verified CA certificate
+// named name.
+func (in Instance) VerifiedRoot(name string, o pki.Options) testutil.CA {
+	in.T.Helper()
+	root := testutil.NewRoot(in.T, o)
+	in.UploadCA(name, root.Cert, true)
+	return root
 }
 
 // DeviceToken is the C SDK's token for a device of this instance, valid for
@@ -197,3 +207,23 @@ var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-
 // IsUUID reports whether s is a random (version 4) UUID in lower case, the
 // shape of x-ms-request-id and trackingId.
 func IsUUID(s string) bool { return uuidRE.MatchString(s) }
+
+// Mode is how the service answers a register: at once (fast), or
+// "assigning" first, as Azure does (strict, --azure-strict).
+type Mode struct {
+	Name   string
+	Strict bool
+}
+
+// Modes are both modes; every suite runs its devices in each.
+var Modes = []Mode{{"fast", false}, {"strict", true}}
+
+// EachMode runs test in a parallel subtest per mode.
+func EachMode(t *testing.T, test func(t *testing.T, mode Mode)) {
+	for _, mode := range Modes {
+		t.Run(mode.Name, func(t *testing.T) {
+			t.Parallel()
+			test(t, mode)
+		})
+	}
+}

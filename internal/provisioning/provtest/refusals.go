@@ -94,8 +94,7 @@ func Refusals(in Instance) map[string]Refusal {
 	in.LinkHub(Hub1, 1, true)
 
 	// A: verified root; the group is on the intermediate's certificate.
-	rootA := testutil.NewRoot(t, pki.Options{CommonName: "Root A"})
-	in.UploadCA("root-a", rootA.Cert, true)
+	rootA := in.VerifiedRoot("root-a", pki.Options{CommonName: "Root A"})
 	interA := rootA.Intermediate(t, pki.Options{CommonName: "Intermediate A"})
 	in.PutGroup(SigningGroup("grp-inter-a", interA.Cert))
 	// B: a CA uploaded but not verified, referenced by a group.
@@ -104,11 +103,9 @@ func Refusals(in Instance) map[string]Refusal {
 	in.PutGroup(CAGroup("grp-ca-b", "root-b"))
 	interB := rootB.Intermediate(t, pki.Options{CommonName: "Intermediate B"})
 	// C: a verified CA no group uses.
-	rootC := testutil.NewRoot(t, pki.Options{CommonName: "Root C"})
-	in.UploadCA("root-c", rootC.Cert, true)
+	rootC := in.VerifiedRoot("root-c", pki.Options{CommonName: "Root C"})
 	// D: a verified CA referenced by a group; odd intermediates below it.
-	rootD := testutil.NewRoot(t, pki.Options{CommonName: "Root D"})
-	in.UploadCA("root-d", rootD.Cert, true)
+	rootD := in.VerifiedRoot("root-d", pki.Options{CommonName: "Root D"})
 	in.PutGroup(CAGroup("grp-ca-d", "root-d"))
 	notCA := rootD.Intermediate(t, pki.Options{CommonName: "Not A CA", IsCA: new(false)})
 	serverOnlyInter := rootD.Intermediate(t, pki.Options{CommonName: "Server-Only Intermediate D", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
@@ -116,20 +113,17 @@ func Refusals(in Instance) map[string]Refusal {
 	belowPathLenZero := pathLenZero.Intermediate(t, pki.Options{CommonName: "Below PathLen0"})
 	expiredInter := rootD.Intermediate(t, pki.Options{CommonName: "Expired Intermediate D", NotBefore: now.Add(-72 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
 	// RSA CA for SHA-1 signatures.
-	rootRSA := testutil.NewRoot(t, pki.Options{CommonName: "Root RSA", KeyType: pki.KeyRSA2048})
-	in.UploadCA("root-rsa", rootRSA.Cert, true)
+	rootRSA := in.VerifiedRoot("root-rsa", pki.Options{CommonName: "Root RSA", KeyType: pki.KeyRSA2048})
 	in.PutGroup(CAGroup("grp-rsa", "root-rsa"))
 	sha1Inter := rootRSA.Intermediate(t, pki.Options{CommonName: "SHA-1 Intermediate", SignatureAlgorithm: x509.SHA1WithRSA, KeyType: pki.KeyRSA2048})
 	// E: a disabled group on a verified CA.
-	rootE := testutil.NewRoot(t, pki.Options{CommonName: "Root E"})
-	in.UploadCA("root-e", rootE.Cert, true)
+	rootE := in.VerifiedRoot("root-e", pki.Options{CommonName: "Root E"})
 	disabledGroup := CAGroup("grp-disabled", "root-e")
 	disabledGroup.ProvisioningStatus = dps.ProvisioningDisabled
 	in.PutGroup(disabledGroup)
 	// F: an enabled group on the root, a disabled one on the intermediate:
 	// the narrower, disabled entry decides.
-	rootF := testutil.NewRoot(t, pki.Options{CommonName: "Root F"})
-	in.UploadCA("root-f", rootF.Cert, true)
+	rootF := in.VerifiedRoot("root-f", pki.Options{CommonName: "Root F"})
 	in.PutGroup(CAGroup("grp-root-f", "root-f"))
 	interF := rootF.Intermediate(t, pki.Options{CommonName: "Intermediate F"})
 	disabledInter := SigningGroup("grp-inter-f-disabled", interF.Cert)
