@@ -19,6 +19,10 @@ type wsTransport struct {
 	closeOnce sync.Once
 }
 
+// WebSocketStream is the MQTT byte stream of a WebSocket connection, as the
+// server reads and writes it; test devices use it too.
+func WebSocketStream(ws *websocket.Conn) io.ReadWriteCloser { return &wsTransport{ws: ws} }
+
 var errTextMessage = errors.New("a text WebSocket message: MQTT travels in binary messages")
 
 func (w *wsTransport) Read(p []byte) (int, error) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,32 +53,19 @@ func TestHashedDistribution(t *testing.T) {
 
 	start := time.Now()
 	hubOf := make([]string, n)
-	var wg sync.WaitGroup
 	errs := make(chan error, n)
-	work := make(chan int)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				op, err := register(h, ids[i])
-				if err != nil {
-					errs <- fmt.Errorf("%s: %v", ids[i], err)
-					continue
-				}
-				if op.Status != dps.StatusAssigned || op.RegistrationState.Substatus != dps.SubstatusInitialAssignment {
-					errs <- fmt.Errorf("%s: %s", ids[i], testutil.JSON(t, op))
-					continue
-				}
-				hubOf[i] = op.RegistrationState.AssignedHub
-			}
-		}()
-	}
-	for i := range ids {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	testutil.Spread(n, 8, func(i int) {
+		op, err := register(h, ids[i])
+		if err != nil {
+			errs <- fmt.Errorf("%s: %v", ids[i], err)
+			return
+		}
+		if op.Status != dps.StatusAssigned || op.RegistrationState.Substatus != dps.SubstatusInitialAssignment {
+			errs <- fmt.Errorf("%s: %s", ids[i], testutil.JSON(t, op))
+			return
+		}
+		hubOf[i] = op.RegistrationState.AssignedHub
+	})
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)

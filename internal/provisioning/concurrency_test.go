@@ -144,33 +144,27 @@ func TestConcurrentRegistrationsOfManyDevices(t *testing.T) {
 	root := h.VerifiedRoot("many-root", pki.Options{CommonName: "Many Root"})
 	h.PutGroup(provtest.CAGroup("grp-many", "many-root"))
 	gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-many-sym")).Attestation)
-	var wg sync.WaitGroup
 	errs := make(chan error, 50)
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			id := fmt.Sprintf("many-%02d", i)
-			c := provtest.Cred{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))}
-			if i%2 == 0 {
-				leaf, key, err := pki.NewLeaf(pki.Options{CommonName: id}, root.Cert, root.Key)
-				if err != nil {
-					errs <- err
-					return
-				}
-				c = provtest.Cred{Cert: testutil.TLSCert(key, leaf, root.Cert)}
-			}
-			r := h.register(t, c, id)
-			if r.Err != nil || r.Status != http.StatusAccepted {
-				errs <- fmt.Errorf("%s: %s", id, r)
+	testutil.Together(50, func(i int) {
+		id := fmt.Sprintf("many-%02d", i)
+		c := provtest.Cred{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))}
+		if i%2 == 0 {
+			leaf, key, err := pki.NewLeaf(pki.Options{CommonName: id}, root.Cert, root.Key)
+			if err != nil {
+				errs <- err
 				return
 			}
-			if op := r.operation(t); op.Status != dps.StatusAssigned {
-				errs <- fmt.Errorf("%s: %s", id, r.Body)
-			}
-		}()
-	}
-	wg.Wait()
+			c = provtest.Cred{Cert: testutil.TLSCert(key, leaf, root.Cert)}
+		}
+		r := h.register(t, c, id)
+		if r.Err != nil || r.Status != http.StatusAccepted {
+			errs <- fmt.Errorf("%s: %s", id, r)
+			return
+		}
+		if op := r.operation(t); op.Status != dps.StatusAssigned {
+			errs <- fmt.Errorf("%s: %s", id, r.Body)
+		}
+	})
 	close(errs)
 	for err := range errs {
 		t.Error(err)

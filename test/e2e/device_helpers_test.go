@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -121,29 +122,11 @@ func devThumbprint(t *testing.T, file string) string {
 	return pki.SHA256Thumbprint(certs[0])
 }
 
-// devGet walks a JSON object along a dotted path.
-func devGet(m map[string]any, path string) any {
-	var v any = m
-	for _, k := range strings.Split(path, ".") {
-		o, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = o[k]
-	}
-	return v
-}
-
-func devStr(m map[string]any, path string) string {
-	s, _ := devGet(m, path).(string)
-	return s
-}
-
 // devWant checks string fields of a JSON object: path → wanted value.
 func devWant(t *testing.T, what string, m map[string]any, want map[string]string) {
 	t.Helper()
 	for path, v := range want {
-		if got := devGet(m, path); got != v {
+		if got := get(m, path); got != v {
 			t.Errorf("%s: %s = %#v, want %q", what, path, got, v)
 		}
 	}
@@ -157,6 +140,39 @@ func devKeys(m map[string]any) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// devCredentials makes the device credentials both device suites use, in a
+// new directory: the self-signed certificate of Azure's X.509 walkthrough
+// (e2e.WalkthroughDeviceCert and e2e.WalkthroughDeviceKey, in dir) and a
+// chain made by `dpsd cert` for device chainID (in chain.Dir).
+func devCredentials(t *testing.T, chainID string) (dir string, chain *e2e.CertChain) {
+	t.Helper()
+	dir = t.TempDir()
+	e2e.WalkthroughSelfSigned(t, dir)
+	return dir, e2e.DpsdChain(t, filepath.Join(dir, "chain"), chainID)
+}
+
+// devEnroll links the hub and enrolls, with the dpsd CLI, what both device
+// suites register: the self-signed certificate in dir as an individual
+// enrollment, a group PREFIX-x509-group on the chain's intermediate with
+// its root uploaded verified (PREFIX-root), an individual symmetric key
+// PREFIX-sym-device and a symmetric-key group PREFIX-sym-group. It returns
+// the keys the server generated.
+func devEnroll(t *testing.T, s *e2e.Server, dir string, chain *e2e.CertChain, prefix string) (indKey, groupKey string) {
+	t.Helper()
+	devLinkHub(t, s)
+	data := []string{"--data", s.Dir}
+	devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", e2e.WalkthroughDeviceID, "--attestation-type", "x509", "--certificate-path", e2e.WalkthroughDeviceCert}, data...)...)
+	devCLI(t, chain.Dir, append([]string{"enrollment-group", "create", "--enrollment-id", prefix + "-x509-group", "--attestation-type", "x509", "--certificate-path", chain.Intermediate}, data...)...)
+	devCLI(t, chain.Dir, append([]string{"certificate", "create", "--certificate-name", prefix + "-root", "--path", chain.Root, "--verified", "true"}, data...)...)
+	ind := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", prefix + "-sym-device", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
+	grp := devCLIJSON(t, "", append([]string{"enrollment-group", "create", "--enrollment-id", prefix + "-sym-group", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
+	indKey, groupKey = str(ind, "attestation.symmetricKey.primaryKey"), str(grp, "attestation.symmetricKey.primaryKey")
+	if indKey == "" || groupKey == "" {
+		t.Fatalf("enrollment create -o json printed no keys: %v %v", ind, grp)
+	}
+	return indKey, groupKey
 }
 
 // devMode is how the server answers a register request.

@@ -35,13 +35,8 @@ type devNodeResult struct {
 	OK        bool           `json:"ok"`
 	ElapsedMS int            `json:"elapsedMs"`
 	Result    map[string]any `json:"result"`
-	Error     *struct {
-		Name       string `json:"name"`
-		Message    string `json:"message"`
-		StatusCode int    `json:"statusCode"`
-		Body       string `json:"body"`
-	} `json:"error"`
-	Requests []struct {
+	Error     *e2e.NodeError `json:"error"`
+	Requests  []struct {
 		Method     string `json:"method"`
 		Path       string `json:"path"`
 		Host       string `json:"host"`
@@ -79,34 +74,23 @@ func devDeriveKey(t *testing.T, groupKey, registrationID string) string {
 // Retry-After 3 and the SDK polls the operation.
 func TestDeviceNodeSDKHTTPS(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	e2e.WalkthroughSelfSigned(t, dir)
-	chain := e2e.DpsdChain(t, filepath.Join(dir, "chain"), "node-chain-device")
+	dir, chain := devCredentials(t, "node-chain-device")
 
 	for _, mode := range devModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel() // the servers take turns on port 443
 			s := e2e.StartServer443(t, mode.args...)
-			devLinkHub(t, s)
+			indKey, groupKey := devEnroll(t, s, dir, chain, "node")
 			data := []string{"--data", s.Dir}
-			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", e2e.WalkthroughDeviceID, "--attestation-type", "x509", "--certificate-path", e2e.WalkthroughDeviceCert}, data...)...)
-			devCLI(t, chain.Dir, append([]string{"enrollment-group", "create", "--enrollment-id", "node-x509-group", "--attestation-type", "x509", "--certificate-path", chain.Intermediate}, data...)...)
-			devCLI(t, chain.Dir, append([]string{"certificate", "create", "--certificate-name", "node-root", "--path", chain.Root, "--verified", "true"}, data...)...)
-			ind := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", "node-sym-device", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
-			grp := devCLIJSON(t, "", append([]string{"enrollment-group", "create", "--enrollment-id", "node-sym-group", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
 			special := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", devSpecialID, "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
 			devCLI(t, "", append([]string{"enrollment", "create", "--enrollment-id", "node-sym-wrong", "--attestation-type", "symmetrickey"}, data...)...)
-			indKey, groupKey := devStr(ind, "attestation.symmetricKey.primaryKey"), devStr(grp, "attestation.symmetricKey.primaryKey")
-			if indKey == "" || groupKey == "" {
-				t.Fatalf("enrollment create -o json printed no keys: %v %v", ind, grp)
-			}
 
 			devices := []devNodeDevice{
 				{Name: "x509-self-signed", RegistrationID: e2e.WalkthroughDeviceID, Cert: filepath.Join(dir, e2e.WalkthroughDeviceCert), Key: filepath.Join(dir, e2e.WalkthroughDeviceKey), Passphrase: e2e.WalkthroughPassphrase},
 				{Name: "x509-group-chain", RegistrationID: chain.DeviceID, Cert: chain.Path(chain.FullChain), Key: chain.Path(chain.DeviceKey)},
 				{Name: "symkey-individual", RegistrationID: "node-sym-device", SymmetricKey: indKey},
 				{Name: "symkey-group", RegistrationID: "node-sym-group-device-01", SymmetricKey: devDeriveKey(t, groupKey, "node-sym-group-device-01")},
-				{Name: "symkey-special-id", RegistrationID: devSpecialID, SymmetricKey: devStr(special, "attestation.symmetricKey.primaryKey")},
+				{Name: "symkey-special-id", RegistrationID: devSpecialID, SymmetricKey: str(special, "attestation.symmetricKey.primaryKey")},
 				{Name: "symkey-wrong-key", RegistrationID: "node-sym-wrong", SymmetricKey: sas.NewKey(32)},
 			}
 			devJSON, _ := json.Marshal(devices)
@@ -153,7 +137,7 @@ func TestDeviceNodeSDKHTTPS(t *testing.T) {
 						want[k] = v
 					}
 					devWant(t, "SDK result", r.Result, want)
-					if tc.group == "" && (devGet(r.Result, "x509.enrollmentGroupId") != nil || devGet(r.Result, "symmetricKey.enrollmentGroupId") != nil) {
+					if tc.group == "" && (get(r.Result, "x509.enrollmentGroupId") != nil || get(r.Result, "symmetricKey.enrollmentGroupId") != nil) {
 						t.Errorf("individual enrollment, but the result names a group: %v", r.Result)
 					}
 					devCheckNodeRequests(t, mode, r)
@@ -161,7 +145,7 @@ func TestDeviceNodeSDKHTTPS(t *testing.T) {
 					if !found {
 						t.Fatalf("no registration record for %s after the SDK's registration", tc.id)
 					}
-					devWant(t, "registration record", rec, map[string]string{"assignedHub": devHub, "status": "assigned", "etag": devStr(r.Result, "etag")})
+					devWant(t, "registration record", rec, map[string]string{"assignedHub": devHub, "status": "assigned", "etag": str(r.Result, "etag")})
 				})
 			}
 

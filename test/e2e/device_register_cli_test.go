@@ -7,7 +7,6 @@ package e2e_test
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,27 +25,16 @@ import (
 // reason.
 func TestDeviceRegisterCLI(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	e2e.WalkthroughSelfSigned(t, dir)
-	chain := e2e.DpsdChain(t, filepath.Join(dir, "chain"), "cli-chain-device")
+	dir, chain := devCredentials(t, "cli-chain-device")
 
 	for _, mode := range devModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			s := e2e.StartServer(t, mode.args...)
-			devLinkHub(t, s)
+			indKey, groupKey := devEnroll(t, s, dir, chain, "cli")
 			data := []string{"--data", s.Dir}
-			devCLI(t, dir, append([]string{"enrollment", "create", "--enrollment-id", e2e.WalkthroughDeviceID, "--attestation-type", "x509", "--certificate-path", e2e.WalkthroughDeviceCert}, data...)...)
-			devCLI(t, chain.Dir, append([]string{"enrollment-group", "create", "--enrollment-id", "cli-x509-group", "--attestation-type", "x509", "--certificate-path", chain.Intermediate}, data...)...)
-			devCLI(t, chain.Dir, append([]string{"certificate", "create", "--certificate-name", "cli-root", "--path", chain.Root, "--verified", "true"}, data...)...)
-			ind := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", "cli-sym-device", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
-			grp := devCLIJSON(t, "", append([]string{"enrollment-group", "create", "--enrollment-id", "cli-sym-group", "--attestation-type", "symmetrickey", "-o", "json"}, data...)...)
 			disabled := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", "cli-disabled", "--attestation-type", "symmetrickey", "--provisioning-status", "disabled", "-o", "json"}, data...)...)
 			noHub := devCLIJSON(t, "", append([]string{"enrollment", "create", "--enrollment-id", "cli-no-hub", "--attestation-type", "symmetrickey", "--iot-hubs", "unlinked-hub.azure-devices.net", "-o", "json"}, data...)...)
-			indKey, groupKey := devStr(ind, "attestation.symmetricKey.primaryKey"), devStr(grp, "attestation.symmetricKey.primaryKey")
-			if indKey == "" || groupKey == "" {
-				t.Fatalf("enrollment create -o json printed no keys: %v %v", ind, grp)
-			}
 
 			for _, tc := range []struct {
 				name, id string
@@ -79,12 +67,12 @@ func TestDeviceRegisterCLI(t *testing.T) {
 						want[k] = v
 					}
 					devWant(t, "device register", st, want)
-					if !tc.group && (devGet(st, "x509.enrollmentGroupId") != nil || devGet(st, "symmetricKey.enrollmentGroupId") != nil) {
+					if !tc.group && (get(st, "x509.enrollmentGroupId") != nil || get(st, "symmetricKey.enrollmentGroupId") != nil) {
 						t.Errorf("individual enrollment, but the state names a group: %s", out)
 					}
 					for _, f := range []string{"createdDateTimeUtc", "lastUpdatedDateTimeUtc"} {
-						if !devTimeRE.MatchString(devStr(st, f)) {
-							t.Errorf("%s %q is not a DPS date", f, devStr(st, f))
+						if !devTimeRE.MatchString(str(st, f)) {
+							t.Errorf("%s %q is not a DPS date", f, str(st, f))
 						}
 					}
 					// The client honours Retry-After: 3 of the strict answer.
@@ -95,7 +83,7 @@ func TestDeviceRegisterCLI(t *testing.T) {
 					if !found {
 						t.Fatalf("no registration record for %s", tc.id)
 					}
-					devWant(t, "registration record", rec, map[string]string{"etag": devStr(st, "etag"), "assignedHub": devHub, "substatus": "initialAssignment"})
+					devWant(t, "registration record", rec, map[string]string{"etag": str(st, "etag"), "assignedHub": devHub, "substatus": "initialAssignment"})
 				})
 			}
 
@@ -107,9 +95,9 @@ func TestDeviceRegisterCLI(t *testing.T) {
 				want          map[string]any
 				record        bool // a failed registration leaves a record, a disabled one does not
 			}{
-				{name: "terminal-disabled", id: "cli-disabled", key: devStr(disabled, "attestation.symmetricKey.primaryKey"),
+				{name: "terminal-disabled", id: "cli-disabled", key: str(disabled, "attestation.symmetricKey.primaryKey"),
 					want: map[string]any{"status": "disabled", "errorCode": float64(401002), "errorMessage": `enrollment "cli-disabled" is disabled`}},
-				{name: "terminal-failed", id: "cli-no-hub", key: devStr(noHub, "attestation.symmetricKey.primaryKey"), record: true,
+				{name: "terminal-failed", id: "cli-no-hub", key: str(noHub, "attestation.symmetricKey.primaryKey"), record: true,
 					want: map[string]any{"status": "failed", "errorCode": float64(401001)}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
@@ -129,8 +117,8 @@ func TestDeviceRegisterCLI(t *testing.T) {
 							t.Errorf("%s = %#v, want %#v", k, st[k], v)
 						}
 					}
-					if tc.want["status"] == "failed" && !strings.HasPrefix(devStr(st, "errorMessage"), "IoTHub not found.") {
-						t.Errorf("errorMessage %q, want it to start with Azure's \"IoTHub not found.\"", devStr(st, "errorMessage"))
+					if tc.want["status"] == "failed" && !strings.HasPrefix(str(st, "errorMessage"), "IoTHub not found.") {
+						t.Errorf("errorMessage %q, want it to start with Azure's \"IoTHub not found.\"", str(st, "errorMessage"))
 					}
 					if st["assignedHub"] != nil || st["deviceId"] != nil {
 						t.Errorf("a %s registration names a hub or device: %s", tc.want["status"], out)

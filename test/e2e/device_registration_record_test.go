@@ -74,7 +74,7 @@ func TestDeviceRegistrationRecordLifecycle(t *testing.T) {
 			rec, _ = devRecord(t, s, d.id)
 			devSameRecord(t, "after the re-registration", rec, second)
 
-			_, errOut, err := devRun(t, "", "registration", "delete", "--data", s.Dir, "--registration-id", d.id, "--etag", devStr(first, "etag"))
+			_, errOut, err := devRun(t, "", "registration", "delete", "--data", s.Dir, "--registration-id", d.id, "--etag", str(first, "etag"))
 			if err == nil || !strings.Contains(errOut, "HTTP 412") {
 				t.Errorf("delete with the stale etag of the first registration: err %v, stderr %q; want HTTP 412", err, errOut)
 			}
@@ -92,10 +92,10 @@ func TestDeviceRegistrationRecordLifecycle(t *testing.T) {
 			}
 
 			third := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", want)
-			if devStr(third, "createdDateTimeUtc") <= devStr(second, "createdDateTimeUtc") {
-				t.Errorf("after the delete, createdDateTimeUtc %s is not newer than the deleted record's %s: the record was not created anew", devStr(third, "createdDateTimeUtc"), devStr(second, "createdDateTimeUtc"))
+			if str(third, "createdDateTimeUtc") <= str(second, "createdDateTimeUtc") {
+				t.Errorf("after the delete, createdDateTimeUtc %s is not newer than the deleted record's %s: the record was not created anew", str(third, "createdDateTimeUtc"), str(second, "createdDateTimeUtc"))
 			}
-			if devStr(third, "etag") == devStr(second, "etag") {
+			if str(third, "etag") == str(second, "etag") {
 				t.Errorf("the new record has the deleted record's etag")
 			}
 			rec, found = devRecord(t, s, d.id)

@@ -199,14 +199,17 @@ func mqttWithTransport(devices []mqttDevice, transport string) []mqttDevice {
 	return out
 }
 
+// serveModes are the flags of the fast and the strict mode of `dpsd serve`.
+var serveModes = []struct {
+	name string
+	args []string
+}{{"fast", nil}, {"strict", []string{"--azure-strict", "--retry-after", "1"}}}
+
 // TestMQTTNodeSDK: the Node SDK's Mqtt transport registers every kind of
 // device, in fast and strict mode, and reports refusals as the service
 // answered them.
 func TestMQTTNodeSDK(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		args []string
-	}{{"fast", nil}, {"strict", []string{"--azure-strict", "--retry-after", "1"}}} {
+	for _, mode := range serveModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			s, endpoint := startMQTTServer(t, false, mode.args...)
@@ -230,10 +233,7 @@ func TestMQTTNodeSDK(t *testing.T) {
 // TestMQTTWsNodeSDK: the Node SDK's MqttWs transport, which always dials
 // wss://HOST:443/$iothub/websocket, against dpsd on 127.0.0.1:443.
 func TestMQTTWsNodeSDK(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		args []string
-	}{{"fast", nil}, {"strict", []string{"--azure-strict", "--retry-after", "1"}}} {
+	for _, mode := range serveModes {
 		t.Run(mode.name, func(t *testing.T) {
 			s, _ := startMQTTServer(t, true, mode.args...)
 			good, bad := enrollMQTTDevices(t, s)

@@ -3,12 +3,12 @@ package e2e_test
 import (
 	"encoding/base64"
 	"net/http"
-	"sync"
 	"testing"
 
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // TestMultiNodeAnyNodeAnswers runs two nodes, started together on one
@@ -104,22 +104,13 @@ func TestMultiNodeConcurrentRegistrations(t *testing.T) {
 	var created string
 	for round := range 3 {
 		answers := make([]*mnAnswer, racers)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range racers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				a, err := d.try(nodes[i%2].DeviceEndpoint, http.MethodPut, "/register", map[string]any{"registrationId": id})
-				if err != nil {
-					a = &mnAnswer{raw: err.Error()}
-				}
-				answers[i] = a
-			}()
-		}
-		close(start)
-		wg.Wait()
+		testutil.Together(racers, func(i int) {
+			a, err := d.try(nodes[i%2].DeviceEndpoint, http.MethodPut, "/register", map[string]any{"registrationId": id})
+			if err != nil {
+				a = &mnAnswer{raw: err.Error()}
+			}
+			answers[i] = a
+		})
 
 		etags := map[string]bool{}
 		for i, a := range answers {

@@ -13,6 +13,7 @@ import (
 	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store/storetest"
+	"github.com/dpsd/dpsd/internal/testutil"
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
@@ -39,42 +40,29 @@ func TestMultiNodeKillMidLoad(t *testing.T) {
 	var acked atomic.Int32
 	killed := make(chan struct{})
 	var killOnce sync.Once
-	ids := make(chan int)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
 	errs := make(chan error, devices)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range ids {
-				id := fmt.Sprintf("dev-%04d", i)
-				st, err := client.Register(ctx, client.Config{
-					// The balancer's address, under the name the server
-					// certificate covers.
-					Endpoint:       "localhost:" + lb.Addr()[len("127.0.0.1:"):],
-					IDScope:        a.IDScope,
-					RegistrationID: id,
-					SymmetricKey:   client.DeriveKey(groupKey, id),
-					RootCAs:        roots,
-				})
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", id, err)
-					continue
-				}
-				acks[i] = &ack{etag: st.Etag, hub: st.AssignedHub}
-				if acked.Add(1) == killAfter {
-					killOnce.Do(func() { a.Kill(); close(killed) })
-				}
-			}
-		}()
-	}
-	for i := range devices {
-		ids <- i
-	}
-	close(ids)
-	wg.Wait()
+	testutil.Spread(devices, workers, func(i int) {
+		id := fmt.Sprintf("dev-%04d", i)
+		st, err := client.Register(ctx, client.Config{
+			// The balancer's address, under the name the server
+			// certificate covers.
+			Endpoint:       "localhost:" + lb.Addr()[len("127.0.0.1:"):],
+			IDScope:        a.IDScope,
+			RegistrationID: id,
+			SymmetricKey:   client.DeriveKey(groupKey, id),
+			RootCAs:        roots,
+		})
+		if err != nil {
+			errs <- fmt.Errorf("%s: %w", id, err)
+			return
+		}
+		acks[i] = &ack{etag: st.Etag, hub: st.AssignedHub}
+		if acked.Add(1) == killAfter {
+			killOnce.Do(func() { a.Kill(); close(killed) })
+		}
+	})
 	close(errs)
 	for err := range errs {
 		t.Errorf("a device did not register: %v", err)

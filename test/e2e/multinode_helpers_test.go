@@ -156,7 +156,7 @@ type mnAnswer struct {
 	raw        string
 }
 
-func (a *mnAnswer) str(path string) string { return devStr(a.body, path) }
+func (a *mnAnswer) str(path string) string { return str(a.body, path) }
 
 // do sends a device API request to endpoint and fails t on a network error.
 func (d *mnDevice) do(t *testing.T, endpoint, method, suffix string, body any) *mnAnswer {

@@ -13,6 +13,15 @@ import (
 	"time"
 )
 
+// NodeError is the error of an Azure SDK call, as the scripts of test/node
+// print it.
+type NodeError struct {
+	Name       string `json:"name"`
+	Message    string `json:"message"`
+	StatusCode int    `json:"statusCode"`
+	Body       string `json:"body"`
+}
+
 // nodeTimeout bounds one script.
 const nodeTimeout = 3 * time.Minute
 

@@ -25,12 +25,7 @@ type nodeStep struct {
 	Status  int               `json:"status"`
 	Result  json.RawMessage   `json:"result"`
 	Headers map[string]string `json:"headers"`
-	Error   *struct {
-		Name       string `json:"name"`
-		Message    string `json:"message"`
-		StatusCode int    `json:"statusCode"`
-		Body       string `json:"body"`
-	} `json:"error"`
+	Error   *e2e.NodeError    `json:"error"`
 }
 
 type scenarioRun struct {
@@ -149,6 +144,17 @@ func certs(t *testing.T) (signing, device string, signingSHA256, deviceSHA256 st
 	return string(pki.EncodePEM(inter.Cert)), string(pki.EncodePEM(dev)), pki.SHA256Thumbprint(inter.Cert), pki.SHA256Thumbprint(dev)
 }
 
+// x509Lifecycle runs an X.509 scenario of service-sdk.js on a new
+// certificate chain and checks its lifecycle (checkLifecycle); it returns
+// the answers and the thumbprints of the signing and device certificates.
+func x509Lifecycle(t *testing.T, scenario, idField, id string) (created, got, am map[string]any, signingSHA, deviceSHA string) {
+	t.Helper()
+	signing, device, signingSHA, deviceSHA := certs(t)
+	r := runScenario(t, scenario, map[string]string{"DPS_DEVICE_CERT": device, "DPS_SIGNING_CERT": signing})
+	created, got, am = checkLifecycle(t, r, idField, id)
+	return created, got, am, signingSHA, deviceSHA
+}
+
 // checkLifecycle asserts the common steps of the individual and group
 // scenarios (see service-sdk.js individual()): the etag changes on every
 // write, a stale etag is InvalidEtagError (412), a second create is
@@ -231,9 +237,7 @@ func TestNodeServiceSDKIndividualSuppliedKeys(t *testing.T) {
 
 func TestNodeServiceSDKIndividualX509(t *testing.T) {
 	t.Parallel()
-	signing, device, _, deviceSHA := certs(t)
-	r := runScenario(t, "individual-x509", map[string]string{"DPS_DEVICE_CERT": device, "DPS_SIGNING_CERT": signing})
-	created, got, am := checkLifecycle(t, r, "registrationId", "node-x509-1")
+	created, got, am, _, deviceSHA := x509Lifecycle(t, "individual-x509", "registrationId", "node-x509-1")
 	for what, m := range map[string]map[string]any{"create": created, "get": got} {
 		if th := str(m, "attestation.x509.clientCertificates.primary.info.sha256Thumbprint"); th != deviceSHA {
 			t.Errorf("%s: sha256Thumbprint %q, want %q", what, th, deviceSHA)
@@ -282,9 +286,7 @@ func TestNodeServiceSDKGroupSymmetricKey(t *testing.T) {
 
 func TestNodeServiceSDKGroupX509(t *testing.T) {
 	t.Parallel()
-	signing, device, signingSHA, _ := certs(t)
-	r := runScenario(t, "group-x509", map[string]string{"DPS_DEVICE_CERT": device, "DPS_SIGNING_CERT": signing})
-	created, got, am := checkLifecycle(t, r, "enrollmentGroupId", "node-grp-x509")
+	created, got, am, signingSHA, _ := x509Lifecycle(t, "group-x509", "enrollmentGroupId", "node-grp-x509")
 	for what, m := range map[string]map[string]any{"create": created, "get": got} {
 		for _, which := range []string{"primary", "secondary"} {
 			if th := str(m, "attestation.x509.signingCertificates."+which+".info.sha256Thumbprint"); th != signingSHA {

@@ -137,7 +137,7 @@ func (d *walkthroughDevice) register(t *testing.T, tmpl string) (operationID str
 	if id := r.header.Get("X-Ms-Request-Id"); !devLogLine(d.s, "msg=registration trackingId="+id+" ", "registrationId="+d.id) {
 		t.Errorf("register: the server log has no registration line with trackingId %s (the answer's x-ms-request-id)", id)
 	}
-	operationID = devStr(r.body, "operationId")
+	operationID = str(r.body, "operationId")
 	if !devOperationIDRE.MatchString(operationID) {
 		t.Fatalf("register: operationId %q is empty or not URL-safe\n%s", operationID, r.raw)
 	}
@@ -160,7 +160,7 @@ func (d *walkthroughDevice) poll(t *testing.T, operationID string) *walkthroughR
 	t.Helper()
 	r := walkthroughCurl(t, d.dir, d.command(walkthroughPoll, operationID))
 	d.checkCommon(t, "poll", r, "HTTP/1.1 200 OK")
-	if got := devStr(r.body, "operationId"); got != operationID {
+	if got := str(r.body, "operationId"); got != operationID {
 		t.Errorf("poll: operationId %q, want %q", got, operationID)
 	}
 	if r.body["status"] != "assigned" {
@@ -192,11 +192,11 @@ func (d *walkthroughDevice) registerAndPoll(t *testing.T, tmpl, substatus string
 	}
 	devWant(t, "poll registrationState", st, all)
 	for _, f := range []string{"createdDateTimeUtc", "lastUpdatedDateTimeUtc"} {
-		if !devTimeRE.MatchString(devStr(st, f)) {
-			t.Errorf("poll registrationState: %s %q is not like 2022-08-27T17:53:19.5143497Z", f, devStr(st, f))
+		if !devTimeRE.MatchString(str(st, f)) {
+			t.Errorf("poll registrationState: %s %q is not like 2022-08-27T17:53:19.5143497Z", f, str(st, f))
 		}
 	}
-	if devStr(st, "etag") == "" {
+	if str(st, "etag") == "" {
 		t.Errorf("poll registrationState: no etag")
 	}
 	if _, ok := st["x509"].(map[string]any); !ok {
@@ -212,14 +212,14 @@ func (d *walkthroughDevice) registerAndPoll(t *testing.T, tmpl, substatus string
 // time and changes its etag and last update time.
 func checkReRegistration(t *testing.T, first, second map[string]any) {
 	t.Helper()
-	if devStr(second, "createdDateTimeUtc") != devStr(first, "createdDateTimeUtc") {
-		t.Errorf("re-registration changed createdDateTimeUtc from %s to %s", devStr(first, "createdDateTimeUtc"), devStr(second, "createdDateTimeUtc"))
+	if str(second, "createdDateTimeUtc") != str(first, "createdDateTimeUtc") {
+		t.Errorf("re-registration changed createdDateTimeUtc from %s to %s", str(first, "createdDateTimeUtc"), str(second, "createdDateTimeUtc"))
 	}
-	if devStr(second, "etag") == devStr(first, "etag") {
-		t.Errorf("re-registration kept the etag %s", devStr(first, "etag"))
+	if str(second, "etag") == str(first, "etag") {
+		t.Errorf("re-registration kept the etag %s", str(first, "etag"))
 	}
-	if devStr(second, "lastUpdatedDateTimeUtc") <= devStr(first, "lastUpdatedDateTimeUtc") {
-		t.Errorf("re-registration: lastUpdatedDateTimeUtc %s is not after %s", devStr(second, "lastUpdatedDateTimeUtc"), devStr(first, "lastUpdatedDateTimeUtc"))
+	if str(second, "lastUpdatedDateTimeUtc") <= str(first, "lastUpdatedDateTimeUtc") {
+		t.Errorf("re-registration: lastUpdatedDateTimeUtc %s is not after %s", str(second, "lastUpdatedDateTimeUtc"), str(first, "lastUpdatedDateTimeUtc"))
 	}
 }
 
@@ -251,7 +251,7 @@ func TestWalkthroughCurlSelfSigned(t *testing.T) {
 				"x509.certificateInfo.sha256Thumbprint": thumb,
 			}
 			first := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", cert)
-			if g := devGet(first, "x509.enrollmentGroupId"); g != nil {
+			if g := get(first, "x509.enrollmentGroupId"); g != nil {
 				t.Errorf("individual enrollment: x509.enrollmentGroupId %v, want none", g)
 			}
 			second := d.registerAndPoll(t, walkthroughRegisterExample, "reprovisionedToInitialAssignment", cert)
@@ -312,7 +312,7 @@ func TestWalkthroughCurlChain(t *testing.T) {
 					want[k] = v
 				}
 				first := d.registerAndPoll(t, walkthroughRegister, "initialAssignment", want)
-				if enrollment.want == nil && (devGet(first, "x509.enrollmentGroupId") != nil || devGet(first, "x509.signingCertificateInfo") != nil) {
+				if enrollment.want == nil && (get(first, "x509.enrollmentGroupId") != nil || get(first, "x509.signingCertificateInfo") != nil) {
 					t.Errorf("individual enrollment, but the state names a group or signing certificate: %v", first["x509"])
 				}
 				second := d.registerAndPoll(t, strings.Replace(walkthroughRegister, "api-version=2019-03-31", "api-version=2021-06-01", 1), "reprovisionedToInitialAssignment", want)

@@ -88,7 +88,7 @@ func DialWebSocket(t testing.TB, url string, cfg *tls.Config, subprotocol string
 	if got := resp.Header.Get("Sec-Websocket-Protocol"); got != subprotocol {
 		t.Errorf("WebSocket subprotocol answered %q, want %q (echoed as offered)", got, subprotocol)
 	}
-	rw := &wsStream{ws: ws}
+	rw := mqtt.WebSocketStream(ws)
 	c := &Conn{t: t, raw: ws.NetConn(), rw: rw, br: bufio.NewReader(rw)}
 	t.Cleanup(func() { ws.Close() })
 	return c
@@ -108,43 +108,6 @@ func WebSocketResponse(t testing.TB, url string, cfg *tls.Config, subprotocols .
 		t.Fatalf("WebSocket dial %s: %v", url, err)
 	}
 	return resp
-}
-
-type wsStream struct {
-	ws *websocket.Conn
-	r  io.Reader
-}
-
-func (w *wsStream) Read(p []byte) (int, error) {
-	for {
-		if w.r == nil {
-			_, r, err := w.ws.NextReader()
-			if err != nil {
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					return 0, io.EOF
-				}
-				return 0, err
-			}
-			w.r = r
-		}
-		n, err := w.r.Read(p)
-		if err == io.EOF {
-			w.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (w *wsStream) Write(p []byte) (int, error) {
-	if err := w.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 // Send writes one packet.

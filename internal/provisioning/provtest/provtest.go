@@ -49,6 +49,14 @@ type Instance struct {
 	Scope string
 }
 
+// must fails T unless err is nil.
+func (in Instance) must(err error, what, id string) {
+	in.T.Helper()
+	if err != nil {
+		in.T.Fatalf("%s(%s): %v", what, id, err)
+	}
+}
+
 // LinkHub links an IoT hub.
 func (in Instance) LinkHub(name string, weight int, apply bool) {
 	in.T.Helper()
@@ -56,27 +64,18 @@ func (in Instance) LinkHub(name string, weight int, apply bool) {
 		Name: name, ConnectionString: "HostName=" + name + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + sas.NewKey(dps.GeneratedKeyBytes),
 		AllocationWeight: weight, ApplyAllocationPolicy: apply,
 	}, "")
-	if err != nil {
-		in.T.Fatalf("linking hub %s: %v", name, err)
-	}
+	in.must(err, "PutLinkedHub", name)
 }
 
 // PutIndividual validates e as the service API does and stores it
 // (overwriting any previous version).
 func (in Instance) PutIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnrollment {
 	in.T.Helper()
-	ctx := context.Background()
-	prev, err := in.Store.Enrollment(ctx, e.RegistrationID)
-	if err != nil {
-		prev = nil
-	}
-	if err := enrollment.PrepareIndividual(e, prev); err != nil {
-		in.T.Fatalf("PrepareIndividual(%s): %v", e.RegistrationID, err)
-	}
+	ctx, id := context.Background(), e.RegistrationID
+	prev, _ := in.Store.Enrollment(ctx, id) // nil when there is none
+	in.must(enrollment.PrepareIndividual(e, prev), "PrepareIndividual", id)
 	stored, err := in.Store.PutEnrollment(ctx, e, "*")
-	if err != nil {
-		in.T.Fatalf("PutEnrollment(%s): %v", e.RegistrationID, err)
-	}
+	in.must(err, "PutEnrollment", id)
 	return stored
 }
 
@@ -84,18 +83,11 @@ func (in Instance) PutIndividual(e *dps.IndividualEnrollment) *dps.IndividualEnr
 // any previous version).
 func (in Instance) PutGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
 	in.T.Helper()
-	ctx := context.Background()
-	prev, err := in.Store.Group(ctx, g.EnrollmentGroupID)
-	if err != nil {
-		prev = nil
-	}
-	if err := enrollment.PrepareGroup(ctx, g, prev, in.Store); err != nil {
-		in.T.Fatalf("PrepareGroup(%s): %v", g.EnrollmentGroupID, err)
-	}
+	ctx, id := context.Background(), g.EnrollmentGroupID
+	prev, _ := in.Store.Group(ctx, id) // nil when there is none
+	in.must(enrollment.PrepareGroup(ctx, g, prev, in.Store), "PrepareGroup", id)
 	stored, err := in.Store.PutGroup(ctx, g, "*")
-	if err != nil {
-		in.T.Fatalf("PutGroup(%s): %v", g.EnrollmentGroupID, err)
-	}
+	in.must(err, "PutGroup", id)
 	return stored
 }
 
@@ -105,9 +97,7 @@ func (in Instance) UploadCA(name string, c *x509.Certificate, verified bool) {
 	_, err := in.Store.PutCACertificate(context.Background(), &store.CACertificate{
 		Name: name, CertificateDER: c.Raw, SHA256Thumbprint: pki.SHA256Thumbprint(c), Subject: c.RawSubject, IsVerified: verified,
 	}, "*")
-	if err != nil {
-		in.T.Fatalf("PutCACertificate(%s): %v", name, err)
-	}
+	in.must(err, "PutCACertificate", name)
 }
 
 // VerifiedRoot makes a root CA and uploads it as a verified CA certificate

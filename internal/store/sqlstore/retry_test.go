@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -272,19 +271,13 @@ func TestPostgresOutage(t *testing.T) {
 
 	proxy.Cut()
 	start := time.Now()
-	var wg sync.WaitGroup
 	errs := make(chan error, 100)
-	for range 10 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 10 {
-				_, err := s.Enrollment(ctx, "dev-1")
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
+	testutil.Together(10, func(int) {
+		for range 10 {
+			_, err := s.Enrollment(ctx, "dev-1")
+			errs <- err
+		}
+	})
 	close(errs)
 	for err := range errs {
 		if !errors.Is(err, store.ErrUnavailable) {

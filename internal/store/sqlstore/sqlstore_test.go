@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -228,17 +227,9 @@ func TestSkipMigrate(t *testing.T) {
 // migration is applied once.
 func testConcurrentOpen(t *testing.T, dsn string) {
 	const n = 6
-	var wg sync.WaitGroup
 	errs := make([]error, n)
 	stores := make([]*Store, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stores[i], errs[i] = Open(t.Context(), dsn, Options{})
-		}()
-	}
-	wg.Wait()
+	testutil.Together(n, func(i int) { stores[i], errs[i] = Open(t.Context(), dsn, Options{}) })
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("Open %d: %v", i, err)
