@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -204,51 +205,55 @@ func TestPolling(t *testing.T) {
 		return base + "/" + a.Scope + "/registrations/" + id + "/operations/" + op + "?api-version=2019-03-31"
 	}
 
-	t.Run("ok/empty-object-body-as-node-sends", func(t *testing.T) {
-		r := send(t, c, "GET", pollURL("poll-dev-a", opA.OperationID),
-			map[string]string{"Authorization": a.token("poll-dev-a"), "Content-Type": "application/json; charset=utf-8", "Content-Length": strconv.Itoa(2)}, body(`{}`))
-		if r.Status != 200 {
-			t.Fatalf("poll: %d %s", r.Status, r.Body)
-		}
-		var op dps.RegistrationOperationStatus
-		provtest.StrictDecode(t, r.Body, &op)
-		if op.OperationID != opA.OperationID || op.Status != "assigned" || op.RegistrationState == nil || op.RegistrationState.AssignedHub != hub {
-			t.Errorf("poll: %s", r.Body)
-		}
-	})
-	t.Run("ok/garbage-body-ignored", func(t *testing.T) {
-		r := send(t, c, "GET", pollURL("poll-dev-a", opA.OperationID), map[string]string{"Authorization": a.token("poll-dev-a")}, body(` `))
-		if r.Status != 200 {
-			t.Fatalf("poll: %d %s", r.Status, r.Body)
-		}
-	})
-	t.Run("fail/another-devices-operation", func(t *testing.T) {
-		r := send(t, c, "GET", pollURL("poll-dev-a", opB.OperationID), map[string]string{"Authorization": a.token("poll-dev-a")}, nil)
-		if r.Status != 404 {
-			t.Fatalf("poll of poll-dev-b's operation as poll-dev-a: %d %s, want 404", r.Status, r.Body)
-		}
-		var e dps.ErrorDetails
-		provtest.StrictDecode(t, r.Body, &e)
-		if e.ErrorCode != dpserr.CodeOperationNotFound || strings.Contains(string(r.Body), "poll-dev-b") {
-			t.Errorf("error %s (must not reveal the other device)", r.Body)
-		}
-	})
-	t.Run("fail/operation-id-case-changed", func(t *testing.T) {
-		r := send(t, c, "GET", pollURL("poll-dev-a", strings.ToUpper(opA.OperationID)), map[string]string{"Authorization": a.token("poll-dev-a")}, nil)
-		if r.Status != 404 {
-			t.Errorf("poll with an upper-cased operation ID: %d, want 404", r.Status)
-		}
-	})
-	t.Run("fail/poll-without-credentials", func(t *testing.T) {
-		r := send(t, c, "GET", pollURL("poll-dev-a", opA.OperationID), nil, nil)
-		if r.Status != 401 {
-			t.Errorf("poll without credentials: %d %s, want 401", r.Status, r.Body)
-		}
-	})
-	t.Run("ok/registration-id-case-in-poll-path", func(t *testing.T) {
-		r := send(t, c, "GET", pollURL("POLL-DEV-A", opA.OperationID), map[string]string{"Authorization": a.token("POLL-DEV-A")}, nil)
-		if r.Status != 200 {
-			t.Errorf("poll with the registration ID in upper case: %d %s, want 200", r.Status, r.Body)
-		}
-	})
+	for _, tc := range []struct {
+		name    string
+		id, op  string // in the poll URL; the token is id's unless noAuth
+		noAuth  bool
+		headers map[string]string
+		body    string
+		status  int
+		check   func(t *testing.T, r *response)
+	}{
+		{name: "ok/empty-object-body-as-node-sends", id: "poll-dev-a", op: opA.OperationID, body: `{}`, status: 200,
+			headers: map[string]string{"Content-Type": "application/json; charset=utf-8", "Content-Length": strconv.Itoa(2)},
+			check: func(t *testing.T, r *response) {
+				var op dps.RegistrationOperationStatus
+				provtest.StrictDecode(t, r.Body, &op)
+				if op.OperationID != opA.OperationID || op.Status != "assigned" || op.RegistrationState == nil || op.RegistrationState.AssignedHub != hub {
+					t.Errorf("poll: %s", r.Body)
+				}
+			}},
+		{name: "ok/garbage-body-ignored", id: "poll-dev-a", op: opA.OperationID, body: ` `, status: 200},
+		// Not found, and not revealing the other device.
+		{name: "fail/another-devices-operation", id: "poll-dev-a", op: opB.OperationID, status: 404,
+			check: func(t *testing.T, r *response) {
+				var e dps.ErrorDetails
+				provtest.StrictDecode(t, r.Body, &e)
+				if e.ErrorCode != dpserr.CodeOperationNotFound || strings.Contains(string(r.Body), "poll-dev-b") {
+					t.Errorf("error %s (must not reveal the other device)", r.Body)
+				}
+			}},
+		{name: "fail/operation-id-case-changed", id: "poll-dev-a", op: strings.ToUpper(opA.OperationID), status: 404},
+		{name: "fail/poll-without-credentials", id: "poll-dev-a", op: opA.OperationID, noAuth: true, status: 401},
+		{name: "ok/registration-id-case-in-poll-path", id: "POLL-DEV-A", op: opA.OperationID, status: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := map[string]string{}
+			maps.Copy(hdr, tc.headers)
+			if !tc.noAuth {
+				hdr["Authorization"] = a.token(tc.id)
+			}
+			var b []byte
+			if tc.body != "" {
+				b = body(tc.body)
+			}
+			r := send(t, c, "GET", pollURL(tc.id, tc.op), hdr, b)
+			if r.Status != tc.status {
+				t.Fatalf("poll %s of %s: %d %s, want %d", tc.op, tc.id, r.Status, r.Body, tc.status)
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+		})
+	}
 }

@@ -7,11 +7,33 @@ import (
 	"unicode/utf8"
 )
 
+// parseCase is an input of a parser and what it must return: the value
+// (ok cases), or an error that is want (bad cases; nil for any error).
+type parseCase[T any] struct {
+	in   string
+	want T
+}
+
+// testParser runs the ok and the bad cases of a parser.
+func testParser[T comparable](t *testing.T, name string, parse func(string) (T, error), ok map[string]parseCase[T], bad map[string]parseCase[error]) {
+	for n, tc := range ok {
+		t.Run("ok/"+n, func(t *testing.T) {
+			if got, err := parse(tc.in); err != nil || got != tc.want {
+				t.Errorf("%s(%q) = %+v, %v; want %+v", name, tc.in, got, err, tc.want)
+			}
+		})
+	}
+	for n, tc := range bad {
+		t.Run("bad/"+n, func(t *testing.T) {
+			if got, err := parse(tc.in); err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("%s(%q) = %+v, %v; want an error %v", name, tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestParseUsername(t *testing.T) {
-	ok := map[string]struct {
-		in   string
-		want Username
-	}{
+	ok := map[string]parseCase[Username]{
 		"node": {"0ne00111111/registrations/device-01/api-version=2019-03-31&ClientVersion=azure-iot-provisioning-device%2F1.9.1",
 			Username{"0ne00111111", "device-01", "2019-03-31", "azure-iot-provisioning-device/1.9.1"}},
 		"c sdk": {"0ne0045B3C6/registrations/dev/api-version=2021-06-01&ClientVersion=1.15.0",
@@ -31,41 +53,24 @@ func TestParseUsername(t *testing.T) {
 		"first api-version counts": {"s/registrations/d/api-version=1&api-version=2", Username{"s", "d", "1", ""}},
 		"colon and dot in id":      {"s/registrations/a.b:c_d-e/api-version=1", Username{"s", "a.b:c_d-e", "1", ""}},
 	}
-	for name, tt := range ok {
-		t.Run("ok/"+name, func(t *testing.T) {
-			got, err := ParseUsername(tt.in)
-			if err != nil || got != tt.want {
-				t.Errorf("ParseUsername(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
-			}
-		})
+	bad := map[string]parseCase[error]{
+		"empty":                 {"", nil},
+		"scope only":            {"0ne00111111", nil},
+		"no query":              {"s/registrations/d", nil},
+		"empty query":           {"s/registrations/d/", nil},
+		"no api-version":        {"s/registrations/d/ClientVersion=1", nil},
+		"empty api-version":     {"s/registrations/d/api-version=", nil},
+		"wrong literal":         {"s/devices/d/api-version=1", nil},
+		"empty scope":           {"/registrations/d/api-version=1", nil},
+		"empty registration ID": {"s/registrations//api-version=1", nil},
+		"iot hub user name":     {"hub.azure-devices.net/device-01/?api-version=2021-04-12", nil},
+		"control character":     {"s/registrations/d\n/api-version=1", nil},
 	}
-	bad := map[string]string{
-		"empty":                 "",
-		"scope only":            "0ne00111111",
-		"no query":              "s/registrations/d",
-		"empty query":           "s/registrations/d/",
-		"no api-version":        "s/registrations/d/ClientVersion=1",
-		"empty api-version":     "s/registrations/d/api-version=",
-		"wrong literal":         "s/devices/d/api-version=1",
-		"empty scope":           "/registrations/d/api-version=1",
-		"empty registration ID": "s/registrations//api-version=1",
-		"iot hub user name":     "hub.azure-devices.net/device-01/?api-version=2021-04-12",
-		"control character":     "s/registrations/d\n/api-version=1",
-	}
-	for name, in := range bad {
-		t.Run("bad/"+name, func(t *testing.T) {
-			if got, err := ParseUsername(in); err == nil {
-				t.Errorf("ParseUsername(%q) = %+v, want an error", in, got)
-			}
-		})
-	}
+	testParser(t, "ParseUsername", ParseUsername, ok, bad)
 }
 
 func TestParseTopic(t *testing.T) {
-	ok := map[string]struct {
-		in   string
-		want TopicRequest
-	}{
+	ok := map[string]parseCase[TopicRequest]{
 		"register int rid":                {"$dps/registrations/PUT/iotdps-register/?$rid=1", TopicRequest{Register, "1", ""}},
 		"register uuid rid":               {"$dps/registrations/PUT/iotdps-register/?$rid=6f1e1c3a-4b6f-4c1b-9d1e-0c6f5a0f3b2a", TopicRequest{Register, "6f1e1c3a-4b6f-4c1b-9d1e-0c6f5a0f3b2a", ""}},
 		"register python quoted rid":      {"$dps/registrations/PUT/iotdps-register/?$rid=a%20b", TopicRequest{Register, "a%20b", ""}},
@@ -78,18 +83,7 @@ func TestParseTopic(t *testing.T) {
 		"poll without operationId": {"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=5", TopicRequest{OperationStatus, "5", ""}},
 		"first rid counts":         {"$dps/registrations/PUT/iotdps-register/?$rid=6&$rid=7", TopicRequest{Register, "6", ""}},
 	}
-	for name, tt := range ok {
-		t.Run("ok/"+name, func(t *testing.T) {
-			got, err := ParseTopic(tt.in)
-			if err != nil || got != tt.want {
-				t.Errorf("ParseTopic(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
-			}
-		})
-	}
-	bad := map[string]struct {
-		in   string
-		want error
-	}{
+	bad := map[string]parseCase[error]{
 		"outside dps":          {"devices/d/messages/events/", ErrTopicNotAllowed},
 		"response topic":       {"$dps/registrations/res/200/?$rid=1", ErrTopicNotAllowed},
 		"wrong method":         {"$dps/registrations/GET/iotdps-register/?$rid=1", ErrTopicNotAllowed},
@@ -105,13 +99,7 @@ func TestParseTopic(t *testing.T) {
 		"double slash":         {"$dps/registrations/PUT/iotdps-register//?$rid=1", ErrTopicNotAllowed},
 		"question mark in rid": {"$dps/registrations/PUT/iotdps-register/?$rid", ErrNoRID},
 	}
-	for name, tt := range bad {
-		t.Run("bad/"+name, func(t *testing.T) {
-			if got, err := ParseTopic(tt.in); !errors.Is(err, tt.want) {
-				t.Errorf("ParseTopic(%q) = %+v, %v; want %v", tt.in, got, err, tt.want)
-			}
-		})
-	}
+	testParser(t, "ParseTopic", ParseTopic, ok, bad)
 }
 
 func TestResponseTopic(t *testing.T) {

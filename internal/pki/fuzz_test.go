@@ -36,14 +36,7 @@ func FuzzParseCertificate(f *testing.F) {
 // FuzzParsePrivateKeyPEM feeds untrusted key files to the key parser, with
 // and without a passphrase; it must return, not panic.
 func FuzzParsePrivateKeyPEM(f *testing.F) {
-	key, err := GenerateKey(KeyECDSAP256)
-	if err != nil {
-		f.Fatal(err)
-	}
-	plain, err := MarshalPrivateKeyPEM(key, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
+	_, plain := newKeyPEM(f, KeyECDSAP256)
 	f.Add(plain)
 	block, _ := pem.Decode(plain)
 	// Few iterations keep the fuzzer fast.

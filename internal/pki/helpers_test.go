@@ -47,6 +47,20 @@ func readTestFile(t *testing.T, path string) []byte {
 	return b
 }
 
+// newKeyPEM generates a key and encodes it as unencrypted PKCS#8 PEM.
+func newKeyPEM(t testing.TB, kind KeyType) (crypto.Signer, []byte) {
+	t.Helper()
+	key, err := GenerateKey(kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := MarshalPrivateKeyPEM(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, p
+}
+
 // testChain is a root, an intermediate and a device certificate.
 type testChain struct {
 	root, inter, leaf          *x509.Certificate

@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509/pkix"
@@ -46,47 +45,45 @@ func TestGenerateKey(t *testing.T) {
 }
 
 func TestPrivateKeyRoundTrip(t *testing.T) {
-	ec, err := GenerateKey(KeyECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsaKey, err := GenerateKey(KeyRSA2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, key := range map[string]crypto.Signer{"ecdsa": ec, "rsa": rsaKey} {
-		t.Run(name+"/plain", func(t *testing.T) {
-			p, err := MarshalPrivateKeyPEM(key, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.HasPrefix(string(p), "-----BEGIN PRIVATE KEY-----") {
-				t.Fatalf("not PKCS#8:\n%s", p)
-			}
-			got, err := ParsePrivateKeyPEM(p, []byte("ignored"))
-			if err != nil || !publicKeysEqual(got, key.Public()) {
-				t.Fatalf("round trip: %v", err)
-			}
-		})
-		t.Run(name+"/encrypted", func(t *testing.T) {
-			p, err := MarshalPrivateKeyPEM(key, []byte("1234"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.HasPrefix(string(p), "-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-				t.Fatalf("not encrypted PKCS#8:\n%s", p)
-			}
-			got, err := ParsePrivateKeyPEM(p, []byte("1234"))
-			if err != nil || !publicKeysEqual(got, key.Public()) {
-				t.Fatalf("round trip: %v", err)
-			}
-			if _, err := ParsePrivateKeyPEM(p, nil); !errors.Is(err, ErrPassphraseRequired) {
-				t.Errorf("no passphrase: %v", err)
-			}
-			if _, err := ParsePrivateKeyPEM(p, []byte("4321")); !errors.Is(err, ErrWrongPassphrase) {
-				t.Errorf("wrong passphrase: %v", err)
-			}
-		})
+	for name, kind := range map[string]KeyType{"ecdsa": KeyECDSAP256, "rsa": KeyRSA2048} {
+		key, _ := newKeyPEM(t, kind)
+		for _, tc := range []struct {
+			name, passphrase, header string
+		}{
+			{"plain", "", "-----BEGIN PRIVATE KEY-----"},
+			{"encrypted", "1234", "-----BEGIN ENCRYPTED PRIVATE KEY-----"},
+		} {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				var pass []byte
+				if tc.passphrase != "" {
+					pass = []byte(tc.passphrase)
+				}
+				p, err := MarshalPrivateKeyPEM(key, pass)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.HasPrefix(string(p), tc.header) {
+					t.Fatalf("not %s:\n%s", tc.header, p)
+				}
+				parseWith := pass
+				if pass == nil {
+					parseWith = []byte("ignored") // a plain key ignores a passphrase
+				}
+				got, err := ParsePrivateKeyPEM(p, parseWith)
+				if err != nil || !publicKeysEqual(got, key.Public()) {
+					t.Fatalf("round trip: %v", err)
+				}
+				if pass == nil {
+					return
+				}
+				if _, err := ParsePrivateKeyPEM(p, nil); !errors.Is(err, ErrPassphraseRequired) {
+					t.Errorf("no passphrase: %v", err)
+				}
+				if _, err := ParsePrivateKeyPEM(p, []byte("4321")); !errors.Is(err, ErrWrongPassphrase) {
+					t.Errorf("wrong passphrase: %v", err)
+				}
+			})
+		}
 	}
 	if _, err := MarshalPrivateKeyPEM(nil, nil); err == nil {
 		t.Error("MarshalPrivateKeyPEM(nil) succeeded")
@@ -219,14 +216,7 @@ func buildPBES2(t *testing.T, kdfOID asn1.ObjectIdentifier, kdf any, cipherOID a
 // TestDecryptPKCS8Params covers the PBES2 parameter checks with hand-built
 // structures.
 func TestDecryptPKCS8Params(t *testing.T) {
-	key, err := GenerateKey(KeyECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := MarshalPrivateKeyPEM(key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, p := newKeyPEM(t, KeyECDSAP256)
 	block, _ := pem.Decode(p)
 	enc, err := encryptPKCS8(block.Bytes, []byte("1234"), 2048)
 	if err != nil {

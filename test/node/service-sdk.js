@@ -17,58 +17,62 @@ const endorsementKey = 'AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMU
 
 const clone = (o) => JSON.parse(JSON.stringify(o));
 
-// individual runs the life of one individual enrollment: create, get,
+// The service SDK's methods for each kind of enrollment, and how the
+// lifecycle changes one: the update, and the stale update that must fail.
+const individualKind = {
+  idField: 'registrationId',
+  put: 'createOrUpdateIndividualEnrollment',
+  get: 'getIndividualEnrollment',
+  mechanism: 'getIndividualEnrollmentAttestationMechanism',
+  del: 'deleteIndividualEnrollment',
+  update: { initialTwin: { tags: { site: 'e2e' }, properties: { desired: { interval: 5 } } } },
+  stale: { provisioningStatus: 'enabled' },
+  // Steps the group lifecycle leaves out.
+  getAfterUpdate: true,
+  deleteDeleted: true,
+};
+const groupKind = {
+  idField: 'enrollmentGroupId',
+  put: 'createOrUpdateEnrollmentGroup',
+  get: 'getEnrollmentGroup',
+  mechanism: 'getEnrollmentGroupAttestationMechanism',
+  del: 'deleteEnrollmentGroup',
+  update: { reprovisionPolicy: { updateHubAssignment: true, migrateDeviceData: false } },
+  stale: {},
+};
+
+// lifecycle runs the life of one enrollment of kind k: create, get,
 // attestation mechanism, update with the etag the SDK carries, a stale
 // update (InvalidEtagError), a create of an existing ID, a delete with a
 // stale etag, a delete by object (its etag), a get of the deleted record.
-function individual(id, attestation) {
+function lifecycle(k, id, attestation) {
   return async (c, rec) => {
-    const created = await rec.step('create', () => call(c, 'createOrUpdateIndividualEnrollment', { registrationId: id, attestation }));
-    const got = await rec.step('get', () => call(c, 'getIndividualEnrollment', id));
-    await rec.step('attestationMechanism', () => call(c, 'getIndividualEnrollmentAttestationMechanism', id));
+    const created = await rec.step('create', () => call(c, k.put, { [k.idField]: id, attestation }));
+    const got = await rec.step('get', () => call(c, k.get, id));
+    await rec.step('attestationMechanism', () => call(c, k.mechanism, id));
     if (!created || !got) {
       return;
     }
-    const changed = clone(got.result);
-    changed.provisioningStatus = 'disabled';
-    changed.initialTwin = { tags: { site: 'e2e' }, properties: { desired: { interval: 5 } } };
-    const updated = await rec.step('update', () => call(c, 'createOrUpdateIndividualEnrollment', changed));
-    const stale = clone(got.result);
-    stale.provisioningStatus = 'enabled';
-    await rec.step('updateStale', () => call(c, 'createOrUpdateIndividualEnrollment', stale));
-    await rec.step('createExisting', () => call(c, 'createOrUpdateIndividualEnrollment', { registrationId: id, attestation }));
-    await rec.step('getAfterUpdate', () => call(c, 'getIndividualEnrollment', id));
-    await rec.step('deleteStale', () => call(c, 'deleteIndividualEnrollment', id, got.result.etag));
-    if (updated) {
-      await rec.step('delete', () => call(c, 'deleteIndividualEnrollment', updated.result));
+    const changed = Object.assign(clone(got.result), { provisioningStatus: 'disabled' }, k.update);
+    const updated = await rec.step('update', () => call(c, k.put, changed));
+    await rec.step('updateStale', () => call(c, k.put, Object.assign(clone(got.result), k.stale)));
+    await rec.step('createExisting', () => call(c, k.put, { [k.idField]: id, attestation }));
+    if (k.getAfterUpdate) {
+      await rec.step('getAfterUpdate', () => call(c, k.get, id));
     }
-    await rec.step('getDeleted', () => call(c, 'getIndividualEnrollment', id));
-    await rec.step('deleteDeleted', () => call(c, 'deleteIndividualEnrollment', id));
+    await rec.step('deleteStale', () => call(c, k.del, id, got.result.etag));
+    if (updated) {
+      await rec.step('delete', () => call(c, k.del, updated.result));
+    }
+    await rec.step('getDeleted', () => call(c, k.get, id));
+    if (k.deleteDeleted) {
+      await rec.step('deleteDeleted', () => call(c, k.del, id));
+    }
   };
 }
 
-// group is individual for an enrollment group.
-function group(id, attestation) {
-  return async (c, rec) => {
-    const created = await rec.step('create', () => call(c, 'createOrUpdateEnrollmentGroup', { enrollmentGroupId: id, attestation }));
-    const got = await rec.step('get', () => call(c, 'getEnrollmentGroup', id));
-    await rec.step('attestationMechanism', () => call(c, 'getEnrollmentGroupAttestationMechanism', id));
-    if (!created || !got) {
-      return;
-    }
-    const changed = clone(got.result);
-    changed.provisioningStatus = 'disabled';
-    changed.reprovisionPolicy = { updateHubAssignment: true, migrateDeviceData: false };
-    const updated = await rec.step('update', () => call(c, 'createOrUpdateEnrollmentGroup', changed));
-    await rec.step('updateStale', () => call(c, 'createOrUpdateEnrollmentGroup', clone(got.result)));
-    await rec.step('createExisting', () => call(c, 'createOrUpdateEnrollmentGroup', { enrollmentGroupId: id, attestation }));
-    await rec.step('deleteStale', () => call(c, 'deleteEnrollmentGroup', id, got.result.etag));
-    if (updated) {
-      await rec.step('delete', () => call(c, 'deleteEnrollmentGroup', updated.result));
-    }
-    await rec.step('getDeleted', () => call(c, 'getEnrollmentGroup', id));
-  };
-}
+const individual = (id, attestation) => lifecycle(individualKind, id, attestation);
+const group = (id, attestation) => lifecycle(groupKind, id, attestation);
 
 // drain pages through a query the way the SDK needs: next() must be given
 // the continuation token (1.11.2 ignores the stored one otherwise).

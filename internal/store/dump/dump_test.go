@@ -141,18 +141,16 @@ func snapshot(t *testing.T, s store.Store) map[string]string {
 		must(t, err)
 		out[k] = string(b)
 	}
-	inst, err := s.Instance(ctx)
-	must(t, err)
-	add("instance", inst)
-	ps, err := s.Policies(ctx)
-	must(t, err)
-	add("policies", ps)
-	cas, err := s.CACertificates(ctx)
-	must(t, err)
-	add("cas", cas)
-	hubs, err := s.LinkedHubs(ctx)
-	must(t, err)
-	add("hubs", hubs)
+	read := func(k string) func(any, error) {
+		return func(v any, err error) {
+			must(t, err)
+			add(k, v)
+		}
+	}
+	read("instance")(s.Instance(ctx))
+	read("policies")(s.Policies(ctx))
+	read("cas")(s.CACertificates(ctx))
+	read("hubs")(s.LinkedHubs(ctx))
 	for _, g := range testutil.All(t, s.Groups) {
 		add("group "+g.EnrollmentGroupID, g)
 	}

@@ -5,6 +5,7 @@
 
 const https = require('https');
 const { ProvisioningServiceClient } = require('azure-iot-provisioning-service');
+const { env } = require('./device');
 
 // The SDK hands "HostName" from the connection string to https.request as a
 // host name, so "localhost:8443" fails with ENOTFOUND. This agent splits the
@@ -25,11 +26,7 @@ class HostPortAgent extends https.Agent {
 }
 
 function client() {
-  const cs = process.env.DPS_CONNECTION_STRING;
-  if (!cs) {
-    throw new Error('DPS_CONNECTION_STRING is not set');
-  }
-  const c = ProvisioningServiceClient.fromConnectionString(cs);
+  const c = ProvisioningServiceClient.fromConnectionString(env('DPS_CONNECTION_STRING'));
   if (process.env.DPS_NO_AGENT !== '1') {
     // setOptions is the SDK's own (private) hook; it replaces all options.
     c._restApiClient.setOptions({ http: { agent: new HostPortAgent({ keepAlive: false }) } });
