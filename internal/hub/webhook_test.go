@@ -13,6 +13,7 @@ import (
 	"github.com/dpsd/dpsd/internal/hub"
 	"github.com/dpsd/dpsd/internal/hub/hubtest"
 	"github.com/dpsd/dpsd/internal/outbound"
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 const secret = "an operator secret, 32 chars...."
@@ -223,15 +224,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			err := tc.c.Validate()
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
+			if !testutil.WantError(t, tc.c.Validate(), tc.wantErr) {
 				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
 			}
 			if _, err := hub.New(tc.c, hub.Options{}); err == nil {
 				t.Fatal("New accepted what Validate refuses")

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // tlsServer starts an HTTPS server on 127.0.0.1 and returns it with a CA
@@ -141,15 +143,7 @@ func TestCheckURL(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			_, err := CheckURL(tc.url)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
-			}
+			testutil.WantError(t, err, tc.wantErr)
 		})
 	}
 }

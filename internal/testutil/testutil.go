@@ -154,3 +154,16 @@ func All[T any](t testing.TB, list func(ctx context.Context, after string, limit
 		}
 	}
 }
+
+// WantError fails t unless err is nil when want is "", or else an error
+// whose message contains want. It reports whether an error was wanted.
+func WantError(t testing.TB, err error, want string) bool {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatal(err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Fatalf("err = %v, want one containing %q", err, want)
+	}
+	return want != ""
+}
