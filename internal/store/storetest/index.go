@@ -8,33 +8,24 @@ import (
 	"github.com/dpsd/dpsd/internal/store"
 )
 
+// enabledGroup is an enabled enrollment group with attestation a.
+func enabledGroup(id string, a *dps.AttestationMechanism) *dps.EnrollmentGroup {
+	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: a, ProvisioningStatus: dps.ProvisioningEnabled}}
+}
+
 func signingGroup(id string, primary, secondary *dps.X509CertificateWithInfo) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{
-		EnrollmentGroupID: id,
-		EnrollmentSettings: dps.EnrollmentSettings{
-			Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
-				SigningCertificates: &dps.X509Certificates{Primary: primary, Secondary: secondary},
-			}},
-			ProvisioningStatus: dps.ProvisioningEnabled,
-		},
-	}
+	return enabledGroup(id, &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
+		SigningCertificates: &dps.X509Certificates{Primary: primary, Secondary: secondary},
+	}})
 }
 
 func caRefGroup(id, primary, secondary string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{
-		EnrollmentGroupID: id,
-		EnrollmentSettings: dps.EnrollmentSettings{
-			Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
-				CAReferences: &dps.X509CAReferences{Primary: primary, Secondary: secondary},
-			}},
-			ProvisioningStatus: dps.ProvisioningEnabled,
-		},
-	}
+	return enabledGroup(id, &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{
+		CAReferences: &dps.X509CAReferences{Primary: primary, Secondary: secondary},
+	}})
 }
 
-func symmetricGroup(id string) *dps.EnrollmentGroup {
-	return &dps.EnrollmentGroup{EnrollmentGroupID: id, EnrollmentSettings: dps.EnrollmentSettings{Attestation: symmetricKey(3), ProvisioningStatus: dps.ProvisioningEnabled}}
-}
+func symmetricGroup(id string) *dps.EnrollmentGroup { return enabledGroup(id, symmetricKey(3)) }
 
 // derSet returns the distinct certificates of ders, as strings.
 func derSet(ders [][]byte) []string {
