@@ -84,11 +84,7 @@ func TestRegisterInProcess(t *testing.T) {
 // TestRegisterOverSimulatorProtocol opens the TPM by address, as
 // `dpsd device register --tpm 127.0.0.1:2321` does, with the EK enrolled.
 func TestRegisterOverSimulatorProtocol(t *testing.T) {
-	sim := tpmsim.Open(t)
-	ek, _, err := sim.Provision()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, ek, _ := tpmsim.OpenProvisioned(t)
 	addr := tpmsim.Serve(t, sim)
 	dev, err := clienttpm.Open(addr)
 	if err != nil {

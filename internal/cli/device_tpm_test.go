@@ -21,11 +21,7 @@ import (
 // against a stand-in service that challenges the TPM with internal/tpm's
 // blobs and verifies what it signs.
 func TestDeviceRegisterTPM(t *testing.T) {
-	sim := tpmsim.Open(t)
-	ek, _, err := sim.Provision()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, ek, _ := tpmsim.OpenProvisioned(t)
 	tpmAddr := tpmsim.Serve(t, sim)
 	const scope = "0ne00111111"
 	start := func(f *tpmtest.FakeDPS) []string {

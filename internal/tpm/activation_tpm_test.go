@@ -31,11 +31,7 @@ func hmacSHA256(key []byte, s string) []byte {
 // receives them.
 func provisioned(t *testing.T) (*tpmsim.Simulator, *clienttpm.Device, *tpm.Public, *tpm.Public) {
 	t.Helper()
-	sim := tpmsim.Open(t)
-	ekBytes, srkBytes, err := sim.Provision()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, ekBytes, srkBytes := tpmsim.OpenProvisioned(t)
 	ek, err := tpm.ParsePublic(ekBytes)
 	if err != nil {
 		t.Fatalf("the TPM's EK: %v", err)

@@ -33,3 +33,15 @@ func Serve(t testing.TB, s *Simulator) string {
 	t.Cleanup(func() { srv.Close() })
 	return srv.Addr()
 }
+
+// OpenProvisioned is Open with the endorsement key and the storage root key
+// created (Provision); it returns their public areas.
+func OpenProvisioned(t testing.TB) (s *Simulator, ek, srk []byte) {
+	t.Helper()
+	s = Open(t)
+	ek, srk, err := s.Provision()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, ek, srk
+}
