@@ -93,6 +93,7 @@ func (sf *serveFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&cfg.SkipMigrate, "skip-migrate", def.SkipMigrate, "do not migrate the database schema at start: refuse one older than this dpsd (run 'dpsd migrate' first)")
 	f.StringVar(&cfg.LogFormat, "log-format", def.LogFormat, "log format: text or json")
 	f.StringVar(&cfg.LogLevel, "log-level", def.LogLevel, "log level: debug, info, warn or error")
+	f.StringVar(&cfg.PprofAddr, "pprof-addr", def.PprofAddr, "serve Go's profiling endpoints (/debug/pprof/) over plain HTTP without authentication at this address, for benchmarks; keep it on loopback (127.0.0.1:6060)")
 	f.StringVar(&sf.configFile, configFlag, "", "JSON config file keyed by flag name")
 }
 

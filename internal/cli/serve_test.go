@@ -47,6 +47,8 @@ func TestServeSettings(t *testing.T) {
 			want: func(c *server.Config) { c.HostNames, c.AzureStrict = []string{"a.example", "10.0.0.5"}, true }, retries: 3,
 		},
 		{name: "mqtt off", args: []string{"--mqtt-addr", ""}, want: func(c *server.Config) { c.MQTTAddr = "" }, retries: 3},
+		{name: "pprof", args: []string{"--pprof-addr", "127.0.0.1:6060"}, want: func(c *server.Config) { c.PprofAddr = "127.0.0.1:6060" }, retries: 3},
+		{name: "pprof not host:port", env: map[string]string{"DPSD_PPROF_ADDR": "6060"}, err: `--pprof-addr "6060" is not host:port`},
 		// Empty and zero values that mean nothing of their own get the default.
 		{name: "zero is default", args: []string{"--retry-after", "0", "--log-format", "", "--store-timeout", "0"}, want: func(*server.Config) {}, retries: 3},
 		{name: "too many retries", args: []string{"--store-retries", "21"}, err: "--store-retries 21 is more than 20"},

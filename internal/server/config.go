@@ -64,6 +64,10 @@ type Config struct {
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
 	LogFormat string
 	LogLevel  string
+	// PprofAddr serves Go's profiling endpoints (/debug/pprof/) over plain
+	// HTTP without authentication, for benchmarks (empty: none). They
+	// expose the process's internals: keep it on a loopback address.
+	PprofAddr string
 }
 
 // Defaults is the configuration of `dpsd serve` given no flag, environment
@@ -118,7 +122,7 @@ func orDefault[T comparable](v *T, def T) {
 
 // Validate checks values that would otherwise fail late.
 func (c *Config) Validate() error {
-	for _, a := range []struct{ name, v string }{{"https-addr", c.HTTPSAddr}, {"service-addr", c.ServiceAddr}, {"mqtt-addr", c.MQTTAddr}} {
+	for _, a := range []struct{ name, v string }{{"https-addr", c.HTTPSAddr}, {"service-addr", c.ServiceAddr}, {"mqtt-addr", c.MQTTAddr}, {"pprof-addr", c.PprofAddr}} {
 		if a.v == "" {
 			continue
 		}

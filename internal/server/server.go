@@ -44,6 +44,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []net.Listener
 	mqttLn    net.Listener
+	pprofAddr string
 	servers   []*http.Server
 	state     State
 }
@@ -184,6 +185,16 @@ func (s *Server) Serve(ctx context.Context) error {
 				errc <- err
 			}
 		}()
+	}
+	if s.cfg.PprofAddr != "" {
+		srv, err := s.servePprof(s.cfg.PprofAddr)
+		if err != nil {
+			s.shutdown()
+			return err
+		}
+		s.mu.Lock()
+		s.servers = append(s.servers, srv)
+		s.mu.Unlock()
 	}
 	go s.purgeOperations(ctx)
 	if err := s.writeState(); err != nil {
