@@ -35,7 +35,7 @@ type env struct {
 	logs  *testutil.LogBuffer
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	st, _, _ := provtest.OpenStore(t)
 	t.Cleanup(func() { st.Close() })

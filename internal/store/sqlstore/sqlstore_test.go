@@ -321,6 +321,7 @@ func benchOp(id string, r *store.Registration) *store.Operation {
 // its operation in one transaction, synchronously durable.
 func BenchmarkSaveRegistration(b *testing.B) {
 	b.Run("sequential", func(b *testing.B) {
+		b.ReportAllocs()
 		s := openSQLite(b, Options{})
 		ctx := context.Background()
 		var i int64
@@ -332,20 +333,7 @@ func BenchmarkSaveRegistration(b *testing.B) {
 			}
 		}
 	})
-	b.Run("parallel", func(b *testing.B) {
-		s := openSQLite(b, Options{})
-		ctx := context.Background()
-		var n atomic.Int64
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				i := n.Add(1)
-				r := benchRegistration(i)
-				if _, err := s.SaveRegistration(ctx, r, "", benchOp(fmt.Sprintf("op-%d", i), r)); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	})
+	b.Run("parallel", func(b *testing.B) { benchSaveParallel(b, 1) })
 }
 
 // BenchmarkEnrollmentGet reads random enrollments out of 10,000.
@@ -373,6 +361,7 @@ func BenchmarkEnrollmentGet(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("sequential", func(b *testing.B) {
+		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
 			i = (i + 7919) % n
@@ -382,6 +371,7 @@ func BenchmarkEnrollmentGet(b *testing.B) {
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
 		var c atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {

@@ -1,0 +1,93 @@
+package attest_test
+
+import (
+	"context"
+	"crypto/x509"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/testutil"
+)
+
+// The attestation of one registration, as the pipeline runs it: the store's
+// reads (SQLite) and the checks, without TLS or HTTP. docs/benchmarks.md
+// says how to run them.
+
+// BenchmarkX509 attests an X.509 device: a CA-issued P-256 leaf through a
+// verified CA (an enrollment miss, the CA and its group found by
+// thumbprint, the chain verified), and a self-signed certificate of an
+// individual enrollment; crypto/x509's own verification of the same chain
+// for comparison.
+func BenchmarkX509(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	root := e.VerifiedRoot("bench-root", pki.Options{CommonName: "Bench Root"})
+	e.PutGroup(provtest.CAGroup("bench-group", "bench-root"))
+	leaf, _ := root.Leaf(b, pki.Options{CommonName: "bench-dev"})
+	self, _ := testutil.SelfSigned(b, pki.Options{CommonName: "bench-self"})
+	e.PutIndividual(provtest.X509Individual("bench-self", self, nil))
+	for _, bc := range []struct {
+		name, id string
+		chain    []*x509.Certificate
+	}{
+		{"ca-issued-p256-via-verified-ca", "bench-dev", []*x509.Certificate{leaf, root.Cert}},
+		{"self-signed-individual", "bench-self", []*x509.Certificate{self}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.a.X509(ctx, bc.id, bc.chain); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("crypto-x509-verify-only", func(b *testing.B) {
+		b.ReportAllocs()
+		roots := x509.NewCertPool()
+		roots.AddCert(root.Cert)
+		opts := x509.VerifyOptions{Roots: roots, CurrentTime: time.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		for b.Loop() {
+			if _, err := leaf.Verify(opts); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSymmetricKey attests a SAS token: of an individual enrollment,
+// and of a group device, found through the group of its last registration
+// (the hint) or by trying every symmetric-key group (here 10).
+func BenchmarkSymmetricKey(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	ind := e.PutIndividual(provtest.SymIndividual("bench-ind"))
+	indKey, _ := provtest.Keys(b, ind.Attestation)
+	var groupKey []byte
+	for i := range 10 {
+		g := e.PutGroup(provtest.SymGroup(string(rune('a'+i)) + "-bench-group"))
+		groupKey, _ = provtest.Keys(b, g.Attestation)
+	}
+	lastGroup := "j-bench-group" // the last one tried without a hint
+	for _, bc := range []struct {
+		name, id, hint string
+		key            []byte
+	}{
+		{"individual", "bench-ind", "", indKey},
+		{"group-with-hint", "bench-dev", lastGroup, sas.DeriveDeviceKey(groupKey, "bench-dev")},
+		{"group-of-10-without-hint", "bench-dev", "", sas.DeriveDeviceKey(groupKey, "bench-dev")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			tok := e.DeviceToken(bc.id, bc.key)
+			for b.Loop() {
+				if _, err := e.a.SymmetricKey(ctx, scope, bc.id, tok, bc.hint); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
