@@ -1,89 +1,201 @@
-// Command dpsd-load measures registration throughput of a provisioning
-// service (dpsd, or any DPS) with many device identities, one fresh TLS
-// connection per registration by default, as a fleet of first-boot devices
-// would connect. It also measures the bare TLS handshake rate of the same
-// endpoint, the ceiling registration throughput is compared with.
+// Command dpsd-load is the benchmark of a provisioning service (dpsd, or any
+// DPS): it registers many device identities over HTTPS or MQTT and reports
+// the rate, latency percentiles, errors by errorCode and, when the server
+// runs on the same machine, the server's CPU time and memory. Beside every
+// workload it measures a baseline in the same run, with the same
+// certificates and the same client stack: a fresh TLS connection with a
+// trivial answer (GET /healthz, or MQTT CONNECT/CONNACK) per device, or a
+// trivial answer on the same kept-alive connections. The ratio of the two
+// says how close registration comes to the cost of TLS itself.
 //
-//	dpsd-load --login "$(dpsd info -o json | jq -r .serviceConnectionString)" \
-//	    --ca-file dpsd-data/server-ca.pem --attestation x509 --devices 2000 --concurrency 16
+//	dpsd-load --login "$(dpsd info serviceConnectionString)" --ca-file dpsd-data/server-ca.pem \
+//	    --attestation x509 --devices 2000 --concurrency 8
 //
 // It creates what it needs through the service API (a symmetric-key group,
-// or a root CA uploaded as verified and a group referencing it), so it runs
-// against a fresh instance, and it links a hub if none is linked.
+// or a root CA uploaded as verified and a group referencing it), links a hub
+// if none is linked, and deletes the group and the CA afterwards. It exits 1
+// when a request fails (--max-errors tolerates some), saying how many failed
+// and with which errorCode.
 package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
-	"slices"
-	"sync"
-	"sync/atomic"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
-	"github.com/dpsd/dpsd/client"
 	"github.com/dpsd/dpsd/internal/dps"
-	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
 
-type options struct {
-	login, caFile, endpoint, idScope string
-	attestation                      string
-	devices, concurrency             int
-	reuse, handshakeOnly             bool
-	prefix                           string
-	output                           string
-}
-
 func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(runMain(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// runMain runs the command line args and returns the exit code: 0, 1 when
+// the benchmark failed (errors, nothing measured), 2 for bad usage.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err == nil {
+		err = run(ctx, o, stdout)
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintln(stderr, "dpsd-load:", err)
+		return 2
+	}
+	fmt.Fprintln(stderr, "dpsd-load: error:", err)
+	return 1
+}
+
+// usageError is a bad command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// options are the flags of a benchmark run.
+type options struct {
+	login, caFile           string
+	endpoint, mqttEndpoint  string
+	idScope                 string
+	transport, attestation  string
+	keepAlive               bool
+	load                    loadFlags
+	prefix                  string
+	noCleanup               bool
+	serverPID               int
+	serverPprof, profileDir string
+}
+
+// loadFlags are the flags the benchmark and the scale command share: how
+// much load, at what pace, and how to report it.
+type loadFlags struct {
+	devices, concurrency int
+	duration, timeout    time.Duration
+	rate                 rate
+	baseline             bool
+	handshakeOnly        bool
+	maxErrors            int64
+	output               string
+}
+
+func (l *loadFlags) add(fs *flag.FlagSet, devicesUsage string) {
+	fs.IntVar(&l.devices, "devices", 1000, devicesUsage)
+	fs.IntVar(&l.concurrency, "concurrency", 8, "concurrent devices (workers); with --keep-alive, connections")
+	fs.DurationVar(&l.duration, "duration", 0, "run each phase for this long (e.g. 30s) instead of --devices operations")
+	fs.Var(&l.rate, "rate", "pace the workload at this many registrations per second (e.g. 300/s; latency counts from when each was due); default: as fast as --concurrency allows")
+	fs.BoolVar(&l.baseline, "baseline", true, "measure the baseline first, in the same run with the same devices, and print the ratio")
+	fs.BoolVar(&l.handshakeOnly, "handshake-only", false, "measure the baseline only")
+	fs.Int64Var(&l.maxErrors, "max-errors", 0, "failed requests tolerated before exiting 1")
+	fs.DurationVar(&l.timeout, "timeout", 30*time.Second, "time limit of one registration (or baseline request)")
+	fs.StringVar(&l.output, "output", "table", "table or json")
+}
+
+func (l *loadFlags) check() error {
+	switch {
+	case l.devices < 1:
+		return usagef("--devices %d: give at least 1", l.devices)
+	case l.concurrency < 1 || l.concurrency > 10000:
+		return usagef("--concurrency %d: give 1 to 10000", l.concurrency)
+	case l.duration < 0:
+		return usagef("--duration %s is negative", l.duration)
+	case l.timeout <= 0:
+		return usagef("--timeout %s: give a positive duration", l.timeout)
+	case l.output != "table" && l.output != "json":
+		return usagef("--output %q: use table or json", l.output)
+	}
+	return nil
+}
+
+func (l *loadFlags) plan() plan {
+	p := plan{duration: l.duration, rate: float64(l.rate), concurrency: l.concurrency, timeout: l.timeout}
+	if p.duration == 0 {
+		p.count = l.devices
+	}
+	return p
+}
+
+// rate is --rate: registrations per second, given as N or N/s.
+type rate float64
+
+func (r *rate) String() string {
+	if *r == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(float64(*r), 'f', -1, 64) + "/s"
+}
+
+func (r *rate) Set(s string) error {
+	v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(s), "/s"), 64)
+	if err != nil || v <= 0 || v > 1e6 {
+		return fmt.Errorf("%q is not a rate such as 300/s", s)
+	}
+	*r = rate(v)
+	return nil
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
-	flag.StringVar(&o.login, "login", os.Getenv("DPSD_LOGIN"), "service connection string (DPSD_LOGIN)")
-	flag.StringVar(&o.caFile, "ca-file", os.Getenv("DPSD_CA_FILE"), "server CA PEM (DPSD_CA_FILE)")
-	flag.StringVar(&o.endpoint, "endpoint", "", "device endpoint host:port (default: the service endpoint)")
-	flag.StringVar(&o.idScope, "id-scope", "", "ID scope (default: read from the service's /settings)")
-	flag.StringVar(&o.attestation, "attestation", "symmetric-key", "symmetric-key or x509")
-	flag.IntVar(&o.devices, "devices", 1000, "registrations to perform, one device identity each")
-	flag.IntVar(&o.concurrency, "concurrency", 8, "concurrent devices")
-	flag.BoolVar(&o.reuse, "reuse-connections", false, "reuse TLS connections across registrations (symmetric-key only)")
-	flag.BoolVar(&o.handshakeOnly, "handshake-only", false, "measure bare TLS handshakes (with a client certificate for x509) and stop")
-	flag.StringVar(&o.prefix, "prefix", "", "registration ID prefix (default: random)")
-	flag.StringVar(&o.output, "output", "table", "table or json")
-	flag.Parse()
-	if err := run(context.Background(), o); err != nil {
-		fmt.Fprintln(os.Stderr, "dpsd-load: error:", err)
-		os.Exit(1)
+	fs := flag.NewFlagSet("dpsd-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.login, "login", os.Getenv("DPSD_LOGIN"), "service connection string (DPSD_LOGIN)")
+	fs.StringVar(&o.caFile, "ca-file", os.Getenv("DPSD_CA_FILE"), "server CA PEM (DPSD_CA_FILE)")
+	fs.StringVar(&o.endpoint, "endpoint", "", "device endpoint host:port of HTTPS (default: the service endpoint)")
+	fs.StringVar(&o.mqttEndpoint, "mqtt-endpoint", "", "MQTT-over-TLS endpoint host:port (default: the host of --endpoint, port 8883)")
+	fs.StringVar(&o.idScope, "id-scope", "", "ID scope (default: read from the service's /settings)")
+	fs.StringVar(&o.transport, "transport", "https", "https or mqtt (MQTT 3.1.1 over TLS)")
+	fs.StringVar(&o.attestation, "attestation", "symmetric-key", "symmetric-key (a device key derived from a group key) or x509 (a CA-issued P-256 leaf, group via a verified CA)")
+	fs.BoolVar(&o.keepAlive, "keep-alive", false, "keep connections alive: each worker opens one connection and sends every request on it (x509 and MQTT: one device per connection, re-registering)")
+	o.load.add(fs, "registrations per phase, one device identity each (with --duration: the number of X.509 identities made beforehand and reused in turn)")
+	fs.StringVar(&o.prefix, "prefix", "", "registration ID prefix (default: random)")
+	fs.BoolVar(&o.noCleanup, "no-cleanup", false, "keep the enrollment group and CA certificate the run created")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "process ID of the server, for its CPU and memory (default: the local process listening on the endpoint, if any)")
+	fs.StringVar(&o.serverPprof, "server-pprof", "", "base URL of the server's pprof endpoint (dpsd serve --pprof-addr), for allocations per operation")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "save CPU and allocation profiles of the workload phase here (needs --server-pprof and --duration)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, usageError{err.Error()}
 	}
+	if fs.NArg() > 0 {
+		return o, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if err := o.load.check(); err != nil {
+		return o, err
+	}
+	switch {
+	case o.login == "":
+		return o, usagef("--login is required (dpsd info prints the service connection string)")
+	case o.transport != "https" && o.transport != "mqtt":
+		return o, usagef("--transport %q: use https or mqtt", o.transport)
+	case o.attestation != "symmetric-key" && o.attestation != "x509":
+		return o, usagef("--attestation %q: use symmetric-key or x509", o.attestation)
+	case o.profileDir != "" && (o.serverPprof == "" || o.load.duration == 0):
+		return o, usagef("--profile-dir needs --server-pprof and --duration (the profiles cover the workload phase)")
+	}
+	return o, nil
 }
 
-// Result is what one run measured.
-type Result struct {
-	Mode        string  `json:"mode"`
-	Attestation string  `json:"attestation"`
-	Devices     int     `json:"devices"`
-	Concurrency int     `json:"concurrency"`
-	Errors      int64   `json:"errors"`
-	Seconds     float64 `json:"seconds"`
-	PerSecond   float64 `json:"perSecond"`
-	P50ms       float64 `json:"p50ms"`
-	P90ms       float64 `json:"p90ms"`
-	P99ms       float64 `json:"p99ms"`
-	FirstError  string  `json:"firstError,omitempty"`
-}
-
-func run(ctx context.Context, o options) error {
-	if o.login == "" {
-		return errors.New("--login is required (dpsd info prints the service connection string)")
-	}
+func run(ctx context.Context, o options, stdout io.Writer) error {
 	var ca []byte
 	if o.caFile != "" {
 		b, err := os.ReadFile(o.caFile)
@@ -99,11 +211,18 @@ func run(ctx context.Context, o options) error {
 	if o.endpoint == "" {
 		o.endpoint = svc.Host()
 	}
-	var settings dps.Settings
-	if _, err := svc.Do(ctx, svcclient.Request{Method: "GET", Path: "/settings"}, &settings); err != nil {
-		return fmt.Errorf("reading /settings: %w", err)
+	if o.mqttEndpoint == "" {
+		host, _, err := net.SplitHostPort(o.endpoint)
+		if err != nil {
+			return usagef("--endpoint %q is not host:port", o.endpoint)
+		}
+		o.mqttEndpoint = net.JoinHostPort(host, "8883")
 	}
 	if o.idScope == "" {
+		var settings dps.Settings
+		if _, err := svc.Do(ctx, svcclient.Request{Method: "GET", Path: "/settings"}, &settings); err != nil {
+			return fmt.Errorf("reading /settings: %w", err)
+		}
 		o.idScope = settings.IDScope
 	}
 	if o.prefix == "" {
@@ -116,22 +235,50 @@ func run(ctx context.Context, o options) error {
 	if ca != nil {
 		roots.AppendCertsFromPEM(ca)
 	}
-	devs, err := prepare(ctx, svc, o)
+	p := o.load.plan()
+	// X.509 identities are made beforehand (a key pair and a certificate
+	// each is client CPU the measurement should not pay).
+	pool := o.load.devices
+	if o.keepAlive && (o.attestation == "x509" || o.transport == "mqtt") {
+		pool = o.load.concurrency
+	}
+	fl, cleanup, err := prepare(ctx, svc, o.prefix, o.attestation, pool)
 	if err != nil {
 		return err
 	}
-	r := measure(ctx, o, devs, roots)
-	if o.output == "json" {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+	if !o.noCleanup {
+		defer cleanup()
 	}
-	fmt.Printf("%s %s: %d devices, concurrency %d: %.1f/s over %.2fs, p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, errors %d\n",
-		r.Mode, r.Attestation, r.Devices, r.Concurrency, r.PerSecond, r.Seconds, r.P50ms, r.P90ms, r.P99ms, r.Errors)
-	if r.FirstError != "" {
-		fmt.Println("first error:", r.FirstError)
+	endpoint := o.endpoint
+	if o.transport == "mqtt" {
+		endpoint = o.mqttEndpoint
 	}
-	return nil
+	t := newTarget(o.transport, o.keepAlive, endpoint, o.idScope, roots, fl)
+	mon, note := newMonitor(o.serverPID, endpoint, o.serverPprof, o.profileDir)
+	mon.label = o.transport + "-" + o.attestation + "-" + connections(o.keepAlive)
+	rep := &Report{
+		Transport: o.transport, Attestation: o.attestation, Connections: connections(o.keepAlive),
+		Endpoint: endpoint, Concurrency: p.concurrency, Note: note,
+	}
+	if err := benchmark(ctx, rep, t, p, mon, o.load.baseline || o.load.handshakeOnly, !o.load.handshakeOnly); err != nil {
+		return err
+	}
+	return finish(rep, o.load, stdout)
+}
+
+// finish prints the report and fails when it shows errors.
+func finish(rep *Report, l loadFlags, stdout io.Writer) error {
+	if err := rep.write(stdout, l.output); err != nil {
+		return err
+	}
+	return rep.check(l.maxErrors)
+}
+
+func connections(keepAlive bool) string {
+	if keepAlive {
+		return "kept-alive"
+	}
+	return "new"
 }
 
 func ensureHub(ctx context.Context, svc *svcclient.Client) error {
@@ -144,148 +291,4 @@ func ensureHub(ctx context.Context, svc *svcclient.Client) error {
 	}
 	_, err := svc.Do(ctx, svcclient.Request{Method: "PUT", Path: "/linkedHubs/load-hub.azure-devices.net", Body: dps.LinkedHubBody{}}, nil)
 	return err
-}
-
-// device is one identity: a registration ID and its credential.
-type device struct {
-	id   string
-	key  []byte
-	cert *tls.Certificate
-}
-
-func prepare(ctx context.Context, svc *svcclient.Client, o options) ([]device, error) {
-	devs := make([]device, o.devices)
-	switch o.attestation {
-	case "symmetric-key":
-		groupKey := make([]byte, 32)
-		copy(groupKey, o.prefix)
-		g := dps.EnrollmentGroup{EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{
-			PrimaryKey: base64.StdEncoding.EncodeToString(groupKey), SecondaryKey: base64.StdEncoding.EncodeToString(groupKey)}}}}
-		if _, err := svc.Do(ctx, svcclient.Request{Method: "PUT", Path: "/enrollmentGroups/" + o.prefix + "group", Body: g}, nil); err != nil {
-			return nil, fmt.Errorf("creating the group: %w", err)
-		}
-		for i := range devs {
-			devs[i].id = fmt.Sprintf("%s%06d", o.prefix, i)
-			devs[i].key = client.DeriveKey(groupKey, devs[i].id)
-		}
-	case "x509":
-		root, rootKey, err := pki.NewRootCA(pki.Options{CommonName: o.prefix + "root", Days: 2})
-		if err != nil {
-			return nil, err
-		}
-		body := dps.CertificateBody{Certificate: string(pki.EncodePEM(root)), IsVerified: new(true)}
-		if _, err := svc.Do(ctx, svcclient.Request{Method: "PUT", Path: "/certificates/" + o.prefix + "root", Body: body}, nil); err != nil {
-			return nil, fmt.Errorf("uploading the CA: %w", err)
-		}
-		g := dps.EnrollmentGroup{EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509, X509: &dps.X509Attestation{CAReferences: &dps.X509CAReferences{Primary: o.prefix + "root"}}}}}
-		if _, err := svc.Do(ctx, svcclient.Request{Method: "PUT", Path: "/enrollmentGroups/" + o.prefix + "group", Body: g}, nil); err != nil {
-			return nil, fmt.Errorf("creating the group: %w", err)
-		}
-		for i := range devs {
-			id := fmt.Sprintf("%s%06d", o.prefix, i)
-			leaf, key, err := pki.NewLeaf(pki.Options{CommonName: id, Days: 2}, root, rootKey)
-			if err != nil {
-				return nil, err
-			}
-			devs[i] = device{id: id, cert: &tls.Certificate{Certificate: [][]byte{leaf.Raw, root.Raw}, PrivateKey: key, Leaf: leaf}}
-		}
-	default:
-		return nil, fmt.Errorf("--attestation %q: use symmetric-key or x509", o.attestation)
-	}
-	return devs, nil
-}
-
-func measure(ctx context.Context, o options, devs []device, roots *x509.CertPool) Result {
-	mode := "register"
-	if o.handshakeOnly {
-		mode = "handshake"
-	}
-	r := Result{Mode: mode, Attestation: o.attestation, Devices: len(devs), Concurrency: o.concurrency}
-	host, _, _ := net.SplitHostPort(o.endpoint)
-	lat := make([]time.Duration, len(devs))
-	var next, errs atomic.Int64
-	var firstErr atomic.Value
-	shared := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: host}, MaxIdleConnsPerHost: o.concurrency}
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range o.concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(devs) {
-					return
-				}
-				d := devs[i]
-				t0 := time.Now()
-				var err error
-				if o.handshakeOnly {
-					err = handshake(o.endpoint, host, roots, d.cert)
-				} else {
-					err = register(ctx, o, d, roots, host, shared)
-				}
-				lat[i] = time.Since(t0)
-				if err != nil {
-					errs.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start)
-	r.Seconds = el.Seconds()
-	r.PerSecond = float64(len(devs)) / el.Seconds()
-	r.Errors = errs.Load()
-	if v, ok := firstErr.Load().(string); ok {
-		r.FirstError = v
-	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
-	}
-	r.P50ms, r.P90ms, r.P99ms = pct(0.50), pct(0.90), pct(0.99)
-	return r
-}
-
-func register(ctx context.Context, o options, d device, roots *x509.CertPool, host string, shared *http.Transport) error {
-	cfg := client.Config{Endpoint: o.endpoint, IDScope: o.idScope, RegistrationID: d.id, RootCAs: roots}
-	if d.cert != nil {
-		cfg.Certificate = d.cert
-	} else {
-		cfg.SymmetricKey = d.key
-	}
-	tr := shared
-	if !o.reuse || d.cert != nil {
-		tc := &tls.Config{RootCAs: roots, ServerName: host}
-		if d.cert != nil {
-			tc.Certificates = []tls.Certificate{*d.cert}
-		}
-		tr = &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}
-	}
-	cfg.HTTPClient = &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	_, err := client.Register(ctx, cfg)
-	return err
-}
-
-// handshake opens a TLS connection (presenting cert when given), completes
-// the handshake and closes it: the per-device cost no registration can avoid.
-func handshake(endpoint, host string, roots *x509.CertPool, cert *tls.Certificate) error {
-	tc := &tls.Config{RootCAs: roots, ServerName: host}
-	if cert != nil {
-		tc.Certificates = []tls.Certificate{*cert}
-	}
-	c, err := tls.Dial("tcp", endpoint, tc)
-	if err != nil {
-		return err
-	}
-	// TLS 1.3 sends the client certificate after the client's Finished: read
-	// until the server has processed it (it answers a bad request and closes).
-	c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n"))
-	io.Copy(io.Discard, c)
-	return c.Close()
 }
