@@ -16,6 +16,10 @@
 // if none is linked, and deletes the group and the CA afterwards. It exits 1
 // when a request fails (--max-errors tolerates some), saying how many failed
 // and with which errorCode.
+//
+// `dpsd-load scale` builds an instance of a million enrollments and
+// registration records through `dpsd import` and measures start-up time,
+// memory and registration throughput of `dpsd serve` on it (see scale.go).
 package main
 
 import (
@@ -46,9 +50,17 @@ func main() {
 // runMain runs the command line args and returns the exit code: 0, 1 when
 // the benchmark failed (errors, nothing measured), 2 for bad usage.
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, err := parseFlags(args, stderr)
-	if err == nil {
-		err = run(ctx, o, stdout)
+	var err error
+	if len(args) > 0 && args[0] == "scale" {
+		var o scaleOptions
+		if o, err = parseScaleFlags(args[1:], stderr); err == nil {
+			err = runScale(ctx, o, stdout, stderr)
+		}
+	} else {
+		var o options
+		if o, err = parseFlags(args, stderr); err == nil {
+			err = run(ctx, o, stdout)
+		}
 	}
 	var ue usageError
 	switch {
@@ -170,14 +182,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.serverPID, "server-pid", 0, "process ID of the server, for its CPU and memory (default: the local process listening on the endpoint, if any)")
 	fs.StringVar(&o.serverPprof, "server-pprof", "", "base URL of the server's pprof endpoint (dpsd serve --pprof-addr), for allocations per operation")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "save CPU and allocation profiles of the workload phase here (needs --server-pprof and --duration)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return o, err
-		}
-		return o, usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return o, usagef("unexpected argument %q", fs.Arg(0))
+	usage := "Usage: dpsd-load --login CONNECTION-STRING [flags]\n       dpsd-load scale --dir DIR [flags]\n\nRegisters devices with a provisioning service over HTTPS or MQTT after a baseline measured in the\nsame run, and reports rates, latencies, errors and the ratio (docs/benchmarks.md).\n\n"
+	if err := parse(fs, args, usage); err != nil {
+		return o, err
 	}
 	if err := o.load.check(); err != nil {
 		return o, err
@@ -193,6 +200,25 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, usagef("--profile-dir needs --server-pprof and --duration (the profiles cover the workload phase)")
 	}
 	return o, nil
+}
+
+// parse parses args with fs, whose usage starts with usage: -h is
+// flag.ErrHelp, anything wrong a usageError.
+func parse(fs *flag.FlagSet, args []string, usage string) error {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }
 
 func run(ctx context.Context, o options, stdout io.Writer) error {

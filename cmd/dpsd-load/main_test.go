@@ -219,6 +219,9 @@ func TestLoadUsage(t *testing.T) {
 		{[]string{"--login", "x", "--concurrency", "0"}, "--concurrency 0"},
 		{[]string{"--login", "x", "--output", "yaml"}, `--output "yaml"`},
 		{[]string{"--login", "x", "extra"}, `unexpected argument "extra"`},
+		{[]string{"scale"}, "--dir is required"},
+		{[]string{"scale", "--dir", "d", "--workloads", "tpm"}, `"tpm" is not symmetric-key or x509`},
+		{[]string{"scale", "--dir", "d", "--enrollments", "5", "--registrations", "6"}, "at most one record per enrollment"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := runMain(context.Background(), tc.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
