@@ -38,6 +38,9 @@ var (
 	// retry transient failures (a lost connection, a deadlock) a bounded
 	// number of times before returning it.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrBadPosition is the error of a paging position (Page.Next) the
+	// store did not return.
+	ErrBadPosition = errors.New("not a paging position this store returned")
 )
 
 // Store is everything dpsd persists. Several processes may share one
@@ -125,6 +128,19 @@ type Store interface {
 
 	// Registrations pages through every registration record, in key order.
 	Registrations(ctx context.Context, after string, limit int) (Page[*Registration], error)
+
+	// AddRefusals appends entries to the refusal journal, in one
+	// transaction. The store assigns each entry's ID (the caller's is
+	// ignored); an entry without a time gets the current time.
+	AddRefusals(ctx context.Context, rs []*Refusal) error
+	// Refusals pages through the journal entries f selects, newest first:
+	// up to limit entries after `after` (a Page.Next; "" for the newest).
+	// An `after` this store did not return is an error.
+	Refusals(ctx context.Context, f RefusalFilter, after string, limit int) (Page[*Refusal], error)
+	// TrimRefusals deletes the journal entries older than before, and the
+	// oldest entries beyond the newest keep ones (keep <= 0: none are kept
+	// by count), and returns how many it deleted.
+	TrimRefusals(ctx context.Context, keep int, before time.Time) (int, error)
 
 	// Counts returns how many records of each kind the store holds.
 	Counts(ctx context.Context) (*Counts, error)
@@ -233,6 +249,36 @@ type Registration struct {
 	// DevicePayload is the payload the device sent with its last register
 	// request (custom allocation and operators read it); nil when none.
 	DevicePayload json.RawMessage
+}
+
+// Refusal is one entry of the refusal journal: a device request dpsd
+// refused, and what the device presented. It holds no key, token signature
+// or private material: Credential is a summary.
+type Refusal struct {
+	// ID is assigned by the store; it orders entries of the same Time.
+	ID             string
+	Time           time.Time
+	Transport      string // https, mqtt, mqtt-ws
+	Operation      string // register, poll, lookup
+	RegistrationID string // as the device sent it
+	// Credential summarizes what the device presented: certificate subjects,
+	// issuers and thumbprints, or the SAS token's key name, resource and
+	// expiry.
+	Credential string
+	Status     int // the HTTP status (MQTT: the response topic's status)
+	ErrorCode  int
+	Reason     string
+	TrackingID string
+	// Peer is the address the request came from, host:port.
+	Peer string
+}
+
+// RefusalFilter selects journal entries; its zero fields select all.
+type RefusalFilter struct {
+	RegistrationID string // case-insensitive
+	ErrorCode      int
+	Since          time.Time // inclusive
+	Until          time.Time // exclusive
 }
 
 // Operation is the outcome (or progress) of one register request.

@@ -392,8 +392,13 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 		qEnrollment, qEnrollmentsAfter, qGroup, qGroupsAfter, qGroupsBySigningCert, qGroupsByCA,
 		qSigningCertsBySubject, qGroupsByAttestation, qDeleteGroupSigningCerts, qDeleteGroupCARefs,
 		qPolicy, qCA, qCAsByThumbprint, qCAsBySubject, qHub, qRegistration, qRegistrationsByGroup, qRegistrationsAfter,
-		qOperation, qDeleteExpiredOperations,
+		qOperation, qDeleteExpiredOperations, qDeleteRefusalsBefore, qDeleteRefusalsUpTo,
 		enrollmentsT.update, registrationsT.update, registrationsT.delIf, groupsT.del, groupsT.restore,
+		// qRefusalCutoff walks an index by design: it finds the oldest entry
+		// the count bound keeps.
+		refusalList(t, store.RefusalFilter{}, "1.a"), refusalList(t, store.RefusalFilter{RegistrationID: "x"}, ""),
+		refusalList(t, store.RefusalFilter{ErrorCode: 401002, Since: time.Unix(1, 0)}, "1.a"),
+		refusalList(t, store.RefusalFilter{Since: time.Unix(1, 0), Until: time.Unix(2, 0)}, ""),
 	} {
 		n := strings.Count(q, "$")
 		args := make([]any, n)
@@ -420,6 +425,16 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refusalList is the query Refusals runs for f and after.
+func refusalList(t *testing.T, f store.RefusalFilter, after string) string {
+	t.Helper()
+	q, args, err := refusalQuery(f, after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q + " ORDER BY at DESC, id DESC LIMIT $" + fmt.Sprint(len(args)+1)
 }
 
 func TestPageSizeCap(t *testing.T) {

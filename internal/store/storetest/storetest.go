@@ -63,6 +63,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("save registration", func(t *testing.T) { testSaveRegistration(t, opener) })
 	t.Run("operation", func(t *testing.T) { testOperations(t, opener) })
 	t.Run("concurrency", func(t *testing.T) { testConcurrency(t, opener) })
+	t.Run("refusals", func(t *testing.T) { testRefusals(t, opener) })
 	t.Run("restore", func(t *testing.T) {
 		t.Run("enrollment", func(t *testing.T) { testRestore(t, opener, enrollmentKind()) })
 		t.Run("group", func(t *testing.T) { testRestore(t, opener, groupKind()) })
