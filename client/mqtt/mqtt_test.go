@@ -193,6 +193,8 @@ func (s *script) OperationStatus(ctx context.Context, req provisioning.Request, 
 	return f()
 }
 
+func (s *script) Refused(_ *provisioning.Request, _ string, err error) error { return err }
+
 func (s *script) counts() (int, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -94,6 +94,8 @@ func (sf *serveFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&cfg.LogFormat, "log-format", def.LogFormat, "log format: text or json")
 	f.StringVar(&cfg.LogLevel, "log-level", def.LogLevel, "log level: debug, info, warn or error")
 	f.StringVar(&cfg.PprofAddr, "pprof-addr", def.PprofAddr, "serve Go's profiling endpoints (/debug/pprof/) over plain HTTP without authentication at this address, for benchmarks; keep it on loopback (127.0.0.1:6060)")
+	f.IntVar(&cfg.RefusalJournalMaxEntries, "refusal-journal-max-entries", def.RefusalJournalMaxEntries, "most entries the refusal journal keeps; the oldest go first")
+	f.DurationVar(&cfg.RefusalJournalMaxAge, "refusal-journal-max-age", def.RefusalJournalMaxAge, "how long the refusal journal keeps an entry")
 	f.StringVar(&sf.configFile, configFlag, "", "JSON config file keyed by flag name")
 }
 

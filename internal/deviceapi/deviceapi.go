@@ -69,32 +69,35 @@ func (a *API) notFound(w http.ResponseWriter, r *http.Request) {
 
 // request builds the pipeline request: addressing from the path, credentials
 // from TLS and the Authorization header, and the body when there is one (a
-// poll may carry "{}", which Node sends).
-func (a *API) request(r *http.Request, segs []string, withBody bool) (provisioning.Request, error) {
+// poll may carry "{}", which Node sends). A body that does not parse is
+// refused here, and recorded in the refusal journal as the pipeline's own
+// refusals are (op names the request).
+func (a *API) request(r *http.Request, segs []string, op string) (provisioning.Request, error) {
 	req := provisioning.Request{
 		Transport:      "https",
 		TrackingID:     httpx.RequestID(r.Context()),
 		IDScope:        segs[0],
 		RegistrationID: segs[2],
 		Credentials:    attest.Credentials{SAS: r.Header.Get("Authorization")},
+		Peer:           r.RemoteAddr,
 	}
 	if r.TLS != nil {
 		req.Credentials.Certificates = r.TLS.PeerCertificates
 	}
-	if withBody {
+	if op != provisioning.OpPoll {
 		b, err := httpx.ReadBody(r)
 		if err != nil {
-			return req, err
+			return req, a.Pipeline.Refused(&req, op, err)
 		}
 		if req.Body, err = provisioning.ParseBody(b); err != nil {
-			return req, err
+			return req, a.Pipeline.Refused(&req, op, err)
 		}
 	}
 	return req, nil
 }
 
 func (a *API) register(w http.ResponseWriter, r *http.Request, segs []string) error {
-	req, err := a.request(r, segs, true)
+	req, err := a.request(r, segs, provisioning.OpRegister)
 	if err != nil {
 		return err
 	}
@@ -108,7 +111,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, segs []string) er
 }
 
 func (a *API) operation(w http.ResponseWriter, r *http.Request, segs []string) error {
-	req, err := a.request(r, segs, false)
+	req, err := a.request(r, segs, provisioning.OpPoll)
 	if err != nil {
 		return err
 	}
@@ -121,7 +124,7 @@ func (a *API) operation(w http.ResponseWriter, r *http.Request, segs []string) e
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request, segs []string) error {
-	req, err := a.request(r, segs, true)
+	req, err := a.request(r, segs, provisioning.OpLookup)
 	if err != nil {
 		return err
 	}

@@ -341,6 +341,7 @@ func (c *conn) request(tr TopicRequest, payload []byte) (int, int, []byte) {
 		IDScope:        c.user.IDScope,
 		RegistrationID: c.user.RegistrationID,
 		Credentials:    attest.Credentials{Certificates: c.certs, SAS: c.password},
+		Peer:           c.t.RemoteAddr().String(),
 	}
 	var ans *provisioning.Answer
 	var err error
@@ -348,10 +349,12 @@ func (c *conn) request(tr TopicRequest, payload []byte) (int, int, []byte) {
 	case Register:
 		if req.Body, err = provisioning.ParseBody(payload); err == nil {
 			ans, err = c.s.Provisioner.Register(ctx, req)
+		} else {
+			err = c.s.Provisioner.Refused(&req, provisioning.OpRegister, err)
 		}
 	case OperationStatus:
 		if tr.OperationID == "" {
-			err = dpserr.BadRequest("the operation-status topic has no operationId: publish to %s?$rid={rid}&operationId={operationId} with the operationId of the register answer", pollTopic)
+			err = c.s.Provisioner.Refused(&req, provisioning.OpPoll, dpserr.BadRequest("the operation-status topic has no operationId: publish to %s?$rid={rid}&operationId={operationId} with the operationId of the register answer", pollTopic))
 		} else {
 			ans, err = c.s.Provisioner.OperationStatus(ctx, req, tr.OperationID)
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
+	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
@@ -45,6 +46,7 @@ const (
 type harness struct {
 	provtest.Instance
 	Pipeline *provisioning.Pipeline // nil with a fake provisioner
+	Journal  *journal.Journal       // nil with a fake provisioner
 	Fake     *fake
 	Server   *mqtt.Server
 	Metrics  *mqtt.Metrics
@@ -83,9 +85,10 @@ func newHarness(t testing.TB, o options) *harness {
 		h.Fake = &fake{}
 		prov = h.Fake
 	} else {
+		h.Journal = journal.New(st, journal.Options{Log: log})
 		h.Pipeline = &provisioning.Pipeline{
 			Store: st, Attest: &attest.Attestor{Store: st, Log: log}, Log: log, Metrics: pm,
-			IDScope: inst.IDScope, Strict: o.strict, RetryAfter: 3,
+			IDScope: inst.IDScope, Strict: o.strict, RetryAfter: 3, Journal: h.Journal,
 		}
 		prov = h.Pipeline
 	}
@@ -130,6 +133,9 @@ func newHarness(t testing.TB, o options) *harness {
 			t.Errorf("Serve did not return after Shutdown")
 		}
 		web.Close()
+		if h.Journal != nil {
+			h.Journal.Close()
+		}
 		st.Close()
 	})
 	h.db = provtest.OpenSnapshots(t, dbPath)
@@ -219,6 +225,8 @@ func (f *fake) OperationStatus(ctx context.Context, req provisioning.Request, op
 	return &provisioning.Answer{Status: 200, Body: &dps.RegistrationOperationStatus{OperationID: operationID, Status: dps.StatusAssigned,
 		RegistrationState: &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID, DeviceID: req.RegistrationID, AssignedHub: hub1, Status: dps.StatusAssigned}}}, nil
 }
+
+func (f *fake) Refused(_ *provisioning.Request, _ string, err error) error { return err }
 
 func (f *fake) set(register func(provisioning.Request) (*provisioning.Answer, error), poll func(provisioning.Request, string) (*provisioning.Answer, error)) {
 	f.mu.Lock()

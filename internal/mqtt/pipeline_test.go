@@ -21,6 +21,7 @@ import (
 	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/mqtt/mqtttest"
 	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
@@ -157,6 +158,8 @@ func (h *harness) httpsPoll(t *testing.T, c provtest.Cred, id, opID string) (int
 // reason, on register and on a poll, and writes nothing; a disabled
 // enrollment ends in status "disabled" and writes one operation and no
 // registration record; a device connected all along keeps registering.
+// Every refusal and disabled outcome lands in the refusal journal, by
+// transport, without a secret.
 func TestRefusals(t *testing.T) {
 	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
 		h := newHarness(t, options{strict: mode.Strict})
@@ -202,6 +205,17 @@ func TestRefusals(t *testing.T) {
 			if got := value(h.PMetrics.Refusals.WithLabelValues(tr, strconv.Itoa(dpserr.CodeUnauthorized))); got != float64(refused[tr]) {
 				t.Errorf("dpsd_refusals_total{%s,401002} = %v, want %d", tr, got, refused[tr])
 			}
+		}
+		if err := h.Journal.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range []string{mqtt.TransportTLS, mqtt.TransportWebSocket} {
+			provtest.CheckJournal(t, h.Instance, table, tr, func(tc provtest.Refusal) []string {
+				if tc.Want.Terminal != "" {
+					return []string{provisioning.OpRegister}
+				}
+				return []string{provisioning.OpRegister, provisioning.OpPoll}
+			}, h.logs.String())
 		}
 	})
 }

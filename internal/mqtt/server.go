@@ -105,6 +105,9 @@ var ErrServerClosed = errors.New("mqtt: server closed")
 type Provisioner interface {
 	Register(ctx context.Context, req provisioning.Request) (*provisioning.Answer, error)
 	OperationStatus(ctx context.Context, req provisioning.Request, operationID string) (*provisioning.Answer, error)
+	// Refused records a refusal the transport makes itself (a payload that
+	// does not parse) in the refusal journal, and returns err.
+	Refused(req *provisioning.Request, op string, err error) error
 }
 
 var _ Provisioner = (*provisioning.Pipeline)(nil)

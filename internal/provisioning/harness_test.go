@@ -34,10 +34,12 @@ import (
 	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
+	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/testutil"
 )
 
@@ -58,6 +60,7 @@ const (
 type harness struct {
 	provtest.Instance
 	Pipeline *provisioning.Pipeline
+	Journal  *journal.Journal
 	Host     string // 127.0.0.1:port
 	roots    *x509.CertPool
 	logs     *testutil.LogBuffer
@@ -75,6 +78,9 @@ type options struct {
 	now func() time.Time
 	// ttl is Pipeline.OperationTTL.
 	ttl time.Duration
+	// journalStore is the store the refusal journal writes to (nil: the
+	// harness's).
+	journalStore func(store.Store) store.Store
 }
 
 func newHarness(t testing.TB, o options) *harness {
@@ -85,7 +91,13 @@ func newHarness(t testing.TB, o options) *harness {
 		scope = o.scope
 	}
 	log, logs := testutil.NewLogger(t, slog.LevelDebug)
+	var jst store.Store = st
+	if o.journalStore != nil {
+		jst = o.journalStore(st)
+	}
+	j := journal.New(jst, journal.Options{Log: log})
 	p := &provisioning.Pipeline{
+		Journal:      j,
 		Store:        st,
 		Attest:       &attest.Attestor{Store: st, Log: log, Now: o.now},
 		Log:          log,
@@ -100,7 +112,7 @@ func newHarness(t testing.TB, o options) *harness {
 	srv.StartTLS()
 	h := &harness{
 		Instance: provtest.Instance{T: t, Store: st, Scope: scope},
-		Pipeline: p, Host: srv.Listener.Addr().String(),
+		Pipeline: p, Journal: j, Host: srv.Listener.Addr().String(),
 		roots: x509.NewCertPool(), logs: logs,
 		clients: map[*tls.Certificate]*http.Client{},
 	}
@@ -113,7 +125,7 @@ func newHarness(t testing.TB, o options) *harness {
 		h.mu.Unlock()
 		// A handler stuck in the store keeps Close waiting forever: give
 		// up after a while, so that one hang fails one test only.
-		if !within(10*time.Second, func() { srv.Close(); st.Close() }) {
+		if !within(10*time.Second, func() { srv.Close(); j.Close(); st.Close() }) {
 			t.Errorf("the device API did not shut down within 10 s: a request is stuck (in the store?)")
 		}
 	})

@@ -50,6 +50,9 @@ type Pipeline struct {
 	// OperationTTL is how long an operation can be polled.
 	OperationTTL time.Duration
 	Now          func() time.Time
+	// Journal records every refusal, and every disabled outcome (nil:
+	// none are recorded).
+	Journal Journal
 }
 
 // Request is one device request, whatever the transport.
@@ -61,6 +64,9 @@ type Request struct {
 	// Body is the DeviceRegistration the device sent; nil when it sent none.
 	Body        *dps.DeviceRegistration
 	Credentials attest.Credentials
+	// Peer is the address the request came from (host:port), for the
+	// refusal journal.
+	Peer string
 }
 
 // Answer is what a transport renders: the status code (HTTP status, or the
@@ -82,7 +88,8 @@ func (p *Pipeline) now() time.Time {
 }
 
 // Register authenticates the device and assigns it.
-func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
+func (p *Pipeline) Register(ctx context.Context, req Request) (_ *Answer, err error) {
+	defer p.journal(&req, OpRegister, &err)
 	start := p.now()
 	var rec record
 	id, err := p.admit(ctx, &req, &rec, withoutCSR)
@@ -110,7 +117,8 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (*Answer, error) {
 }
 
 // OperationStatus answers a poll: 202 while assigning, 200 when terminal.
-func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID string) (*Answer, error) {
+func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID string) (_ *Answer, err error) {
+	defer p.journal(&req, OpPoll, &err)
 	if _, err := p.admit(ctx, &req, &record{}, nil); err != nil {
 		return nil, err
 	}
@@ -131,7 +139,8 @@ func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID
 
 // RegistrationStatus returns the device's registration record (the device
 // API's status lookup).
-func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (*dps.DeviceRegistrationResult, error) {
+func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (_ *dps.DeviceRegistrationResult, err error) {
+	defer p.journal(&req, OpLookup, &err)
 	if req.Body != nil && req.Body.CSR != "" {
 		return nil, dpserr.BadRequest("a status lookup must not carry a csr; send it with the register request")
 	}
@@ -268,6 +277,7 @@ func (p *Pipeline) disabled(ctx context.Context, req Request, id *attest.Identit
 	if err := p.Store.PutOperation(ctx, op); err != nil {
 		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
+	p.record(&req, OpRegister, http.StatusAccepted, res.ErrorCode, res.ErrorMessage)
 	return op, nil
 }
 

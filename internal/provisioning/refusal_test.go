@@ -6,6 +6,7 @@ import (
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 )
 
@@ -13,11 +14,13 @@ import (
 // suite runs too — through the HTTPS device API in both modes: 401 401002
 // with a precise message on register, on the status lookup and on a poll,
 // and nothing written. A disabled match answers 202 and a 200 poll with
-// status "disabled", and writes no registration record.
+// status "disabled", and writes no registration record. Every refusal, and
+// every disabled outcome, lands in the refusal journal without a secret.
 func TestRefusals(t *testing.T) {
 	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
 		h := newHarness(t, options{strict: mode.Strict})
-		for name, tc := range provtest.Refusals(h.Instance) {
+		table := provtest.Refusals(h.Instance)
+		for name, tc := range table {
 			t.Run(name, func(t *testing.T) {
 				tc.Skip(t, "https")
 				scope := tc.IDScope(h.Scope)
@@ -40,6 +43,15 @@ func TestRefusals(t *testing.T) {
 				h.noRecord(t, tc.RegistrationID)
 			})
 		}
+		if err := h.Journal.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		provtest.CheckJournal(t, h.Instance, table, "https", func(tc provtest.Refusal) []string {
+			if tc.Want.Terminal != "" || tc.IDScope(h.Scope) != h.Scope {
+				return []string{provisioning.OpRegister}
+			}
+			return []string{provisioning.OpRegister, provisioning.OpLookup, provisioning.OpPoll}
+		}, h.logs.String())
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
@@ -68,6 +69,10 @@ type Config struct {
 	// HTTP without authentication, for benchmarks (empty: none). They
 	// expose the process's internals: keep it on a loopback address.
 	PprofAddr string
+	// RefusalJournalMaxEntries and RefusalJournalMaxAge bound the refusal
+	// journal (internal/journal); the oldest entries go first.
+	RefusalJournalMaxEntries int
+	RefusalJournalMaxAge     time.Duration
 }
 
 // Defaults is the configuration of `dpsd serve` given no flag, environment
@@ -87,6 +92,9 @@ func Defaults() Config {
 		ShutdownTimeout:   15 * time.Second,
 		LogFormat:         "text",
 		LogLevel:          "info",
+
+		RefusalJournalMaxEntries: journal.DefaultMaxEntries,
+		RefusalJournalMaxAge:     journal.DefaultMaxAge,
 	}
 }
 
@@ -111,6 +119,8 @@ func (c *Config) Init() {
 	orDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
 	orDefault(&c.LogFormat, d.LogFormat)
 	orDefault(&c.LogLevel, d.LogLevel)
+	orDefault(&c.RefusalJournalMaxEntries, d.RefusalJournalMaxEntries)
+	orDefault(&c.RefusalJournalMaxAge, d.RefusalJournalMaxAge)
 }
 
 func orDefault[T comparable](v *T, def T) {
@@ -152,6 +162,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryAfter < 1 || c.RetryAfter > 300 {
 		return fmt.Errorf("--retry-after %d is outside 1 to 300 seconds", c.RetryAfter)
+	}
+	if c.RefusalJournalMaxEntries < 1 || c.RefusalJournalMaxEntries > 100_000_000 {
+		return fmt.Errorf("--refusal-journal-max-entries %d is outside 1 to 100000000", c.RefusalJournalMaxEntries)
+	}
+	if c.RefusalJournalMaxAge < time.Minute {
+		return fmt.Errorf("--refusal-journal-max-age %s is shorter than 1m", c.RefusalJournalMaxAge)
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -20,6 +20,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
+	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/provisioning"
@@ -39,6 +40,7 @@ type Server struct {
 	service  http.Handler
 	device   http.Handler
 	pipeline *provisioning.Pipeline
+	journal  *journal.Journal
 	mqtt     *mqtt.Server
 
 	mu        sync.Mutex
@@ -76,7 +78,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return s.state.DeviceEndpoint, s.state.ServiceEndpoint
 		},
 	})))
+	s.journal = journal.New(st, journal.Options{
+		MaxEntries: cfg.RefusalJournalMaxEntries, MaxAge: cfg.RefusalJournalMaxAge,
+		Registry: s.metrics.Registry, Log: log,
+	})
 	s.pipeline = &provisioning.Pipeline{
+		Journal:    s.journal,
 		Store:      st,
 		Attest:     &attest.Attestor{Store: st, Log: log},
 		Log:        log,
@@ -137,6 +144,8 @@ func (s *Server) Instance() *store.Instance { return s.inst }
 // drains connections for up to ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context) error {
 	defer s.store.Close()
+	// Before the store closes: the journal writes what is queued.
+	defer s.journal.Close()
 	type lis struct {
 		addr    string
 		handler http.Handler

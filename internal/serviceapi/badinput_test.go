@@ -62,6 +62,7 @@ func TestBadInput(t *testing.T) {
 	s.doJSON("PUT", "/certificates/root-ca", nil, map[string]any{"certificate": fx["root"].PEM(), "isVerified": true}, 200, nil)
 	s.doJSON("PUT", "/linkedHubs/hub1.azure-devices.net", nil, map[string]any{"connectionString": "HostName=hub1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=" + keyB64(32)}, 200, nil)
 	s.doJSON("PUT", "/policies/reader", nil, map[string]any{"rights": "EnrollmentRead"}, 200, nil)
+	s.doJSON("PUT", "/policies/registrar", nil, map[string]any{"rights": "RegistrationStatusRead"}, 200, nil)
 	if _, err := s.Store.SaveRegistration(t.Context(), &store.Registration{
 		Result:            &dps.DeviceRegistrationResult{RegistrationID: "reg-1", Status: dps.StatusAssigned, AssignedHub: "hub1.azure-devices.net", DeviceID: "reg-1"},
 		EnrollmentGroupID: "grp",
@@ -329,6 +330,17 @@ func badInputCases(t *testing.T, s *testServer, fx map[string]*fixture) map[stri
 		"fail/query-bad-token":        {method: "POST", path: "/enrollments/query", headers: map[string]string{"x-ms-continuation": "!!!"}, body: `{"query": "*"}`, status: 400, code: 400004, msg: "x-ms-continuation"},
 		"fail/query-negative-size":    {method: "POST", path: "/enrollments/query", headers: map[string]string{"x-ms-max-item-count": "-1"}, body: `{"query": "*"}`, status: 400, code: 400004, msg: "x-ms-max-item-count"},
 		"fail/registrations-bad-size": {method: "POST", path: "/registrations/grp/query", headers: map[string]string{"x-ms-max-item-count": "ten"}, status: 400, code: 400004, msg: "x-ms-max-item-count"},
+
+		// The refusal journal.
+		"fail/refusals-error-code":     {method: "GET", path: "/refusals?errorCode=401", status: 400, code: 400004, msg: "is not a six-digit DPS error code"},
+		"fail/refusals-since":          {method: "GET", path: "/refusals?since=yesterday", status: 400, code: 400004, msg: `since "yesterday" is not an RFC 3339 time`},
+		"fail/refusals-until":          {method: "GET", path: "/refusals?until=2025-13-01T00:00:00Z", status: 400, code: 400004, msg: "is not an RFC 3339 time"},
+		"fail/refusals-empty-range":    {method: "GET", path: "/refusals?since=2025-01-02T00:00:00Z&until=2025-01-01T00:00:00Z", status: 400, code: 400004, msg: "is not before until"},
+		"fail/refusals-long-id":        {method: "GET", path: "/refusals?registrationId=" + strings.Repeat("x", 257), status: 400, code: 400004, msg: "at most 256"},
+		"fail/refusals-bad-token":      {method: "GET", path: "/refusals", headers: map[string]string{"x-ms-continuation": "bm9uc2Vuc2U"}, status: 400, code: 400004, msg: "x-ms-continuation is not a token this server issued"},
+		"fail/refusals-bad-size":       {method: "GET", path: "/refusals", headers: map[string]string{"x-ms-max-item-count": "-3"}, status: 400, code: 400004, msg: "x-ms-max-item-count"},
+		"fail/registrar-reads-journal": {method: "GET", path: "/refusals", headers: map[string]string{"Authorization": s.token("registrar")}, status: 401, code: 401002, msg: "does not grant EnrollmentRead"},
+		"fail/refusals-write":          {method: "DELETE", path: "/refusals", status: 405, code: 405000, msg: "not allowed"},
 
 		// Linked hubs, policies, settings.
 		"fail/hub-weight-0":              {method: "PUT", path: "/linkedHubs/hub1.azure-devices.net", headers: map[string]string{"If-Match": "*"}, body: `{"allocationWeight": 0}`, status: 400, code: 400004, msg: "outside 1 to 1000"},

@@ -47,7 +47,7 @@ func New(c Config) *API {
 
 // Segments are the first path segments the service API owns; every other
 // path belongs to the device API ({idScope}/registrations/...).
-var Segments = []string{"enrollments", "enrollmentgroups", "registrations", "certificates", "linkedhubs", "policies", "settings"}
+var Segments = []string{"enrollments", "enrollmentgroups", "registrations", "certificates", "linkedhubs", "policies", "settings", "refusals"}
 
 // Owns reports whether the service API serves a path with this first segment.
 func Owns(first string) bool {
@@ -162,6 +162,8 @@ func (a *API) routeTable(ind *individuals, grp *groups) []routeEntry {
 		entry(get, "registrations/*", "registrations.get", rRead, getOne(registrationRecords, st.Registration, registrationState)),
 		entry(del, "registrations/*", "registrations.delete", rWrite, deleteOne(registrationRecords, st.DeleteRegistration)),
 		entry(post, "registrations/*/query", "registrations.query", rRead, a.queryRegistrations),
+
+		entry(get, "refusals", "refusals.list", eRead, a.listRefusals),
 
 		entry(get, "certificates", "certificates.list", cfg, listAll(st.CACertificates, certificateView)),
 		entry(get, "certificates/*", "certificates.get", cfg, getOne(caCertificates, st.CACertificate, certificateView)),
