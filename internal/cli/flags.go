@@ -25,6 +25,9 @@ const (
 	annAliasOf  = "dpsd:alias-of"      // a hidden az alias of another flag
 	annOptional = "dpsd:optional-bool" // a three-state flag: bare means true
 	annMulti    = "dpsd:multi"         // takes every following word (az nargs="+")
+	// annArgs on a command names its positional argument: it takes at most
+	// one, which flags().arg returns.
+	annArgs = "dpsd:args"
 )
 
 // leafCmd prepares a verb: dpsd parses its flags itself (see parseLeafFlags)
@@ -63,7 +66,7 @@ func parseLeafFlags(c *cobra.Command, args []string) error {
 	if help, _ := fs.GetBool("help"); help {
 		return pflag.ErrHelp
 	}
-	if rest := fs.Args(); len(rest) > 0 {
+	if rest := fs.Args(); len(rest) > 1 || len(rest) == 1 && c.Annotations[annArgs] == "" {
 		return usageError{fmt.Errorf("unexpected argument %q: every value is given with a flag", rest[0])}
 	}
 	for _, n := range azIgnored {
@@ -191,6 +194,15 @@ func (f flags) required(names ...string) {
 }
 
 func (f flags) changed(name string) bool { return f.fs.Changed(name) }
+
+// arg is the positional argument of a command that takes one (annArgs),
+// or "".
+func (f flags) arg() string {
+	if a := f.fs.Args(); len(a) > 0 {
+		return a[0]
+	}
+	return ""
+}
 
 // optBool is az's three-state flag: unset, true or false. The value is
 // required on the command line; normalizeArgs supplies it for a bare flag.

@@ -31,8 +31,9 @@ func newRegistrationCmd(e *env) *cobra.Command {
 		`Show, list and delete registration records: the outcome of a device's last
 registration (status, assigned hub, device ID). Deleting a record makes the
 device's next registration an initial assignment; it does not touch the device
-in its hub.`, cf)
-	c.AddCommand(registrationShowCmd(e, cf), registrationListCmd(e, cf), registrationDeleteCmd(e, cf))
+in its hub. 'dpsd registration explain' adds the device's latest refusals from
+the refusal journal, in words.`, cf)
+	c.AddCommand(registrationShowCmd(e, cf), registrationListCmd(e, cf), registrationDeleteCmd(e, cf), registrationExplainCmd(e, cf))
 	return c
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -44,9 +46,22 @@ func cmdStartServer(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Logf("stopping the server: %v", err)
 		}
 	})
+	servers.Store(ts, srv)
 	ts.Setenv("DPSD_DATA", dir)
 	ts.Setenv("DPSD_SERVICE", srv.State.ServiceEndpoint)
 	ts.Setenv("SERVER_CA", filepath.Join(dir, server.CAFile))
+}
+
+// servers are the servers of the running scripts, by script.
+var servers sync.Map // *testscript.TestScript → *servertest.Server
+
+// cmdFlushJournal writes the refusals the script's server recorded so far.
+func cmdFlushJournal(ts *testscript.TestScript, neg bool, args []string) {
+	srv, ok := servers.Load(ts)
+	if neg || len(args) != 0 || !ok {
+		ts.Fatalf("usage: flush-journal, after start-server")
+	}
+	ts.Check(srv.(*servertest.Server).FlushJournal(context.Background()))
 }
 
 func cmdGrab(ts *testscript.TestScript, neg bool, args []string) {

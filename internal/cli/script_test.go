@@ -26,15 +26,17 @@ func TestMain(m *testing.M) {
 //	json-count N          the last stdout is a JSON array of N items (or an object
 //	                      whose "value" array has N items)
 //	certmode FILE MODE    FILE's permission bits equal the octal MODE
+//	flush-journal         the server writes the refusals it recorded so far
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:   "testdata/script",
 		Setup: noRaceExitSleep,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"start-server": cmdStartServer,
-			"grab":         cmdGrab,
-			"json-count":   cmdJSONCount,
-			"certmode":     certModeCmd,
+			"start-server":  cmdStartServer,
+			"grab":          cmdGrab,
+			"json-count":    cmdJSONCount,
+			"certmode":      certModeCmd,
+			"flush-journal": cmdFlushJournal,
 		},
 		RequireExplicitExec: true,
 	})

@@ -137,6 +137,9 @@ func (s *Server) initInstance(ctx context.Context) error {
 // Store returns the server's store (for in-process tests).
 func (s *Server) Store() store.Store { return s.store }
 
+// FlushJournal writes the refusals recorded so far to the store (tests).
+func (s *Server) FlushJournal(ctx context.Context) error { return s.journal.Flush(ctx) }
+
 // Instance returns the instance the server serves.
 func (s *Server) Instance() *store.Instance { return s.inst }
 
