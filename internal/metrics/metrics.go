@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/dpsd/dpsd/internal/httpx"
 )
@@ -91,3 +92,24 @@ func (s *statusWriter) WriteHeader(code int) {
 // Unwrap lets http.ResponseController reach the underlying writer (the MQTT
 // WebSocket upgrade needs to hijack it).
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Sum is the total of every series of a counter or gauge collector (a
+// CounterVec summed over its labels), for the console's live rates.
+func Sum(c prometheus.Collector) float64 {
+	ch := make(chan prometheus.Metric)
+	go func() { c.Collect(ch); close(ch) }()
+	total := 0.0
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) != nil {
+			continue
+		}
+		switch {
+		case d.Counter != nil:
+			total += d.Counter.GetValue()
+		case d.Gauge != nil:
+			total += d.Gauge.GetValue()
+		}
+	}
+	return total
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/console"
 	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
@@ -38,6 +39,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 	tls      *tls.Config
 	service  http.Handler
+	console  http.Handler
 	device   http.Handler
 	pipeline *provisioning.Pipeline
 	journal  *journal.Journal
@@ -70,14 +72,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s.service = s.metrics.Middleware("service", httpx.Wrap(log, serviceapi.New(serviceapi.Config{
+	api := serviceapi.New(serviceapi.Config{
 		Store: st, Log: log,
 		Endpoints: func() (string, string) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			return s.state.DeviceEndpoint, s.state.ServiceEndpoint
 		},
-	})))
+	})
+	s.service = s.metrics.Middleware("service", httpx.Wrap(log, api))
+	s.console = console.New(console.Config{
+		API: s.service, Authenticate: api.Authenticate, Log: log,
+		Instance: func() console.Instance {
+			st := s.State()
+			return console.Instance{IDScope: s.inst.IDScope, DeviceEndpoint: st.DeviceEndpoint, ServiceEndpoint: st.ServiceEndpoint, MQTTEndpoint: st.MQTTEndpoint}
+		},
+		Counters: func() (float64, float64) {
+			return metrics.Sum(s.metrics.Registrations), metrics.Sum(s.metrics.Refusals)
+		},
+	})
 	s.journal = journal.New(st, journal.Options{
 		MaxEntries: cfg.RefusalJournalMaxEntries, MaxAge: cfg.RefusalJournalMaxAge,
 		Registry: s.metrics.Registry, Log: log,
@@ -258,6 +271,8 @@ func (s *Server) handler(service, device bool) http.Handler {
 			metricsHandler.ServeHTTP(w, r)
 		case first == "$iothub" && device:
 			s.mqtt.ServeHTTP(w, r)
+		case first == "console" && service:
+			s.console.ServeHTTP(w, r)
 		case serviceapi.Owns(first):
 			if !service {
 				httpx.Wrap(s.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -14,32 +14,9 @@ import (
 // the policy grants right. Every failure says precisely what is wrong; the
 // token itself is never logged.
 func (a *API) authorize(r *http.Request, right string) error {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return dpserr.Unauthorized("the request has no Authorization header; the service API needs 'SharedAccessSignature sr=...&sig=...&se=...&skn=POLICY' signed with a shared access policy key")
-	}
-	tok, err := sas.Parse(h)
+	p, err := a.Authenticate(r)
 	if err != nil {
-		return dpserr.Unauthorized("malformed SAS token: %v", err)
-	}
-	if tok.KeyName == "" {
-		return dpserr.Unauthorized("the SAS token has no skn; the service API needs the name of the shared access policy that signed it")
-	}
-	if tok.Expired(a.now()) {
-		return dpserr.Unauthorized("the SAS token expired at %s (server time %s)", tok.Expiry.Format("2006-01-02T15:04:05Z"), a.now().UTC().Format("2006-01-02T15:04:05Z"))
-	}
-	if !tok.MatchesService(r.Host, r.URL.Path) {
-		return dpserr.Unauthorized("the SAS token is for resource %q, which does not cover %s%s", tok.Resource, r.Host, r.URL.Path)
-	}
-	p, err := a.Store.Policy(r.Context(), tok.KeyName)
-	if errors.Is(err, store.ErrNotFound) {
-		return dpserr.Unauthorized("the SAS token names shared access policy %q, which does not exist", tok.KeyName)
-	}
-	if err != nil {
-		return dpserr.FromStore(err, dpserr.NoRecord, "")
-	}
-	if !verifyPolicy(tok, p) {
-		return dpserr.Unauthorized("the SAS token signature does not match a key of shared access policy %q", p.Name)
+		return err
 	}
 	for _, g := range p.Rights {
 		if strings.EqualFold(g, right) {
@@ -47,6 +24,40 @@ func (a *API) authorize(r *http.Request, right string) error {
 		}
 	}
 	return dpserr.Unauthorized("shared access policy %q does not grant %s (it grants %s)", p.Name, right, strings.Join(p.Rights, ", "))
+}
+
+// Authenticate checks the request's SAS token against the policy it names
+// and returns the policy, whatever its rights: every operation authorizes
+// with it, and the console signs in with it.
+func (a *API) Authenticate(r *http.Request) (*store.Policy, error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return nil, dpserr.Unauthorized("the request has no Authorization header; the service API needs 'SharedAccessSignature sr=...&sig=...&se=...&skn=POLICY' signed with a shared access policy key")
+	}
+	tok, err := sas.Parse(h)
+	if err != nil {
+		return nil, dpserr.Unauthorized("malformed SAS token: %v", err)
+	}
+	if tok.KeyName == "" {
+		return nil, dpserr.Unauthorized("the SAS token has no skn; the service API needs the name of the shared access policy that signed it")
+	}
+	if tok.Expired(a.now()) {
+		return nil, dpserr.Unauthorized("the SAS token expired at %s (server time %s)", tok.Expiry.Format("2006-01-02T15:04:05Z"), a.now().UTC().Format("2006-01-02T15:04:05Z"))
+	}
+	if !tok.MatchesService(r.Host, r.URL.Path) {
+		return nil, dpserr.Unauthorized("the SAS token is for resource %q, which does not cover %s%s", tok.Resource, r.Host, r.URL.Path)
+	}
+	p, err := a.Store.Policy(r.Context(), tok.KeyName)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, dpserr.Unauthorized("the SAS token names shared access policy %q, which does not exist", tok.KeyName)
+	}
+	if err != nil {
+		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
+	}
+	if !verifyPolicy(tok, p) {
+		return nil, dpserr.Unauthorized("the SAS token signature does not match a key of shared access policy %q", p.Name)
+	}
+	return p, nil
 }
 
 func verifyPolicy(tok *sas.Token, p *store.Policy) bool {
