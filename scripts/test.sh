@@ -6,9 +6,10 @@
 #
 # Needs: Go, Node.js + npm, curl, openssl, mosquitto-clients, PostgreSQL's
 # server binaries (a throwaway server is started when DPS_TEST_PG_DSN is not
-# set), and gcc with libssl-dev for the TPM simulator (cgo; the dpsd binary
-# itself is built without cgo). .ci/run installs all of these on a fresh
-# Debian machine.
+# set), gcc with libssl-dev for the TPM simulator (cgo; the dpsd binary
+# itself is built without cgo), and Chromium (/usr/bin/chromium) for the web
+# console's browser test. .ci/run installs all of these on a fresh Debian
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -233,7 +233,7 @@ func TestContentSecurityPolicy(t *testing.T) {
 		if got := hd.Get("Content-Security-Policy"); got != console.ContentSecurityPolicy {
 			t.Errorf("%s: Content-Security-Policy %q", name, got)
 		}
-		for k, want := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"} {
+		for k, want := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"} {
 			if got := hd.Get(k); got != want && !(k == "Cache-Control" && strings.Contains(name, "assets")) {
 				t.Errorf("%s: %s = %q, want %q", name, k, got, want)
 			}

@@ -15,14 +15,15 @@ type kind struct {
 	Path    string // console and API path segment: enrollments, groups
 	API     string // service API collection
 	Noun    string // "individual enrollment"
+	Title   string // "Individual enrollment"
 	Plural  string
 	IDLabel string // "Registration ID"
 	Group   bool
 }
 
 var (
-	individualKind = &kind{Path: "enrollments", API: "/enrollments", Noun: "individual enrollment", Plural: "Individual enrollments", IDLabel: "Registration ID"}
-	groupKind      = &kind{Path: "groups", API: "/enrollmentGroups", Noun: "enrollment group", Plural: "Enrollment groups", IDLabel: "Enrollment group ID", Group: true}
+	individualKind = &kind{Path: "enrollments", API: "/enrollments", Noun: "individual enrollment", Title: "Individual enrollment", Plural: "Individual enrollments", IDLabel: "Registration ID"}
+	groupKind      = &kind{Path: "groups", API: "/enrollmentGroups", Noun: "enrollment group", Title: "Enrollment group", Plural: "Enrollment groups", IDLabel: "Enrollment group ID", Group: true}
 )
 
 // record is an enrollment or a group as the console handles it: the
@@ -326,7 +327,7 @@ func (c *Console) showRecord(w http.ResponseWriter, r *http.Request, v *view, k 
 		c.render(w, v.Error.Status, "error", v)
 		return
 	}
-	v.Title = k.Noun + " " + rec.ID
+	v.Title = k.Title + " " + rec.ID
 	d := &recordData{Kind: k, Rec: rec, Form: formOf(rec)}
 	if reveal {
 		var a dps.AttestationMechanism
@@ -405,7 +406,7 @@ func (c *Console) formError(w http.ResponseWriter, v *view, k *kind, create bool
 	if create {
 		v.Title = "New " + k.Noun
 	} else {
-		v.Title = k.Noun + " " + rec.ID
+		v.Title = k.Title + " " + rec.ID
 	}
 	c.render(w, v.Error.Status, "enrollment", withData(v, &recordData{Kind: k, New: create, Rec: rec, Form: f}))
 }
@@ -452,6 +453,6 @@ func (c *Console) actionError(w http.ResponseWriter, r *http.Request, v *view, k
 		c.render(w, status, "error", v)
 		return
 	}
-	v.Title = k.Noun + " " + rec.ID
+	v.Title = k.Title + " " + rec.ID
 	c.render(w, status, "enrollment", withData(v, &recordData{Kind: k, Rec: rec, Form: formOf(rec)}))
 }
