@@ -115,6 +115,8 @@ func writeExplanation(w io.Writer, ex *explanation, top int) error {
 			fmt.Fprintf(&b, "It was not refused since.\n")
 		case since == len(ex.Refusals) && since == top:
 			fmt.Fprintf(&b, "It was refused at least %d times since.\n", since)
+		case since == 1:
+			fmt.Fprintf(&b, "It was refused once since.\n")
 		default:
 			fmt.Fprintf(&b, "It was refused %d times since.\n", since)
 		}

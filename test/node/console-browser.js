@@ -5,7 +5,7 @@
 // with its reason, in the refusal journal; upload a CA certificate and
 // verify it by proof of possession; sign in with a read-only policy and
 // find every write control refused by the server. It takes the screenshots
-// of docs/console.md on the way.
+// of docs/guide.md on the way.
 //
 // Environment: DPSD_CONSOLE_URL (https://localhost:PORT/console/),
 // DPS_CONNECTION_STRING (owner), DPSD_READER_POLICY and DPSD_READER_KEY (a
