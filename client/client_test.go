@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +56,7 @@ type fake struct {
 	srv     *httptest.Server
 	roots   *x509.CertPool
 	Address string
+	conns   atomic.Int32 // connections accepted, handshakes that failed included
 }
 
 func newFake(t *testing.T, script ...reply) *fake {
@@ -61,6 +64,11 @@ func newFake(t *testing.T, script ...reply) *fake {
 	f := &fake{script: script}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
 	f.srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	f.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			f.conns.Add(1)
+		}
+	}
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	f.roots = x509.NewCertPool()
@@ -228,7 +236,7 @@ func TestRegisterPollsUntilAssigned(t *testing.T) {
 		reply{status: 202, retryAfter: "1", body: assigning},
 		reply{status: 202, retryAfter: "1", body: `{"operationId":"5.0123456789abcdef.op-1","status":"assigning","registrationState":{"registrationId":"client-dev-01","status":"assigning"}}`},
 		reply{status: 200, body: assigned})
-	st, took, err := register(t, f.config(), 10*time.Second)
+	st, _, err := register(t, f.config(), 10*time.Second)
 	if err != nil || st.Status != "assigned" || st.AssignedHub != "hub-1.azure-devices.net" {
 		t.Fatalf("Register = %+v, %v", st, err)
 	}
@@ -244,9 +252,6 @@ func TestRegisterPollsUntilAssigned(t *testing.T) {
 		if g := gap(r, i); g < time.Second {
 			t.Errorf("poll %d after %s, want the 1 s of Retry-After", i, g)
 		}
-	}
-	if took > 4*time.Second {
-		t.Errorf("Register took %s", took)
 	}
 }
 
@@ -290,7 +295,7 @@ func TestRegisterRefusalIsNotRetried(t *testing.T) {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			t.Parallel()
 			f := newFake(t, reply{status: status, body: refused}, reply{status: 202, body: assigned})
-			st, took, err := register(t, f.config(), 10*time.Second)
+			st, _, err := register(t, f.config(), 10*time.Second)
 			var ce *client.Error
 			if !errors.As(err, &ce) {
 				t.Fatalf("Register = %+v, %v; want a *client.Error", st, err)
@@ -302,8 +307,10 @@ func TestRegisterRefusalIsNotRetried(t *testing.T) {
 			if !strings.Contains(err.Error(), "8ad0463c") || !strings.Contains(err.Error(), "401002") {
 				t.Errorf("error text %q lacks the trackingId or errorCode", err)
 			}
-			if n := len(f.requests()); n != 1 || took > time.Second {
-				t.Errorf("%d requests in %s, want 1 at once", n, took)
+			// The script's second answer is "assigned": a retry would have
+			// ended in success, not in this refusal.
+			if n := len(f.requests()); n != 1 {
+				t.Errorf("%d requests, want 1", n)
 			}
 		})
 	}
@@ -324,7 +331,9 @@ func TestRegisterStopsAtTheContextDeadline(t *testing.T) {
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("Register = %+v, %v; want context.DeadlineExceeded", st, err)
 			}
-			if took < 1400*time.Millisecond || took > 2500*time.Millisecond {
+			// Not before the deadline; and not after a Retry-After that
+			// outlasts it (300 s): a generous bound, not a timing claim.
+			if took < 1400*time.Millisecond || took > 60*time.Second {
 				t.Errorf("Register returned after %s, want at the 1.5 s deadline", took)
 			}
 			if len(f.requests()) == 0 {
@@ -399,13 +408,13 @@ func TestRegisterVerifiesTheServer(t *testing.T) {
 	f := newFake(t, reply{status: 202, body: assigned})
 	cfg := f.config()
 	cfg.RootCAs = x509.NewCertPool()
-	_, took, err := register(t, cfg, 10*time.Second)
+	_, _, err := register(t, cfg, 10*time.Second)
 	var uae x509.UnknownAuthorityError
 	var cve *tls.CertificateVerificationError
 	if !errors.As(err, &uae) && !errors.As(err, &cve) {
 		t.Fatalf("err = %v, want a certificate verification error", err)
 	}
-	if took > time.Second || len(f.requests()) != 0 {
-		t.Errorf("took %s, %d requests reached the server", took, len(f.requests()))
+	if n := f.conns.Load(); n != 1 || len(f.requests()) != 0 {
+		t.Errorf("%d connections (want 1: no retry), %d requests reached the server", n, len(f.requests()))
 	}
 }
