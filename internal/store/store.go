@@ -109,7 +109,8 @@ type Store interface {
 	// read ("" when there was none), so that two concurrent registrations of
 	// one device cannot both win: the loser gets ErrConflict or
 	// ErrPreconditionFailed and must re-read. The store assigns the record's
-	// etag and keeps createdDateTimeUtc of an existing record.
+	// etag and keeps createdDateTimeUtc of an existing record. op is written
+	// as given: the final operation of a job carries no Job, which ends it.
 	SaveRegistration(ctx context.Context, r *Registration, ifMatch string, op *Operation) (*Registration, error)
 	DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error
 	// RegistrationsByGroup pages through the records of one enrollment group.
@@ -118,11 +119,21 @@ type Store interface {
 	// Operation returns an operation by ID.
 	Operation(ctx context.Context, operationID string) (*Operation, error)
 	// PutOperation writes an operation on its own, one that carries no
-	// registration record (the outcome of a disabled enrollment; a refusal
-	// is never stored). dpsd stores operations only with their final status
-	// (see SaveRegistration), so a node that dies in the middle of an
-	// assignment leaves no operation "assigning" behind.
+	// registration record: the outcome of a disabled enrollment (a refusal
+	// is never stored), or an "assigning" operation with the Job that
+	// will finish it and the lease of the node running that job.
 	PutOperation(ctx context.Context, op *Operation) error
+	// ClaimOperation takes over the job of an "assigning" operation whose
+	// lease expired before now: it sets the lease to leaseUntil and returns
+	// the operation, job included. Of callers racing for one operation,
+	// exactly one succeeds; the others, and any caller whose operation has
+	// no job or a lease that has not expired, get ErrPreconditionFailed.
+	// ErrNotFound when there is no such operation.
+	ClaimOperation(ctx context.Context, operationID string, now, leaseUntil time.Time) (*Operation, error)
+	// ExpiredJobs returns up to limit operations that have a job whose
+	// lease expired before now, the oldest lease first: the work of nodes
+	// that died, for a sweeper to claim.
+	ExpiredJobs(ctx context.Context, now time.Time, limit int) ([]*Operation, error)
 	// DeleteOperationsBefore removes operations that expired before t.
 	DeleteOperationsBefore(ctx context.Context, t time.Time) (int, error)
 
@@ -228,11 +239,19 @@ type CACertificate struct {
 
 // LinkedHub is an IoT hub devices can be assigned to.
 type LinkedHub struct {
-	Name                  string // host name, e.g. myhub.azure-devices.net
+	Name                  string // host name, e.g. myhub.azure-devices.net; may carry a port
 	ConnectionString      string // may be empty
 	Location              string
 	AllocationWeight      int
 	ApplyAllocationPolicy bool
+	// DeviceRegistry names where dpsd creates the devices it assigns to
+	// the hub (internal/hub's kinds: none, azure-iothub, webhook); ""
+	// means none.
+	DeviceRegistry string
+	// RegistryWebhookURL and RegistryWebhookSecret configure the webhook
+	// registry.
+	RegistryWebhookURL    string
+	RegistryWebhookSecret string
 	Etag                  string
 	Created               time.Time
 	Updated               time.Time
@@ -249,6 +268,14 @@ type Registration struct {
 	// DevicePayload is the payload the device sent with its last register
 	// request (custom allocation and operators read it); nil when none.
 	DevicePayload json.RawMessage
+	// Placement is where the device is: the hub and device ID of its last
+	// successful assignment. A later registration that fails keeps it (the
+	// device is still there), and it is empty when the device has never
+	// been assigned or dpsd removed it.
+	Placement Placement
+	// AppliedTwin is the twin (tags and desired properties) dpsd wrote to
+	// the device's hub at its placement; nil when none.
+	AppliedTwin *dps.InitialTwin
 }
 
 // Refusal is one entry of the refusal journal: a device request dpsd
@@ -281,13 +308,29 @@ type RefusalFilter struct {
 	Until          time.Time // exclusive
 }
 
+// Placement is a hub and a device ID in it.
+type Placement struct {
+	Hub      string
+	DeviceID string
+}
+
+// IsZero reports whether the placement names no hub.
+func (p Placement) IsZero() bool { return p.Hub == "" }
+
 // Operation is the outcome (or progress) of one register request.
 type Operation struct {
 	ID             string
 	RegistrationID string
 	Status         string // dps.Status*
 	// Result is the registrationState to return, nil while assigning.
-	Result    *dps.DeviceRegistrationResult
-	CreatedAt time.Time
-	ExpiresAt time.Time
+	Result *dps.DeviceRegistrationResult
+	// Job is the pending work of an "assigning" operation, opaque to the
+	// store (the provisioning pipeline encodes it); nil once the operation
+	// is terminal.
+	Job json.RawMessage
+	// LeaseUntil is when the node running Job loses it, and another may
+	// claim it (ClaimOperation); zero without a job.
+	LeaseUntil time.Time
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
 }

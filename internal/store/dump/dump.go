@@ -11,7 +11,7 @@
 //	{"instance":{"idScope":...,"serverCaKeyPem":...}}      the ID scope, server CA and certificate, keys
 //	{"policy":{...}}                                        shared access policies, with keys
 //	{"caCertificate":{...}}                                 CA certificates
-//	{"linkedHub":{...}}                                     linked IoT hubs, with connection strings
+//	{"linkedHub":{...}}                                     linked IoT hubs, with connection strings and registry webhook secrets
 //	{"enrollmentGroup":{...}}                               as the service API shows them
 //	{"enrollment":{...}}                                    as the service API shows them
 //	{"registration":{"result":{...},...}}                   registration records
@@ -21,7 +21,8 @@
 // polls one it started on the old database registers again.
 //
 // The export holds every secret of the instance (the server CA key, policy
-// keys, enrollment keys, hub connection strings); keep it like a private key.
+// keys, enrollment keys, hub connection strings, registry webhook secrets);
+// keep it like a private key.
 package dump
 
 import (
@@ -134,6 +135,9 @@ type linkedHub struct {
 	Location              string    `json:"location,omitempty"`
 	AllocationWeight      int       `json:"allocationWeight"`
 	ApplyAllocationPolicy bool      `json:"applyAllocationPolicy"`
+	DeviceRegistry        string    `json:"deviceRegistry,omitempty"`
+	RegistryWebhookURL    string    `json:"registryWebhookUrl,omitempty"`
+	RegistryWebhookSecret string    `json:"registryWebhookSecret,omitempty"`
 	Etag                  string    `json:"etag"`
 	Created               time.Time `json:"created"`
 	Updated               time.Time `json:"updated"`
@@ -143,7 +147,28 @@ type registration struct {
 	Result            *dps.DeviceRegistrationResult `json:"result"`
 	EnrollmentGroupID string                        `json:"enrollmentGroupId,omitempty"`
 	// DevicePayload is base64 in JSON: the store keeps it byte for byte.
-	DevicePayload []byte `json:"devicePayload,omitempty"`
+	DevicePayload []byte           `json:"devicePayload,omitempty"`
+	Placement     *placement       `json:"placement,omitempty"`
+	AppliedTwin   *dps.InitialTwin `json:"appliedTwin,omitempty"`
+}
+
+type placement struct {
+	Hub      string `json:"hub"`
+	DeviceID string `json:"deviceId"`
+}
+
+func placementOf(p store.Placement) *placement {
+	if p.IsZero() {
+		return nil
+	}
+	return &placement{Hub: p.Hub, DeviceID: p.DeviceID}
+}
+
+func (p *placement) store() store.Placement {
+	if p == nil {
+		return store.Placement{}
+	}
+	return store.Placement{Hub: p.Hub, DeviceID: p.DeviceID}
 }
 
 // ExportOptions tune Export.
@@ -240,7 +265,8 @@ func Export(ctx context.Context, st store.Store, w io.Writer, opts ExportOptions
 	}
 	for _, h := range hubs {
 		if err := put(&line{LinkedHub: &linkedHub{Name: h.Name, ConnectionString: h.ConnectionString, Location: h.Location,
-			AllocationWeight: h.AllocationWeight, ApplyAllocationPolicy: h.ApplyAllocationPolicy,
+			AllocationWeight: h.AllocationWeight, ApplyAllocationPolicy: h.ApplyAllocationPolicy, DeviceRegistry: h.DeviceRegistry,
+			RegistryWebhookURL: h.RegistryWebhookURL, RegistryWebhookSecret: h.RegistryWebhookSecret,
 			Etag: h.Etag, Created: h.Created, Updated: h.Updated}}, &n.LinkedHubs); err != nil {
 			return nil, err
 		}
@@ -259,7 +285,7 @@ func Export(ctx context.Context, st store.Store, w io.Writer, opts ExportOptions
 	}
 	if err := pages(ctx, st.Registrations, func(r *store.Registration) error {
 		return put(&line{Registration: &registration{Result: r.Result, EnrollmentGroupID: r.EnrollmentGroupID,
-			DevicePayload: r.DevicePayload}}, &n.Registrations)
+			DevicePayload: r.DevicePayload, Placement: placementOf(r.Placement), AppliedTwin: r.AppliedTwin}}, &n.Registrations)
 	}, progress); err != nil {
 		return nil, err
 	}
@@ -446,7 +472,8 @@ func (l *line) record(n *store.Counts) (store.Record, *int64, error) {
 	case l.LinkedHub != nil:
 		h := l.LinkedHub
 		return store.Record{LinkedHub: &store.LinkedHub{Name: h.Name, ConnectionString: h.ConnectionString, Location: h.Location,
-			AllocationWeight: h.AllocationWeight, ApplyAllocationPolicy: h.ApplyAllocationPolicy,
+			AllocationWeight: h.AllocationWeight, ApplyAllocationPolicy: h.ApplyAllocationPolicy, DeviceRegistry: h.DeviceRegistry,
+			RegistryWebhookURL: h.RegistryWebhookURL, RegistryWebhookSecret: h.RegistryWebhookSecret,
 			Etag: h.Etag, Created: h.Created, Updated: h.Updated}}, &n.LinkedHubs, nil
 	case l.Group != nil:
 		return store.Record{Group: l.Group}, &n.Groups, nil
@@ -458,7 +485,7 @@ func (l *line) record(n *store.Counts) (store.Record, *int64, error) {
 			return store.Record{}, nil, errors.New("a registration without its result")
 		}
 		return store.Record{Registration: &store.Registration{Result: r.Result, EnrollmentGroupID: r.EnrollmentGroupID,
-			DevicePayload: r.DevicePayload}}, &n.Registrations, nil
+			DevicePayload: r.DevicePayload, Placement: r.Placement.store(), AppliedTwin: r.AppliedTwin}}, &n.Registrations, nil
 	}
 	return store.Record{}, nil, errors.New("not a record")
 }

@@ -87,7 +87,11 @@ func fill(t *testing.T, s store.Store, enrollments int) {
 	der := caCert(t)
 	_, err = s.PutCACertificate(ctx, &store.CACertificate{Name: "Root", CertificateDER: der, IsVerified: true, VerificationCode: "ABC"}, "")
 	must(t, err)
-	_, err = s.PutLinkedHub(ctx, &store.LinkedHub{Name: "hub1.azure-devices.net", ConnectionString: "HostName=hub1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5", AllocationWeight: 2, ApplyAllocationPolicy: true}, "")
+	_, err = s.PutLinkedHub(ctx, &store.LinkedHub{Name: "hub1.azure-devices.net", ConnectionString: "HostName=hub1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5", AllocationWeight: 2, ApplyAllocationPolicy: true,
+		DeviceRegistry: "azure-iothub"}, "")
+	must(t, err)
+	_, err = s.PutLinkedHub(ctx, &store.LinkedHub{Name: "broker.example:8883", AllocationWeight: 1, DeviceRegistry: "webhook",
+		RegistryWebhookURL: "https://registry.example/dpsd?k=v", RegistryWebhookSecret: "a-secret-of-sixteen-chars"}, "")
 	must(t, err)
 	pemCert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 	_, err = s.PutGroup(ctx, &dps.EnrollmentGroup{EnrollmentGroupID: "Signed", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationX509,
@@ -121,6 +125,11 @@ func fill(t *testing.T, s store.Store, enrollments int) {
 			r.EnrollmentGroupID = "Keys"
 			r.Result.SymmetricKey = &dps.SymmetricKeyRegistrationResult{EnrollmentGroupID: "Keys"}
 			r.DevicePayload = json.RawMessage(`{"modelId": "dtmi:x;1"}`)
+		}
+		if i%3 == 0 {
+			r.Placement = store.Placement{Hub: "hub1.azure-devices.net", DeviceID: id}
+			r.AppliedTwin = &dps.InitialTwin{Tags: json.RawMessage(`{"fleet":"a"}`),
+				Properties: &dps.InitialTwinProperties{Desired: json.RawMessage(`{"interval":30}`)}}
 		}
 		out, err := s.SaveRegistration(ctx, r, "", nil)
 		must(t, err)

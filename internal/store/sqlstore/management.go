@@ -17,13 +17,15 @@ import (
 var (
 	policiesT = newTable("policies", "name", "primary_key", "secondary_key", "rights")
 	casT      = newTable("ca_certificates", "name", "der", "sha256_thumbprint", "subject", "is_verified", "verification_code")
-	hubsT     = newTable("linked_hubs", "name", "connection_string", "location", "allocation_weight", "apply_allocation_policy")
+	hubsT     = newTable("linked_hubs", "name", "connection_string", "location", "allocation_weight", "apply_allocation_policy",
+		"device_registry", "registry_webhook_url", "registry_webhook_secret")
 )
 
 const (
 	selectPolicy = `SELECT name, primary_key, secondary_key, rights, etag, created, updated FROM policies`
 	selectCA     = `SELECT name, der, sha256_thumbprint, subject, is_verified, verification_code, etag, created, updated FROM ca_certificates`
-	selectHub    = `SELECT name, connection_string, location, allocation_weight, apply_allocation_policy, etag, created, updated FROM linked_hubs`
+	selectHub    = `SELECT name, connection_string, location, allocation_weight, apply_allocation_policy, ` +
+		`device_registry, registry_webhook_url, registry_webhook_secret, etag, created, updated FROM linked_hubs`
 )
 
 type scanner interface{ Scan(...any) error }
@@ -237,7 +239,7 @@ func scanHub(sc scanner) (*store.LinkedHub, error) {
 	var h store.LinkedHub
 	var m meta
 	if err := sc.Scan(&h.Name, &h.ConnectionString, &h.Location, &h.AllocationWeight, &h.ApplyAllocationPolicy,
-		&m.etag, &m.created, &m.updated); err != nil {
+		&h.DeviceRegistry, &h.RegistryWebhookURL, &h.RegistryWebhookSecret, &m.etag, &m.created, &m.updated); err != nil {
 		return nil, err
 	}
 	h.Etag, h.Created, h.Updated = quoted(m.etag), fromNanos(m.created), fromNanos(m.updated)
@@ -278,7 +280,8 @@ func (s *Store) PutLinkedHub(ctx context.Context, h *store.LinkedHub, ifMatch st
 
 // hubCols are the data columns of hubsT.
 func hubCols(h *store.LinkedHub) []any {
-	return []any{h.Name, h.ConnectionString, h.Location, h.AllocationWeight, h.ApplyAllocationPolicy}
+	return []any{h.Name, h.ConnectionString, h.Location, h.AllocationWeight, h.ApplyAllocationPolicy,
+		h.DeviceRegistry, h.RegistryWebhookURL, h.RegistryWebhookSecret}
 }
 
 // DeleteLinkedHub deletes a linked hub per ifMatch.

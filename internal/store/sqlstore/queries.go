@@ -21,6 +21,7 @@ const (
 	qRegistration            = selectRegistration + ` WHERE key = $1`
 	qRegistrationsByGroup    = selectRegistration + ` WHERE group_key = $1 AND key > $2 ORDER BY key LIMIT $3`
 	qRegistrationsAfter      = selectRegistration + ` WHERE key > $1 ORDER BY key LIMIT $2`
-	qOperation               = `SELECT id, registration_id, status, result, created, expires FROM operations WHERE id = $1`
+	qOperation               = selectOperation + ` WHERE id = $1`
+	qExpiredJobs             = selectOperation + ` WHERE job IS NOT NULL AND lease_until < $1 ORDER BY lease_until LIMIT $2`
 	qDeleteExpiredOperations = `DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE expires < $1 ORDER BY expires LIMIT $2)`
 )

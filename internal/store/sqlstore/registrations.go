@@ -6,19 +6,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
-var registrationsT = newTable("registrations", "group_key", "group_id", "doc", "payload")
+var registrationsT = newTable("registrations", "group_key", "group_id", "doc", "payload", "placement_hub", "placement_device_id", "applied_twin")
 
 const (
-	selectRegistration = `SELECT key, group_id, doc, payload, etag, created, updated FROM registrations`
-	upsertOperation    = `INSERT INTO operations (id, registration_id, status, result, created, expires) VALUES ($1, $2, $3, $4, $5, $6) ` +
+	selectRegistration = `SELECT key, group_id, doc, payload, placement_hub, placement_device_id, applied_twin, etag, created, updated FROM registrations`
+	selectOperation    = `SELECT id, registration_id, status, result, job, lease_until, created, expires FROM operations`
+	upsertOperation    = `INSERT INTO operations (id, registration_id, status, result, job, lease_until, created, expires) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ` +
 		`ON CONFLICT (id) DO UPDATE SET registration_id = excluded.registration_id, status = excluded.status, ` +
-		`result = excluded.result, created = excluded.created, expires = excluded.expires`
+		`result = excluded.result, job = excluded.job, lease_until = excluded.lease_until, created = excluded.created, expires = excluded.expires`
+	// claimOperation is a compare-and-set on the lease: of racing
+	// claimers, the first to update the row wins, and the others find the
+	// lease no longer expired.
+	claimOperation = `UPDATE operations SET lease_until = $3 WHERE id = $1 AND job IS NOT NULL AND lease_until < $2 ` +
+		`RETURNING id, registration_id, status, result, job, lease_until, created, expires`
 	// deleteBatch bounds how long DeleteOperationsBefore holds SQLite's
 	// write lock at a time, so that registrations are not stalled behind a
 	// large purge.
@@ -39,15 +46,24 @@ func decodeResult(doc string, m meta) (*dps.DeviceRegistrationResult, error) {
 func scanRegistration(sc scanner) (k string, r *store.Registration, err error) {
 	var groupID, doc string
 	var payload []byte
+	var twin sql.NullString
+	var pl store.Placement
 	var m meta
-	if err := sc.Scan(&k, &groupID, &doc, &payload, &m.etag, &m.created, &m.updated); err != nil {
+	if err := sc.Scan(&k, &groupID, &doc, &payload, &pl.Hub, &pl.DeviceID, &twin, &m.etag, &m.created, &m.updated); err != nil {
 		return "", nil, err
 	}
 	res, err := decodeResult(doc, m)
 	if err != nil {
 		return "", nil, err
 	}
-	return k, &store.Registration{Result: res, EnrollmentGroupID: groupID, DevicePayload: payload}, nil
+	r = &store.Registration{Result: res, EnrollmentGroupID: groupID, DevicePayload: payload, Placement: pl}
+	if twin.Valid {
+		r.AppliedTwin = new(dps.InitialTwin)
+		if err := json.Unmarshal([]byte(twin.String), r.AppliedTwin); err != nil {
+			return "", nil, fmt.Errorf("registration: corrupt applied twin: %w", err)
+		}
+	}
+	return k, r, nil
 }
 
 // Registration returns the registration record of a registration ID.
@@ -91,10 +107,11 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 			if err != nil {
 				return err
 			}
-			out = &store.Registration{Result: res, EnrollmentGroupID: r.EnrollmentGroupID}
+			out = &store.Registration{Result: res, EnrollmentGroupID: r.EnrollmentGroupID, Placement: r.Placement}
 			if r.DevicePayload != nil {
 				out.DevicePayload = append(json.RawMessage{}, r.DevicePayload...)
 			}
+			out.AppliedTwin = cloneTwin(r.AppliedTwin)
 			if op == nil {
 				return nil
 			}
@@ -128,7 +145,28 @@ func registrationCols(r *store.Registration) (string, []any, error) {
 	if r.DevicePayload != nil {
 		payload = []byte(r.DevicePayload)
 	}
-	return string(doc), []any{groupKey, r.EnrollmentGroupID, string(doc), payload}, nil
+	var twin any // NULL when none
+	if r.AppliedTwin != nil {
+		b, err := json.Marshal(r.AppliedTwin)
+		if err != nil {
+			return "", nil, fmt.Errorf("applied twin: %w", err)
+		}
+		twin = string(b)
+	}
+	return string(doc), []any{groupKey, r.EnrollmentGroupID, string(doc), payload, r.Placement.Hub, r.Placement.DeviceID, twin}, nil
+}
+
+// cloneTwin copies a twin, so that a caller changing what it saved cannot
+// change what Save returned.
+func cloneTwin(t *dps.InitialTwin) *dps.InitialTwin {
+	if t == nil {
+		return nil
+	}
+	c := &dps.InitialTwin{Tags: slices.Clone(t.Tags)}
+	if t.Properties != nil {
+		c.Properties = &dps.InitialTwinProperties{Desired: slices.Clone(t.Properties.Desired)}
+	}
+	return c
 }
 
 // DeleteRegistration deletes a registration record per ifMatch. Its
@@ -182,26 +220,63 @@ func (s *Store) registrationPage(ctx context.Context, what, query string, args [
 func (s *Store) Operation(ctx context.Context, operationID string) (*store.Operation, error) {
 	return run(ctx, s, read, func(ctx context.Context) (*store.Operation, error) {
 		what := fmt.Sprintf("operation %q", operationID)
-		var op store.Operation
-		var result sql.NullString
-		var created, expires int64
-		err := s.r.QueryRowContext(ctx,
-			qOperation, operationID).
-			Scan(&op.ID, &op.RegistrationID, &op.Status, &result, &created, &expires)
+		op, err := scanOperation(s.r.QueryRowContext(ctx, qOperation, operationID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
 		}
 		if err != nil {
 			return nil, s.fail(ctx, what, err)
 		}
-		op.CreatedAt, op.ExpiresAt = fromNanos(created), fromNanos(expires)
-		if result.Valid {
-			op.Result = new(dps.DeviceRegistrationResult)
-			if err := json.Unmarshal([]byte(result.String), op.Result); err != nil {
-				return nil, fmt.Errorf("%s: corrupt record: %w", what, err)
-			}
+		return op, nil
+	})
+}
+
+func scanOperation(sc scanner) (*store.Operation, error) {
+	var op store.Operation
+	var result, job sql.NullString
+	var lease, created, expires int64
+	if err := sc.Scan(&op.ID, &op.RegistrationID, &op.Status, &result, &job, &lease, &created, &expires); err != nil {
+		return nil, err
+	}
+	op.CreatedAt, op.ExpiresAt, op.LeaseUntil = fromNanos(created), fromNanos(expires), fromNanos(lease)
+	if result.Valid {
+		op.Result = new(dps.DeviceRegistrationResult)
+		if err := json.Unmarshal([]byte(result.String), op.Result); err != nil {
+			return nil, fmt.Errorf("operation %q: corrupt record: %w", op.ID, err)
 		}
-		return &op, nil
+	}
+	if job.Valid {
+		op.Job = json.RawMessage(job.String)
+	}
+	return &op, nil
+}
+
+// ClaimOperation takes over an expired job (see store.Store).
+func (s *Store) ClaimOperation(ctx context.Context, operationID string, now, leaseUntil time.Time) (*store.Operation, error) {
+	return run(ctx, s, write, func(ctx context.Context) (*store.Operation, error) {
+		what := fmt.Sprintf("operation %q", operationID)
+		op, err := scanOperation(s.w.QueryRowContext(ctx, claimOperation, operationID, toNanos(now), toNanos(leaseUntil)))
+		if err == nil {
+			return op, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, s.fail(ctx, what, err)
+		}
+		var n int
+		if err := s.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM operations WHERE id = $1`, operationID).Scan(&n); err != nil {
+			return nil, s.fail(ctx, what, err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		}
+		return nil, fmt.Errorf("%s: no job, or its lease has not expired: %w", what, store.ErrPreconditionFailed)
+	})
+}
+
+// ExpiredJobs lists the operations whose job's lease expired before now.
+func (s *Store) ExpiredJobs(ctx context.Context, now time.Time, limit int) ([]*store.Operation, error) {
+	return run(ctx, s, read, func(ctx context.Context) ([]*store.Operation, error) {
+		return all(ctx, s, "expired jobs", qExpiredJobs, []any{toNanos(now), pageSize(limit)}, scanOperation)
 	})
 }
 
@@ -217,7 +292,7 @@ func (s *Store) PutOperation(ctx context.Context, op *store.Operation) error {
 
 func (s *Store) putOperation(ctx context.Context, q queryer, op *store.Operation) error {
 	what := fmt.Sprintf("operation %q", op.ID)
-	var result any // NULL while assigning
+	var result, job any // NULL while assigning; NULL once terminal
 	if op.Result != nil {
 		b, err := json.Marshal(op.Result)
 		if err != nil {
@@ -225,12 +300,18 @@ func (s *Store) putOperation(ctx context.Context, q queryer, op *store.Operation
 		}
 		result = string(b)
 	}
+	if op.Job != nil {
+		if !json.Valid(op.Job) {
+			return fmt.Errorf("%s: the job is not JSON", what)
+		}
+		job = string(op.Job)
+	}
 	created := toNanos(op.CreatedAt)
 	if created == 0 {
 		created = s.stamp()
 	}
 	if _, err := q.ExecContext(ctx, upsertOperation,
-		op.ID, op.RegistrationID, op.Status, result, created, toNanos(op.ExpiresAt)); err != nil {
+		op.ID, op.RegistrationID, op.Status, result, job, toNanos(op.LeaseUntil), created, toNanos(op.ExpiresAt)); err != nil {
 		return s.fail(ctx, what, err)
 	}
 	return nil

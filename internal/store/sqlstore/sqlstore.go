@@ -116,6 +116,16 @@ type dialect struct {
 	advisoryLock bool
 }
 
+// JSONText is the SQL expression of a top-level string member of a JSON
+// document column (NULL when absent), for migrations that derive a column
+// from the documents.
+func (d *dialect) JSONText(col, member string) string {
+	if d.name == "postgres" {
+		return fmt.Sprintf("(%s::jsonb ->> '%s')", col, member)
+	}
+	return fmt.Sprintf("json_extract(%s, '$.%s')", col, member)
+}
+
 var (
 	sqliteDialect   = &dialect{name: "sqlite", Key: "TEXT", Blob: "BLOB"}
 	postgresDialect = &dialect{name: "postgres", Key: `TEXT COLLATE "C"`, Blob: "BYTEA", forUpdate: " FOR UPDATE", advisoryLock: true}

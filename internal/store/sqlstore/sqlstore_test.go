@@ -392,7 +392,7 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 		qEnrollment, qEnrollmentsAfter, qGroup, qGroupsAfter, qGroupsBySigningCert, qGroupsByCA,
 		qSigningCertsBySubject, qGroupsByAttestation, qDeleteGroupSigningCerts, qDeleteGroupCARefs,
 		qPolicy, qCA, qCAsByThumbprint, qCAsBySubject, qHub, qRegistration, qRegistrationsByGroup, qRegistrationsAfter,
-		qOperation, qDeleteExpiredOperations, qDeleteRefusalsBefore, qDeleteRefusalsUpTo,
+		qOperation, qDeleteExpiredOperations, qDeleteRefusalsBefore, qDeleteRefusalsUpTo, qExpiredJobs, claimOperation,
 		enrollmentsT.update, registrationsT.update, registrationsT.delIf, groupsT.del, groupsT.restore,
 		// qRefusalCutoff walks an index by design: it finds the oldest entry
 		// the count bound keeps.

@@ -54,14 +54,21 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	})
 	t.Run("policy", func(t *testing.T) { testRecords(t, opener, policyKind()) })
 	t.Run("ca", func(t *testing.T) { testRecords(t, opener, caKind(certs)) })
-	t.Run("hub", func(t *testing.T) { testRecords(t, opener, hubKind()) })
-	t.Run("registration", func(t *testing.T) { testRecords(t, opener, registrationKind()) })
+	t.Run("hub", func(t *testing.T) {
+		testRecords(t, opener, hubKind())
+		t.Run("put/round-trips every field", func(t *testing.T) { testHubRoundTrip(t, opener) })
+	})
+	t.Run("registration", func(t *testing.T) {
+		testRecords(t, opener, registrationKind())
+		testRegistrationPlacement(t, opener)
+	})
 	t.Run("paging", func(t *testing.T) { testPaging(t, opener) })
 	t.Run("lists", func(t *testing.T) { testLists(t, opener, certs) })
 	t.Run("group index", func(t *testing.T) { testGroupIndex(t, opener, certs) })
 	t.Run("ca index", func(t *testing.T) { testCAIndex(t, opener, certs) })
 	t.Run("save registration", func(t *testing.T) { testSaveRegistration(t, opener) })
 	t.Run("operation", func(t *testing.T) { testOperations(t, opener) })
+	t.Run("job", func(t *testing.T) { testJobs(t, opener) })
 	t.Run("concurrency", func(t *testing.T) { testConcurrency(t, opener) })
 	t.Run("refusals", func(t *testing.T) { testRefusals(t, opener) })
 	t.Run("restore", func(t *testing.T) {
