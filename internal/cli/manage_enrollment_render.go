@@ -224,7 +224,7 @@ func settingsTable(c *dps.EnrollmentSettings) [][2]string {
 	if c.Capabilities != nil {
 		edge = c.Capabilities.IotEdge
 	}
-	out = append(out, [2]string{"edgeEnabled", fmt.Sprint(edge)}, [2]string{"reprovisionPolicy", dash(reprovisionName(c.ReprovisionPolicy))})
+	out = append(out, [2]string{"edgeEnabled", fmt.Sprint(edge)}, [2]string{"reprovisionPolicy", reprovisionName(c.ReprovisionPolicy)})
 	if d := c.CustomAllocationDefinition; d != nil {
 		out = append(out, [2]string{"webhookUrl", d.WebhookURL}, [2]string{"apiVersion", d.APIVersion})
 	}
@@ -244,7 +244,7 @@ func settingsTable(c *dps.EnrollmentSettings) [][2]string {
 func reprovisionName(p *dps.ReprovisionPolicy) string {
 	switch {
 	case p == nil:
-		return ""
+		return "reprovisionandmigratedata (default)"
 	case !p.UpdateHubAssignment:
 		return "never"
 	case p.MigrateDeviceData:

@@ -183,6 +183,10 @@ type ReprovisionPolicy struct {
 	MigrateDeviceData   bool `json:"migrateDeviceData"`
 }
 
+// DefaultReprovisionPolicy is the policy of an enrollment that has none:
+// re-provision, and migrate the device's data to its new hub.
+var DefaultReprovisionPolicy = ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
+
 // CustomAllocationDefinition points at an allocation webhook.
 type CustomAllocationDefinition struct {
 	WebhookURL string `json:"webhookUrl"`

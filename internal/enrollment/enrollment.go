@@ -12,11 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/outbound"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
@@ -46,7 +46,7 @@ func PrepareIndividual(e *dps.IndividualEnrollment, prev *dps.IndividualEnrollme
 	if e.Attestation.Type == dps.AttestationX509 && len(e.RegistrationID) > dps.MaxX509IDLength {
 		return dpserr.BadRequest("registration ID %q is %d characters long; an X.509 registration ID is a certificate CN and may have at most %d", e.RegistrationID, len(e.RegistrationID), dps.MaxX509IDLength)
 	}
-	if err := checkObject("optionalDeviceInformation", e.OptionalDeviceInformation); err != nil {
+	if err := checkObject("optionalDeviceInformation", &e.OptionalDeviceInformation); err != nil {
 		return err
 	}
 	e.RegistrationState = nil // read-only
@@ -94,9 +94,9 @@ func prepareSettings(s *dps.EnrollmentSettings) error {
 	if s.Capabilities == nil {
 		s.Capabilities = &dps.DeviceCapabilities{}
 	}
-	if s.ReprovisionPolicy == nil {
-		s.ReprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
-	}
+	// reprovisionPolicy stays absent when not sent, as with Azure: its
+	// devices follow the default (dps.DefaultReprovisionPolicy), except on
+	// the legacy api-versions that keep them on their hub.
 	switch strings.ToLower(s.ProvisioningStatus) {
 	case "", "enabled":
 		s.ProvisioningStatus = dps.ProvisioningEnabled
@@ -132,13 +132,13 @@ func prepareSettings(s *dps.EnrollmentSettings) error {
 		}
 		s.AllocationPolicy = canon
 	}
-	if n := len(s.Hubs()); s.AllocationPolicy == dps.AllocationStatic && n != 1 {
-		return dpserr.BadRequest("allocationPolicy static needs exactly one IoT hub in iotHubs; this enrollment names %d", n)
-	}
+	// A static enrollment may name no hub (or several): as with Azure, the
+	// hub is decided when a device registers (the instance's only linked
+	// hub), and the registration fails with the reason when there is none.
+	// A custom allocation definition is kept under any policy.
 	if d := s.CustomAllocationDefinition; d != nil {
-		u, err := url.Parse(d.WebhookURL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return dpserr.BadRequest("customAllocationDefinition.webhookUrl %q is not an absolute http(s) URL", d.WebhookURL)
+		if _, err := outbound.CheckURL(d.WebhookURL); err != nil {
+			return dpserr.BadRequest("customAllocationDefinition.webhookUrl: %v", err)
 		}
 		if d.APIVersion == "" {
 			return dpserr.BadRequest("customAllocationDefinition.apiVersion is required (e.g. 2021-10-01)")
@@ -148,11 +148,11 @@ func prepareSettings(s *dps.EnrollmentSettings) error {
 		return dpserr.BadRequest("allocationPolicy custom needs customAllocationDefinition with webhookUrl and apiVersion")
 	}
 	if t := s.InitialTwin; t != nil {
-		if err := checkObject("initialTwin.tags", t.Tags); err != nil {
+		if err := checkObject("initialTwin.tags", &t.Tags); err != nil {
 			return err
 		}
 		if t.Properties != nil {
-			if err := checkObject("initialTwin.properties.desired", t.Properties.Desired); err != nil {
+			if err := checkObject("initialTwin.properties.desired", &t.Properties.Desired); err != nil {
 				return err
 			}
 		}
@@ -173,10 +173,15 @@ func canonicalPolicy(p string) (string, bool) {
 // CanonicalAllocationPolicy is canonicalPolicy for other packages.
 func CanonicalAllocationPolicy(p string) (string, bool) { return canonicalPolicy(p) }
 
-// checkObject accepts an absent value, null, or a JSON object.
-func checkObject(field string, v json.RawMessage) error {
-	t := bytes.TrimSpace(v)
-	if len(t) == 0 || string(t) == "null" || t[0] == '{' {
+// checkObject accepts an absent value, null, or a JSON object; null
+// becomes absent, as Azure leaves null members out of its answers.
+func checkObject(field string, v *json.RawMessage) error {
+	t := bytes.TrimSpace(*v)
+	switch {
+	case string(t) == "null":
+		*v = nil
+		return nil
+	case len(t) == 0 || t[0] == '{':
 		return nil
 	}
 	return dpserr.BadRequest("%s must be a JSON object", field)
@@ -307,14 +312,16 @@ func prepareX509(a, prev *dps.AttestationMechanism, group bool) error {
 		if x.SigningCertificates != nil || x.CAReferences != nil {
 			return dpserr.BadRequest("an individual enrollment takes x509.clientCertificates; signingCertificates and caReferences are for enrollment groups")
 		}
-		if x.ClientCertificates == nil || x.ClientCertificates.Primary == nil {
+		// An update may remove the primary certificate and keep the
+		// secondary, as Azure allows.
+		if x.ClientCertificates == nil || isEmptyCert(x.ClientCertificates.Primary) && isEmptyCert(x.ClientCertificates.Secondary) {
 			return dpserr.BadRequest("x509.clientCertificates.primary is required: the device's certificate")
 		}
 		var keep *dps.X509Certificates
 		if prevX != nil {
 			keep = prevX.ClientCertificates
 		}
-		return prepareCerts("x509.clientCertificates", x.ClientCertificates, keep, false)
+		return prepareCerts("x509.clientCertificates", x.ClientCertificates, keep)
 	}
 	if x.ClientCertificates != nil {
 		return dpserr.BadRequest("an enrollment group takes x509.signingCertificates or x509.caReferences; clientCertificates are for individual enrollments")
@@ -340,29 +347,40 @@ func prepareX509(a, prev *dps.AttestationMechanism, group bool) error {
 		if prevX != nil {
 			keep = prevX.SigningCertificates
 		}
-		return prepareCerts("x509.signingCertificates", x.SigningCertificates, keep, true)
+		return prepareCerts("x509.signingCertificates", x.SigningCertificates, keep)
 	}
 	return dpserr.BadRequest("an X.509 enrollment group needs x509.signingCertificates.primary (a root or intermediate certificate) or x509.caReferences.primary (the name of an uploaded CA certificate)")
 }
 
-func prepareCerts(field string, cs, keep *dps.X509Certificates, mustBeCA bool) error {
+// prepareCerts prepares a primary and a secondary certificate; either may
+// be absent (an individual enrollment's caller checks that one is there).
+func prepareCerts(field string, cs, keep *dps.X509Certificates) error {
 	var kp, ks *dps.X509CertificateWithInfo
 	if keep != nil {
 		kp, ks = keep.Primary, keep.Secondary
 	}
-	if err := prepareCert(field+".primary", cs.Primary, []*dps.X509CertificateWithInfo{kp, ks}, mustBeCA); err != nil {
+	if isEmptyCert(cs.Primary) {
+		cs.Primary = nil
+	} else if err := prepareCert(field+".primary", cs.Primary, []*dps.X509CertificateWithInfo{kp, ks}); err != nil {
 		return err
 	}
-	if cs.Secondary != nil && (cs.Secondary.Certificate != "" || cs.Secondary.Info != nil) {
-		return prepareCert(field+".secondary", cs.Secondary, []*dps.X509CertificateWithInfo{ks, kp}, mustBeCA)
+	if isEmptyCert(cs.Secondary) {
+		cs.Secondary = nil
+		return nil
 	}
-	cs.Secondary = nil
-	return nil
+	return prepareCert(field+".secondary", cs.Secondary, []*dps.X509CertificateWithInfo{ks, kp})
+}
+
+func isEmptyCert(c *dps.X509CertificateWithInfo) bool {
+	return c == nil || c.Certificate == "" && c.Info == nil
 }
 
 // prepareCert parses the certificate and fills its info. A certificate given
-// by info alone (as reads return it) must be one of the stored ones.
-func prepareCert(field string, c *dps.X509CertificateWithInfo, keep []*dps.X509CertificateWithInfo, mustBeCA bool) error {
+// by info alone (as reads return it) must be one of the stored ones. A
+// group's signing certificate need not be a CA certificate: Azure accepts
+// any (its own tests enroll a self-signed certificate without extensions),
+// and attestation checks the device's chain when a device registers.
+func prepareCert(field string, c *dps.X509CertificateWithInfo, keep []*dps.X509CertificateWithInfo) error {
 	if c.Certificate == "" {
 		if c.Info != nil {
 			for _, k := range keep {
@@ -377,9 +395,6 @@ func prepareCert(field string, c *dps.X509CertificateWithInfo, keep []*dps.X509C
 	cert, err := pki.ParseCertificate(c.Certificate)
 	if err != nil {
 		return dpserr.BadRequest("%s.certificate: %v", field, err)
-	}
-	if mustBeCA && !cert.IsCA {
-		return dpserr.BadRequest("%s (%s) is not a CA certificate (basic constraints CA:TRUE missing), so it cannot sign device certificates", field, cert.Subject)
 	}
 	c.Certificate = string(pki.EncodePEM(cert))
 	c.Info = pki.Info(cert)

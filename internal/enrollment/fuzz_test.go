@@ -22,7 +22,7 @@ func FuzzPrepareIndividual(f *testing.F) {
 		if err := PrepareIndividual(&e, nil); err != nil {
 			return
 		}
-		if e.Attestation == nil || e.ProvisioningStatus == "" || e.ReprovisionPolicy == nil || e.Capabilities == nil {
+		if e.Attestation == nil || e.ProvisioningStatus == "" || e.Capabilities == nil {
 			t.Fatalf("accepted an incomplete enrollment: %+v", e)
 		}
 		if err := dps.ValidateID("registration ID", e.RegistrationID); err != nil {

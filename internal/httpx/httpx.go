@@ -238,7 +238,16 @@ func jsonKind(k string) string {
 }
 
 // IfMatch returns the If-Match header value ("" when absent).
-func IfMatch(r *http.Request) string { return strings.TrimSpace(r.Header.Get("If-Match")) }
+//
+// A quoted wildcard ("*", which C# clients may send, as they quote every
+// etag) is the wildcard.
+func IfMatch(r *http.Request) string {
+	v := strings.TrimSpace(r.Header.Get("If-Match"))
+	if v == `"*"` {
+		return "*"
+	}
+	return v
+}
 
 // routeHolder lets a handler deep in the chain name the route for the
 // metrics middleware wrapped around it.
