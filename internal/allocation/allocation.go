@@ -77,7 +77,7 @@ func Select(policy string, candidates []Hub, registrationID string) (string, *Fa
 	switch policy {
 	case dps.AllocationStatic:
 		if len(candidates) != 1 {
-			return "", &Failure{dpserr.CodeNoHub, fmt.Sprintf("static allocation needs exactly one IoT hub, and %d are candidates (%s); name one hub in the enrollment's iotHubs", len(candidates), names(candidates))}
+			return "", &Failure{dpserr.CodeNoHub, fmt.Sprintf("static allocation needs exactly one IoT hub: the one the enrollment's iotHubs name, or else the instance's only linked hub; %d are candidates (%s): name one hub in the enrollment's iotHubs", len(candidates), names(candidates))}
 		}
 		return candidates[0].Name, nil
 	case dps.AllocationHashed, "":

@@ -34,6 +34,10 @@ type Identity struct {
 	Leaf *dps.X509CertificateInfo
 	// Signer describes the group's certificate the chain reached (X.509 groups).
 	Signer *dps.X509CertificateInfo
+	// HubKey (TPM only) is the base64 symmetric key the device receives,
+	// encrypted to its TPM, to authenticate to its IoT hub; the hub's
+	// device identity is created with it.
+	HubKey string
 }
 
 // Enrollment is the matched individual enrollment or enrollment group.

@@ -48,6 +48,7 @@ Flags win over the environment, which wins over the file.`,
 			if err != nil {
 				return err
 			}
+			cfg.Version = Version
 			log := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -86,6 +87,10 @@ func (sf *serveFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", def.TLSKeyFile, "private key (PEM) of --tls-cert")
 	f.BoolVar(&cfg.AzureStrict, "azure-strict", def.AzureStrict, "answer every register with status assigning first, as Azure does, so devices exercise their polling path")
 	f.IntVar(&cfg.RetryAfter, "retry-after", def.RetryAfter, "Retry-After seconds sent with an assigning status")
+	f.DurationVar(&cfg.AssignWait, "assign-wait", def.AssignWait, "how long a register request waits for an assignment that calls out (a hub's device registry, custom allocation) before it answers assigning and the device polls")
+	f.DurationVar(&cfg.AssignTimeout, "assign-timeout", def.AssignTimeout, "longest an assignment that calls out may take, hub retries included, before it fails; one whose node stopped is taken over after twice this")
+	f.StringVar(&cfg.OutboundCAFile, "outbound-ca-file", def.OutboundCAFile, "PEM certificates trusted, besides the system roots, by every outbound call (hubs, registry and custom allocation webhooks)")
+	f.StringVar(&cfg.Location, "location", def.Location, "this node's location, as linked hubs name theirs (westeurope), for geoLatency allocation")
 	f.IntVar(&cfg.StoreMaxConns, "store-max-conns", def.StoreMaxConns, "PostgreSQL: most connections this node opens to the database")
 	f.DurationVar(&cfg.StoreTimeout, "store-timeout", def.StoreTimeout, "longest one database call may take, waiting for a connection and retries included; then the request answers 503")
 	f.IntVar(&cfg.StoreRetries, "store-retries", def.StoreRetries, "PostgreSQL: retries of a transient failure (serialization failure, deadlock, lost connection) before a request answers 503; 0 turns them off")

@@ -78,6 +78,7 @@ func (a *API) request(r *http.Request, segs []string, op string) (provisioning.R
 		TrackingID:     httpx.RequestID(r.Context()),
 		IDScope:        segs[0],
 		RegistrationID: segs[2],
+		APIVersion:     r.URL.Query().Get("api-version"),
 		Credentials:    attest.Credentials{SAS: r.Header.Get("Authorization")},
 		Peer:           r.RemoteAddr,
 	}

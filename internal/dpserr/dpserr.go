@@ -22,6 +22,7 @@ const (
 	CodeCustomAllocation       = 400207 // custom allocation webhook failed
 	CodeNoHub                  = 400208 // no IoT hub could be selected
 	CodeHubUnauthorized        = 400209 // the hub refused dpsd's credentials
+	CodeHubFailed              = 400210 // the hub (or registry webhook) failed the device's creation
 	CodeHubNotFound            = 401001 // "IoTHub not found."
 	CodeUnauthorized           = 401002 // authentication or authorization failed
 	CodeNotFound               = 404000 // no such route

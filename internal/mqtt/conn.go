@@ -340,6 +340,7 @@ func (c *conn) request(tr TopicRequest, payload []byte) (int, int, []byte) {
 		TrackingID:     trackingID,
 		IDScope:        c.user.IDScope,
 		RegistrationID: c.user.RegistrationID,
+		APIVersion:     c.user.APIVersion,
 		Credentials:    attest.Credentials{Certificates: c.certs, SAS: c.password},
 		Peer:           c.t.RemoteAddr().String(),
 	}

@@ -163,13 +163,13 @@ func TestAllocationPolicies(t *testing.T) {
 		"fail/static-hub-not-linked": {enroll: func(e *dps.IndividualEnrollment) {
 			e.AllocationPolicy, e.IotHubHostName = "static", unlinked
 		}, errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found."},
-		"fail/custom": {enroll: func(e *dps.IndividualEnrollment) {
-			e.AllocationPolicy = "custom"
-			e.CustomAllocationDefinition = &dps.CustomAllocationDefinition{WebhookURL: "https://alloc.example.com/api", APIVersion: "2021-10-01"}
-		}, errorCode: dpserr.CodeCustomAllocation, errorText: "custom allocation (webhook) is not supported"},
-		"fail/geoLatency": {enroll: func(e *dps.IndividualEnrollment) {
+		// Without a location or a measured round trip, geoLatency hashes.
+		"ok/geoLatency-without-data-is-hashed": {enroll: func(e *dps.IndividualEnrollment) {
 			e.AllocationPolicy = "geoLatency"
-		}, errorCode: dpserr.CodeNoHub, errorText: "allocation policy geoLatency is not supported"},
+		}, hub: allocation.Hashed([]allocation.Hub{{Name: hub1, Weight: 1}, {Name: hub2, Weight: 1}}, "alloc-dev")},
+		"fail/static-without-hubs-several-applying-the-policy": {enroll: func(e *dps.IndividualEnrollment) {
+			e.AllocationPolicy = "static"
+		}, errorCode: dpserr.CodeNoHub, errorText: "static allocation needs exactly one IoT hub: the one the enrollment's iotHubs name, or else the instance's only linked hub; 2 are candidates (" + hub1 + ", " + hub2 + ")"},
 	}
 	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
 		for name, tc := range tests {
@@ -192,8 +192,10 @@ func TestAllocationPolicies(t *testing.T) {
 // no linked hub applying the policy, static as the instance default with two
 // linked hubs.
 func TestAllocationFailures(t *testing.T) {
+	static := func(g *dps.EnrollmentGroup) { g.AllocationPolicy = dps.AllocationStatic }
 	tests := map[string]struct {
 		setup func(*harness)
+		group func(*dps.EnrollmentGroup) // nil: the group as provtest makes it
 		allocationCase
 	}{
 		"fail/no-linked-hub": {setup: func(h *harness) {},
@@ -210,6 +212,12 @@ func TestAllocationFailures(t *testing.T) {
 			h.LinkHub(hub2, 1, false)
 			h.setInstancePolicy("static")
 		}, allocationCase: allocationCase{hub: hub1}},
+		// A group "static" with no hubs, as Azure's Python SDK test creates
+		// it, assigns its devices to the instance's only linked hub.
+		"ok/static-group-without-hubs-only-linked-hub": {setup: func(h *harness) { h.LinkHub(hub1, 1, true) }, group: static,
+			allocationCase: allocationCase{hub: hub1}},
+		"fail/static-group-without-hubs-no-linked-hub": {setup: func(h *harness) {}, group: static,
+			allocationCase: allocationCase{errorCode: dpserr.CodeHubNotFound, errorText: "IoTHub not found. No IoT hub is linked to this instance"}},
 	}
 	for _, mode := range provtest.Modes {
 		for name, tc := range tests {
@@ -217,7 +225,11 @@ func TestAllocationFailures(t *testing.T) {
 				t.Parallel()
 				h := newHarness(t, options{strict: mode.Strict})
 				tc.setup(h)
-				gpk, _ := provtest.Keys(t, h.PutGroup(provtest.SymGroup("grp-alloc")).Attestation)
+				g := provtest.SymGroup("grp-alloc")
+				if tc.group != nil {
+					tc.group(g)
+				}
+				gpk, _ := provtest.Keys(t, h.PutGroup(g).Attestation)
 				id := "alloc-grp-dev"
 				tc.enroll = func(*dps.IndividualEnrollment) {}
 				runAllocation(t, h, provtest.Cred{SAS: h.DeviceToken(id, sas.DeriveDeviceKey(gpk, id))}, id, tc.allocationCase)

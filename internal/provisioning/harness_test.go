@@ -11,6 +11,7 @@ package provisioning_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -34,8 +35,11 @@ import (
 	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/hub"
+	"github.com/dpsd/dpsd/internal/hub/hubtest"
 	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/outbound"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
@@ -81,6 +85,12 @@ type options struct {
 	// journalStore is the store the refusal journal writes to (nil: the
 	// harness's).
 	journalStore func(store.Store) store.Store
+	// ca makes the pipeline trust the hub doubles of hubtest: the
+	// registries of linked hubs and allocation webhooks can be called.
+	ca *hubtest.CA
+	// assignWait and assignTimeout are the pipeline's (short defaults for
+	// the tests, so that a slow hub does not slow them down).
+	assignWait, assignTimeout time.Duration
 }
 
 func newHarness(t testing.TB, o options) *harness {
@@ -106,6 +116,13 @@ func newHarness(t testing.TB, o options) *harness {
 		Strict:       o.strict,
 		RetryAfter:   3, // what server.Config.Init sets
 		OperationTTL: o.ttl,
+		// Hub retries without long backoffs.
+		HubRetry:      hub.Retry{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+		AssignWait:    cmp.Or(o.assignWait, 5*time.Second),
+		AssignTimeout: cmp.Or(o.assignTimeout, 10*time.Second),
+	}
+	if o.ca != nil {
+		p.Outbound = o.ca.Client(t, outbound.Options{})
 	}
 	srv := httptest.NewUnstartedServer(httpx.Wrap(log, &deviceapi.API{Pipeline: p, Log: log}))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
@@ -125,7 +142,15 @@ func newHarness(t testing.TB, o options) *harness {
 		h.mu.Unlock()
 		// A handler stuck in the store keeps Close waiting forever: give
 		// up after a while, so that one hang fails one test only.
-		if !within(10*time.Second, func() { srv.Close(); j.Close(); st.Close() }) {
+		if !within(10*time.Second, func() {
+			srv.Close()
+			// Jobs still running end before the store closes.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			p.Drain(ctx)
+			cancel()
+			j.Close()
+			st.Close()
+		}) {
 			t.Errorf("the device API did not shut down within 10 s: a request is stuck (in the store?)")
 		}
 	})

@@ -3,8 +3,12 @@
 //
 //	admit: addressing, body shape, credentials (internal/attest) → refuse, or
 //	disabled enrollment                → terminal status "disabled", or
-//	choose a hub (internal/allocation) → "assigned", or "failed" with a reason
-//	write the registration record and the operation in one transaction
+//	decide: hub (internal/allocation), re-provisioning (decide.go)
+//	  nothing to call out → write the record and the operation in one
+//	                        transaction: "assigned", or "failed" with a reason
+//	  custom allocation, or a hub with a device registry (internal/hub)
+//	                      → a job (job.go): "assigning", then the calls out
+//	                        (callout.go), then the record and the operation
 //
 // Refusals are returned as *dpserr.Error (401002 etc.) and write nothing.
 // Store failures map with dpserr.NoRecord: a device names no record to be
@@ -12,12 +16,12 @@
 // and any other is the store breaking its contract (500).
 // The assignment normally completes inside the register request, so its
 // answer already carries the terminal status; in strict mode the answer is
-// "assigning" and the device polls, exactly as with Azure.
+// "assigning" and the device polls, exactly as with Azure. A job that
+// outlasts AssignWait is answered "assigning" in either mode.
 package provisioning
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -30,7 +34,9 @@ import (
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
+	"github.com/dpsd/dpsd/internal/hub"
 	"github.com/dpsd/dpsd/internal/metrics"
+	"github.com/dpsd/dpsd/internal/outbound"
 	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/wait"
 )
@@ -53,6 +59,22 @@ type Pipeline struct {
 	// Journal records every refusal, and every disabled outcome (nil:
 	// none are recorded).
 	Journal Journal
+
+	// Outbound makes the calls out of an assignment: hubs' device
+	// registries and custom allocation webhooks. Without it, an
+	// assignment that needs one fails.
+	Outbound *outbound.Client
+	// HubRetry bounds the retries of a hub call (internal/hub's defaults
+	// when zero).
+	HubRetry hub.Retry
+	// Geo is what geoLatency allocation knows of this node's place.
+	Geo allocation.Geo
+	// AssignWait is how long a register request waits for an assignment
+	// that calls out before it answers "assigning" (DefaultAssignWait when
+	// zero); AssignTimeout bounds that assignment (DefaultAssignTimeout).
+	AssignWait, AssignTimeout time.Duration
+
+	jobs jobs
 }
 
 // Request is one device request, whatever the transport.
@@ -61,6 +83,9 @@ type Request struct {
 	TrackingID     string // ties the answer to the log line
 	IDScope        string
 	RegistrationID string
+	// APIVersion is the device's api-version (HTTPS query, MQTT user name):
+	// legacy versions keep re-registering devices on their hub.
+	APIVersion string
 	// Body is the DeviceRegistration the device sent; nil when it sent none.
 	Body        *dps.DeviceRegistration
 	Credentials attest.Credentials
@@ -97,20 +122,23 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (_ *Answer, err er
 		return nil, err
 	}
 	var op *store.Operation
+	viaJob := false // a job observes its outcome when it ends
 	switch {
 	case id.Disabled():
 		op, err = p.disabled(ctx, req, id)
 	default:
-		op, err = p.assign(ctx, req, id, &rec)
+		op, viaJob, err = p.assign(ctx, req, id, &rec, start)
 	}
 	if err != nil {
 		return nil, err
 	}
-	p.observe(req, id, op, start)
-	status := &dps.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}
-	if p.Strict {
-		return &Answer{Status: http.StatusAccepted, RetryAfter: p.RetryAfter, Body: &dps.RegistrationOperationStatus{OperationID: op.ID, Status: dps.StatusAssigning}}, nil
+	if !viaJob {
+		p.observe(req, id, op, start)
 	}
+	if op.Job != nil || p.Strict {
+		return p.assigningAnswer(op, req.RegistrationID, false), nil
+	}
+	status := &dps.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}
 	// Retry-After accompanies every register 202, as with Azure; a device
 	// that reads the terminal status does not wait for it.
 	return &Answer{Status: http.StatusAccepted, RetryAfter: p.RetryAfter, Body: status}, nil
@@ -129,12 +157,16 @@ func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID
 	if err != nil {
 		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
-	body := &dps.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}
-	if op.Status == dps.StatusAssigning {
-		body.RegistrationState = &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID, Status: dps.StatusAssigning}
-		return &Answer{Status: http.StatusAccepted, RetryAfter: p.RetryAfter, Body: body}, nil
+	if op.Job != nil && !p.now().Before(op.LeaseUntil) {
+		// The node running the job stopped: take it over.
+		if final := p.resume(ctx, op, true); final != nil {
+			op = final
+		}
 	}
-	return &Answer{Status: http.StatusOK, Body: body}, nil
+	if op.Status == dps.StatusAssigning {
+		return p.assigningAnswer(op, req.RegistrationID, true), nil
+	}
+	return &Answer{Status: http.StatusOK, Body: &dps.RegistrationOperationStatus{OperationID: op.ID, Status: op.Status, RegistrationState: op.Result}}, nil
 }
 
 // RegistrationStatus returns the device's registration record (the device
@@ -281,115 +313,53 @@ func (p *Pipeline) disabled(ctx context.Context, req Request, id *attest.Identit
 	return op, nil
 }
 
-// assign chooses the hub and writes the record. Two registrations of one
-// device racing each other both read the record, and the store lets only one
-// write win; the other reads again and recomputes.
-func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity, cur *record) (*store.Operation, error) {
+// assign decides and writes the record: at once when nothing calls out (one
+// transaction), else through a job (job.go). Two registrations of one
+// device racing each other both read the record, and the store lets only
+// one write win; the other reads again and decides again.
+//
+// viaJob reports that the operation comes from a job (still running, or
+// ended), which observes its outcome itself.
+func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity, cur *record, start time.Time) (op *store.Operation, viaJob bool, err error) {
 	for attempt := 1; ; attempt++ {
 		prev, err := p.load(ctx, cur, req.RegistrationID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		rec, err := p.decide(ctx, req, id, prev)
+		in, err := p.readInputs(ctx, id.Settings())
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
+		d := p.decide(&req, id, prev, in)
+		if d.callsOut() {
+			op, err := p.startJob(ctx, &req, id, start, &seed{prev: prev, in: in})
+			return op, true, err
+		}
+		rec := d.record(&req, nil)
 		ifMatch := ""
 		if prev != nil {
 			ifMatch = prev.Result.Etag
 		}
 		now := p.now()
-		op := p.newOperation(req, rec.Result.Status, nil, now)
+		op = p.newOperation(req, rec.Result.Status, nil, now)
 		stored, err := p.Store.SaveRegistration(ctx, rec, ifMatch, op)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrPreconditionFailed) {
 			if attempt == saveAttempts {
-				return nil, dpserr.New(http.StatusConflict, dpserr.CodeConcurrentRegistration, "Precondition failed. Registration %q was changed by a concurrent request; retry", req.RegistrationID)
+				return nil, false, dpserr.New(http.StatusConflict, dpserr.CodeConcurrentRegistration, "Precondition failed. Registration %q was changed by a concurrent request; retry", req.RegistrationID)
 			}
 			cur.read = false // another request changed the record: read it again
 			// Spread the retries of racing requests so they stop colliding.
 			if err := wait.Sleep(ctx, time.Duration(rand.IntN(attempt*5)+1)*time.Millisecond); err != nil {
-				return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
+				return nil, false, dpserr.FromStore(err, dpserr.NoRecord, "")
 			}
 			continue
 		}
 		if err != nil {
-			return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
+			return nil, false, dpserr.FromStore(err, dpserr.NoRecord, "")
 		}
 		op.Result = stored.Result
-		return op, nil
+		return op, false, nil
 	}
-}
-
-// decide computes the new registration record from the identity and the
-// previous record.
-func (p *Pipeline) decide(ctx context.Context, req Request, id *attest.Identity, prev *store.Registration) (*store.Registration, error) {
-	res := &dps.DeviceRegistrationResult{RegistrationID: req.RegistrationID}
-	// Registration IDs are case-insensitive: the record keeps the spelling
-	// of its first registration, and so does the device ID derived from it.
-	if prev != nil && prev.Result.RegistrationID != "" {
-		res.RegistrationID = prev.Result.RegistrationID
-	}
-	res.DeviceID = res.RegistrationID
-	setAttestation(res, id)
-	if id.Individual != nil && id.Individual.DeviceID != "" {
-		res.DeviceID = id.Individual.DeviceID
-	}
-	s := id.Settings()
-	hub, fail, err := p.chooseHub(ctx, s.Hubs(), s.AllocationPolicy, req.RegistrationID)
-	if err != nil {
-		return nil, err
-	}
-	var prevHub string
-	if prev != nil && prev.Result.Status == dps.StatusAssigned {
-		prevHub = prev.Result.AssignedHub
-	}
-	// "Never re-provision" keeps a registered device on its hub.
-	reprov := s.ReprovisionPolicy
-	if prevHub != "" && reprov != nil && !reprov.UpdateHubAssignment {
-		hub, fail = prevHub, nil
-	}
-	if fail != nil {
-		res.Status, res.ErrorCode, res.ErrorMessage = dps.StatusFailed, fail.Code, fail.Message
-		res.DeviceID = ""
-	} else {
-		res.Status, res.AssignedHub = dps.StatusAssigned, hub
-		switch {
-		case prevHub == "":
-			res.Substatus = dps.SubstatusInitialAssignment
-		case strings.EqualFold(prevHub, hub):
-			res.Substatus = dps.SubstatusReprovisionedToInitialAssignment
-		case reprov == nil || reprov.MigrateDeviceData:
-			res.Substatus = dps.SubstatusDeviceDataMigrated
-		default:
-			res.Substatus = dps.SubstatusDeviceDataReset
-		}
-	}
-	var payload json.RawMessage
-	if req.Body != nil {
-		payload = req.Body.Payload
-	}
-	return &store.Registration{Result: res, EnrollmentGroupID: id.GroupID(), DevicePayload: payload}, nil
-}
-
-// chooseHub returns the hub, or a terminal failure, or an error.
-func (p *Pipeline) chooseHub(ctx context.Context, hubs []string, policy, registrationID string) (string, *allocation.Failure, error) {
-	linked, err := p.Store.LinkedHubs(ctx)
-	if err != nil {
-		return "", nil, dpserr.FromStore(err, dpserr.NoRecord, "")
-	}
-	if policy == "" {
-		inst, err := p.Store.Instance(ctx)
-		if err != nil {
-			return "", nil, dpserr.FromStore(err, dpserr.NoRecord, "")
-		}
-		policy = inst.AllocationPolicy
-	}
-	cands, fail := allocation.Candidates(hubs, "", linked)
-	if fail != nil {
-		return "", fail, nil
-	}
-	hub, fail := allocation.Select(policy, cands, registrationID)
-	return hub, fail, nil
 }
 
 func (p *Pipeline) newOperation(req Request, status string, res *dps.DeviceRegistrationResult, now time.Time) *store.Operation {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dpsd/dpsd/internal/journal"
+	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
 
@@ -60,6 +61,21 @@ type Config struct {
 	AzureStrict bool
 	// RetryAfter is the Retry-After (seconds) of an "assigning" answer.
 	RetryAfter int
+	// AssignWait is how long a register request waits for an assignment
+	// that calls out (a hub's device registry, a custom allocation
+	// webhook) before it answers "assigning" and lets the device poll.
+	AssignWait time.Duration
+	// AssignTimeout bounds such an assignment, hub calls and retries
+	// included; it then fails. An assignment whose node stopped is taken
+	// over by another node (or this one, restarted) after twice this.
+	AssignTimeout time.Duration
+	// OutboundCAFile names PEM certificates trusted, besides the system
+	// roots, by every call dpsd makes: hubs' registry APIs, registry
+	// webhooks, custom allocation webhooks.
+	OutboundCAFile string
+	// Location is this node's location, as the linked hubs name theirs
+	// (westeurope), for geoLatency allocation.
+	Location string
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
@@ -73,6 +89,10 @@ type Config struct {
 	// journal (internal/journal); the oldest entries go first.
 	RefusalJournalMaxEntries int
 	RefusalJournalMaxAge     time.Duration
+
+	// Version is dpsd's version, sent as the User-Agent of outbound calls
+	// (set by the binary, not a setting).
+	Version string
 }
 
 // Defaults is the configuration of `dpsd serve` given no flag, environment
@@ -89,6 +109,8 @@ func Defaults() Config {
 		HTTPSAddr:         ":8443",
 		MQTTAddr:          ":8883",
 		RetryAfter:        3,
+		AssignWait:        provisioning.DefaultAssignWait,
+		AssignTimeout:     provisioning.DefaultAssignTimeout,
 		ShutdownTimeout:   15 * time.Second,
 		LogFormat:         "text",
 		LogLevel:          "info",
@@ -116,6 +138,8 @@ func (c *Config) Init() {
 	orDefault(&c.StoreConnLifetime, d.StoreConnLifetime)
 	orDefault(&c.HTTPSAddr, d.HTTPSAddr)
 	orDefault(&c.RetryAfter, d.RetryAfter)
+	orDefault(&c.AssignWait, d.AssignWait)
+	orDefault(&c.AssignTimeout, d.AssignTimeout)
 	orDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
 	orDefault(&c.LogFormat, d.LogFormat)
 	orDefault(&c.LogLevel, d.LogLevel)
@@ -168,6 +192,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RefusalJournalMaxAge < time.Minute {
 		return fmt.Errorf("--refusal-journal-max-age %s is shorter than 1m", c.RefusalJournalMaxAge)
+	}
+	if c.AssignWait < 0 || c.AssignWait > 20*time.Second {
+		return fmt.Errorf("--assign-wait %s is negative or longer than 20s (a device request must not wait longer)", c.AssignWait)
+	}
+	if c.AssignTimeout < time.Second || c.AssignTimeout > 10*time.Minute {
+		return fmt.Errorf("--assign-timeout %s is outside 1s to 10m", c.AssignTimeout)
 	}
 	switch c.LogFormat {
 	case "text", "json":

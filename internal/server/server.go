@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dpsd/dpsd/internal/allocation"
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/console"
 	"github.com/dpsd/dpsd/internal/deviceapi"
@@ -24,6 +25,7 @@ import (
 	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/mqtt"
+	"github.com/dpsd/dpsd/internal/outbound"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/serviceapi"
 	"github.com/dpsd/dpsd/internal/store"
@@ -44,6 +46,11 @@ type Server struct {
 	pipeline *provisioning.Pipeline
 	journal  *journal.Journal
 	mqtt     *mqtt.Server
+	prober   *allocation.Prober
+	// probing starts the prober the first time geoLatency allocation asks
+	// for a round-trip time, so that a node that never uses it dials no hub.
+	probing sync.Once
+	ctx     context.Context // Serve's
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -72,6 +79,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	out, err := outbound.New(outbound.Options{CAFile: cfg.OutboundCAFile, Version: cfg.Version})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("--outbound-ca-file: %w", err)
+	}
 	api := serviceapi.New(serviceapi.Config{
 		Store: st, Log: log,
 		Endpoints: func() (string, string) {
@@ -95,15 +107,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		MaxEntries: cfg.RefusalJournalMaxEntries, MaxAge: cfg.RefusalJournalMaxAge,
 		Registry: s.metrics.Registry, Log: log,
 	})
+	s.prober = &allocation.Prober{Targets: s.probeTargets}
 	s.pipeline = &provisioning.Pipeline{
-		Journal:    s.journal,
-		Store:      st,
-		Attest:     &attest.Attestor{Store: st, Log: log},
-		Log:        log,
-		Metrics:    s.metrics,
-		IDScope:    s.inst.IDScope,
-		Strict:     cfg.AzureStrict,
-		RetryAfter: cfg.RetryAfter,
+		Journal:       s.journal,
+		Store:         st,
+		Attest:        &attest.Attestor{Store: st, Log: log},
+		Log:           log,
+		Metrics:       s.metrics,
+		IDScope:       s.inst.IDScope,
+		Strict:        cfg.AzureStrict,
+		RetryAfter:    cfg.RetryAfter,
+		Outbound:      out,
+		Geo:           allocation.Geo{Location: cfg.Location, RTT: s.rtt},
+		AssignWait:    cfg.AssignWait,
+		AssignTimeout: cfg.AssignTimeout,
 	}
 	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: s.pipeline, Log: log}))
 	s.mqtt = &mqtt.Server{Provisioner: s.pipeline, Log: log, Metrics: mqtt.NewMetrics(s.metrics.Registry), TLSConfig: s.tls}
@@ -162,6 +179,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer s.store.Close()
 	// Before the store closes: the journal writes what is queued.
 	defer s.journal.Close()
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
 	type lis struct {
 		addr    string
 		handler http.Handler
@@ -222,6 +242,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	go s.purgeOperations(ctx)
+	go s.pipeline.Sweep(ctx)
 	if err := s.writeState(); err != nil {
 		s.log.Warn("could not write server.json", "err", err)
 	}
@@ -248,6 +269,9 @@ func (s *Server) shutdown() error {
 	// After the HTTPS servers: MQTT over WebSocket connections are hijacked
 	// from them, and the MQTT server tracks those too.
 	errs = append(errs, s.mqtt.Shutdown(ctx))
+	// Assignments still running get what is left of the drain; any that
+	// do not end in time are taken over later (their lease runs out).
+	s.pipeline.Drain(ctx)
 	return errors.Join(errs...)
 }
 
@@ -289,6 +313,35 @@ func (s *Server) handler(service, device bool) http.Handler {
 			})).ServeHTTP(w, r)
 		}
 	})
+}
+
+// rtt is geoLatency's round-trip time to a hub, from the prober, which it
+// starts on first use.
+func (s *Server) rtt(hub string) (time.Duration, bool) {
+	s.probing.Do(func() {
+		s.mu.Lock()
+		ctx := s.ctx
+		s.mu.Unlock()
+		if ctx != nil {
+			go s.prober.Run(ctx)
+		}
+	})
+	return s.prober.RTT(hub)
+}
+
+// probeTargets are the linked hubs, at the address of their host name.
+func (s *Server) probeTargets() []allocation.ProbeTarget {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hubs, err := s.store.LinkedHubs(ctx)
+	if err != nil {
+		return nil
+	}
+	out := make([]allocation.ProbeTarget, len(hubs))
+	for i, h := range hubs {
+		out[i] = allocation.ProbeTarget{Hub: h.Name, Addr: allocation.ProbeAddr(h.Name)}
+	}
+	return out
 }
 
 // purgeOperations deletes expired operations every few minutes; devices poll
