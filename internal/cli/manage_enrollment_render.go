@@ -228,14 +228,22 @@ func settingsTable(c *dps.EnrollmentSettings) [][2]string {
 	if d := c.CustomAllocationDefinition; d != nil {
 		out = append(out, [2]string{"webhookUrl", d.WebhookURL}, [2]string{"apiVersion", d.APIVersion})
 	}
-	if t := c.InitialTwin; t != nil {
-		if s := compactJSON(t.Tags); s != "" {
-			out = append(out, [2]string{"initialTwinTags", s})
-		}
-		if t.Properties != nil {
-			if s := compactJSON(t.Properties.Desired); s != "" {
-				out = append(out, [2]string{"initialTwinProperties", s})
-			}
+	return append(out, twinFields("initialTwin", c.InitialTwin)...)
+}
+
+// twinFields renders a twin's tags and desired properties as the fields
+// PREFIXTags and PREFIXProperties (none when empty).
+func twinFields(prefix string, t *dps.InitialTwin) [][2]string {
+	if t == nil {
+		return nil
+	}
+	var out [][2]string
+	if s := compactJSON(t.Tags); s != "" {
+		out = append(out, [2]string{prefix + "Tags", s})
+	}
+	if t.Properties != nil {
+		if s := compactJSON(t.Properties.Desired); s != "" {
+			out = append(out, [2]string{prefix + "Properties", s})
 		}
 	}
 	return out

@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/hub"
+	"github.com/dpsd/dpsd/internal/outbound"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/svcclient"
 )
@@ -23,6 +25,9 @@ type hubOpts struct {
 	location   string
 	weight     int
 	apply      optBool
+	registry   string
+	webhookURL string
+	secret     string
 	etag       string
 	output     string
 }
@@ -35,7 +40,11 @@ func newLinkedHubCmd(e *env) *cobra.Command {
 		`Manage the IoT hubs devices can be assigned to. A linked hub is named by its
 host name (myhub.azure-devices.net); its connection string (a hub policy with
 registry write rights) lets dpsd create the device in the hub. Reads never
-return the hub's key.`, cf)
+return the hub's key.
+
+--device-registry says what dpsd does when it assigns a device to the hub:
+`+registryKinds("\n  ")+`
+See docs/registry-webhook.md for the webhook's events and signature.`, cf)
 	c.AddCommand(hubCreateCmd(e, cf), hubListCmd(e, cf), hubShowCmd(e, cf), hubUpdateCmd(e, cf), hubDeleteCmd(e, cf))
 	return c
 }
@@ -76,14 +85,65 @@ func (o *hubOpts) resolve(s *session) error {
 }
 
 func linkedHubFields(h *dps.LinkedHub) [][2]string {
-	return [][2]string{
+	out := [][2]string{
 		{"name", h.Name},
 		{"connectionString", dash(h.ConnectionString)},
 		{"location", dash(h.Location)},
 		{"allocationWeight", fmt.Sprint(h.AllocationWeight)},
 		{"applyAllocationPolicy", fmt.Sprint(h.ApplyAllocationPolicy)},
-		{"etag", h.Etag},
+		{"deviceRegistry", cmp.Or(h.DeviceRegistry, string(hub.KindNone))},
 	}
+	if h.RegistryWebhookURL != "" {
+		out = append(out, [2]string{"registryWebhookUrl", h.RegistryWebhookURL}, [2]string{"registryWebhookSecret", dash(h.RegistryWebhookSecret)})
+	}
+	return append(out, [2]string{"etag", h.Etag})
+}
+
+// registryKinds lists the device registries with what each does.
+func registryKinds(sep string) string {
+	var b strings.Builder
+	for _, k := range hub.Kinds {
+		fmt.Fprintf(&b, "%s%s: %s", sep, k.Kind, k.Description)
+	}
+	return b.String()
+}
+
+// addRegistry adds the device registry flags.
+func (o *hubOpts) addRegistry(f flags) {
+	f.str(&o.registry, "device-registry", "", "where dpsd creates the devices it assigns to the hub: none (the default), azure-iothub (the hub's registry API, with --connection-string) or webhook (a signed POST to --registry-webhook-url)", "dr")
+	f.str(&o.webhookURL, "registry-webhook-url", "", "with --device-registry webhook: the https:// URL dpsd POSTs each assignment to (docs/registry-webhook.md)", "rwu")
+	f.str(&o.secret, "registry-webhook-secret", "", "with --device-registry webhook: the secret (16 characters or more) that keys the HMAC-SHA256 signature of each event", "rws")
+}
+
+// checkRegistry validates the device registry flags; create says whether
+// the hub is new (and so has nothing to keep).
+func (o *hubOpts) checkRegistry(create bool) error {
+	if o.registry != "" {
+		k, err := hub.ParseKind(o.registry)
+		if err != nil {
+			return withHint(fmt.Errorf("--device-registry %q is not none, azure-iothub or webhook", o.registry), "%s", strings.TrimPrefix(registryKinds("\n"), "\n"))
+		}
+		o.registry = string(k)
+	}
+	webhook := o.registry == string(hub.KindWebhook)
+	if !webhook && (o.webhookURL != "" || o.secret != "") && (create || o.registry != "") {
+		return withHint(errors.New("--registry-webhook-url and --registry-webhook-secret go with --device-registry webhook"), "add --device-registry webhook, or leave them out")
+	}
+	if o.webhookURL != "" {
+		if _, err := outbound.CheckURL(o.webhookURL); err != nil {
+			return withHint(fmt.Errorf("--registry-webhook-url: %v", err), "give the https:// URL of your receiver; plain http:// only to 127.0.0.1, ::1 or localhost")
+		}
+	}
+	if o.secret != "" && len(o.secret) < hub.MinWebhookSecretLength {
+		return withHint(fmt.Errorf("--registry-webhook-secret is shorter than %d characters", hub.MinWebhookSecretLength), "use a long random secret, e.g. openssl rand -base64 32")
+	}
+	if create && webhook && (o.webhookURL == "" || o.secret == "") {
+		return withHint(errors.New("--device-registry webhook needs --registry-webhook-url and --registry-webhook-secret"), "dpsd POSTs each assignment to the URL, signed with the secret (docs/registry-webhook.md)")
+	}
+	if create && o.registry == string(hub.KindAzureIoTHub) && o.connString == "" {
+		return withHint(errors.New("--device-registry azure-iothub needs --connection-string"), "give the connection string of a hub policy with registry write rights, e.g. iothubowner")
+	}
+	return nil
 }
 
 // call runs one request and prints the linked hub it returns.
@@ -99,7 +159,8 @@ func (o *hubOpts) checkWeight(f flags) error {
 }
 
 func (o *hubOpts) body(f flags) dps.LinkedHubBody {
-	b := dps.LinkedHubBody{ConnectionString: o.connString, Location: o.location}
+	b := dps.LinkedHubBody{ConnectionString: o.connString, Location: o.location,
+		DeviceRegistry: o.registry, RegistryWebhookURL: o.webhookURL, RegistryWebhookSecret: o.secret}
 	if f.changed("allocation-weight") {
 		w := o.weight
 		b.AllocationWeight = &w
@@ -132,6 +193,8 @@ func hubCreateCmd(e *env, cf *connFlags) *cobra.Command {
 		Use:   "create",
 		Short: "Link an IoT hub",
 		Example: `  dpsd linked-hub create --connection-string "HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=..."
+  dpsd linked-hub create --connection-string "HostName=myhub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=..." --device-registry azure-iothub
+  dpsd linked-hub create --hub-name broker.factory.example --device-registry webhook --registry-webhook-url https://registry.factory.example/dpsd --registry-webhook-secret "$SECRET"
   dpsd linked-hub create --hub-name myhub.azure-devices.net --allocation-weight 2`,
 	}, &o.output, func(s *session, f flags) error {
 		if o.connString == "" && o.name == "" {
@@ -153,22 +216,26 @@ func hubCreateCmd(e *env, cf *connFlags) *cobra.Command {
 		if err := o.checkWeight(f); err != nil {
 			return err
 		}
+		if err := o.checkRegistry(true); err != nil {
+			return err
+		}
 		return o.call(s, svcclient.Request{Method: http.MethodPut, Path: o.target().path(""), Body: o.body(f)})
 	})
 	f := flagsOf(c)
-	f.str(&o.connString, "connection-string", "", "connection string of the hub (a policy with registry write rights); its HostName names the hub", "cs")
+	f.str(&o.connString, "connection-string", "", "connection string of the hub (a policy with registry write rights); its HostName names the hub, and may carry a port", "cs")
 	f.str(&o.name, "hub-name", "", "host name of the hub, when no connection string is given", "hn")
 	f.str(&o.location, "location", "l", "the hub's location (used by the geoLatency policy)")
 	f.int(&o.weight, "allocation-weight", "weight of the hub under the hashed policy, 1 to 1000 (default 1)")
 	f.optBool(&o.apply, "apply-allocation-policy", "the hub takes part in allocation (true|false; bare: true; default true)")
+	o.addRegistry(f)
 	return c
 }
 
 func hubListCmd(e *env, cf *connFlags) *cobra.Command {
 	return listValueCmd(e, cf, "List the linked IoT hubs", linkedHubs,
-		[]string{"NAME", "WEIGHT", "APPLY POLICY", "LOCATION", "CONNECTION STRING"},
+		[]string{"NAME", "WEIGHT", "APPLY POLICY", "LOCATION", "REGISTRY", "CONNECTION STRING"},
 		func(h dps.LinkedHub) []string {
-			return []string{h.Name, fmt.Sprint(h.AllocationWeight), fmt.Sprint(h.ApplyAllocationPolicy), dash(h.Location), dash(h.ConnectionString)}
+			return []string{h.Name, fmt.Sprint(h.AllocationWeight), fmt.Sprint(h.ApplyAllocationPolicy), dash(h.Location), cmp.Or(h.DeviceRegistry, string(hub.KindNone)), dash(h.ConnectionString)}
 		})
 }
 
@@ -188,7 +255,7 @@ func hubUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &hubOpts{}
 	c := verb(e, cf, &cobra.Command{
 		Use:   "update",
-		Short: "Change a linked IoT hub's weight, allocation participation, location or connection string",
+		Short: "Change a linked IoT hub's weight, allocation participation, location, connection string or device registry",
 	}, &o.output, func(s *session, f flags) error {
 		if o.connString != "" {
 			if _, err := checkConnString(o.connString); err != nil {
@@ -198,8 +265,11 @@ func hubUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 		if err := o.checkWeight(f); err != nil {
 			return err
 		}
-		if !f.changed("allocation-weight") && !o.apply.set && o.location == "" && o.connString == "" {
-			return withHint(errors.New("nothing to update"), "give --allocation-weight, --apply-allocation-policy, --location or --connection-string")
+		if err := o.checkRegistry(false); err != nil {
+			return err
+		}
+		if !f.changed("allocation-weight") && !o.apply.set && o.location == "" && o.connString == "" && o.registry == "" && o.webhookURL == "" && o.secret == "" {
+			return withHint(errors.New("nothing to update"), "give --allocation-weight, --apply-allocation-policy, --location, --connection-string or --device-registry")
 		}
 		if err := o.resolve(s); err != nil {
 			return err
@@ -220,6 +290,7 @@ func hubUpdateCmd(e *env, cf *connFlags) *cobra.Command {
 	f.str(&o.location, "location", "l", "the hub's location")
 	f.int(&o.weight, "allocation-weight", "weight of the hub under the hashed policy, 1 to 1000")
 	f.optBool(&o.apply, "apply-allocation-policy", "the hub takes part in allocation (true|false; bare: true)")
+	o.addRegistry(f)
 	f.str(&o.etag, "etag", "e", "update only if the hub still has this etag (default: the etag just read)")
 	return c
 }

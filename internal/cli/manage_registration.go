@@ -29,10 +29,10 @@ func newRegistrationCmd(e *env) *cobra.Command {
 	cf := &connFlags{}
 	c := nounCmd("registration", "Manage device registration records (az iot dps registration)",
 		`Show, list and delete registration records: the outcome of a device's last
-registration (status, assigned hub, device ID). Deleting a record makes the
-device's next registration an initial assignment; it does not touch the device
-in its hub. 'dpsd registration explain' adds the device's latest refusals from
-the refusal journal, in words.`, cf)
+registration (status, assigned hub, device ID, and the twin dpsd applied in
+the hub). Deleting a record makes the device's next registration an initial
+assignment; it does not touch the device in its hub. 'dpsd registration
+explain' adds the device's latest refusals from the refusal journal, in words.`, cf)
 	c.AddCommand(registrationShowCmd(e, cf), registrationListCmd(e, cf), registrationDeleteCmd(e, cf), registrationExplainCmd(e, cf))
 	return c
 }
@@ -57,6 +57,7 @@ func registrationFields(r *dps.DeviceRegistrationState) [][2]string {
 	if s := compactJSON(r.Payload); s != "" {
 		out = append(out, [2]string{"payload", s})
 	}
+	out = append(out, twinFields("appliedTwin", r.AppliedTwin)...)
 	return append(out, [2]string{"created", timeOf(r.CreatedDateTimeUtc)}, [2]string{"lastUpdated", timeOf(r.LastUpdatedDateTimeUtc)}, [2]string{"etag", r.Etag})
 }
 

@@ -66,6 +66,13 @@ type LinkedHub struct {
 	Location              string `json:"location,omitempty"`
 	AllocationWeight      int    `json:"allocationWeight"`
 	ApplyAllocationPolicy bool   `json:"applyAllocationPolicy"`
+	// DeviceRegistry is where dpsd creates the devices it assigns to the
+	// hub: none, azure-iothub or webhook (dpsd's own member).
+	DeviceRegistry string `json:"deviceRegistry"`
+	// RegistryWebhookURL (its query masked) and RegistryWebhookSecret
+	// (always masked) configure the webhook registry.
+	RegistryWebhookURL    string `json:"registryWebhookUrl,omitempty"`
+	RegistryWebhookSecret string `json:"registryWebhookSecret,omitempty"`
 	Etag                  string `json:"etag,omitempty"`
 }
 
@@ -77,6 +84,11 @@ type LinkedHubBody struct {
 	Location              string `json:"location,omitempty"`
 	AllocationWeight      *int   `json:"allocationWeight,omitempty"`
 	ApplyAllocationPolicy *bool  `json:"applyAllocationPolicy,omitempty"`
+	DeviceRegistry        string `json:"deviceRegistry,omitempty"`
+	// RegistryWebhookURL and RegistryWebhookSecret may be sent back as read
+	// (masked): they then keep their stored values.
+	RegistryWebhookURL    string `json:"registryWebhookUrl,omitempty"`
+	RegistryWebhookSecret string `json:"registryWebhookSecret,omitempty"`
 }
 
 // LinkedHubList is the body of a linked hub list.

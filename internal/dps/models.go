@@ -206,6 +206,9 @@ type DeviceRegistrationState struct {
 	LastUpdatedDateTimeUtc *Time           `json:"lastUpdatedDateTimeUtc,omitempty"`
 	Etag                   string          `json:"etag,omitempty"`
 	Payload                json.RawMessage `json:"payload,omitempty"`
+	// AppliedTwin is the twin dpsd wrote to the device's hub (dpsd's own
+	// member; absent when none).
+	AppliedTwin *InitialTwin `json:"appliedTwin,omitempty"`
 }
 
 // DeviceRegistrationResult is the device API view of a registration record

@@ -2,6 +2,7 @@ package serviceapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -194,6 +195,26 @@ func TestLinkedHubReadModifyWrite(t *testing.T) {
 	if h.ConnectionString != conn || h.AllocationWeight != 10 {
 		t.Errorf("stored hub: connection string %q, weight %d; want the original key and weight 10", h.ConnectionString, h.AllocationWeight)
 	}
+
+	// A registry webhook's secret and URL query, masked in reads, keep
+	// their stored values when written back as read.
+	const url, secret = "https://registry.example/dpsd?code=FUNCTION-KEY", "a-secret-of-sixteen-or-more"
+	s.doJSON("PUT", "/linkedHubs/broker.example?api-version=2021-10-01", nil, map[string]any{"deviceRegistry": "webhook", "registryWebhookUrl": url, "registryWebhookSecret": secret}, 200, nil)
+	hub = nil
+	s.doJSON("GET", "/linkedHubs/broker.example?api-version=2021-10-01", nil, nil, 200, &hub)
+	if strings.Contains(testutil.JSON(t, hub), "FUNCTION-KEY") || strings.Contains(testutil.JSON(t, hub), secret) {
+		t.Fatalf("a read shows the webhook's key or secret: %v", hub)
+	}
+	hub["location"] = "plant-1"
+	if r := s.do("PUT", "/linkedHubs/broker.example?api-version=2021-10-01", map[string]string{"If-Match": hub["etag"].(string)}, []byte(testutil.JSON(t, hub))); r.Status != http.StatusOK {
+		t.Fatalf("writing back the webhook hub as read: status %d: %s", r.Status, r.Body)
+	}
+	if h, err = s.Store.LinkedHub(context.Background(), "broker.example"); err != nil {
+		t.Fatal(err)
+	}
+	if h.RegistryWebhookURL != url || h.RegistryWebhookSecret != secret || h.Location != "plant-1" {
+		t.Errorf("stored hub: URL %q, secret %q, location %q; want the originals and plant-1", h.RegistryWebhookURL, h.RegistryWebhookSecret, h.Location)
+	}
 }
 
 // TestEnrollmentShowsRegistrationState: an individual enrollment whose
@@ -204,7 +225,7 @@ func TestEnrollmentShowsRegistrationState(t *testing.T) {
 	s.doJSON("PUT", "/enrollments/solo-1?api-version=2021-10-01", nil, map[string]any{"attestation": map[string]any{"type": "tpm", "tpm": map[string]any{"endorsementKey": "AAAA"}}}, 200, nil)
 	if _, err := s.Store.SaveRegistration(context.Background(), &store.Registration{Result: &dps.DeviceRegistrationResult{
 		RegistrationID: "solo-1", Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment, AssignedHub: "hub1.azure-devices.net", DeviceID: "solo-1",
-	}}, "", nil); err != nil {
+	}, AppliedTwin: &dps.InitialTwin{Tags: json.RawMessage(`{"site":"north"}`)}}, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	var e dps.IndividualEnrollment
@@ -214,6 +235,12 @@ func TestEnrollmentShowsRegistrationState(t *testing.T) {
 	}
 	if e.RegistrationState.Status != dps.StatusAssigned || e.RegistrationState.AssignedHub != "hub1.azure-devices.net" || e.RegistrationState.Etag == "" {
 		t.Errorf("registrationState %+v", e.RegistrationState)
+	}
+	// The registration state shows the twin dpsd applied in the hub.
+	var st dps.DeviceRegistrationState
+	s.doJSON("GET", "/registrations/solo-1?api-version=2021-10-01", nil, nil, 200, &st)
+	if st.AppliedTwin == nil || string(st.AppliedTwin.Tags) != `{"site":"north"}` {
+		t.Errorf("registration state appliedTwin %+v, want the tags applied", st.AppliedTwin)
 	}
 }
 

@@ -1,6 +1,7 @@
 package serviceapi
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/enrollment"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/hub"
+	"github.com/dpsd/dpsd/internal/outbound"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
 )
@@ -23,13 +26,25 @@ var (
 		Exists: "shared access policy %q already exists; to change it, send If-Match with its etag"}
 )
 
-// LinkedHubView renders a linked hub; the hub's key is never returned.
+// maskedSecret stands for a registry webhook secret in reads.
+const maskedSecret = "****"
+
+// LinkedHubView renders a linked hub; the hub's key and the registry
+// webhook's secret (and its URL's query, which may hold a key) are never
+// returned.
 func LinkedHubView(h *store.LinkedHub) dps.LinkedHub {
-	v := dps.LinkedHub{Name: h.Name, Location: h.Location, AllocationWeight: h.AllocationWeight, ApplyAllocationPolicy: h.ApplyAllocationPolicy, Etag: h.Etag}
+	v := dps.LinkedHub{Name: h.Name, Location: h.Location, AllocationWeight: h.AllocationWeight, ApplyAllocationPolicy: h.ApplyAllocationPolicy,
+		DeviceRegistry: cmp.Or(h.DeviceRegistry, string(hub.KindNone)), Etag: h.Etag}
 	if h.ConnectionString != "" {
 		if cs, err := sas.ParseConnectionString(h.ConnectionString); err == nil {
 			v.ConnectionString = cs.Masked()
 		}
+	}
+	if h.RegistryWebhookURL != "" {
+		v.RegistryWebhookURL = outbound.Redact(h.RegistryWebhookURL)
+	}
+	if h.RegistryWebhookSecret != "" {
+		v.RegistryWebhookSecret = maskedSecret
 	}
 	return v
 }
@@ -84,11 +99,47 @@ func (a *API) putLinkedHub(w http.ResponseWriter, r *http.Request, p []string) e
 	if body.ApplyAllocationPolicy != nil {
 		h.ApplyAllocationPolicy = *body.ApplyAllocationPolicy
 	}
+	if err := applyRegistry(h, &body); err != nil {
+		return err
+	}
 	stored, err := a.Store.PutLinkedHub(r.Context(), h, ifMatch)
 	if err != nil {
 		return dpserr.FromStore(err, linkedHubs, name)
 	}
 	httpx.WriteJSON(w, http.StatusOK, LinkedHubView(stored))
+	return nil
+}
+
+// applyRegistry sets the device registry the body names, and checks the
+// result: an azure-iothub registry needs the hub's connection string, a
+// webhook an https:// URL (http:// to loopback only) and a secret.
+func applyRegistry(h *store.LinkedHub, body *dps.LinkedHubBody) error {
+	kind, err := hub.ParseKind(cmp.Or(body.DeviceRegistry, h.DeviceRegistry))
+	if err != nil {
+		return dpserr.BadRequest("deviceRegistry: %v", err)
+	}
+	h.DeviceRegistry = string(kind)
+	if kind != hub.KindWebhook {
+		if body.RegistryWebhookURL != "" || body.RegistryWebhookSecret != "" {
+			return dpserr.BadRequest("registryWebhookUrl and registryWebhookSecret apply to deviceRegistry webhook, and this hub's is %s", kind)
+		}
+		h.RegistryWebhookURL, h.RegistryWebhookSecret = "", ""
+	} else {
+		// What a client read and sends back stands for the stored values.
+		if u := body.RegistryWebhookURL; u != "" && (h.RegistryWebhookURL == "" || u != outbound.Redact(h.RegistryWebhookURL)) {
+			h.RegistryWebhookURL = u
+		}
+		if sec := body.RegistryWebhookSecret; sec != "" && sec != maskedSecret {
+			h.RegistryWebhookSecret = sec
+		}
+	}
+	cfg := hub.Config{Kind: kind, Hub: h.Name, ConnectionString: h.ConnectionString, WebhookURL: h.RegistryWebhookURL, WebhookSecret: h.RegistryWebhookSecret}
+	if err := cfg.Validate(); err != nil {
+		if kind == hub.KindAzureIoTHub && h.ConnectionString == "" {
+			return dpserr.BadRequest("deviceRegistry azure-iothub needs the hub's connectionString (a policy with registry write rights)")
+		}
+		return dpserr.BadRequest("deviceRegistry %s: %v", kind, err)
+	}
 	return nil
 }
 

@@ -57,7 +57,7 @@ func newIndividuals(st store.Store) *individuals {
 			case err != nil:
 				return err
 			}
-			e.RegistrationState = reg.Result.State()
+			e.RegistrationState = registrationState(reg)
 			return nil
 		},
 		bulkOp: func(r *http.Request) (string, []json.RawMessage, error) {

@@ -9,9 +9,12 @@ import (
 	"github.com/dpsd/dpsd/internal/store"
 )
 
-// registrationState renders a registration record for the service API.
+// registrationState renders a registration record for the service API,
+// with the twin dpsd applied in the device's hub.
 func registrationState(reg *store.Registration) *dps.DeviceRegistrationState {
-	return reg.Result.State()
+	s := reg.Result.State()
+	s.AppliedTwin = reg.AppliedTwin
+	return s
 }
 
 var registrationRecords = dpserr.Resource{Noun: "registration record", NotFound: dpserr.CodeRegistrationNotFound,
@@ -34,7 +37,7 @@ func (a *API) queryRegistrations(w http.ResponseWriter, r *http.Request, p []str
 	}
 	items := make([]*dps.DeviceRegistrationState, len(page.Items))
 	for i, reg := range page.Items {
-		items[i] = reg.Result.State()
+		items[i] = registrationState(reg)
 	}
 	writePage(w, "DeviceRegistration", pr, items, page.Next)
 	return nil
