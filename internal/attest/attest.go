@@ -90,6 +90,9 @@ type Attestor struct {
 	// or a CA certificate it presents, may have; MaxChainLength is the most
 	// certificates a device may present. Zero means the default.
 	MinRSABits, MinECBits, MaxChainLength int
+	// MaxSASLifetime, when positive, refuses a device SAS token that stays
+	// valid longer than this from now.
+	MaxSASLifetime time.Duration
 }
 
 func orDefault(v, def int) int {

@@ -244,6 +244,21 @@ func TestSymmetricKey(t *testing.T) {
 		id, err = e.a.SymmetricKey(ctx, scope, "b-dev", sas.New(sas.DeviceResource(scope, "b-dev"), "", key, e.clock, false), "")
 		refused(t, id, err, "the SAS token expired at")
 	})
+	t.Run("max-lifetime", func(t *testing.T) {
+		key := sas.DeriveDeviceKey(dk, "l-dev")
+		a := *e.a
+		a.MaxSASLifetime = time.Hour
+		id, err := a.SymmetricKey(ctx, scope, "l-dev", sas.New(sas.DeviceResource(scope, "l-dev"), "", key, e.clock.Add(time.Hour), false), "")
+		if err != nil || id.GroupID() != "doc-group" {
+			t.Errorf("token valid for the maximum: %+v, %v", id, err)
+		}
+		id, err = a.SymmetricKey(ctx, scope, "l-dev", sas.New(sas.DeviceResource(scope, "l-dev"), "", key, e.clock.Add(time.Hour+time.Second), false), "")
+		refused(t, id, err, "longer than the 1h0m0s this server accepts")
+		id, err = e.a.SymmetricKey(ctx, scope, "l-dev", sas.New(sas.DeviceResource(scope, "l-dev"), "", key, e.clock.Add(24*365*time.Hour), false), "")
+		if err != nil || id.GroupID() != "doc-group" {
+			t.Errorf("without a maximum, a token valid for a year: %+v, %v", id, err)
+		}
+	})
 	t.Run("individual-enrollment-before-groups", func(t *testing.T) {
 		en := &dps.IndividualEnrollment{RegistrationID: "both-dev", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: "symmetricKey"}}}
 		e.PutIndividual(en)

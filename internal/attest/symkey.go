@@ -22,8 +22,8 @@ func (a *Attestor) SymmetricKey(ctx context.Context, idScope, registrationID, to
 		return nil, dpserr.Unauthorized("malformed SAS token: %v", err)
 	}
 	now := a.now()
-	if tok.Expired(now) {
-		return nil, dpserr.Unauthorized("the SAS token expired at %s (server time %s)", tok.Expiry.Format("2006-01-02T15:04:05Z"), now.UTC().Format("2006-01-02T15:04:05Z"))
+	if err := tok.CheckExpiry(now, a.MaxSASLifetime); err != nil {
+		return nil, dpserr.Unauthorized("%v", err)
 	}
 	if !tok.MatchesDevice(idScope, registrationID) {
 		return nil, dpserr.Unauthorized("the SAS token is for resource %q, not %q", tok.Resource, sas.DeviceResource(idScope, registrationID))

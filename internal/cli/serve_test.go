@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -46,6 +47,13 @@ func TestServeSettings(t *testing.T) {
 			name: "list in file", file: `{"hostname": ["a.example", "10.0.0.5"], "azure-strict": true}`,
 			want: func(c *server.Config) { c.HostNames, c.AzureStrict = []string{"a.example", "10.0.0.5"}, true }, retries: 3,
 		},
+		{
+			name: "device certificate and token rules", args: []string{"--min-rsa-bits", "3072", "--min-ec-bits", "384", "--max-chain-length", "4", "--max-sas-lifetime", "1h"},
+			want: func(c *server.Config) {
+				c.MinRSABits, c.MinECBits, c.MaxChainLength, c.MaxSASLifetime = 3072, 384, 4, time.Hour
+			}, retries: 3,
+		},
+		{name: "rsa below 1024", args: []string{"--min-rsa-bits", "512"}, err: "--min-rsa-bits 512 is outside 1024 to 16384"},
 		{name: "mqtt off", args: []string{"--mqtt-addr", ""}, want: func(c *server.Config) { c.MQTTAddr = "" }, retries: 3},
 		{name: "pprof", args: []string{"--pprof-addr", "127.0.0.1:6060"}, want: func(c *server.Config) { c.PprofAddr = "127.0.0.1:6060" }, retries: 3},
 		{name: "pprof not host:port", env: map[string]string{"DPSD_PPROF_ADDR": "6060"}, err: `--pprof-addr "6060" is not host:port`},

@@ -75,6 +75,12 @@ func Parse(s string) (*Token, error) {
 			if err != nil || n < 0 {
 				return nil, fmt.Errorf("SAS token se %q is not a Unix time in seconds", truncate(v))
 			}
+			// time.Time cannot compare instants this far out (they wrap),
+			// and no clock reaches them: a token of the year 10000 or later
+			// is refused for what it is, not as expired.
+			if n > maxExpiry {
+				return nil, fmt.Errorf("SAS token se %s is after the year 9999; se is the expiry in seconds since 1970 (e.g. now + 3600)", truncate(v))
+			}
 			t.RawExpiry, t.Expiry, haveSE = v, time.Unix(n, 0).UTC(), true
 		case "skn":
 			dec, err := url.QueryUnescape(v)
@@ -110,8 +116,25 @@ func (t *Token) Verify(key []byte) bool {
 	return hmac.Equal(Sign(key, t.RawResource, t.RawExpiry), t.Signature)
 }
 
+// maxExpiry is the last second of the year 9999, the latest se Parse reads.
+const maxExpiry = 253402300799
+
 // Expired reports whether the token's expiry is not after now.
 func (t *Token) Expired(now time.Time) bool { return !t.Expiry.After(now) }
+
+// CheckExpiry says why the token cannot be used at now: it expired, or,
+// when maxLifetime is positive, it stays valid longer than maxLifetime
+// from now. The message is fit for the caller; the token is not in it.
+func (t *Token) CheckExpiry(now time.Time, maxLifetime time.Duration) error {
+	const layout = "2006-01-02T15:04:05Z"
+	if t.Expired(now) {
+		return fmt.Errorf("the SAS token expired at %s (server time %s)", t.Expiry.Format(layout), now.UTC().Format(layout))
+	}
+	if maxLifetime > 0 && t.Expiry.Sub(now) > maxLifetime {
+		return fmt.Errorf("the SAS token is valid until %s, longer than the %s this server accepts (server time %s); sign tokens that expire sooner", t.Expiry.Format(layout), maxLifetime, now.UTC().Format(layout))
+	}
+	return nil
+}
 
 // New builds a token for resource, valid until expiry. With encodeResource the
 // resource is percent-encoded (lower-case, as the C and C# SDKs do); without,

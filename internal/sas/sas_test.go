@@ -121,6 +121,8 @@ func TestParseErrors(t *testing.T) {
 		"no se":          "SharedAccessSignature sr=a&sig=YQ==",
 		"bad se":         "SharedAccessSignature sr=a&sig=YQ==&se=tomorrow",
 		"negative se":    "SharedAccessSignature sr=a&sig=YQ==&se=-5",
+		"se after 9999":  "SharedAccessSignature sr=a&sig=YQ==&se=253402300800",
+		"se max int64":   "SharedAccessSignature sr=a&sig=YQ==&se=9223372036854775807",
 		"bad sig":        "SharedAccessSignature sr=a&sig=%%%&se=1",
 		"sig not base64": "SharedAccessSignature sr=a&sig=!!!!&se=1",
 		"field no =":     "SharedAccessSignature sr=a&sig=YQ==&se=1&junk",
@@ -129,6 +131,44 @@ func TestParseErrors(t *testing.T) {
 		if _, err := Parse(s); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// TestCheckExpiry: an expired token and, with a maximum lifetime, one valid
+// for longer are refused with what is wrong; the last second of the year
+// 9999 is the latest expiry read, and compares as the future.
+func TestCheckExpiry(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		se     int64
+		max    time.Duration
+		reason string // "" when usable
+	}{
+		{"one second left", now.Unix() + 1, 0, ""},
+		{"expires now", now.Unix(), 0, "the SAS token expired at 2030-01-02T03:04:05Z (server time 2030-01-02T03:04:05Z)"},
+		{"year 9999 without a limit", maxExpiry, 0, ""},
+		{"year 9999 with a limit", maxExpiry, time.Hour, "the SAS token is valid until 9999-12-31T23:59:59Z, longer than the 1h0m0s this server accepts"},
+		{"exactly the limit", now.Unix() + 3600, time.Hour, ""},
+		{"a second over the limit", now.Unix() + 3601, time.Hour, "longer than the 1h0m0s this server accepts (server time 2030-01-02T03:04:05Z); sign tokens that expire sooner"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := Parse(New("h", "", []byte("k"), time.Unix(tc.se, 0), false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tok.CheckExpiry(now, tc.max)
+			switch {
+			case tc.reason == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.reason != "" && (err == nil || !strings.Contains(err.Error(), tc.reason)):
+				t.Fatalf("got %v, want %q", err, tc.reason)
+			}
+		})
+	}
+	_, err := Parse("SharedAccessSignature sr=a&sig=YQ==&se=9223372036854775807")
+	if err == nil || !strings.Contains(err.Error(), "se 9223372036854775807 is after the year 9999") {
+		t.Errorf("se = max int64: %v", err)
 	}
 }
 

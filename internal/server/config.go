@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
@@ -76,6 +77,13 @@ type Config struct {
 	// Location is this node's location, as the linked hubs name theirs
 	// (westeurope), for geoLatency allocation.
 	Location string
+	// MinRSABits and MinECBits are the weakest keys a device certificate,
+	// or a CA certificate of its chain, may have; MaxChainLength is the
+	// most certificates a device may present (attest.Attestor).
+	MinRSABits, MinECBits, MaxChainLength int
+	// MaxSASLifetime, when positive, refuses SAS tokens, of devices and of
+	// the service API, that stay valid longer than this from now.
+	MaxSASLifetime time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
@@ -111,6 +119,9 @@ func Defaults() Config {
 		RetryAfter:        3,
 		AssignWait:        provisioning.DefaultAssignWait,
 		AssignTimeout:     provisioning.DefaultAssignTimeout,
+		MinRSABits:        attest.DefaultMinRSABits,
+		MinECBits:         attest.DefaultMinECBits,
+		MaxChainLength:    attest.DefaultMaxChainLength,
 		ShutdownTimeout:   15 * time.Second,
 		LogFormat:         "text",
 		LogLevel:          "info",
@@ -140,6 +151,9 @@ func (c *Config) Init() {
 	orDefault(&c.RetryAfter, d.RetryAfter)
 	orDefault(&c.AssignWait, d.AssignWait)
 	orDefault(&c.AssignTimeout, d.AssignTimeout)
+	orDefault(&c.MinRSABits, d.MinRSABits)
+	orDefault(&c.MinECBits, d.MinECBits)
+	orDefault(&c.MaxChainLength, d.MaxChainLength)
 	orDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
 	orDefault(&c.LogFormat, d.LogFormat)
 	orDefault(&c.LogLevel, d.LogLevel)
@@ -198,6 +212,18 @@ func (c *Config) Validate() error {
 	}
 	if c.AssignTimeout < time.Second || c.AssignTimeout > 10*time.Minute {
 		return fmt.Errorf("--assign-timeout %s is outside 1s to 10m", c.AssignTimeout)
+	}
+	if c.MinRSABits < 1024 || c.MinRSABits > 16384 {
+		return fmt.Errorf("--min-rsa-bits %d is outside 1024 to 16384", c.MinRSABits)
+	}
+	if c.MinECBits < 224 || c.MinECBits > 521 {
+		return fmt.Errorf("--min-ec-bits %d is outside 224 (P-224) to 521 (P-521)", c.MinECBits)
+	}
+	if c.MaxChainLength < 1 || c.MaxChainLength > 100 {
+		return fmt.Errorf("--max-chain-length %d is outside 1 to 100", c.MaxChainLength)
+	}
+	if c.MaxSASLifetime < 0 {
+		return fmt.Errorf("--max-sas-lifetime %s is negative", c.MaxSASLifetime)
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -85,7 +85,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("--outbound-ca-file: %w", err)
 	}
 	api := serviceapi.New(serviceapi.Config{
-		Store: st, Log: log,
+		Store: st, Log: log, MaxSASLifetime: cfg.MaxSASLifetime,
 		Endpoints: func() (string, string) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -109,9 +109,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	s.prober = &allocation.Prober{Targets: s.probeTargets}
 	s.pipeline = &provisioning.Pipeline{
-		Journal:       s.journal,
-		Store:         st,
-		Attest:        &attest.Attestor{Store: st, Log: log},
+		Journal: s.journal,
+		Store:   st,
+		Attest: &attest.Attestor{Store: st, Log: log, MinRSABits: cfg.MinRSABits, MinECBits: cfg.MinECBits,
+			MaxChainLength: cfg.MaxChainLength, MaxSASLifetime: cfg.MaxSASLifetime},
 		Log:           log,
 		Metrics:       s.metrics,
 		IDScope:       s.inst.IDScope,

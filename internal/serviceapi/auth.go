@@ -41,8 +41,8 @@ func (a *API) Authenticate(r *http.Request) (*store.Policy, error) {
 	if tok.KeyName == "" {
 		return nil, dpserr.Unauthorized("the SAS token has no skn; the service API needs the name of the shared access policy that signed it")
 	}
-	if tok.Expired(a.now()) {
-		return nil, dpserr.Unauthorized("the SAS token expired at %s (server time %s)", tok.Expiry.Format("2006-01-02T15:04:05Z"), a.now().UTC().Format("2006-01-02T15:04:05Z"))
+	if err := tok.CheckExpiry(a.now(), a.MaxSASLifetime); err != nil {
+		return nil, dpserr.Unauthorized("%v", err)
 	}
 	if !tok.MatchesService(r.Host, r.URL.Path) {
 		return nil, dpserr.Unauthorized("the SAS token is for resource %q, which does not cover %s%s", tok.Resource, r.Host, r.URL.Path)

@@ -30,6 +30,9 @@ type Config struct {
 	Now   func() time.Time // nil: time.Now
 	// Endpoints reports the advertised endpoints for GET /settings.
 	Endpoints func() (device, service string)
+	// MaxSASLifetime, when positive, refuses a service SAS token that stays
+	// valid longer than this from now.
+	MaxSASLifetime time.Duration
 }
 
 // API serves the service API. Make one with New.

@@ -288,6 +288,8 @@ func Refusals(in Instance) map[string]Refusal {
 			Want: Refused(`malformed SAS token: token does not start with "SharedAccessSignature "`)},
 		"fail/sas-malformed-sig-not-base64": {RegistrationID: "sym-dev", Cred: Cred{SAS: "SharedAccessSignature sr=" + SRLower(s, "sym-dev") + "&sig=!!!&se=4102444800"},
 			Want: Refused("malformed SAS token: SAS token sig is not base64")},
+		"fail/sas-expiry-after-year-9999": {RegistrationID: "sym-dev", Cred: Cred{SAS: "SharedAccessSignature sr=" + SRLower(s, "sym-dev") + "&sig=abcd&se=9223372036854775807"},
+			Want: Refused("malformed SAS token: SAS token se 9223372036854775807 is after the year 9999")},
 		"fail/sas-malformed-se": {RegistrationID: "sym-dev", Cred: Cred{SAS: "SharedAccessSignature sr=" + SRLower(s, "sym-dev") + "&sig=abcd&se=tomorrow"},
 			Want: Refused(`malformed SAS token: SAS token se "tomorrow" is not a Unix time`)},
 		"fail/unknown-id-scope": {RegistrationID: "sym-dev", Scope: "0ne99999999", Cred: Cred{SAS: Token(SRLower("0ne99999999", "sym-dev"), symPK, hour, "registration")},

@@ -1,0 +1,131 @@
+package server_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/pki"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
+	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/server"
+	"github.com/dpsd/dpsd/internal/server/servertest"
+	"github.com/dpsd/dpsd/internal/testutil"
+)
+
+// TestCertificateAndTokenRulesWiring: the device certificate rules and
+// the SAS token lifetime of the configuration reach the attestor and the
+// service API.
+func TestCertificateAndTokenRulesWiring(t *testing.T) {
+	srv := servertest.Start(t, server.Config{MinRSABits: 3072, MaxChainLength: 2, MaxSASLifetime: time.Hour})
+	in := provtest.Instance{T: t, Store: srv.Store(), Scope: srv.State.IDScope}
+	in.LinkHub(provtest.Hub1, 1, true)
+	root := in.VerifiedRoot("wiring-root", pki.Options{CommonName: "Wiring Root"})
+	in.PutGroup(provtest.CAGroup("grp-wiring", "wiring-root"))
+	rsa2048, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter := root.Intermediate(t, pki.Options{CommonName: "Wiring Intermediate"})
+	gpk, _ := provtest.Keys(t, in.PutGroup(provtest.SymGroup("grp-sym")).Attestation)
+
+	leaf, key := root.Leaf(t, pki.Options{CommonName: "dev-rsa2048", Key: rsa2048})
+	long, longKey := inter.Leaf(t, pki.Options{CommonName: "dev-long"})
+	for _, tc := range []struct {
+		name, id string
+		cert     *tls.Certificate
+		sas      string
+		reason   string
+	}{
+		{"rsa-2048 below --min-rsa-bits 3072", "dev-rsa2048", testutil.TLSCert(key, leaf, root.Cert), "",
+			"has a 2048-bit RSA key; dpsd accepts RSA keys of at least 3072 bits"},
+		{"three certificates over --max-chain-length 2", "dev-long", testutil.TLSCert(longKey, long, inter.Cert, root.Cert), "",
+			"the device presented 3 certificates; at most 2 are accepted"},
+		{"device token beyond --max-sas-lifetime", "dev-sym", nil,
+			sas.New(sas.DeviceResource(srv.State.IDScope, "dev-sym"), "registration", sas.DeriveDeviceKey(gpk, "dev-sym"), time.Now().Add(2*time.Hour), true),
+			"longer than the 1h0m0s this server accepts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := register(t, srv, tc.id, tc.cert, tc.sas)
+			if r.status != http.StatusUnauthorized || !strings.Contains(r.body, tc.reason) {
+				t.Fatalf("register: %d %s; want 401 with %q", r.status, r.body, tc.reason)
+			}
+		})
+	}
+
+	owner, err := srv.Store().Policy(t.Context(), dps.OwnerPolicyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerKey, _ := sas.DecodeKey(owner.PrimaryKey)
+	r := serviceCall(t, srv, http.MethodGet, "/enrollments/x", sas.New(srv.State.ServiceEndpoint, dps.OwnerPolicyName, ownerKey, time.Now().Add(2*time.Hour), true))
+	if r.status != http.StatusUnauthorized || !strings.Contains(r.body, "longer than the 1h0m0s this server accepts") {
+		t.Fatalf("service token valid for 2 h: %d %s", r.status, r.body)
+	}
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// register sends a register request with a client certificate or a SAS
+// token (or neither).
+func register(t testing.TB, srv *servertest.Server, id string, cert *tls.Certificate, token string) answer {
+	t.Helper()
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: srv.Roots, ServerName: "localhost"},
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", srv.DeviceAddr)
+		},
+	}
+	if cert != nil {
+		tr.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	req, err := http.NewRequest(http.MethodPut, "https://"+srv.State.DeviceEndpoint+"/"+srv.State.IDScope+"/registrations/"+id+"/register?api-version=2021-06-01",
+		strings.NewReader(`{"registrationId":"`+id+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", token)
+	}
+	return roundTrip(t, &http.Client{Transport: tr, Timeout: 20 * time.Second}, req)
+}
+
+// serviceCall sends a body-less service API request with the given
+// Authorization.
+func serviceCall(t testing.TB, srv *servertest.Server, method, path, token string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, "https://"+srv.State.ServiceEndpoint+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", token)
+	return roundTrip(t, srv.HTTPClient(t), req)
+}
+
+func roundTrip(t testing.TB, c *http.Client, req *http.Request) answer {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{resp.StatusCode, resp.Header, string(b)}
+}
