@@ -26,7 +26,7 @@ func (a *Attestor) SymmetricKey(ctx context.Context, idScope, registrationID, to
 		return nil, dpserr.Unauthorized("%v", err)
 	}
 	if !tok.MatchesDevice(idScope, registrationID) {
-		return nil, dpserr.Unauthorized("the SAS token is for resource %q, not %q", tok.Resource, sas.DeviceResource(idScope, registrationID))
+		return nil, dpserr.Unauthorized("the SAS token is for resource %q, not %q", dps.Truncate(tok.Resource), sas.DeviceResource(idScope, registrationID))
 	}
 	e, err := a.Store.Enrollment(ctx, registrationID)
 	switch {

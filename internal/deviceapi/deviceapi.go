@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/provisioning"
@@ -55,7 +56,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != method {
-		httpx.WriteError(w, r, a.Log, dpserr.New(http.StatusMethodNotAllowed, dpserr.CodeMethodNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, method))
+		httpx.WriteError(w, r, a.Log, dpserr.New(http.StatusMethodNotAllowed, dpserr.CodeMethodNotAllowed, "method %s is not allowed on %s; use %s", dps.Truncate(r.Method), dps.Truncate(r.URL.Path), method))
 		return
 	}
 	if err := handle(w, r, segs); err != nil {
@@ -64,7 +65,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) notFound(w http.ResponseWriter, r *http.Request) {
-	httpx.WriteError(w, r, a.Log, dpserr.NotFound(dpserr.CodeNotFound, "no device API operation at %s %s; devices use /{idScope}/registrations/{registrationId}/register", r.Method, r.URL.Path))
+	httpx.WriteError(w, r, a.Log, dpserr.NotFound(dpserr.CodeNotFound, "no device API operation at %s %s; devices use /{idScope}/registrations/{registrationId}/register", dps.Truncate(r.Method), dps.Truncate(r.URL.Path)))
 }
 
 // request builds the pipeline request: addressing from the path, credentials

@@ -91,6 +91,20 @@ func TestEdgeInput(t *testing.T) {
 		"fail/status-lookup-before-registering": {method: "POST", path: "/%[1]s/registrations/e-dev-11", id: "e-dev-11", hdr: json, body: body(`{"registrationId":"e-dev-11"}`),
 			status: 404, code: dpserr.CodeRegistrationNotFound, msg: "has no registration record"},
 
+		"fail/body-not-utf-8": {method: "PUT", path: "/%[1]s/registrations/e-dev-12/register", id: "e-dev-12", hdr: json, body: body("{\"registrationId\":\"e-dev-12\",\"payload\":{\"tag\":\"caf\xe9\"}}"),
+			status: 400, code: dpserr.CodeBadRequest, msg: "it is not UTF-8 (the byte at offset 50 is 0xe9)"},
+		"fail/body-nul-character": {method: "PUT", path: "/%[1]s/registrations/e-dev-13/register", id: "e-dev-13", hdr: json, body: body(`{"registrationId":"e-dev-13","payload":{"tag":"a\u0000b"}}`),
+			status: 400, code: dpserr.CodeBadRequest, msg: `a string holds the NUL character (\u0000)`},
+		"fail/body-sent-as-form": {method: "PUT", path: "/%[1]s/registrations/e-dev-14/register", id: "e-dev-14", hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, body: body(`{"registrationId":"e-dev-14"}`),
+			status: 415, code: dpserr.CodeUnsupportedMediaType, msg: `the request body is sent as "application/x-www-form-urlencoded"; this endpoint reads JSON`},
+		"fail/id-scope-of-20KB-is-not-echoed-whole": {method: "PUT", path: "/" + strings.Repeat("s", 20000) + "/registrations/e-dev-15/register", hdr: json, body: body(`{}`),
+			status: 401, code: dpserr.CodeUnauthorized, msg: "sssss... (20000 bytes)\" is not served here"},
+
+		"ok/content-type-with-charset": {method: "PUT", path: "/%[1]s/registrations/e-ok-15/register", id: "e-ok-15",
+			hdr: map[string]string{"Content-Type": "application/json; charset=utf-8"}, body: body(`{"registrationId":"e-ok-15"}`),
+			status: 202, opStatus: "assigned", record: "e-ok-15"},
+		"ok/body-with-escaped-backslash-u0000": {method: "PUT", path: "/%[1]s/registrations/e-ok-16/register", id: "e-ok-16", hdr: json, body: body(`{"registrationId":"e-ok-16","payload":{"path":"C:\\u0000"}}`),
+			status: 202, opStatus: "assigned", record: "e-ok-16"},
 		"ok/body-exactly-96KB": {method: "PUT", path: "/%[1]s/registrations/e-ok-01/register", id: "e-ok-01", hdr: json, body: registerBody("e-ok-01", 96<<10),
 			status: 202, opStatus: "assigned", record: "e-ok-01"},
 		"ok/content-encoding-utf-8-ignored": {method: "PUT", path: "/%[1]s/registrations/e-ok-02/register", id: "e-ok-02",
@@ -153,7 +167,10 @@ func TestEdgeInput(t *testing.T) {
 				var e dps.ErrorDetails
 				provtest.StrictDecode(t, r.Body, &e)
 				if e.ErrorCode != tc.code || !strings.Contains(e.Message, tc.msg) {
-					t.Errorf("error %d %q, want %d containing %q", e.ErrorCode, e.Message, tc.code, tc.msg)
+					t.Errorf("error %d %q, want %d containing %q", e.ErrorCode, dps.Truncate(e.Message), tc.code, tc.msg)
+				}
+				if len(e.Message) > 1024 {
+					t.Errorf("the message is %d bytes long: it echoes what the client sent whole", len(e.Message))
 				}
 				if e.TrackingID != r.Header.Get("x-ms-request-id") {
 					t.Errorf("trackingId %q, x-ms-request-id %q", e.TrackingID, r.Header.Get("x-ms-request-id"))

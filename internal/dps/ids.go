@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"regexp"
+	"unicode/utf8"
 )
 
 // Identifier limits from the DPS documentation.
@@ -28,7 +29,7 @@ func ValidateID(kind, id string) error {
 		return fmt.Errorf("%s is empty", kind)
 	}
 	if len(id) > MaxIDLength {
-		return fmt.Errorf("%s %q is %d characters long; the limit is %d", kind, truncate(id), len(id), MaxIDLength)
+		return fmt.Errorf("%s %q is %d characters long; the limit is %d", kind, Truncate(id), len(id), MaxIDLength)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
@@ -42,7 +43,7 @@ func ValidateID(kind, id string) error {
 				return fmt.Errorf("%s %q must end with a letter, digit or '-', not %q", kind, id, c)
 			}
 		default:
-			return fmt.Errorf("%s %q contains %q at position %d; only letters, digits and - . _ : are allowed", kind, truncate(id), rune(c), i+1)
+			return fmt.Errorf("%s %q contains %q at position %d; only letters, digits and - . _ : are allowed", kind, Truncate(id), rune(c), i+1)
 		}
 	}
 	return nil
@@ -55,14 +56,14 @@ func ValidateDeviceID(id string) error {
 		return fmt.Errorf("device ID is empty")
 	}
 	if len(id) > MaxIDLength {
-		return fmt.Errorf("device ID %q is %d characters long; the limit is %d", truncate(id), len(id), MaxIDLength)
+		return fmt.Errorf("device ID %q is %d characters long; the limit is %d", Truncate(id), len(id), MaxIDLength)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if isAlnum(c) || indexByte("-.%_*?!(),:=@$'", c) {
 			continue
 		}
-		return fmt.Errorf("device ID %q contains %q at position %d", truncate(id), rune(c), i+1)
+		return fmt.Errorf("device ID %q contains %q at position %d", Truncate(id), rune(c), i+1)
 	}
 	return nil
 }
@@ -79,7 +80,7 @@ func ValidateCAName(name string) error {
 		return fmt.Errorf("certificate name is %d characters long; the limit is %d", len(name), MaxCANameLength)
 	}
 	if !caNameRE.MatchString(name) {
-		return fmt.Errorf("certificate name %q may contain only letters, digits and - . _", truncate(name))
+		return fmt.Errorf("certificate name %q may contain only letters, digits and - . _", Truncate(name))
 	}
 	return nil
 }
@@ -97,7 +98,7 @@ func ValidateHostName(h string) error {
 		if isAlnum(c) || c == '-' || c == '.' || c == ':' {
 			continue
 		}
-		return fmt.Errorf("IoT hub host name %q contains %q", truncate(h), rune(c))
+		return fmt.Errorf("IoT hub host name %q contains %q", Truncate(h), rune(c))
 	}
 	if h[0] == '.' || h[0] == '-' || h[len(h)-1] == '.' {
 		return fmt.Errorf("IoT hub host name %q is not a valid DNS name", h)
@@ -118,11 +119,22 @@ func indexByte(s string, c byte) bool {
 	return false
 }
 
-func truncate(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "..."
+// maxEcho is how much of a value a message quotes.
+const maxEcho = 64
+
+// Truncate shortens a value a client sent, for quoting it in a message or a
+// log line: past 64 bytes it is cut (at a character boundary) and its
+// length said, so that a 20 KB ID scope is not echoed back, or logged,
+// whole.
+func Truncate(s string) string {
+	if len(s) <= maxEcho {
+		return s
 	}
-	return s
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
 }
 
 // NewUUID returns a random (version 4) UUID, used for tracking and request IDs.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dpsd/dpsd/internal/dps"
 )
@@ -38,6 +39,7 @@ const (
 	CodeConcurrentRegistration = 409203 // "Precondition failed." on a racing registration
 	CodePreconditionFailed     = 412001 // etag mismatch
 	CodeTooLarge               = 413001
+	CodeUnsupportedMediaType   = 415001 // a body sent as something else than JSON
 	CodeThrottled              = 429001
 	CodeInternal               = 500001
 	CodeShuttingDown           = 503000 // the server is stopping and takes no new connection
@@ -68,9 +70,21 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// maxMessage bounds a message. Values a client sent are quoted shortened
+// (dps.Truncate); this is the net under any that is not.
+const maxMessage = 4 << 10
+
 // New returns an error whose message is also its log reason.
 func New(status, code int, format string, args ...any) *Error {
-	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > maxMessage {
+		cut := maxMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "... (message cut)"
+	}
+	return &Error{Status: status, Code: code, Message: msg}
 }
 
 // BadRequest: the request body or a value in it is invalid.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
@@ -83,7 +84,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if id == "" {
 		id = dps.NewUUID()
 	}
-	LogError(log, r.Context(), e, id, slog.String("method", r.Method), slog.String("path", r.URL.Path))
+	LogError(log, r.Context(), e, id, slog.String("method", dps.Truncate(r.Method)), slog.String("path", dps.Truncate(r.URL.Path)))
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
@@ -151,7 +152,9 @@ func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
 	return DecodeBytes(b, v, allowEmpty)
 }
 
-// ReadBody reads the (capped) request body.
+// ReadBody reads the (capped) body of a request to a JSON endpoint. A body
+// sent with a Content-Type that is not JSON is refused (415) rather than
+// read as JSON; one sent without a Content-Type is read as JSON.
 func ReadBody(r *http.Request) ([]byte, error) {
 	if r.Body == nil {
 		return nil, nil
@@ -164,16 +167,34 @@ func ReadBody(r *http.Request) ([]byte, error) {
 		}
 		return nil, dpserr.Malformed("reading the request body: %v", err)
 	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && len(bytes.TrimSpace(b)) > 0 && !isJSON(ct) {
+		return nil, dpserr.New(http.StatusUnsupportedMediaType, dpserr.CodeUnsupportedMediaType,
+			"the request body is sent as %q; this endpoint reads JSON: send it with Content-Type: application/json", dps.Truncate(ct))
+	}
 	return b, nil
 }
 
+// isJSON reports whether a Content-Type names JSON: application/json,
+// text/json, or a type with the +json suffix, with any parameters.
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == "application/json" || mt == "text/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+}
+
 // DecodeBytes is DecodeJSON for a body already read (bulk items, MQTT payloads).
+// Text that is not UTF-8, and the NUL character, are refused here, at the
+// edge: kept raw (in a payload or an initial twin), either would be stored
+// on SQLite and refused by PostgreSQL, and an export could not move it.
 func DecodeBytes(b []byte, v any, allowEmpty bool) error {
 	if len(strings.TrimSpace(string(b))) == 0 {
 		if allowEmpty {
 			return nil
 		}
 		return dpserr.Malformed("the request body is empty; a JSON object is required")
+	}
+	if err := CheckText(b); err != nil {
+		return dpserr.Malformed("the request body is not valid: %v", err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		var te *json.UnmarshalTypeError
@@ -183,6 +204,40 @@ func DecodeBytes(b []byte, v any, allowEmpty bool) error {
 		return dpserr.Malformed("the request body is not valid JSON: %v", err)
 	}
 	return nil
+}
+
+// CheckText reports JSON text dpsd does not store: bytes that are not
+// UTF-8, and the NUL character, raw or escaped (\u0000) in a string.
+func CheckText(b []byte) error {
+	if !utf8.Valid(b) {
+		i := 0
+		for i < len(b) {
+			r, n := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			i += n
+		}
+		return fmt.Errorf("it is not UTF-8 (the byte at offset %d is %#02x); JSON text is UTF-8", i, b[i])
+	}
+	if bytes.IndexByte(b, 0) >= 0 {
+		return errors.New("it holds the NUL character, which dpsd does not store")
+	}
+	if !bytes.Contains(b, []byte(`u0000`)) {
+		return nil
+	}
+	// The escape may be inside a string, or only look like one (\\u0000
+	// is a backslash and "u0000"): decode the strings to know.
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // not JSON: the decoder that follows says why
+		}
+		if s, ok := tok.(string); ok && strings.IndexByte(s, 0) >= 0 {
+			return errors.New(`a string holds the NUL character (\u0000), which dpsd does not store`)
+		}
+	}
 }
 
 // memberPath is a decoder's field path as the body spells it: without the

@@ -201,7 +201,7 @@ func (c *conn) connect(p *Connect) *closeReason {
 	if p.ProtocolLevel != 4 {
 		return refuse(ConnRefusedProtocol, "unsupported_protocol_version", "protocol level %d; DPS speaks MQTT 3.1.1 (level 4)", p.ProtocolLevel)
 	}
-	c.log = c.log.With("clientId", p.ClientID)
+	c.log = c.log.With("clientId", dps.Truncate(p.ClientID))
 	if c.s.shuttingDown() {
 		return refuse(ConnRefusedUnavailable, "shutting_down", "the server is shutting down")
 	}
@@ -213,7 +213,7 @@ func (c *conn) connect(p *Connect) *closeReason {
 		return refuse(ConnRefusedBadUsername, "bad_username", "%v", err)
 	}
 	if p.ClientID == "" || !strings.EqualFold(p.ClientID, u.RegistrationID) {
-		return refuse(ConnRefusedIdentifier, "identifier_rejected", "client ID %q is not the registration ID %q of the user name", p.ClientID, u.RegistrationID)
+		return refuse(ConnRefusedIdentifier, "identifier_rejected", "client ID %q is not the registration ID %q of the user name", dps.Truncate(p.ClientID), dps.Truncate(u.RegistrationID))
 	}
 	c.user, c.password = u, string(p.Password)
 	c.keepAlive = time.Duration(p.KeepAlive) * 1500 * time.Millisecond
@@ -242,7 +242,7 @@ func (c *conn) handle(p Packet) *closeReason {
 			if sub.Filter != ResponseFilter {
 				codes[i] = SubackFailure
 				c.s.Metrics.Refusals.WithLabelValues(c.transport, "subscription_refused").Inc()
-				c.log.Info("mqtt subscription refused", "filter", sub.Filter, "reason", "devices may subscribe to "+ResponseFilter+" only")
+				c.log.Info("mqtt subscription refused", "filter", dps.Truncate(sub.Filter), "reason", "devices may subscribe to "+ResponseFilter+" only")
 				continue
 			}
 			codes[i] = min(sub.QoS, 1)
@@ -283,16 +283,16 @@ func (c *conn) handle(p Packet) *closeReason {
 
 func (c *conn) publish(p *Publish) *closeReason {
 	if p.QoS == 2 {
-		return refusedBy("protocol_error", "PUBLISH at QoS 2 to %q: DPS supports QoS 0 and 1", p.Topic)
+		return refusedBy("protocol_error", "PUBLISH at QoS 2 to %q: DPS supports QoS 0 and 1", dps.Truncate(p.Topic))
 	}
 	req, err := ParseTopic(p.Topic)
 	switch {
 	case errors.Is(err, ErrTopicNotAllowed):
-		return refusedBy("topic_not_allowed", "PUBLISH to %q: devices publish only to %s?$rid={rid} and %s?$rid={rid}&operationId={operationId}", p.Topic, registerTopic, pollTopic)
+		return refusedBy("topic_not_allowed", "PUBLISH to %q: devices publish only to %s?$rid={rid} and %s?$rid={rid}&operationId={operationId}", dps.Truncate(p.Topic), registerTopic, pollTopic)
 	case err != nil:
-		return refusedBy("no_rid", "PUBLISH to %q: %v; the answer goes to $dps/registrations/res/{status}/?$rid={rid}", p.Topic, err)
+		return refusedBy("no_rid", "PUBLISH to %q: %v; the answer goes to $dps/registrations/res/{status}/?$rid={rid}", dps.Truncate(p.Topic), err)
 	case len(p.Payload) > dps.MaxMessageBytes:
-		return refusedBy("packet_too_large", "PUBLISH to %q with a payload of %d bytes exceeds the %d KB limit", p.Topic, len(p.Payload), dps.MaxMessageBytes>>10)
+		return refusedBy("packet_too_large", "PUBLISH to %q with a payload of %d bytes exceeds the %d KB limit", dps.Truncate(p.Topic), len(p.Payload), dps.MaxMessageBytes>>10)
 	}
 	if p.QoS == 1 {
 		if err := c.write(Puback(p.PacketID)); err != nil {

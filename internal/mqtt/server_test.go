@@ -136,6 +136,16 @@ func TestPayloadVariants(t *testing.T) {
 			t.Errorf("a malformed payload reached the provisioner")
 		}
 	})
+	t.Run("a payload that is not UTF-8 is a 400 answer", func(t *testing.T) {
+		n := h.Fake.count()
+		a := c.Register("latin1", []byte("{\"registrationId\":\"dev\",\"payload\":{\"site\":\"M\xfcnchen\"}}"))
+		if a.Status != 400 || a.Number("errorCode") != dpserr.CodeBadRequest || !strings.Contains(a.String("message"), "not UTF-8") {
+			t.Errorf("answer %s %s", a.Topic, a.Raw)
+		}
+		if h.Fake.count() != n {
+			t.Errorf("a payload that is not UTF-8 reached the provisioner")
+		}
+	})
 	t.Run("poll payloads are ignored", func(t *testing.T) {
 		for _, p := range [][]byte{nil, []byte(" "), []byte("null"), []byte(`{"registrationId":"dev"}`)} {
 			a := c.Request(mqtttest.PollTopic("p", "op-1"), "p", p)

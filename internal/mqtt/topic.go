@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/dpsd/dpsd/internal/dps"
 )
 
 // The DPS topics (docs/protocol.md, "MQTT").
@@ -39,18 +41,18 @@ type Username struct {
 func ParseUsername(s string) (Username, error) {
 	parts := strings.SplitN(s, "/", 4)
 	if len(parts) < 4 || !strings.EqualFold(parts[1], "registrations") {
-		return Username{}, fmt.Errorf("user name %q is not {idScope}/registrations/{registrationId}/api-version={version}", s)
+		return Username{}, fmt.Errorf("user name %q is not {idScope}/registrations/{registrationId}/api-version={version}", dps.Truncate(s))
 	}
 	u := Username{IDScope: parts[0], RegistrationID: parts[2]}
 	if u.IDScope == "" {
-		return Username{}, fmt.Errorf("user name %q has an empty ID scope", s)
+		return Username{}, fmt.Errorf("user name %q has an empty ID scope", dps.Truncate(s))
 	}
 	if u.RegistrationID == "" {
-		return Username{}, fmt.Errorf("user name %q has an empty registration ID", s)
+		return Username{}, fmt.Errorf("user name %q has an empty registration ID", dps.Truncate(s))
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
-			return Username{}, fmt.Errorf("user name %q contains the control character %U", s, r)
+			return Username{}, fmt.Errorf("user name %q contains the control character %U", dps.Truncate(s), r)
 		}
 	}
 	for kv := range strings.SplitSeq(parts[3], "&") {
@@ -66,7 +68,7 @@ func ParseUsername(s string) (Username, error) {
 		}
 	}
 	if u.APIVersion == "" {
-		return Username{}, fmt.Errorf("user name %q has no api-version (append /api-version=2019-03-31 after the registration ID)", s)
+		return Username{}, fmt.Errorf("user name %q has no api-version (append /api-version=2019-03-31 after the registration ID)", dps.Truncate(s))
 	}
 	return u, nil
 }
@@ -145,7 +147,7 @@ func ParseTopic(topic string) (TopicRequest, error) {
 		return r, ErrNoRID
 	}
 	if strings.ContainsAny(r.RID, "$&") {
-		return r, fmt.Errorf("%w: $rid %q contains $ or &", ErrNoRID, r.RID)
+		return r, fmt.Errorf("%w: $rid %q contains $ or &", ErrNoRID, dps.Truncate(r.RID))
 	}
 	return r, nil
 }

@@ -251,13 +251,13 @@ func (p *Pipeline) admit(ctx context.Context, req *Request, rec *record, shape f
 // checkAddressing checks what the request is addressed to.
 func (p *Pipeline) checkAddressing(req *Request) error {
 	if !strings.EqualFold(req.IDScope, p.IDScope) {
-		return dpserr.Unauthorized("ID scope %q is not served here; this dpsd instance's ID scope is %s", req.IDScope, p.IDScope)
+		return dpserr.Unauthorized("ID scope %q is not served here; this dpsd instance's ID scope is %s", dps.Truncate(req.IDScope), p.IDScope)
 	}
 	if err := dps.ValidateID("registration ID", req.RegistrationID); err != nil {
 		return dpserr.BadRequest("%v", err)
 	}
 	if b := req.Body; b != nil && b.RegistrationID != "" && !strings.EqualFold(b.RegistrationID, req.RegistrationID) {
-		return dpserr.BadRequest("registrationId %q in the body does not match %q in the request path", b.RegistrationID, req.RegistrationID)
+		return dpserr.BadRequest("registrationId %q in the body does not match %q in the request path", dps.Truncate(b.RegistrationID), req.RegistrationID)
 	}
 	return nil
 }

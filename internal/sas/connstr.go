@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/dpsd/dpsd/internal/dps"
 )
 
 // ConnectionString is an Azure-style connection string:
@@ -25,7 +27,7 @@ func ParseConnectionString(s string) (*ConnectionString, error) {
 		}
 		k, v, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("connection string part %q has no '='", truncate(part))
+			return nil, fmt.Errorf("connection string part %q has no '='", dps.Truncate(part))
 		}
 		switch strings.ToLower(strings.TrimSpace(k)) {
 		case "hostname":

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dpsd/dpsd/internal/dps"
 )
 
 // Prefix starts every token.
@@ -51,7 +53,7 @@ func Parse(s string) (*Token, error) {
 	for _, field := range strings.Split(strings.TrimSpace(rest), "&") {
 		k, v, ok := strings.Cut(field, "=")
 		if !ok {
-			return nil, fmt.Errorf("SAS token field %q has no '='", truncate(field))
+			return nil, fmt.Errorf("SAS token field %q has no '='", dps.Truncate(field))
 		}
 		switch strings.ToLower(k) {
 		case "sr":
@@ -73,13 +75,13 @@ func Parse(s string) (*Token, error) {
 		case "se":
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
-				return nil, fmt.Errorf("SAS token se %q is not a Unix time in seconds", truncate(v))
+				return nil, fmt.Errorf("SAS token se %q is not a Unix time in seconds", dps.Truncate(v))
 			}
 			// time.Time cannot compare instants this far out (they wrap),
 			// and no clock reaches them: a token of the year 10000 or later
 			// is refused for what it is, not as expired.
 			if n > maxExpiry {
-				return nil, fmt.Errorf("SAS token se %s is after the year 9999; se is the expiry in seconds since 1970 (e.g. now + 3600)", truncate(v))
+				return nil, fmt.Errorf("SAS token se %s is after the year 9999; se is the expiry in seconds since 1970 (e.g. now + 3600)", dps.Truncate(v))
 			}
 			t.RawExpiry, t.Expiry, haveSE = v, time.Unix(n, 0).UTC(), true
 		case "skn":
@@ -237,11 +239,4 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return s, false
-}
-
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "..."
-	}
-	return s
 }

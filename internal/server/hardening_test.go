@@ -18,6 +18,7 @@ import (
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/server"
 	"github.com/dpsd/dpsd/internal/server/servertest"
+	"github.com/dpsd/dpsd/internal/store/storetest"
 	"github.com/dpsd/dpsd/internal/testutil"
 )
 
@@ -128,4 +129,71 @@ func roundTrip(t testing.TB, c *http.Client, req *http.Request) answer {
 		t.Fatal(err)
 	}
 	return answer{resp.StatusCode, resp.Header, string(b)}
+}
+
+// eachEngine runs f on a server on SQLite and on one on PostgreSQL (a
+// database of its own; skipped without a test server, except in CI).
+func eachEngine(t *testing.T, cfg server.Config, f func(t *testing.T, srv *servertest.Server)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, servertest.Start(t, cfg)) })
+	t.Run("postgres", func(t *testing.T) {
+		c := cfg
+		c.Store = storetest.PostgresDatabase(t, storetest.PostgresDSN(t))
+		f(t, servertest.Start(t, c))
+	})
+}
+
+// ownerToken is a service token of the owner policy for the advertised
+// service endpoint.
+func ownerToken(t testing.TB, srv *servertest.Server) string {
+	t.Helper()
+	p, err := srv.Store().Policy(t.Context(), dps.OwnerPolicyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := sas.DecodeKey(p.PrimaryKey)
+	return sas.New(srv.State.ServiceEndpoint, dps.OwnerPolicyName, k, time.Now().Add(time.Hour), true)
+}
+
+// serviceSend sends a service API request with a JSON body.
+func serviceSend(t testing.TB, srv *servertest.Server, method, path, token, body string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, "https://"+srv.State.ServiceEndpoint+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", token)
+	req.Header.Set("Content-Type", "application/json")
+	return roundTrip(t, srv.HTTPClient(t), req)
+}
+
+// TestTextRefusedAtTheEdge: JSON text that is not UTF-8 is refused with
+// 400 before it reaches the store, on both engines (SQLite stored it raw,
+// PostgreSQL answered 500), from the service API and from a device.
+func TestTextRefusedAtTheEdge(t *testing.T) {
+	eachEngine(t, server.Config{}, func(t *testing.T, srv *servertest.Server) {
+		tok := ownerToken(t, srv)
+		r := serviceSend(t, srv, http.MethodPut, "/enrollments/utf8-dev", tok,
+			"{\"attestation\": {\"type\": \"symmetricKey\"}, \"initialTwin\": {\"tags\": {\"site\": \"M\xfcnchen\"}}}")
+		if r.status != http.StatusBadRequest || !strings.Contains(r.body, "not UTF-8") {
+			t.Fatalf("enrollment with Latin-1 tags: %d %s", r.status, r.body)
+		}
+		if r := serviceCall(t, srv, http.MethodGet, "/enrollments/utf8-dev", tok); r.status != http.StatusNotFound {
+			t.Fatalf("the refused enrollment was stored: %d %s", r.status, r.body)
+		}
+
+		in := provtest.Instance{T: t, Store: srv.Store(), Scope: srv.State.IDScope}
+		in.LinkHub(provtest.Hub1, 1, true)
+		gpk, _ := provtest.Keys(t, in.PutGroup(provtest.SymGroup("grp-utf8")).Attestation)
+		devTok := sas.New(sas.DeviceResource(srv.State.IDScope, "utf8-dev-2"), "registration", sas.DeriveDeviceKey(gpk, "utf8-dev-2"), time.Now().Add(time.Hour), true)
+		req, _ := http.NewRequest(http.MethodPut, "https://"+srv.State.DeviceEndpoint+"/"+srv.State.IDScope+"/registrations/utf8-dev-2/register",
+			strings.NewReader("{\"registrationId\": \"utf8-dev-2\", \"payload\": {\"site\": \"M\xfcnchen\"}}"))
+		req.Header.Set("Authorization", devTok)
+		req.Header.Set("Content-Type", "application/json")
+		if r := roundTrip(t, srv.HTTPClient(t), req); r.status != http.StatusBadRequest || !strings.Contains(r.body, "not UTF-8") {
+			t.Fatalf("register with a Latin-1 payload: %d %s", r.status, r.body)
+		}
+		if _, err := srv.Store().Registration(t.Context(), "utf8-dev-2"); err == nil {
+			t.Fatal("the refused registration wrote a record")
+		}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/store"
@@ -49,7 +50,7 @@ func (a *API) Authenticate(r *http.Request) (*store.Policy, error) {
 	}
 	p, err := a.Store.Policy(r.Context(), tok.KeyName)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, dpserr.Unauthorized("the SAS token names shared access policy %q, which does not exist", tok.KeyName)
+		return nil, dpserr.Unauthorized("the SAS token names shared access policy %q, which does not exist", dps.Truncate(tok.KeyName))
 	}
 	if err != nil {
 		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")

@@ -125,6 +125,9 @@ func checkErrorBody(t *testing.T, resp *response, code int, msg string) {
 	if e.ErrorCode/1000 != resp.Status {
 		t.Errorf("errorCode %d does not start with the status %d", e.ErrorCode, resp.Status)
 	}
+	if len(e.Message) > 1024 {
+		t.Errorf("the message is %d bytes long: it echoes what the client sent whole", len(e.Message))
+	}
 	if e.Message == "" || !strings.Contains(e.Message, msg) {
 		t.Errorf("message %q does not say %q", e.Message, msg)
 	}
@@ -218,6 +221,11 @@ func badInputCases(t *testing.T, s *testServer, fx map[string]*fixture) map[stri
 		"fail/bulk-items-not-array": {method: "POST", path: "/enrollments", body: `{"mode": "create", "enrollments": {"registrationId": "{id}"}}`, status: 400, code: 400001, msg: `field "enrollments" must be an array`},
 		"fail/query-not-object":     {method: "POST", path: "/enrollments/query", body: `"SELECT *"`, status: 400, code: 400001, msg: "not valid JSON"},
 		"fail/verify-not-object":    {method: "POST", path: "/certificates/root-ca/verify", body: `[1]`, status: 400, code: 400001, msg: "not valid JSON"},
+		"fail/tags-not-utf-8":       {method: "PUT", path: "/enrollments/{id}", body: "{\"attestation\": {\"type\": \"symmetricKey\"}, \"initialTwin\": {\"tags\": {\"site\": \"M\xfcnchen\"}}}", status: 400, code: 400001, msg: "it is not UTF-8"},
+		"fail/group-tags-not-utf-8": {method: "PUT", path: "/enrollmentGroups/{id}", body: "{\"attestation\": {\"type\": \"symmetricKey\"}, \"initialTwin\": {\"tags\": {\"\xc3\": 1}}}", status: 400, code: 400001, msg: "it is not UTF-8"},
+		"fail/bulk-not-utf-8":       {method: "POST", path: "/enrollments", body: "{\"mode\": \"create\", \"enrollments\": [{\"registrationId\": \"{id}\", \"attestation\": {\"type\": \"symmetricKey\"}, \"initialTwin\": {\"tags\": {\"a\": \"\xff\"}}}]}", status: 400, code: 400001, msg: "it is not UTF-8"},
+		"fail/hub-location-nul":     {method: "PUT", path: "/linkedHubs/hub1.azure-devices.net", headers: map[string]string{"If-Match": "*"}, body: `{"location": "west\u0000"}`, status: 400, code: 400001, msg: "NUL character"},
+		"fail/sent-as-text-plain":   {method: "PUT", path: "/enrollments/{id}", headers: map[string]string{"Content-Type": "text/plain"}, body: validBody, status: 415, code: 415001, msg: `sent as "text/plain"`},
 
 		// Attestation and enrollment rules.
 		"fail/unknown-attestation":     {method: "PUT", path: "/enrollments/{id}", body: `{"attestation": {"type": "password"}}`, status: 400, code: 400004, msg: `unknown attestation type "password"`},
@@ -242,6 +250,8 @@ func badInputCases(t *testing.T, s *testServer, fx map[string]*fixture) map[stri
 		"fail/id-empty-bulk":          {method: "POST", path: "/enrollments", body: `{"mode": "create", "enrollments": [{"registrationId": "", "attestation": {"type": "symmetricKey"}}]}`, status: 200, bulkCode: 400004, bulkMsg: "has no registrationId"},
 		"fail/group-id-empty-bulk":    {method: "POST", path: "/enrollmentGroups", body: `{"mode": "create", "enrollmentGroups": [{"attestation": {"type": "symmetricKey"}}]}`, status: 200, bulkCode: 400004, bulkMsg: "has no enrollmentGroupId"},
 		"fail/id-129-chars":           {method: "PUT", path: "/enrollments/" + longID, body: validBody, status: 400, code: 400004, msg: "is 129 characters long; the limit is 128"},
+		"fail/id-20KB":                {method: "PUT", path: "/enrollments/" + strings.Repeat("b", 20000), body: validBody, status: 400, code: 400004, msg: "is 20000 characters long"},
+		"fail/route-20KB":             {method: "GET", path: "/enrollments/x/" + strings.Repeat("c", 20000), status: 404, code: 404000, msg: "... (20015 bytes)"},
 		"fail/group-id-129-chars":     {method: "PUT", path: "/enrollmentGroups/" + longID, body: validBody, status: 400, code: 400004, msg: "is 129 characters long; the limit is 128"},
 		"fail/id-leading-dash":        {method: "PUT", path: "/enrollments/-dev", body: validBody, status: 400, code: 400004, msg: "must start with a letter or digit"},
 		"fail/id-leading-dot":         {method: "PUT", path: "/enrollments/.dev", body: validBody, status: 400, code: 400004, msg: "must start with a letter or digit"},
@@ -352,6 +362,9 @@ func badInputCases(t *testing.T, s *testServer, fx map[string]*fixture) map[stri
 		"fail/policy-body-name":          {method: "PUT", path: "/policies/{id}", body: `{"keyName": "p2", "rights": "EnrollmentRead"}`, status: 400, code: 400004, msg: "does not match"},
 		"fail/settings-custom":           {method: "PUT", path: "/settings", body: `{"allocationPolicy": "custom"}`, status: 400, code: 400004, msg: "custom is set per enrollment"},
 		"fail/settings-idscope":          {method: "PATCH", path: "/settings", body: `{"idScope": "0ne00000000", "allocationPolicy": "static"}`, status: 400, code: 400004, msg: "cannot be changed"},
+		"fail/settings-arm-shape":        {method: "PUT", path: "/settings", body: `{"properties": {"allocationPolicy": "static"}}`, status: 400, code: 400004, msg: "Azure Resource Manager's shape"},
+		"fail/settings-unknown-member":   {method: "PATCH", path: "/settings", body: `{"allocationPolicy": "static", "retryAfter": 5}`, status: 400, code: 400004, msg: `"retryAfter" is not a setting`},
+		"fail/settings-device-endpoint":  {method: "PUT", path: "/settings", body: `{"deviceProvisioningHostName": "evil.example:443"}`, status: 400, code: 400004, msg: `deviceProvisioningHostName "evil.example:443" cannot be set here`},
 		"fail/verify-no-code":            {method: "POST", path: "/certificates/root-ca/verify", body: `{"certificate": ` + jsonString(fx["root"].PEM()) + `}`, status: 400, code: 400004, msg: "no verification code"},
 
 		// Routing.

@@ -2,6 +2,7 @@ package serviceapi
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -274,10 +275,19 @@ func (a *API) getSettings(w http.ResponseWriter, r *http.Request, _ []string) er
 }
 
 // putSettings changes the instance default allocation policy; the ID scope
-// and endpoints are read-only.
+// and endpoints are read-only, accepted unchanged so that a client can send
+// back what it read. A member that is not a setting is refused rather than
+// ignored: the change it asks for would silently not happen.
 func (a *API) putSettings(w http.ResponseWriter, r *http.Request, _ []string) error {
+	b, err := httpx.ReadBody(r)
+	if err != nil {
+		return err
+	}
 	var body dps.Settings
-	if err := httpx.DecodeJSON(r, &body, false); err != nil {
+	if err := httpx.DecodeBytes(b, &body, false); err != nil {
+		return err
+	}
+	if err := settingsMembers(b); err != nil {
 		return err
 	}
 	s, inst, err := a.settings(r)
@@ -286,6 +296,14 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, _ []string) er
 	}
 	if body.IDScope != "" && body.IDScope != s.IDScope {
 		return dpserr.BadRequest("the ID scope cannot be changed")
+	}
+	for _, ro := range []struct{ name, in, cur string }{
+		{"deviceProvisioningHostName", body.DeviceProvisioningHostName, s.DeviceProvisioningHostName},
+		{"serviceOperationsHostName", body.ServiceOperationsHostName, s.ServiceOperationsHostName},
+	} {
+		if ro.in != "" && !strings.EqualFold(ro.in, ro.cur) {
+			return dpserr.BadRequest("%s %q cannot be set here: it is %s, from the first --hostname and the listener's port", ro.name, dps.Truncate(ro.in), ro.cur)
+		}
 	}
 	if body.AllocationPolicy != "" {
 		p, ok := enrollment.CanonicalAllocationPolicy(body.AllocationPolicy)
@@ -302,5 +320,24 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, _ []string) er
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, s)
+	return nil
+}
+
+// settingsMembers refuses a settings body with a member that is not a
+// setting (JSON member names match case-insensitively, as decoding does).
+func settingsMembers(b []byte) error {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(b, &members) != nil {
+		return nil // not an object: decoding said so already
+	}
+	for k := range members {
+		switch strings.ToLower(k) {
+		case "idscope", "allocationpolicy", "deviceprovisioninghostname", "serviceoperationshostname":
+		case "properties":
+			return dpserr.BadRequest(`the body is in Azure Resource Manager's shape ({"properties": {...}}), which dpsd's settings are not; send the settings themselves, e.g. {"allocationPolicy": "static"}`)
+		default:
+			return dpserr.BadRequest("%q is not a setting: the settings are allocationPolicy, and idScope, deviceProvisioningHostName and serviceOperationsHostName, which are read-only", dps.Truncate(k))
+		}
+	}
 	return nil
 }

@@ -87,10 +87,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, params, allowed := a.match(r.Method, segs)
 	if rt == nil {
 		if allowed {
-			httpx.WriteError(w, r, a.Log, dpserr.New(http.StatusMethodNotAllowed, dpserr.CodeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+			httpx.WriteError(w, r, a.Log, dpserr.New(http.StatusMethodNotAllowed, dpserr.CodeMethodNotAllowed, "method %s is not allowed on %s", dps.Truncate(r.Method), dps.Truncate(r.URL.Path)))
 			return
 		}
-		httpx.WriteError(w, r, a.Log, dpserr.NotFound(dpserr.CodeNotFound, "no service API operation at %s %s", r.Method, r.URL.Path))
+		httpx.WriteError(w, r, a.Log, dpserr.NotFound(dpserr.CodeNotFound, "no service API operation at %s %s", dps.Truncate(r.Method), dps.Truncate(r.URL.Path)))
 		return
 	}
 	httpx.SetRoute(r, rt.name)
