@@ -127,8 +127,8 @@ are the exported ones, and a device's record keeps its creation time.
 An empty database takes the exported instance. A database that serves another
 instance is refused unless --force, which replaces its instance (ID scope,
 server CA) and keeps its records, overwriting those with the keys of the
-export's. Records are written in batches, one transaction each; after a
-failure, import the same file again. Restart the nodes on the database after
+export's. Everything is written in one transaction: an import that fails,
+anywhere in the file, leaves the database as it was. Restart the nodes on the database after
 an import, so that they serve the imported instance. FILE - reads standard
 input. A progress bar is drawn on standard error when it is a terminal.`,
 		Args: exactArgs(1, "give the file written by 'dpsd export', or - for standard input"),
@@ -162,7 +162,7 @@ input. A progress bar is drawn on standard error when it is a terminal.`,
 				return withHint(err, "import into an empty database, or give --force to replace the instance it serves (its records are kept)")
 			}
 			if err != nil {
-				return withHint(err, "nothing is lost: fix the cause and import the same file again")
+				return withHint(err, "nothing was written: fix the cause and import the file again")
 			}
 			_, err = fmt.Fprintf(e.stdout, "imported instance %s: %s\nrestart the dpsd nodes on this database so that they serve it\n", id, describeCounts(n))
 			return err

@@ -165,10 +165,24 @@ type Store interface {
 	// RestoreInstance creates or replaces the instance with inst, ID scope
 	// and server CA included (import --force).
 	RestoreInstance(ctx context.Context, inst *Instance) error
+	// RestoreAll runs fn with a Restorer whose writes are one transaction:
+	// all of them commit when fn returns nil, none when it fails. It is
+	// how `dpsd import` either completes or leaves the database as it was.
+	// The store's per-call timeout does not apply inside (an import takes
+	// as long as its file): ctx bounds it. It is not retried.
+	RestoreAll(ctx context.Context, fn func(Restorer) error) error
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Restorer is what RestoreAll lends fn: Store's Instance, Restore and
+// RestoreInstance, inside one transaction.
+type Restorer interface {
+	Instance(ctx context.Context) (*Instance, error)
+	Restore(ctx context.Context, recs []Record) error
+	RestoreInstance(ctx context.Context, inst *Instance) error
 }
 
 // Record is one record of Restore: exactly one field is set.

@@ -337,11 +337,27 @@ type ImportOptions struct {
 }
 
 // Import reads an export from r and writes it into st: the instance first
-// (see ImportOptions.Force), then the records, in batches of one
-// transaction each, with their etags and timestamps. Records with the key of
-// one already in st replace it; others in st are kept. Import is
-// idempotent: after a failure, run it again. It returns what it wrote.
+// (see ImportOptions.Force), then the records, with their etags and
+// timestamps. Records with the key of one already in st replace it; others
+// in st are kept. Everything is written in one transaction (RestoreAll): a
+// file that fails anywhere, a cut file included, leaves st as it was.
+// Import is idempotent. It returns what it wrote.
 func Import(ctx context.Context, st store.Store, r io.Reader, opts ImportOptions) (*store.Counts, error) {
+	var n *store.Counts
+	err := st.RestoreAll(ctx, func(tx store.Restorer) error {
+		var err error
+		n, err = importInto(ctx, tx, r, opts)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// importInto is Import inside the transaction; records go in batches, so
+// that memory stays small.
+func importInto(ctx context.Context, st store.Restorer, r io.Reader, opts ImportOptions) (*store.Counts, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 256<<10), maxLine)
 	var (
@@ -384,6 +400,9 @@ func Import(ctx context.Context, st store.Store, r io.Reader, opts ImportOptions
 		}
 		if end != nil {
 			return nil, fmt.Errorf("line %d: a record after the end line", lineNo)
+		}
+		if err := dps.CheckJSONText(b); err != nil {
+			return nil, fmt.Errorf("line %d: the record cannot be stored: %v; it was written by a dpsd that did not check its text: correct it on the exported instance (write it again through the service API) and export again", lineNo, err)
 		}
 		var l line
 		if err := json.Unmarshal(b, &l); err != nil {
@@ -439,9 +458,9 @@ func Import(ctx context.Context, st store.Store, r io.Reader, opts ImportOptions
 	case header == nil:
 		return nil, errors.New("the file is empty")
 	case end == nil:
-		return &n, fmt.Errorf("the export ends without its end line after %d lines: it was cut short (the %d records read were imported; import a complete export again)", lineNo, done)
+		return nil, fmt.Errorf("the export ends without its end line after %d lines: it was cut short; import a complete export", lineNo)
 	case end.Counts != n:
-		return &n, fmt.Errorf("the end line counts %+v, but the file holds %+v", end.Counts, n)
+		return nil, fmt.Errorf("the end line counts %+v, but the file holds %+v", end.Counts, n)
 	}
 	return &n, nil
 }
@@ -492,7 +511,7 @@ func (l *line) record(n *store.Counts) (store.Record, *int64, error) {
 
 // importInstance writes the exported instance unless the database holds
 // another one (and force is not set).
-func importInstance(ctx context.Context, st store.Store, in *instance, force bool) error {
+func importInstance(ctx context.Context, st store.Restorer, in *instance, force bool) error {
 	if in.IDScope == "" || in.ServerCACertPEM == "" || in.ServerCAKeyPEM == "" {
 		return errors.New("the instance line lacks the ID scope or the server CA")
 	}

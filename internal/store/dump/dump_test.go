@@ -266,13 +266,26 @@ func TestImportRefusesAnotherInstance(t *testing.T) {
 	sameStores(t, src, dst)
 }
 
+// TestImportRefusesBadFiles: a file that fails anywhere, its last line or
+// a record past the first batches included, leaves the database as it was
+// (no instance, no record), on both engines.
 func TestImportRefusesBadFiles(t *testing.T) {
 	src := openSQLite(t)
 	fill(t, src, 600)
 	good := export(t, src)
 	lines := strings.SplitAfter(string(good), "\n")
 	end := len(lines) - 2 // the last element is empty
-	for name, tt := range map[string]struct {
+	// Past the policies, CAs, hubs and groups, and past the first batch of
+	// enrollments: earlier lines were written in the transaction already.
+	mid := 560
+	if !strings.HasPrefix(lines[mid], `{"enrollment":`) || !strings.HasPrefix(lines[mid+1], `{"enrollment":`) {
+		t.Fatalf("line %d is not an enrollment: %.60s", mid+1, lines[mid])
+	}
+	latin1 := strings.Replace(lines[mid], `"provisioningStatus":"enabled"`, "\"provisioningStatus\":\"enabled\",\"initialTwin\":{\"tags\":{\"site\":\"M\xfcnchen\"}}", 1)
+	if latin1 == lines[mid] {
+		t.Fatalf("line %d has no provisioningStatus: %.200s", mid+1, lines[mid])
+	}
+	cases := map[string]struct {
 		file string
 		want string
 	}{
@@ -287,14 +300,64 @@ func TestImportRefusesBadFiles(t *testing.T) {
 		"a record after end":   {string(good) + lines[4], "after the end"},
 		"counts do not match":  {strings.Join(lines[:end-1], "") + lines[end], "counts"},
 		"a record without key": {strings.Join(lines[:3], "") + `{"enrollment":{"attestation":{"type":"symmetricKey"}}}` + "\n" + lines[end], "registration ID"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			dst := openSQLite(t)
-			_, err := dump.Import(t.Context(), dst, strings.NewReader(tt.file), dump.ImportOptions{})
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("import: %v, want an error saying %q", err, tt.want)
+		"the store refuses a record midway": {strings.Join(lines[:mid], "") + `{"caCertificate":{"name":"","certificate":""}}` + "\n" + strings.Join(lines[mid:], ""),
+			"a CA certificate without a name"},
+		"a record midway is not UTF-8": {strings.Join(lines[:mid], "") + latin1 + strings.Join(lines[mid+1:], ""),
+			fmt.Sprintf("line %d: the record cannot be stored: it is not UTF-8", mid+1)},
+	}
+	for engine, open := range map[string]func(*testing.T) store.Store{"sqlite": openSQLite, "postgres": openPostgres} {
+		t.Run(engine, func(t *testing.T) {
+			for name, tt := range cases {
+				t.Run(name, func(t *testing.T) {
+					dst := open(t)
+					_, err := dump.Import(t.Context(), dst, strings.NewReader(tt.file), dump.ImportOptions{})
+					if err == nil || !strings.Contains(err.Error(), tt.want) {
+						t.Fatalf("import: %v, want an error saying %q", err, tt.want)
+					}
+					untouched(t, dst, nil, store.Counts{})
+				})
 			}
 		})
+	}
+}
+
+// TestImportForceFailingLeavesTheOldInstance: an import --force that fails
+// keeps the instance and the records the database served.
+func TestImportForceFailingLeavesTheOldInstance(t *testing.T) {
+	src := openSQLite(t)
+	fill(t, src, 600)
+	lines := strings.SplitAfter(string(export(t, src)), "\n")
+	cut := strings.Join(lines[:len(lines)-12], "")
+	for engine, open := range map[string]func(*testing.T) store.Store{"sqlite": openSQLite, "postgres": openPostgres} {
+		t.Run(engine, func(t *testing.T) {
+			dst := open(t)
+			old, err := dst.InitInstance(t.Context(), instance("0ne0000BBBB"))
+			must(t, err)
+			_, err = dst.PutPolicy(t.Context(), &store.Policy{Name: "mine", PrimaryKey: "bWluZQ==", Rights: dps.AllRights}, "")
+			must(t, err)
+			_, err = dump.Import(t.Context(), dst, strings.NewReader(cut), dump.ImportOptions{Force: true})
+			if err == nil || !strings.Contains(err.Error(), "cut short") {
+				t.Fatalf("import --force of a cut file: %v", err)
+			}
+			untouched(t, dst, old, store.Counts{Policies: 1})
+		})
+	}
+}
+
+// untouched fails t unless st serves inst (nil: none) and holds counts.
+func untouched(t *testing.T, st store.Store, inst *store.Instance, counts store.Counts) {
+	t.Helper()
+	got, err := st.Instance(t.Context())
+	switch {
+	case inst == nil && !errors.Is(err, store.ErrNotFound):
+		t.Fatalf("the failed import left an instance: %+v, %v", got, err)
+	case inst != nil && (err != nil || got.IDScope != inst.IDScope):
+		t.Fatalf("the failed import changed the instance: %+v, %v; it was %s", got, err, inst.IDScope)
+	}
+	c, err := st.Counts(t.Context())
+	must(t, err)
+	if *c != counts {
+		t.Fatalf("the failed import left %+v, want %+v", *c, counts)
 	}
 }
 

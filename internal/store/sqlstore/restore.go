@@ -44,30 +44,82 @@ func (s *Store) Restore(ctx context.Context, recs []store.Record) error {
 	return run0(ctx, s, write, func(ctx context.Context) error {
 		// Everything that can be refused is checked before the transaction,
 		// so that a bad record fails the batch without touching the database.
-		rows := make([]restoreRow, 0, len(recs))
-		now := s.stamp()
-		for i := range recs {
-			r, err := restoreRowOf(&recs[i], now)
-			if err != nil {
-				return fmt.Errorf("restore: record %d: %w", i+1, err)
-			}
-			rows = append(rows, r)
+		rows, err := s.restoreRows(recs)
+		if err != nil {
+			return err
 		}
-		return s.inTx(ctx, "restore", func(tx *sql.Tx) error {
-			for _, r := range rows {
-				args := append(append([]any{r.key}, r.cols...), r.etag, r.created, r.updated)
-				if _, err := tx.ExecContext(ctx, r.t.restore, args...); err != nil {
-					return s.fail(ctx, "restore "+r.what, err)
-				}
-				if r.group != nil {
-					if err := s.writeGroupIndex(ctx, tx, "restore "+r.what, r.group); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
+		return s.inTx(ctx, "restore", func(tx *sql.Tx) error { return s.writeRestoreRows(ctx, tx, rows) })
 	})
+}
+
+func (s *Store) restoreRows(recs []store.Record) ([]restoreRow, error) {
+	rows := make([]restoreRow, 0, len(recs))
+	now := s.stamp()
+	for i := range recs {
+		r, err := restoreRowOf(&recs[i], now)
+		if err != nil {
+			return nil, fmt.Errorf("restore: record %d: %w", i+1, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+func (s *Store) writeRestoreRows(ctx context.Context, tx *sql.Tx, rows []restoreRow) error {
+	for _, r := range rows {
+		args := append(append([]any{r.key}, r.cols...), r.etag, r.created, r.updated)
+		if _, err := tx.ExecContext(ctx, r.t.restore, args...); err != nil {
+			return s.fail(ctx, "restore "+r.what, err)
+		}
+		if r.group != nil {
+			if err := s.writeGroupIndex(ctx, tx, "restore "+r.what, r.group); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// RestoreAll runs fn in one write transaction (see store.Store): on
+// SQLite it holds the writer, so the node's other writes wait for it.
+func (s *Store) RestoreAll(ctx context.Context, fn func(store.Restorer) error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("restore: %w: the store is closed", store.ErrUnavailable)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.fail(ctx, "restore", err)
+	}
+	if err := fn(&txRestorer{s: s, tx: tx}); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return s.fail(ctx, "restore: commit", err)
+	}
+	return nil
+}
+
+// txRestorer is the Restorer of RestoreAll.
+type txRestorer struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+func (r *txRestorer) Instance(ctx context.Context) (*store.Instance, error) {
+	return r.s.instance(ctx, r.tx, "")
+}
+
+func (r *txRestorer) Restore(ctx context.Context, recs []store.Record) error {
+	rows, err := r.s.restoreRows(recs)
+	if err != nil {
+		return err
+	}
+	return r.s.writeRestoreRows(ctx, r.tx, rows)
+}
+
+func (r *txRestorer) RestoreInstance(ctx context.Context, inst *store.Instance) error {
+	return r.s.restoreInstance(ctx, r.tx, inst)
 }
 
 // restoreRow is one row to restore into table t.
@@ -187,26 +239,28 @@ func dpsTime(t *dps.Time) time.Time {
 // RestoreInstance creates or replaces the instance with inst, ID scope,
 // creation time and server CA included.
 func (s *Store) RestoreInstance(ctx context.Context, inst *store.Instance) error {
-	return run0(ctx, s, write, func(ctx context.Context) error {
-		if inst == nil || inst.IDScope == "" {
-			return errors.New("instance: the ID scope is empty")
-		}
-		doc, err := json.Marshal(instanceToDoc(inst))
-		if err != nil {
-			return fmt.Errorf("instance: %w", err)
-		}
-		created := toNanos(inst.CreatedAt.UTC())
-		if created == 0 {
-			created = s.stamp()
-		}
-		_, err = s.w.ExecContext(ctx, `INSERT INTO instance (id, id_scope, doc, created) VALUES (1, $1, $2, $3) `+
-			`ON CONFLICT (id) DO UPDATE SET id_scope = excluded.id_scope, doc = excluded.doc, created = excluded.created`,
-			inst.IDScope, string(doc), created)
-		if err != nil {
-			return s.fail(ctx, "instance", err)
-		}
-		return nil
-	})
+	return run0(ctx, s, write, func(ctx context.Context) error { return s.restoreInstance(ctx, s.w, inst) })
+}
+
+func (s *Store) restoreInstance(ctx context.Context, q queryer, inst *store.Instance) error {
+	if inst == nil || inst.IDScope == "" {
+		return errors.New("instance: the ID scope is empty")
+	}
+	doc, err := json.Marshal(instanceToDoc(inst))
+	if err != nil {
+		return fmt.Errorf("instance: %w", err)
+	}
+	created := toNanos(inst.CreatedAt.UTC())
+	if created == 0 {
+		created = s.stamp()
+	}
+	_, err = q.ExecContext(ctx, `INSERT INTO instance (id, id_scope, doc, created) VALUES (1, $1, $2, $3) `+
+		`ON CONFLICT (id) DO UPDATE SET id_scope = excluded.id_scope, doc = excluded.doc, created = excluded.created`,
+		inst.IDScope, string(doc), created)
+	if err != nil {
+		return s.fail(ctx, "instance", err)
+	}
+	return nil
 }
 
 // SchemaVersions returns the schema version of the database (0 before the

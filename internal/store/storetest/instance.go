@@ -12,36 +12,41 @@ import (
 	"github.com/dpsd/dpsd/internal/testutil"
 )
 
-func testInstance(t *testing.T, open func(*testing.T) store.Store) {
-	newInstance := func(scope string) *store.Instance {
-		return &store.Instance{
-			IDScope:          scope,
-			CreatedAt:        time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC),
-			AllocationPolicy: dps.AllocationHashed,
-			ServerCACertPEM:  []byte("-----BEGIN CERTIFICATE-----\nCA " + scope + "\n-----END CERTIFICATE-----\n"),
-			ServerCAKeyPEM:   []byte("-----BEGIN PRIVATE KEY-----\nCA KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
-			ServerCertPEM:    []byte("-----BEGIN CERTIFICATE-----\nSERVER " + scope + "\n-----END CERTIFICATE-----\n"),
-			ServerKeyPEM:     []byte("-----BEGIN PRIVATE KEY-----\nSERVER KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
-			HostNames:        []string{"dps.example.com", "localhost"},
-		}
+// newInstance is an instance with every field set, distinct per scope.
+func newInstance(scope string) *store.Instance {
+	return &store.Instance{
+		IDScope:          scope,
+		CreatedAt:        time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC),
+		AllocationPolicy: dps.AllocationHashed,
+		ServerCACertPEM:  []byte("-----BEGIN CERTIFICATE-----\nCA " + scope + "\n-----END CERTIFICATE-----\n"),
+		ServerCAKeyPEM:   []byte("-----BEGIN PRIVATE KEY-----\nCA KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
+		ServerCertPEM:    []byte("-----BEGIN CERTIFICATE-----\nSERVER " + scope + "\n-----END CERTIFICATE-----\n"),
+		ServerKeyPEM:     []byte("-----BEGIN PRIVATE KEY-----\nSERVER KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
+		HostNames:        []string{"dps.example.com", "localhost"},
 	}
-	same := func(t *testing.T, what string, got, want *store.Instance) {
-		t.Helper()
-		if got.IDScope != want.IDScope || !got.CreatedAt.Equal(want.CreatedAt) || got.AllocationPolicy != want.AllocationPolicy ||
-			!bytes.Equal(got.ServerCACertPEM, want.ServerCACertPEM) || !bytes.Equal(got.ServerCAKeyPEM, want.ServerCAKeyPEM) ||
-			!bytes.Equal(got.ServerCertPEM, want.ServerCertPEM) || !bytes.Equal(got.ServerKeyPEM, want.ServerKeyPEM) ||
-			!slices.Equal(got.HostNames, want.HostNames) {
-			t.Fatalf("%s: got %+v, want %+v", what, got, want)
-		}
-	}
+}
 
-	// stored checks what the store holds.
-	stored := func(t *testing.T, s store.Store, what string, want *store.Instance) {
-		t.Helper()
-		got, err := s.Instance(bg(t))
-		must(t, err, "instance")
-		same(t, what, got, want)
+// sameInstance fails t unless got and want hold the same values.
+func sameInstance(t *testing.T, what string, got, want *store.Instance) {
+	t.Helper()
+	if got.IDScope != want.IDScope || !got.CreatedAt.Equal(want.CreatedAt) || got.AllocationPolicy != want.AllocationPolicy ||
+		!bytes.Equal(got.ServerCACertPEM, want.ServerCACertPEM) || !bytes.Equal(got.ServerCAKeyPEM, want.ServerCAKeyPEM) ||
+		!bytes.Equal(got.ServerCertPEM, want.ServerCertPEM) || !bytes.Equal(got.ServerKeyPEM, want.ServerKeyPEM) ||
+		!slices.Equal(got.HostNames, want.HostNames) {
+		t.Fatalf("%s: got %+v, want %+v", what, got, want)
 	}
+}
+
+// storedInstance checks the instance the store holds.
+func storedInstance(t *testing.T, s store.Store, what string, want *store.Instance) {
+	t.Helper()
+	got, err := s.Instance(bg(t))
+	must(t, err, "instance")
+	sameInstance(t, what, got, want)
+}
+
+func testInstance(t *testing.T, open func(*testing.T) store.Store) {
+	same, stored := sameInstance, storedInstance
 
 	t.Run("get/before init is not found", func(t *testing.T) {
 		s := open(t)

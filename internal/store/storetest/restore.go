@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -95,6 +96,79 @@ func testRestore[T any](t *testing.T, open func(*testing.T) store.Store, k kind[
 		restore(t, b, v)
 		got := k.mustGet(t, b, "rec-1", "v2")
 		sameJSON(t, "restored record", got, v)
+	})
+}
+
+// testRestoreAll: the writes of RestoreAll's fn commit together, or not at
+// all, the instance included; inside, Instance sees what fn restored.
+func testRestoreAll(t *testing.T, open func(*testing.T) store.Store) {
+	recs := func(prefix string, n int) []store.Record {
+		var rs []store.Record
+		for i := range n {
+			rs = append(rs, store.Record{Enrollment: enrollmentKind().make(fmt.Sprintf("%s-%d", prefix, i), "x")})
+		}
+		return rs
+	}
+	t.Run("all/commits every batch and the instance together", func(t *testing.T) {
+		s := open(t)
+		in := newInstance("0ne00000009")
+		must(t, s.RestoreAll(bg(t), func(r store.Restorer) error {
+			if _, err := r.Instance(bg(t)); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("instance before restoring it: %v, want not found", err)
+			}
+			if err := r.RestoreInstance(bg(t), in); err != nil {
+				return err
+			}
+			got, err := r.Instance(bg(t))
+			if err != nil || got.IDScope != in.IDScope {
+				t.Errorf("instance inside the transaction: %+v, %v", got, err)
+			}
+			if err := r.Restore(bg(t), recs("a", 3)); err != nil {
+				return err
+			}
+			return r.Restore(bg(t), recs("b", 2))
+		}), "restore all")
+		storedInstance(t, s, "restored", in)
+		c, err := s.Counts(bg(t))
+		must(t, err, "counts")
+		if c.Enrollments != 5 {
+			t.Fatalf("%d enrollments, want 5", c.Enrollments)
+		}
+	})
+
+	t.Run("all/a failure writes nothing, not even the batches before it", func(t *testing.T) {
+		s := open(t)
+		old := newInstance("0ne00000001")
+		_, err := s.InitInstance(bg(t), old)
+		must(t, err, "init")
+		must(t, s.Restore(bg(t), recs("kept", 1)), "restore")
+		stop := errors.New("stop")
+		for name, fail := range map[string]func(store.Restorer) error{
+			"fn fails":    func(store.Restorer) error { return stop },
+			"store fails": func(r store.Restorer) error { return r.Restore(bg(t), []store.Record{{Enrollment: &dps.IndividualEnrollment{}}}) },
+		} {
+			err := s.RestoreAll(bg(t), func(r store.Restorer) error {
+				if err := r.RestoreInstance(bg(t), newInstance("0ne00000002")); err != nil {
+					return err
+				}
+				if err := r.Restore(bg(t), recs("new", 600)); err != nil {
+					return err
+				}
+				return fail(r)
+			})
+			if err == nil {
+				t.Fatalf("%s: RestoreAll returned nil", name)
+			}
+			if name == "fn fails" && !errors.Is(err, stop) {
+				t.Fatalf("%s: RestoreAll returned %v, not fn's error", name, err)
+			}
+			storedInstance(t, s, name+": the instance", old)
+			c, err := s.Counts(bg(t))
+			must(t, err, "counts")
+			if c.Enrollments != 1 {
+				t.Fatalf("%s: %d enrollments after the failed RestoreAll, want the 1 that was there", name, c.Enrollments)
+			}
+		}
 	})
 }
 

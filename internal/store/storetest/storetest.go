@@ -79,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Run("hub", func(t *testing.T) { testRestore(t, opener, hubKind()) })
 		t.Run("registration", func(t *testing.T) { testRestore(t, opener, registrationKind()) })
 		testRestoreBatches(t, opener, certs)
+		testRestoreAll(t, opener)
 	})
 	t.Run("close", func(t *testing.T) { testClose(t, opener) })
 }
