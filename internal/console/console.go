@@ -150,9 +150,11 @@ func securityHeaders(h http.Header) {
 }
 
 // signIn checks a policy name and key as the service API would check a
-// token they sign, and returns the session cookie's value.
+// token they sign, and returns the session cookie's value. The token names
+// the instance's service endpoint, as configured: the service API accepts
+// no other audience, whatever Host the browser sent.
 func (c *Console) signIn(r *http.Request, policy string, key []byte) (string, *session, error) {
-	tok := sas.New(r.Host, policy, key, c.Now().Add(c.SessionTTL), true)
+	tok := sas.New(c.Instance().ServiceEndpoint, policy, key, c.Now().Add(c.SessionTTL), true)
 	s, err := c.check(r, tok)
 	if err != nil {
 		return "", nil, err

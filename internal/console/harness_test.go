@@ -56,7 +56,8 @@ func newHarness(t *testing.T) *harness {
 	}
 	log, _ := testutil.NewLogger(t, slog.LevelDebug)
 	h := &harness{t: t, Store: st, Scope: inst.IDScope}
-	api := serviceapi.New(serviceapi.Config{Store: st, Log: log, Now: h.clock})
+	api := serviceapi.New(serviceapi.Config{Store: st, Log: log, Now: h.clock,
+		OwnHost: func(host string) bool { return host == "127.0.0.1" }})
 	c := console.New(console.Config{
 		API: httpx.Wrap(log, api), Authenticate: api.Authenticate, Log: log,
 		Instance: func() console.Instance {

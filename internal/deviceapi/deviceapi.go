@@ -26,6 +26,11 @@ import (
 type API struct {
 	Pipeline *provisioning.Pipeline
 	Log      *slog.Logger
+	// Endpoint returns the advertised device endpoint (host:port), the host
+	// of the Location header; nil: no Location header. It comes from the
+	// configuration, never from the request's Host header, which the
+	// client chooses.
+	Endpoint func() string
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -107,7 +112,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, segs []string) er
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Location", "https://"+r.Host+"/"+url.PathEscape(segs[0])+"/registrations/"+url.PathEscape(segs[2])+"/register")
+	if a.Endpoint != nil {
+		w.Header().Set("Location", "https://"+a.Endpoint()+"/"+url.PathEscape(segs[0])+"/registrations/"+url.PathEscape(segs[2])+"/register")
+	}
 	writeAnswer(w, ans)
 	return nil
 }

@@ -199,13 +199,14 @@ func TestEdgeInput(t *testing.T) {
 
 // TestPolling covers the poll: Node sends "{}" on the GET; an operation of
 // another device is not found (even with valid credentials for that other
-// device); the Location header points at the register URL.
+// device); the Location header points at the register URL on the
+// configured endpoint, whatever Host header the client sent.
 func TestPolling(t *testing.T) {
 	a := newAPI(t)
 	base, c := a.server(t)
 	reg := func(id string) (*response, dps.RegistrationOperationStatus) {
 		r := send(t, c, "PUT", base+"/"+a.Scope+"/registrations/"+id+"/register?api-version=2019-03-31",
-			map[string]string{"Authorization": a.token(id), "Content-Type": "application/json"}, body(`{"registrationId":"`+id+`"}`))
+			map[string]string{"Authorization": a.token(id), "Content-Type": "application/json", "Host": "evil.example"}, body(`{"registrationId":"`+id+`"}`))
 		if r.Status != 202 {
 			t.Fatalf("register %s: %d %s", id, r.Status, r.Body)
 		}
@@ -214,7 +215,7 @@ func TestPolling(t *testing.T) {
 		return r, op
 	}
 	r, opA := reg("poll-dev-a")
-	if got, want := r.Header.Get("Location"), base+"/"+a.Scope+"/registrations/poll-dev-a/register"; got != want {
+	if got, want := r.Header.Get("Location"), "https://"+endpoint+"/"+a.Scope+"/registrations/poll-dev-a/register"; got != want {
 		t.Errorf("Location = %q, want %q", got, want)
 	}
 	_, opB := reg("poll-dev-b")

@@ -23,6 +23,9 @@ import (
 
 const hub = provtest.Hub1
 
+// endpoint is the device endpoint the API is configured to advertise.
+const endpoint = "dps.example.com:8443"
+
 // api is the device API over a real SQLite store, with one linked hub and a
 // symmetric-key group whose derived keys authenticate any registration ID.
 type api struct {
@@ -41,7 +44,7 @@ func newAPI(t testing.TB) *api {
 	gk, _ := provtest.Keys(t, in.PutGroup(provtest.SymGroup("grp-api")).Attestation)
 	log, _ := testutil.NewLogger(t, slog.LevelInfo)
 	p := &provisioning.Pipeline{Store: st, Attest: &attest.Attestor{Store: st, Log: log}, Log: log, IDScope: inst.IDScope, RetryAfter: 3}
-	return &api{Store: st, Handler: httpx.Wrap(log, &deviceapi.API{Pipeline: p, Log: log}), Scope: inst.IDScope, groupKey: gk}
+	return &api{Store: st, Handler: httpx.Wrap(log, &deviceapi.API{Pipeline: p, Log: log, Endpoint: func() string { return endpoint }}), Scope: inst.IDScope, groupKey: gk}
 }
 
 // token is a valid SAS token of a device of the group (C SDK encoding).
@@ -80,6 +83,10 @@ func send(t testing.TB, c *http.Client, method, url string, hdr map[string]strin
 		t.Fatal(err)
 	}
 	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	resp, err := c.Do(req)

@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -185,46 +186,33 @@ func (t *Token) MatchesDevice(idScope, registrationID string) bool {
 	return strings.EqualFold(t.Resource, DeviceResource(idScope, registrationID))
 }
 
-// MatchesService reports whether the decoded resource names host (with or
-// without its port, with or without a scheme) and path, matching by whole
-// path segments: a token for "host/enrollments" covers "/enrollments/x" but
-// not "/enrollmentGroups".
-func (t *Token) MatchesService(host, path string) bool {
+// CheckService says why the token does not cover a request to path of
+// this instance: its resource must name one of the instance's host names
+// (ours is asked about the host in lower case, without scheme and port:
+// a port is not checked, a load balancer may change it) and a prefix of
+// path by whole segments: a token for "host/enrollments" covers
+// "/enrollments/x" but not "/enrollmentGroups". The request's Host header
+// plays no part: a client chooses it, so it cannot say whom a token is for.
+func (t *Token) CheckService(ours func(host string) bool, path string) error {
 	r := strings.ToLower(t.Resource)
 	r = strings.TrimPrefix(strings.TrimPrefix(r, "https://"), "http://")
 	rHost, rPath, _ := strings.Cut(r, "/")
-	if !hostsEqual(rHost, strings.ToLower(host)) {
-		return false
+	if h, _, err := net.SplitHostPort(rHost); err == nil {
+		rHost = h
+	}
+	rHost = strings.TrimSuffix(strings.TrimPrefix(rHost, "["), "]")
+	if rHost == "" || !ours(rHost) {
+		return fmt.Errorf("the SAS token is for %q, which is not a host name of this dpsd instance: sign it for the HostName of the instance's service connection string (a --hostname, or a name of its server certificate)", dps.Truncate(t.Resource))
 	}
 	rPath = strings.Trim(rPath, "/")
 	if rPath == "" {
-		return true
+		return nil
 	}
 	p := strings.Trim(strings.ToLower(path), "/")
-	return p == rPath || strings.HasPrefix(p, rPath+"/")
-}
-
-// hostsEqual compares host[:port] values; a side without a port matches any port.
-func hostsEqual(a, b string) bool {
-	if a == b {
-		return true
+	if p == rPath || strings.HasPrefix(p, rPath+"/") {
+		return nil
 	}
-	ah, ap := splitPort(a)
-	bh, bp := splitPort(b)
-	return ah == bh && (ap == "" || bp == "")
-}
-
-func splitPort(h string) (host, port string) {
-	if strings.HasPrefix(h, "[") { // [::1]:8443
-		if i := strings.LastIndex(h, "]"); i > 0 {
-			return h[:i+1], strings.TrimPrefix(h[i+1:], ":")
-		}
-	}
-	if strings.Count(h, ":") == 1 {
-		host, port, _ = strings.Cut(h, ":")
-		return host, port
-	}
-	return h, ""
+	return fmt.Errorf("the SAS token is for resource %q, which does not cover %s", dps.Truncate(t.Resource), dps.Truncate(path))
 }
 
 func decodeBase64(s string) ([]byte, error) {

@@ -88,27 +88,38 @@ func TestNewKey(t *testing.T) {
 	}
 }
 
-func TestMatchesService(t *testing.T) {
+// TestCheckService: a service token must name one of the instance's host
+// names, in any case, with or without scheme and port, and a prefix of the
+// path by whole segments.
+func TestCheckService(t *testing.T) {
+	ours := func(h string) bool { return h == "localhost" || h == "::1" || h == "dps.example.com" }
 	cases := []struct {
-		sr, host, path string
-		want           bool
+		sr, path string
+		reason   string // "" when covered
 	}{
-		{"localhost:8443", "localhost:8443", "/enrollments/x", true},
-		{"localhost", "localhost:8443", "/enrollments/x", true},
-		{"LOCALHOST:8443", "localhost:8443", "/x", true},
-		{"localhost:9999", "localhost:8443", "/x", false},
-		{"otherhost", "localhost:8443", "/x", false},
-		{"localhost:8443/enrollments", "localhost:8443", "/enrollments/x", true},
-		{"localhost:8443/enrollments", "localhost:8443", "/enrollments", true},
-		{"localhost:8443/enrollments", "localhost:8443", "/enrollmentGroups/x", false},
-		{"https://localhost:8443/", "localhost:8443", "/enrollments", true},
-		{"[::1]:8443", "[::1]:8443", "/x", true},
-		{"[::1]", "[::1]:8443", "/x", true},
+		{"localhost:8443", "/enrollments/x", ""},
+		{"localhost", "/enrollments/x", ""},
+		{"LOCALHOST:8443", "/x", ""},
+		{"localhost:9999", "/x", ""}, // the port is not checked: a load balancer may change it
+		{"DPS.Example.com", "/x", ""},
+		{"otherhost", "/x", `the SAS token is for "otherhost", which is not a host name of this dpsd instance`},
+		{"evil.example:8443", "/x", "not a host name of this dpsd instance"},
+		{"localhost.evil.example", "/x", "not a host name"},
+		{"", "/x", "not a host name"},
+		{"localhost:8443/enrollments", "/enrollments/x", ""},
+		{"localhost:8443/enrollments", "/enrollments", ""},
+		{"localhost:8443/enrollments", "/enrollmentGroups/x", `the SAS token is for resource "localhost:8443/enrollments", which does not cover /enrollmentGroups/x`},
+		{"https://localhost:8443/", "/enrollments", ""},
+		{"[::1]:8443", "/x", ""},
+		{"[::1]", "/x", ""},
 	}
 	for _, c := range cases {
-		tok := &Token{Resource: c.sr}
-		if got := tok.MatchesService(c.host, c.path); got != c.want {
-			t.Errorf("sr=%q host=%q path=%q: got %v", c.sr, c.host, c.path, got)
+		err := (&Token{Resource: c.sr}).CheckService(ours, c.path)
+		switch {
+		case c.reason == "" && err != nil:
+			t.Errorf("sr=%q path=%q: %v", c.sr, c.path, err)
+		case c.reason != "" && (err == nil || !strings.Contains(err.Error(), c.reason)):
+			t.Errorf("sr=%q path=%q: %v, want %q", c.sr, c.path, err, c.reason)
 		}
 	}
 }
@@ -182,7 +193,7 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = tok.Verify([]byte("k"))
 		_ = tok.MatchesDevice("0ne00000000", "x")
-		_ = tok.MatchesService("h:1", "/p")
+		_ = tok.CheckService(func(h string) bool { return h == "h" }, "/p")
 	})
 }
 

@@ -197,3 +197,56 @@ func TestTextRefusedAtTheEdge(t *testing.T) {
 		}
 	})
 }
+
+// TestServiceTokenAudience: a service token must name one of the
+// instance's host names (a --hostname, or a name of its server
+// certificate); the Host header a client sends plays no part, and the
+// Location of a register answer is built from the configuration.
+func TestServiceTokenAudience(t *testing.T) {
+	srv := servertest.Start(t, server.Config{HostNames: []string{"dps.factory.example"}})
+	owner, err := srv.Store().Policy(t.Context(), dps.OwnerPolicyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := sas.DecodeKey(owner.PrimaryKey)
+	_, port, _ := net.SplitHostPort(srv.ServiceAddr)
+	for _, tc := range []struct {
+		sr, host string
+		status   int
+	}{
+		{"dps.factory.example", "", http.StatusOK},
+		{"dps.factory.example:" + port, "", http.StatusOK},
+		{"localhost:" + port, "", http.StatusOK},
+		{"127.0.0.1", "", http.StatusOK},
+		{"evil.example", "evil.example", http.StatusUnauthorized},
+		{"evil.example:" + port, "evil.example:" + port, http.StatusUnauthorized},
+		{"other.example", "", http.StatusUnauthorized},
+	} {
+		t.Run(tc.sr, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, "https://"+srv.State.ServiceEndpoint+"/settings", nil)
+			req.Header.Set("Authorization", sas.New(tc.sr, dps.OwnerPolicyName, key, time.Now().Add(time.Hour), true))
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			r := roundTrip(t, srv.HTTPClient(t), req)
+			if r.status != tc.status {
+				t.Fatalf("token for %s with Host %q: %d %s, want %d", tc.sr, req.Host, r.status, r.body, tc.status)
+			}
+			if tc.status == http.StatusUnauthorized && !strings.Contains(r.body, "is not a host name of this dpsd instance") {
+				t.Fatalf("refusal says %s", r.body)
+			}
+		})
+	}
+
+	in := provtest.Instance{T: t, Store: srv.Store(), Scope: srv.State.IDScope}
+	in.LinkHub(provtest.Hub1, 1, true)
+	gpk, _ := provtest.Keys(t, in.PutGroup(provtest.SymGroup("grp-loc")).Attestation)
+	req, _ := http.NewRequest(http.MethodPut, "https://"+srv.State.DeviceEndpoint+"/"+srv.State.IDScope+"/registrations/loc-dev/register", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", sas.New(sas.DeviceResource(srv.State.IDScope, "loc-dev"), "registration", sas.DeriveDeviceKey(gpk, "loc-dev"), time.Now().Add(time.Hour), true))
+	req.Host = "evil.example"
+	r := roundTrip(t, srv.HTTPClient(t), req)
+	want := "https://dps.factory.example:" + port + "/" + srv.State.IDScope + "/registrations/loc-dev/register"
+	if r.status != http.StatusAccepted || r.header.Get("Location") != want {
+		t.Fatalf("register with Host evil.example: %d, Location %q; want 202 and %q", r.status, r.header.Get("Location"), want)
+	}
+}

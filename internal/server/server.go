@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +41,7 @@ type Server struct {
 	inst     *store.Instance
 	metrics  *metrics.Metrics
 	tls      *tls.Config
+	leaf     *x509.Certificate // the server certificate
 	service  http.Handler
 	console  http.Handler
 	device   http.Handler
@@ -85,7 +87,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("--outbound-ca-file: %w", err)
 	}
 	api := serviceapi.New(serviceapi.Config{
-		Store: st, Log: log, MaxSASLifetime: cfg.MaxSASLifetime,
+		Store: st, Log: log, MaxSASLifetime: cfg.MaxSASLifetime, OwnHost: s.ownHost,
 		Endpoints: func() (string, string) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -123,7 +125,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		AssignWait:    cfg.AssignWait,
 		AssignTimeout: cfg.AssignTimeout,
 	}
-	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: s.pipeline, Log: log}))
+	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: s.pipeline, Log: log,
+		Endpoint: func() string { return s.State().DeviceEndpoint }}))
 	s.mqtt = &mqtt.Server{Provisioner: s.pipeline, Log: log, Metrics: mqtt.NewMetrics(s.metrics.Registry), TLSConfig: s.tls}
 	return s, nil
 }
@@ -152,6 +155,9 @@ func (s *Server) initInstance(ctx context.Context) error {
 			return fmt.Errorf("writing the server CA file: %w", err)
 		}
 	}
+	if s.leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+		return fmt.Errorf("the server certificate: %w", err)
+	}
 	s.tls = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
@@ -163,6 +169,18 @@ func (s *Server) initInstance(ctx context.Context) error {
 		NextProtos: []string{"http/1.1"},
 	}
 	return nil
+}
+
+// ownHost reports whether host (lower case, without port) is one of the
+// instance's own names: a --hostname, or a name or address its server
+// certificate is valid for. Service tokens must name one.
+func (s *Server) ownHost(host string) bool {
+	for _, h := range s.cfg.HostNames {
+		if strings.EqualFold(h, host) {
+			return true
+		}
+	}
+	return s.leaf.VerifyHostname(host) == nil
 }
 
 // Store returns the server's store (for in-process tests).

@@ -89,11 +89,14 @@ func (s *testServer) do(method, path string, headers map[string]string, body []b
 	}
 	req.Header.Set("Authorization", sas.New(s.Host, dps.OwnerPolicyName, s.ownerKey, time.Now().Add(time.Hour), true))
 	for k, v := range headers {
-		if strings.EqualFold(k, "Authorization") && v == "" {
+		switch {
+		case strings.EqualFold(k, "Authorization") && v == "":
 			req.Header.Del(k)
-			continue
+		case k == "Host":
+			req.Host = v
+		default:
+			req.Header.Set(k, v)
 		}
-		req.Header.Set(k, v)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

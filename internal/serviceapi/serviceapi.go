@@ -30,6 +30,10 @@ type Config struct {
 	Now   func() time.Time // nil: time.Now
 	// Endpoints reports the advertised endpoints for GET /settings.
 	Endpoints func() (device, service string)
+	// OwnHost reports whether a host name (lower case, without port) is
+	// one of this instance's; a service token must name one. Nil refuses
+	// every token.
+	OwnHost func(host string) bool
 	// MaxSASLifetime, when positive, refuses a service SAS token that stays
 	// valid longer than this from now.
 	MaxSASLifetime time.Duration

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -234,8 +235,12 @@ func (h *IoTHub) authorize(r *http.Request) string {
 	if err != nil {
 		return err.Error()
 	}
-	if !tok.MatchesService(h.HostName, r.URL.Path) {
-		return fmt.Sprintf("token sr %q does not name hub %s", tok.Resource, h.HostName)
+	hub := h.HostName
+	if host, _, err := net.SplitHostPort(hub); err == nil {
+		hub = host
+	}
+	if err := tok.CheckService(func(host string) bool { return strings.EqualFold(host, hub) }, r.URL.Path); err != nil {
+		return fmt.Sprintf("token sr %q does not name hub %s: %v", tok.Resource, h.HostName, err)
 	}
 	if tok.Expired(time.Now()) {
 		return "token expired at " + tok.Expiry.Format(time.RFC3339)
