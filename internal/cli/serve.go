@@ -24,7 +24,7 @@ func newServeCmd(e *env) *cobra.Command {
 		Long: `Run the provisioning service: the device API (register, operation status) and the
 service API (enrollments, groups, registrations, CA certificates, linked hubs,
 policies) on one HTTPS listener, health on /healthz and Prometheus metrics on
-/metrics. Devices also register over MQTT: MQTT over TLS on --mqtt-addr
+/metrics (on the service API's listener, or on --metrics-addr). Devices also register over MQTT: MQTT over TLS on --mqtt-addr
 (default ` + server.Defaults().MQTTAddr + `) and MQTT over WebSocket on the HTTPS listener at
 /$iothub/websocket.
 
@@ -81,6 +81,7 @@ func (sf *serveFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&cfg.Store, "store", def.Store, "database DSN (default: SQLite in the data directory; postgres://... for PostgreSQL)")
 	f.StringVar(&cfg.HTTPSAddr, "https-addr", def.HTTPSAddr, "address of the HTTPS listener (device API, and service API unless --service-addr)")
 	f.StringVar(&cfg.ServiceAddr, "service-addr", def.ServiceAddr, "serve the service API on its own listener at this address")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", def.MetricsAddr, "serve /metrics (and /healthz) over plain HTTP at this address, and on no other listener; without it, metrics are served on the listener of the service API")
 	f.StringVar(&cfg.MQTTAddr, "mqtt-addr", def.MQTTAddr, "address of the MQTT-over-TLS listener (device API over MQTT 3.1.1; \"\" turns it off); MQTT over WebSocket is served on the HTTPS listener at /$iothub/websocket")
 	f.StringSliceVar(&cfg.HostNames, "hostname", def.HostNames, "host name or IP clients dial, added to the server certificate (repeatable; the first is advertised)")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", def.TLSCertFile, "server certificate chain (PEM) to use instead of the generated one")

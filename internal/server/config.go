@@ -47,6 +47,10 @@ type Config struct {
 	HTTPSAddr string
 	// ServiceAddr moves the service API to its own listener.
 	ServiceAddr string
+	// MetricsAddr serves /metrics and /healthz over plain HTTP on a
+	// listener of their own; then no other listener serves metrics.
+	// Without it, metrics are served on the listener of the service API.
+	MetricsAddr string
 	// MQTTAddr serves the device API over MQTT 3.1.1 with TLS (empty: no
 	// MQTT listener). MQTT over WebSocket is always served on the HTTPS
 	// listener at /$iothub/websocket.
@@ -170,7 +174,7 @@ func orDefault[T comparable](v *T, def T) {
 
 // Validate checks values that would otherwise fail late.
 func (c *Config) Validate() error {
-	for _, a := range []struct{ name, v string }{{"https-addr", c.HTTPSAddr}, {"service-addr", c.ServiceAddr}, {"mqtt-addr", c.MQTTAddr}, {"pprof-addr", c.PprofAddr}} {
+	for _, a := range []struct{ name, v string }{{"https-addr", c.HTTPSAddr}, {"service-addr", c.ServiceAddr}, {"mqtt-addr", c.MQTTAddr}, {"metrics-addr", c.MetricsAddr}, {"pprof-addr", c.PprofAddr}} {
 		if a.v == "" {
 			continue
 		}

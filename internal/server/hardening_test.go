@@ -250,3 +250,49 @@ func TestServiceTokenAudience(t *testing.T) {
 		t.Fatalf("register with Host evil.example: %d, Location %q; want 202 and %q", r.status, r.header.Get("Location"), want)
 	}
 }
+
+// TestMetricsListeners: /metrics is served on the listener of the service
+// API, or on --metrics-addr alone, and never on a listener that serves
+// devices only.
+func TestMetricsListeners(t *testing.T) {
+	get := func(t *testing.T, c *http.Client, url string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		r := roundTrip(t, c, req)
+		if r.status == http.StatusOK && strings.HasSuffix(url, "/metrics") && !strings.Contains(r.body, "go_goroutines") {
+			t.Fatalf("GET %s: 200 without the metrics", url)
+		}
+		return r.status
+	}
+	t.Run("one listener serves them", func(t *testing.T) {
+		srv := servertest.Start(t, server.Config{})
+		if got := get(t, srv.HTTPClient(t), "https://"+srv.State.DeviceEndpoint+"/metrics"); got != http.StatusOK {
+			t.Fatalf("/metrics on the only listener: %d", got)
+		}
+	})
+	t.Run("the service listener, not the device listener", func(t *testing.T) {
+		srv := servertest.Start(t, server.Config{ServiceAddr: "127.0.0.1:0"})
+		c := srv.HTTPClient(t)
+		if got := get(t, c, "https://"+srv.State.DeviceEndpoint+"/metrics"); got != http.StatusNotFound {
+			t.Fatalf("/metrics on the device listener: %d, want 404", got)
+		}
+		if got := get(t, c, "https://"+srv.State.ServiceEndpoint+"/metrics"); got != http.StatusOK {
+			t.Fatalf("/metrics on the service listener: %d", got)
+		}
+	})
+	t.Run("--metrics-addr alone", func(t *testing.T) {
+		srv := servertest.Start(t, server.Config{ServiceAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0"})
+		c := srv.HTTPClient(t)
+		for _, ep := range []string{srv.State.DeviceEndpoint, srv.State.ServiceEndpoint} {
+			if got := get(t, c, "https://"+ep+"/metrics"); got != http.StatusNotFound {
+				t.Fatalf("/metrics on %s: %d, want 404", ep, got)
+			}
+		}
+		plain := &http.Client{Timeout: 10 * time.Second}
+		for _, p := range []string{"/metrics", "/healthz"} {
+			if got := get(t, plain, "http://"+srv.State.MetricsEndpoint+p); got != http.StatusOK {
+				t.Fatalf("%s on --metrics-addr: %d", p, got)
+			}
+		}
+	})
+}

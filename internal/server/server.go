@@ -56,7 +56,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	mqttLn    net.Listener
+	byName    map[string]net.Listener // "https", "service", "metrics", "mqtt"
 	pprofAddr string
 	servers   []*http.Server
 	state     State
@@ -205,17 +205,21 @@ func (s *Server) Serve(ctx context.Context) error {
 		addr    string
 		handler http.Handler
 		what    string
+		tls     bool
 	}
-	ls := []lis{{s.cfg.HTTPSAddr, s.handler(s.cfg.ServiceAddr == "", true), "https"}}
+	ls := []lis{{s.cfg.HTTPSAddr, s.handler(s.cfg.ServiceAddr == "", true), "https", true}}
 	if s.cfg.ServiceAddr != "" {
-		ls = append(ls, lis{s.cfg.ServiceAddr, s.handler(true, false), "service"})
+		ls = append(ls, lis{s.cfg.ServiceAddr, s.handler(true, false), "service", true})
+	}
+	if s.cfg.MetricsAddr != "" {
+		ls = append(ls, lis{s.cfg.MetricsAddr, s.metricsOnly(), "metrics", false})
 	}
 	errc := make(chan error, len(ls)+1)
 	for _, l := range ls {
-		ln, err := net.Listen("tcp", l.addr)
+		ln, err := s.listen(l.what, l.addr)
 		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("listening on %s: %w", l.addr, err)
+			s.shutdown()
+			return err
 		}
 		srv := &http.Server{
 			Handler:           l.handler,
@@ -228,22 +232,20 @@ func (s *Server) Serve(ctx context.Context) error {
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
 		s.mu.Lock()
-		s.listeners = append(s.listeners, ln)
 		s.servers = append(s.servers, srv)
 		s.mu.Unlock()
-		s.log.Info("listening", "listener", l.what, "addr", ln.Addr().String())
-		go func() { errc <- srv.Serve(tls.NewListener(ln, s.tls)) }()
+		serve := func() error { return srv.Serve(ln) }
+		if l.tls {
+			serve = func() error { return srv.Serve(tls.NewListener(ln, s.tls)) }
+		}
+		go func() { errc <- serve() }()
 	}
 	if s.cfg.MQTTAddr != "" {
-		ln, err := net.Listen("tcp", s.cfg.MQTTAddr)
+		ln, err := s.listen("mqtt", s.cfg.MQTTAddr)
 		if err != nil {
 			s.shutdown()
-			return fmt.Errorf("listening on %s (--mqtt-addr): %w", s.cfg.MQTTAddr, err)
+			return err
 		}
-		s.mu.Lock()
-		s.mqttLn = ln
-		s.mu.Unlock()
-		s.log.Info("listening", "listener", "mqtt", "addr", ln.Addr().String())
 		go func() {
 			if err := s.mqtt.Serve(ln); !errors.Is(err, mqtt.ErrServerClosed) {
 				errc <- err
@@ -291,13 +293,39 @@ func (s *Server) shutdown() error {
 	// Assignments still running get what is left of the drain; any that
 	// do not end in time are taken over later (their lease runs out).
 	s.pipeline.Drain(ctx)
+	// A listener opened before a later one failed may not be served yet.
+	s.mu.Lock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
 	return errors.Join(errs...)
 }
 
-func (s *Server) closeListeners() {
-	for _, l := range s.listeners {
-		l.Close()
+// listen opens the listener named what ("https", "service", "metrics",
+// "mqtt") on addr.
+func (s *Server) listen(what, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s (--%s-addr): %w", addr, what, err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listeners = append(s.listeners, ln)
+	if s.byName == nil {
+		s.byName = map[string]net.Listener{}
+	}
+	s.byName[what] = ln
+	s.log.Info("listening", "listener", what, "addr", ln.Addr().String())
+	return ln, nil
+}
+
+// metricsOnly serves --metrics-addr: metrics and health, over plain HTTP.
+func (s *Server) metricsOnly() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /healthz", s.healthz)
+	return mux
 }
 
 // handler dispatches on the first path segment: the device and service APIs
@@ -310,8 +338,14 @@ func (s *Server) handler(service, device bool) http.Handler {
 		switch {
 		case first == "healthz":
 			s.healthz(w, r)
-		case first == "metrics":
+		case first == "metrics" && service && s.cfg.MetricsAddr == "":
 			metricsHandler.ServeHTTP(w, r)
+		case first == "metrics":
+			// Never on a listener that serves devices only: what the
+			// metrics say about the fleet is the operator's.
+			httpx.Wrap(s.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				httpx.WriteError(w, r, s.log, dpserr.NotFound(dpserr.CodeNotFound, "metrics are not served on this listener"))
+			})).ServeHTTP(w, r)
 		case first == "$iothub" && device:
 			s.mqtt.ServeHTTP(w, r)
 		case first == "console" && service:
@@ -403,15 +437,22 @@ func (s *Server) writeState() error {
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		return net.JoinHostPort(host, port)
 	}
+	service := s.byName["service"]
+	if service == nil {
+		service = s.byName["https"]
+	}
 	s.state = State{
 		IDScope:         s.inst.IDScope,
-		DeviceEndpoint:  endpoint(s.listeners[0]),
-		ServiceEndpoint: endpoint(s.listeners[len(s.listeners)-1]),
+		DeviceEndpoint:  endpoint(s.byName["https"]),
+		ServiceEndpoint: endpoint(service),
 		PID:             os.Getpid(),
 		StartedAt:       time.Now().UTC(),
 	}
-	if s.mqttLn != nil {
-		s.state.MQTTEndpoint = endpoint(s.mqttLn)
+	if ln := s.byName["mqtt"]; ln != nil {
+		s.state.MQTTEndpoint = endpoint(ln)
+	}
+	if ln := s.byName["metrics"]; ln != nil {
+		s.state.MetricsEndpoint = ln.Addr().String()
 	}
 	if s.cfg.TLSCertFile == "" {
 		abs, err := filepath.Abs(filepath.Join(s.cfg.DataDir, CAFile))

@@ -13,10 +13,13 @@ import (
 // management commands without --login) through DataDir/server.json: where it
 // listens and which CA file to trust. It holds no secret.
 type State struct {
-	IDScope         string    `json:"idScope"`
-	DeviceEndpoint  string    `json:"deviceEndpoint"`
-	ServiceEndpoint string    `json:"serviceEndpoint"`
-	MQTTEndpoint    string    `json:"mqttEndpoint,omitempty"`
+	IDScope         string `json:"idScope"`
+	DeviceEndpoint  string `json:"deviceEndpoint"`
+	ServiceEndpoint string `json:"serviceEndpoint"`
+	MQTTEndpoint    string `json:"mqttEndpoint,omitempty"`
+	// MetricsEndpoint is the --metrics-addr listener as it listens (plain
+	// HTTP; not advertised to clients).
+	MetricsEndpoint string    `json:"metricsEndpoint,omitempty"`
 	ServerCAFile    string    `json:"serverCAFile,omitempty"`
 	PID             int       `json:"pid"`
 	StartedAt       time.Time `json:"startedAt"`
