@@ -96,6 +96,7 @@ func (sf *serveFlags) add(f *pflag.FlagSet) {
 	f.IntVar(&cfg.MinECBits, "min-ec-bits", def.MinECBits, "weakest elliptic curve key, in bits (256: P-256), a device certificate or a CA certificate of its chain may have")
 	f.IntVar(&cfg.MaxChainLength, "max-chain-length", def.MaxChainLength, "most certificates a device may present in the TLS handshake, its own included")
 	f.DurationVar(&cfg.MaxSASLifetime, "max-sas-lifetime", def.MaxSASLifetime, "refuse SAS tokens, of devices and of the service API, that stay valid longer than this from now (0: no limit)")
+	f.BoolVar(&cfg.ProtectEnrollmentKeys, "protect-enrollment-keys", def.ProtectEnrollmentKeys, "make the symmetric keys of enrollments and groups (their attestation mechanism) readable only with EnrollmentWrite; Azure lets EnrollmentRead read them")
 	f.IntVar(&cfg.StoreMaxConns, "store-max-conns", def.StoreMaxConns, "PostgreSQL: most connections this node opens to the database")
 	f.DurationVar(&cfg.StoreTimeout, "store-timeout", def.StoreTimeout, "longest one database call may take, waiting for a connection and retries included; then the request answers 503")
 	f.IntVar(&cfg.StoreRetries, "store-retries", def.StoreRetries, "PostgreSQL: retries of a transient failure (serialization failure, deadlock, lost connection) before a request answers 503; 0 turns them off")

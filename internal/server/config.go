@@ -88,6 +88,9 @@ type Config struct {
 	// MaxSASLifetime, when positive, refuses SAS tokens, of devices and of
 	// the service API, that stay valid longer than this from now.
 	MaxSASLifetime time.Duration
+	// ProtectEnrollmentKeys makes enrollment and group keys readable only
+	// with EnrollmentWrite (serviceapi.Config).
+	ProtectEnrollmentKeys bool
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
 	// LogFormat is text or json; LogLevel debug, info, warn or error.

@@ -87,7 +87,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("--outbound-ca-file: %w", err)
 	}
 	api := serviceapi.New(serviceapi.Config{
-		Store: st, Log: log, MaxSASLifetime: cfg.MaxSASLifetime, OwnHost: s.ownHost,
+		Store: st, Log: log, MaxSASLifetime: cfg.MaxSASLifetime, OwnHost: s.ownHost, ProtectEnrollmentKeys: cfg.ProtectEnrollmentKeys,
 		Endpoints: func() (string, string) {
 			s.mu.Lock()
 			defer s.mu.Unlock()

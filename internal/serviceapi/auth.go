@@ -12,9 +12,10 @@ import (
 )
 
 // authorize checks the request's SAS token against the named policy and that
-// the policy grants right. Every failure says precisely what is wrong; the
-// token itself is never logged.
-func (a *API) authorize(r *http.Request, right string) error {
+// the policy grants right (why, if not empty, says why the route needs it).
+// Every failure says precisely what is wrong; the token itself is never
+// logged.
+func (a *API) authorize(r *http.Request, right, why string) error {
 	p, err := a.Authenticate(r)
 	if err != nil {
 		return err
@@ -24,7 +25,10 @@ func (a *API) authorize(r *http.Request, right string) error {
 			return nil
 		}
 	}
-	return dpserr.Unauthorized("shared access policy %q does not grant %s (it grants %s)", p.Name, right, strings.Join(p.Rights, ", "))
+	if why != "" {
+		why = "; " + why
+	}
+	return dpserr.Unauthorized("shared access policy %q does not grant %s (it grants %s)%s", p.Name, right, strings.Join(p.Rights, ", "), why)
 }
 
 // Authenticate checks the request's SAS token against the policy it names

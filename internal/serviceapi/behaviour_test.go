@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/server"
 	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/testutil"
 )
@@ -245,16 +246,42 @@ func TestEnrollmentShowsRegistrationState(t *testing.T) {
 }
 
 // TestAttestationMechanismRights: the attestation mechanism returns
-// secrets; a policy without enrollment rights gets none.
+// secrets; a policy without enrollment rights gets none. EnrollmentRead
+// reads them, as with Azure, unless --protect-enrollment-keys, which asks
+// for EnrollmentWrite.
 func TestAttestationMechanismRights(t *testing.T) {
-	s := startServer(t)
-	s.doJSON("PUT", "/enrollments/sym?api-version=2021-10-01", nil, map[string]any{"attestation": map[string]any{"type": "symmetricKey"}}, 200, nil)
-	s.doJSON("PUT", "/policies/regs?api-version=2021-10-01", nil, map[string]any{"rights": "RegistrationStatusRead"}, 200, nil)
-	r := s.do("POST", "/enrollments/sym/attestationmechanism?api-version=2021-10-01", map[string]string{"Authorization": s.token("regs")}, nil)
-	if r.Status != http.StatusUnauthorized {
-		t.Fatalf("status %d, want 401: %s", r.Status, r.Body)
-	}
-	if strings.Contains(string(r.Body), "primaryKey") {
-		t.Errorf("a refused request returned a key: %s", r.Body)
+	for _, tc := range []struct {
+		protect bool
+		policy  string // its rights
+		status  int
+		reason  string
+	}{
+		{false, "RegistrationStatusRead", http.StatusUnauthorized, "does not grant EnrollmentRead"},
+		{false, "EnrollmentRead", http.StatusOK, ""},
+		{true, "EnrollmentRead", http.StatusUnauthorized, "does not grant EnrollmentWrite (it grants EnrollmentRead); with --protect-enrollment-keys, reading an attestation mechanism (it holds the symmetric keys) needs EnrollmentWrite"},
+		{true, "EnrollmentRead, EnrollmentWrite", http.StatusOK, ""},
+	} {
+		t.Run(fmt.Sprintf("protect=%v/%s", tc.protect, tc.policy), func(t *testing.T) {
+			s := startServerWith(t, server.Config{ProtectEnrollmentKeys: tc.protect})
+			s.doJSON("PUT", "/enrollments/sym?api-version=2021-10-01", nil, map[string]any{"attestation": map[string]any{"type": "symmetricKey"}}, 200, nil)
+			s.doJSON("PUT", "/enrollmentGroups/grp?api-version=2021-10-01", nil, map[string]any{"attestation": map[string]any{"type": "symmetricKey"}}, 200, nil)
+			s.doJSON("PUT", "/policies/p?api-version=2021-10-01", nil, map[string]any{"rights": tc.policy}, 200, nil)
+			for _, path := range []string{"/enrollments/sym", "/enrollmentGroups/grp"} {
+				r := s.do("POST", path+"/attestationmechanism?api-version=2021-10-01", map[string]string{"Authorization": s.token("p")}, nil)
+				if r.Status != tc.status {
+					t.Fatalf("%s: status %d, want %d: %s", path, r.Status, tc.status, r.Body)
+				}
+				if keys := strings.Contains(string(r.Body), "primaryKey"); keys != (tc.status == http.StatusOK) {
+					t.Errorf("%s: keys in the answer: %v: %s", path, keys, r.Body)
+				}
+				if tc.reason != "" && !strings.Contains(string(r.Body), tc.reason) {
+					t.Errorf("%s: %s, want %q", path, r.Body, tc.reason)
+				}
+				// A read of the enrollment never carries its keys.
+				if g := s.do("GET", path+"?api-version=2021-10-01", map[string]string{"Authorization": s.token("p")}, nil); strings.Contains(string(g.Body), "primaryKey") {
+					t.Errorf("GET %s returned keys: %s", path, g.Body)
+				}
+			}
+		})
 	}
 }

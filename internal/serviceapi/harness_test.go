@@ -37,7 +37,13 @@ type testServer struct {
 // it shuts down cleanly. The server log is printed if the test failed.
 func startServer(t testing.TB) *testServer {
 	t.Helper()
-	srv := servertest.Start(t, server.Config{})
+	return startServerWith(t, server.Config{})
+}
+
+// startServerWith is startServer with a configuration.
+func startServerWith(t testing.TB, cfg server.Config) *testServer {
+	t.Helper()
+	srv := servertest.Start(t, cfg)
 	s := &testServer{
 		t: t, Store: srv.Store(), Host: srv.State.ServiceEndpoint, IDScope: srv.State.IDScope, client: srv.HTTPClient(t),
 	}

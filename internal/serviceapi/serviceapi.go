@@ -37,6 +37,11 @@ type Config struct {
 	// MaxSASLifetime, when positive, refuses a service SAS token that stays
 	// valid longer than this from now.
 	MaxSASLifetime time.Duration
+	// ProtectEnrollmentKeys makes the attestation mechanism of enrollments
+	// and groups, which holds their symmetric keys, readable only with
+	// EnrollmentWrite. Azure lets EnrollmentRead read it, and a group's key
+	// derives every device key of the group.
+	ProtectEnrollmentKeys bool
 }
 
 // API serves the service API. Make one with New.
@@ -49,6 +54,14 @@ type API struct {
 func New(c Config) *API {
 	a := &API{Config: c}
 	a.routes = a.routeTable(newIndividuals(c.Store), newGroups(c.Store))
+	if c.ProtectEnrollmentKeys {
+		for i, e := range a.routes {
+			if strings.HasSuffix(e.rt.name, ".attestation") {
+				a.routes[i].rt.right = eWrite
+				a.routes[i].rt.why = "with --protect-enrollment-keys, reading an attestation mechanism (it holds the symmetric keys) needs EnrollmentWrite"
+			}
+		}
+	}
 	return a
 }
 
@@ -77,6 +90,7 @@ func (a *API) now() time.Time {
 type route struct {
 	name    string // for metrics and logs
 	right   string
+	why     string // why the route needs right, when that is not obvious
 	handler func(w http.ResponseWriter, r *http.Request, p []string) error
 }
 
@@ -98,7 +112,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpx.SetRoute(r, rt.name)
-	if err := a.authorize(r, rt.right); err != nil {
+	if err := a.authorize(r, rt.right, rt.why); err != nil {
 		httpx.WriteError(w, r, a.Log, err)
 		return
 	}
@@ -151,7 +165,7 @@ type routeEntry struct {
 }
 
 func entry(method, pattern, name, right string, h handler) routeEntry {
-	return routeEntry{strings.Split(pattern, "/"), method, route{name, right, h}}
+	return routeEntry{strings.Split(pattern, "/"), method, route{name: name, right: right, handler: h}}
 }
 
 const (
