@@ -28,6 +28,11 @@ type Metrics struct {
 	RegistrationDuration *prometheus.HistogramVec
 	// Refusals counts authentication refusals by transport and reason class.
 	Refusals *prometheus.CounterVec
+	// ConnectionsOpen and ConnectionsRefused are each listener's open
+	// connections and the connections it closed over a cap (reason
+	// "listener" or "source"; internal/connlimit).
+	ConnectionsOpen    *prometheus.GaugeVec
+	ConnectionsRefused *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them with Go and process collectors.
@@ -51,8 +56,15 @@ func New() *Metrics {
 		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpsd_device_refusals_total", Help: "Refused device requests by transport and errorCode.",
 		}, []string{"transport", "code"}),
+		ConnectionsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dpsd_connections_open", Help: "Open connections by listener (https, service, metrics, mqtt).",
+		}, []string{"listener"}),
+		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpsd_connections_refused_total", Help: "Connections closed at accept because a cap was reached, by listener and cap (listener, source).",
+		}, []string{"listener", "reason"}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Registrations, m.RegistrationDuration, m.Refusals,
+		m.ConnectionsOpen, m.ConnectionsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -47,7 +47,11 @@ type conn struct {
 	// From CONNECT.
 	user      Username
 	password  string
-	keepAlive time.Duration // read timeout: 1.5 × the keep-alive
+	keepAlive time.Duration // read timeout: 1.5 × the keep-alive; 0 for none
+
+	// idleUntil is when the connection is closed unless a register or
+	// operation-status request comes (see Server.IdleTimeout).
+	idleUntil time.Time
 
 	subscribed bool
 	subQoS     byte
@@ -130,7 +134,11 @@ func (c *conn) run() *closeReason {
 		return r
 	}
 	for {
-		c.t.SetReadDeadline(time.Now().Add(c.keepAlive))
+		deadline := c.idleUntil
+		if ka := time.Now().Add(c.keepAlive); c.keepAlive > 0 && ka.Before(deadline) {
+			deadline = ka
+		}
+		c.t.SetReadDeadline(deadline)
 		if c.s.shuttingDown() {
 			return ended("server shutting down")
 		}
@@ -166,6 +174,8 @@ func (c *conn) readFailed(err error, beforeConnect bool) *closeReason {
 			return ended("server shutting down")
 		case beforeConnect:
 			return refusedBy("connect_timeout", "no CONNECT within %s of connecting", durationOr(c.s.ConnectTimeout, DefaultConnectTimeout))
+		case !time.Now().Before(c.idleUntil):
+			return refusedBy("idle_timeout", "no register or operation-status request within %s", c.s.idleTimeout())
 		}
 		return refusedBy("keepalive_timeout", "no packet within 1.5 × the keep-alive (%s)", c.keepAlive)
 	case errors.Is(err, io.EOF):
@@ -217,9 +227,7 @@ func (c *conn) connect(p *Connect) *closeReason {
 	}
 	c.user, c.password = u, string(p.Password)
 	c.keepAlive = time.Duration(p.KeepAlive) * 1500 * time.Millisecond
-	if p.KeepAlive == 0 {
-		c.keepAlive = durationOr(c.s.IdleTimeout, DefaultIdleTimeout)
-	}
+	c.idleUntil = time.Now().Add(c.s.idleTimeout())
 	if err := c.write(&Connack{}); err != nil {
 		return ended("writing CONNACK: %v", err)
 	}
@@ -300,6 +308,8 @@ func (c *conn) publish(p *Publish) *closeReason {
 		}
 	}
 	status, retryAfter, body := c.request(req, p.Payload)
+	// A device told to come back in retryAfter seconds gets them on top.
+	c.idleUntil = time.Now().Add(c.s.idleTimeout() + time.Duration(retryAfter)*time.Second)
 	c.s.Metrics.Requests.WithLabelValues(c.transport, req.Kind.String(), strconv.Itoa(status)).Inc()
 	topic := ResponseTopic(status, req.RID, retryAfter)
 	c.log.Debug("mqtt request", "request", req.Kind.String(), "rid", req.RID, "operationId", req.OperationID,

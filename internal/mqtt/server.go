@@ -45,8 +45,11 @@
 //     before the body is read.
 //   - A SUBSCRIBE to any filter but $dps/registrations/res/# (e.g. "#"): that
 //     filter's SUBACK code is 0x80; the connection stays open.
-//   - No CONNECT within ConnectTimeout, or no packet within 1.5 × the
-//     keep-alive: the connection is closed.
+//   - No CONNECT within ConnectTimeout, no packet within 1.5 × the
+//     keep-alive, or no register or operation-status request within
+//     IdleTimeout (60 s; after an answer, its retry-after is added): the
+//     connection is closed. PINGREQs alone do not keep a connection, and
+//     keep-alive 0 does not mean for ever.
 //
 // Responses are delivered only to a connection subscribed to
 // $dps/registrations/res/#, at the QoS granted (1 when requested, as every
@@ -86,10 +89,10 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultRequestTimeout = 30 * time.Second
 	DefaultWriteTimeout   = 30 * time.Second
-	// DefaultIdleTimeout closes a connection whose CONNECT asked for no
-	// keep-alive (0) after this long without a packet; a DPS exchange
-	// lasts seconds.
-	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultIdleTimeout closes a connection that sends no register or
+	// operation-status request for this long: a DPS exchange lasts
+	// seconds, and PINGREQs alone do not keep a connection.
+	DefaultIdleTimeout = 60 * time.Second
 	// DefaultMaxPacketBytes is the largest remaining length read: a 96 KB
 	// payload plus room for the topic and the CONNECT fields.
 	DefaultMaxPacketBytes = dps.MaxMessageBytes + 4096
@@ -126,7 +129,11 @@ type Server struct {
 	ConnectTimeout time.Duration // accept to CONNECT, TLS handshake included
 	RequestTimeout time.Duration // one pipeline call
 	WriteTimeout   time.Duration // one packet write
-	IdleTimeout    time.Duration // for CONNECT keep-alive 0
+	// IdleTimeout closes a connection without a register or
+	// operation-status request for this long after CONNECT, or after the
+	// last answer plus the retry-after it carried (whatever keep-alive the
+	// device asked for, 0 included).
+	IdleTimeout    time.Duration
 	MaxPacketBytes int
 
 	initOnce  sync.Once
@@ -165,6 +172,8 @@ func durationOr(d, def time.Duration) time.Duration {
 	}
 	return def
 }
+
+func (s *Server) idleTimeout() time.Duration { return durationOr(s.IdleTimeout, DefaultIdleTimeout) }
 
 func (s *Server) maxPacket() int {
 	if s.MaxPacketBytes > 0 {

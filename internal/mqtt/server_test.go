@@ -464,6 +464,43 @@ func timeouts(t *testing.T, h *harness) {
 		}
 		c.ExpectClosed(5 * time.Second)
 	})
+	t.Run("pings without a request", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, options{fake: true, idleTimeout: 700 * time.Millisecond})
+		c := h.dial(t, nil)
+		if rc := c.ConnectWith(&mqtt.Connect{ProtocolName: "MQTT", ProtocolLevel: 4, KeepAlive: 60, ClientID: "dev",
+			UsernameFlag: true, Username: mqtttest.Username(h.Scope, "dev")}); rc != 0 {
+			t.Fatal(rc)
+		}
+		c.Subscribe(1, mqtt.ResponseFilter)
+		// A request moves the bound: the connection is still open after it.
+		if a := c.Register("r", nil); a.Status != 202 {
+			t.Fatalf("register: %s", a.Topic)
+		}
+		// PINGREQs within the keep-alive do not keep a connection that
+		// makes no request.
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if time.Now().After(deadline) {
+				t.Fatal("a connection that only pings stayed open for 10 s")
+			}
+			time.Sleep(100 * time.Millisecond)
+			if c.TrySend(mqtt.Pingreq.Encode(nil)) != nil {
+				break
+			}
+			p, err := c.Read(5 * time.Second)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the server neither answered a PINGREQ nor closed the connection")
+			}
+			if err != nil {
+				break // closed
+			}
+			if mqtt.TypeName(p) != "pingresp" {
+				t.Fatalf("got %s", mqtt.TypeName(p))
+			}
+		}
+		h.waitLog(t, "no register or operation-status request within 700ms")
+	})
 }
 
 // TestWebSocket: the upgrade rules of /$iothub/websocket and the client

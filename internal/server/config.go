@@ -13,6 +13,7 @@ import (
 
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/journal"
+	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 )
@@ -55,6 +56,18 @@ type Config struct {
 	// MQTT listener). MQTT over WebSocket is always served on the HTTPS
 	// listener at /$iothub/websocket.
 	MQTTAddr string
+	// MaxConns caps the connections each listener holds open, and
+	// MaxConnsPerIP those from one source address (an IPv6 /64). A
+	// connection over a cap is closed at accept (internal/connlimit).
+	MaxConns, MaxConnsPerIP int
+	// HandshakeTimeout bounds how long a new connection may take to
+	// complete its TLS handshake and send its first request (HTTPS) or
+	// its CONNECT (MQTT).
+	HandshakeTimeout time.Duration
+	// MQTTIdleTimeout closes an MQTT connection that sends no register or
+	// operation-status request for this long (after CONNECT, or after the
+	// last answer and the retry-after it carried); keep-alive 0 included.
+	MQTTIdleTimeout time.Duration
 	// HostNames are added to the server certificate; the first is the host
 	// name advertised in endpoints and connection strings (default localhost).
 	HostNames []string
@@ -123,6 +136,10 @@ func Defaults() Config {
 		StoreConnLifetime: sqlstore.DefaultConnMaxLifetime,
 		HTTPSAddr:         ":8443",
 		MQTTAddr:          ":8883",
+		MaxConns:          4096,
+		MaxConnsPerIP:     512,
+		HandshakeTimeout:  10 * time.Second,
+		MQTTIdleTimeout:   mqtt.DefaultIdleTimeout,
 		RetryAfter:        3,
 		AssignWait:        provisioning.DefaultAssignWait,
 		AssignTimeout:     provisioning.DefaultAssignTimeout,
@@ -158,6 +175,10 @@ func (c *Config) Init() {
 	orDefault(&c.RetryAfter, d.RetryAfter)
 	orDefault(&c.AssignWait, d.AssignWait)
 	orDefault(&c.AssignTimeout, d.AssignTimeout)
+	orDefault(&c.MaxConns, d.MaxConns)
+	orDefault(&c.MaxConnsPerIP, d.MaxConnsPerIP)
+	orDefault(&c.HandshakeTimeout, d.HandshakeTimeout)
+	orDefault(&c.MQTTIdleTimeout, d.MQTTIdleTimeout)
 	orDefault(&c.MinRSABits, d.MinRSABits)
 	orDefault(&c.MinECBits, d.MinECBits)
 	orDefault(&c.MaxChainLength, d.MaxChainLength)
@@ -219,6 +240,20 @@ func (c *Config) Validate() error {
 	}
 	if c.AssignTimeout < time.Second || c.AssignTimeout > 10*time.Minute {
 		return fmt.Errorf("--assign-timeout %s is outside 1s to 10m", c.AssignTimeout)
+	}
+	if c.MaxConns < 1 || c.MaxConns > 1<<20 {
+		return fmt.Errorf("--max-conns %d is outside 1 to %d", c.MaxConns, 1<<20)
+	}
+	if c.MaxConnsPerIP < 1 || c.MaxConnsPerIP > c.MaxConns {
+		return fmt.Errorf("--max-conns-per-ip %d is outside 1 to --max-conns (%d)", c.MaxConnsPerIP, c.MaxConns)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"handshake-timeout", c.HandshakeTimeout}, {"mqtt-idle-timeout", c.MQTTIdleTimeout}} {
+		if d.v < 0 || d.v > 10*time.Minute {
+			return fmt.Errorf("--%s %s is negative or longer than 10m", d.name, d.v)
+		}
 	}
 	if c.MinRSABits < 1024 || c.MinRSABits > 16384 {
 		return fmt.Errorf("--min-rsa-bits %d is outside 1024 to 16384", c.MinRSABits)

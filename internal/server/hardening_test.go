@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
+	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/pki"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
@@ -295,4 +298,127 @@ func TestMetricsListeners(t *testing.T) {
 			}
 		}
 	})
+}
+
+// tlsDial opens a TCP connection from the loopback address from to addr
+// and completes a TLS handshake over it: it succeeds only on a connection
+// the server accepted (one over a cap is closed before the handshake).
+func tlsDial(t *testing.T, srv *servertest.Server, from, addr string) (*tls.Conn, error) {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, &tls.Config{RootCAs: srv.Roots, ServerName: "localhost"})
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Handshake(); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	c.SetDeadline(time.Time{})
+	t.Cleanup(func() { c.Close() })
+	return c, nil
+}
+
+// TestConnectionCaps opens many connections to the HTTPS and the MQTT
+// listener of a real server: each keeps its cap per source address and in
+// all, and a connection closed gives its place back.
+func TestConnectionCaps(t *testing.T) {
+	const perIP, max = 5, 8
+	srv := servertest.Start(t, server.Config{MQTTAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		MaxConns: max, MaxConnsPerIP: perIP, HandshakeTimeout: time.Minute})
+	for _, l := range []struct{ name, addr string }{{"https", srv.DeviceAddr}, {"mqtt", srv.MQTTAddr}} {
+		t.Run(l.name, func(t *testing.T) {
+			var held []*tls.Conn
+			open := func(from string, n int) (accepted int) {
+				for range n {
+					c, err := tlsDial(t, srv, from, l.addr)
+					if err == nil {
+						held = append(held, c)
+						accepted++
+					}
+				}
+				return accepted
+			}
+			if n := open("127.0.0.1", 3*perIP); n != perIP {
+				t.Fatalf("%d of %d connections from one address accepted, want %d", n, 3*perIP, perIP)
+			}
+			if n := open("127.0.0.2", 2*perIP); n != max-perIP {
+				t.Fatalf("%d connections from a second address accepted, want the %d left under the cap of %d", n, max-perIP, max)
+			}
+			if n := open("127.0.0.3", 3); n != 0 {
+				t.Fatalf("%d connections accepted over the listener's cap", n)
+			}
+			// A closed connection gives its place back once the server
+			// has seen it close.
+			held[0].Close()
+			for deadline := time.Now().Add(10 * time.Second); open("127.0.0.3", 1) != 1; {
+				if time.Now().After(deadline) {
+					t.Fatal("a place freed by a closed connection was not given back within 10 s")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			for _, c := range held {
+				c.Close()
+			}
+		})
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+srv.State.MetricsEndpoint+"/metrics", nil)
+	m := roundTrip(t, &http.Client{Timeout: 10 * time.Second}, req).body
+	for _, want := range []string{
+		`dpsd_connections_refused_total{listener="https",reason="source"} 10`,
+		`dpsd_connections_refused_total{listener="https",reason="listener"}`,
+		`dpsd_connections_refused_total{listener="mqtt",reason="source"} 10`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+	if srv.Logs.Count("connection refused: the source address holds its most connections") == 0 {
+		t.Error("the refusals were not logged")
+	}
+}
+
+// TestConnectionTimeouts: a connection that never completes its TLS
+// handshake, one that completes it and sends no request, and an MQTT
+// connection that connects and then only pings (or asks for no keep-alive)
+// are all closed by the server.
+func TestConnectionTimeouts(t *testing.T) {
+	srv := servertest.Start(t, server.Config{MQTTAddr: "127.0.0.1:0", HandshakeTimeout: 300 * time.Millisecond, MQTTIdleTimeout: 500 * time.Millisecond})
+	closedWithin := func(t *testing.T, c net.Conn, what string) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("%s: still open after 10 s", what)
+			}
+		}
+	}
+	for _, addr := range []string{srv.DeviceAddr, srv.MQTTAddr} {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		closedWithin(t, raw, addr+": no TLS handshake")
+		c, err := tlsDial(t, srv, "127.0.0.1", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closedWithin(t, c, addr+": TLS handshake and nothing else")
+	}
+	for _, keepAlive := range []uint16{0, 60} {
+		c, err := tlsDial(t, srv, "127.0.0.1", srv.MQTTAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write((&mqtt.Connect{ProtocolName: "MQTT", ProtocolLevel: 4, KeepAlive: keepAlive, ClientID: "dev",
+			UsernameFlag: true, Username: srv.State.IDScope + "/registrations/dev/api-version=2019-03-31"}).Encode(nil))
+		closedWithin(t, c, fmt.Sprintf("MQTT connection with keep-alive %d and no request", keepAlive))
+	}
+	if n := srv.Logs.Count("no register or operation-status request within 500ms"); n != 2 {
+		t.Errorf("%d idle MQTT connections logged, want 2", n)
+	}
 }

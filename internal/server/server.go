@@ -18,6 +18,7 @@ import (
 
 	"github.com/dpsd/dpsd/internal/allocation"
 	"github.com/dpsd/dpsd/internal/attest"
+	"github.com/dpsd/dpsd/internal/connlimit"
 	"github.com/dpsd/dpsd/internal/console"
 	"github.com/dpsd/dpsd/internal/deviceapi"
 	"github.com/dpsd/dpsd/internal/dpserr"
@@ -127,7 +128,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: s.pipeline, Log: log,
 		Endpoint: func() string { return s.State().DeviceEndpoint }}))
-	s.mqtt = &mqtt.Server{Provisioner: s.pipeline, Log: log, Metrics: mqtt.NewMetrics(s.metrics.Registry), TLSConfig: s.tls}
+	s.mqtt = &mqtt.Server{Provisioner: s.pipeline, Log: log, Metrics: mqtt.NewMetrics(s.metrics.Registry), TLSConfig: s.tls,
+		ConnectTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.MQTTIdleTimeout}
 	return s, nil
 }
 
@@ -224,7 +226,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		srv := &http.Server{
 			Handler:           l.handler,
 			TLSConfig:         s.tls,
-			ReadHeaderTimeout: 10 * time.Second,
+			ReadHeaderTimeout: s.cfg.HandshakeTimeout,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       2 * time.Minute,
@@ -262,6 +264,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.servers = append(s.servers, srv)
 		s.mu.Unlock()
 	}
+	s.checkFileLimit()
 	go s.purgeOperations(ctx)
 	go s.pipeline.Sweep(ctx)
 	if err := s.writeState(); err != nil {
@@ -303,12 +306,16 @@ func (s *Server) shutdown() error {
 }
 
 // listen opens the listener named what ("https", "service", "metrics",
-// "mqtt") on addr.
+// "mqtt") on addr, within the connection caps.
 func (s *Server) listen(what, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s (--%s-addr): %w", addr, what, err)
 	}
+	ln := connlimit.Wrap(raw, what, connlimit.Limits{Max: s.cfg.MaxConns, PerSource: s.cfg.MaxConnsPerIP}, connlimit.Hooks{
+		Refused: func(reason string) { s.metrics.ConnectionsRefused.WithLabelValues(what, reason).Inc() },
+		Open:    func(d int) { s.metrics.ConnectionsOpen.WithLabelValues(what).Add(float64(d)) },
+	}, s.log)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listeners = append(s.listeners, ln)
@@ -318,6 +325,22 @@ func (s *Server) listen(what, addr string) (net.Listener, error) {
 	s.byName[what] = ln
 	s.log.Info("listening", "listener", what, "addr", ln.Addr().String())
 	return ln, nil
+}
+
+// checkFileLimit warns when the connection caps of the listeners add up
+// to more than the process may open: the caps would not be what stops a
+// flood of connections, running out of file descriptors would.
+func (s *Server) checkFileLimit() {
+	limit, ok := fileLimit()
+	s.mu.Lock()
+	n := len(s.listeners)
+	s.mu.Unlock()
+	// Room for the database, the data files and outbound connections.
+	const spare = 256
+	if need := uint64(n*s.cfg.MaxConns + spare); ok && need > limit {
+		s.log.Warn("the connection caps exceed the file limit: raise the limit (ulimit -n, LimitNOFILE=) or lower --max-conns",
+			"listeners", n, "maxConns", s.cfg.MaxConns, "fileLimit", limit)
+	}
 }
 
 // metricsOnly serves --metrics-addr: metrics and health, over plain HTTP.
