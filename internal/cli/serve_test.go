@@ -54,6 +54,20 @@ func TestServeSettings(t *testing.T) {
 			}, retries: 3,
 		},
 		{name: "rsa below 1024", args: []string{"--min-rsa-bits", "512"}, err: "--min-rsa-bits 512 is outside 1024 to 16384"},
+		{
+			name: "throttling and faults", args: []string{"--throttle-registrations", "1000/min", "--throttle-polls=5/10s", "--fault", "503,fraction=0.2,on=register"},
+			env: map[string]string{"DPSD_THROTTLE_SERVICE": "1000/min"},
+			want: func(c *server.Config) {
+				c.ThrottleRegistrations, c.ThrottlePolls, c.ThrottleService = "1000/min", "5/10s", "1000/min"
+				c.Faults = []string{"503,fraction=0.2,on=register"}
+			}, retries: 3,
+		},
+		{
+			name: "faults in the file", file: `{"fault": ["drop,on=poll", "delay=1s"]}`,
+			want: func(c *server.Config) { c.Faults = []string{"drop,on=poll", "delay=1s"} }, retries: 3,
+		},
+		{name: "bad rate", args: []string{"--throttle-polls", "5 per 10s"}, err: "--throttle-polls: rate"},
+		{name: "bad fault", args: []string{"--fault", "418"}, err: `--fault: fault "418": action "418" is not 429, 500, 503`},
 		{name: "mqtt off", args: []string{"--mqtt-addr", ""}, want: func(c *server.Config) { c.MQTTAddr = "" }, retries: 3},
 		{name: "pprof", args: []string{"--pprof-addr", "127.0.0.1:6060"}, want: func(c *server.Config) { c.PprofAddr = "127.0.0.1:6060" }, retries: 3},
 		{name: "pprof not host:port", env: map[string]string{"DPSD_PPROF_ADDR": "6060"}, err: `--pprof-addr "6060" is not host:port`},

@@ -9,6 +9,7 @@
 package deviceapi
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -19,12 +20,15 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/limits"
 	"github.com/dpsd/dpsd/internal/provisioning"
 )
 
 // API serves the device API.
 type API struct {
-	Pipeline *provisioning.Pipeline
+	// Pipeline is the provisioning pipeline, or a limits.Gate in front of
+	// it (throttling, fault injection).
+	Pipeline limits.Provisioner
 	Log      *slog.Logger
 	// Endpoint returns the advertised device endpoint (host:port), the host
 	// of the Location header; nil: no Location header. It comes from the
@@ -65,6 +69,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := handle(w, r, segs); err != nil {
+		if errors.Is(err, limits.ErrDrop) {
+			// An injected fault: net/http closes the connection without an
+			// answer (and logs nothing; the fault was logged).
+			panic(http.ErrAbortHandler)
+		}
 		httpx.WriteError(w, r, a.Log, err)
 	}
 }

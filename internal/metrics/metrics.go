@@ -33,6 +33,12 @@ type Metrics struct {
 	// "listener" or "source"; internal/connlimit).
 	ConnectionsOpen    *prometheus.GaugeVec
 	ConnectionsRefused *prometheus.CounterVec
+	// Throttled counts requests answered 429 by the configured rates
+	// (kind: registrations, polls, service; internal/limits).
+	Throttled *prometheus.CounterVec
+	// FaultsInjected counts the faults injected on purpose, by action,
+	// operation and transport (internal/limits).
+	FaultsInjected *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them with Go and process collectors.
@@ -62,9 +68,15 @@ func New() *Metrics {
 		ConnectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpsd_connections_refused_total", Help: "Connections closed at accept because a cap was reached, by listener and cap (listener, source).",
 		}, []string{"listener", "reason"}),
+		Throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpsd_throttled_total", Help: "Requests answered 429 by --throttle-*, by kind (registrations, polls, service) and transport.",
+		}, []string{"kind", "transport"}),
+		FaultsInjected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpsd_faults_injected_total", Help: "Faults injected on purpose (--fault, /faults), by action, operation and transport.",
+		}, []string{"action", "operation", "transport"}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Registrations, m.RegistrationDuration, m.Refusals,
-		m.ConnectionsOpen, m.ConnectionsRefused,
+		m.ConnectionsOpen, m.ConnectionsRefused, m.Throttled, m.FaultsInjected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/limits"
 	"github.com/dpsd/dpsd/internal/provisioning"
 )
 
@@ -307,7 +308,10 @@ func (c *conn) publish(p *Publish) *closeReason {
 			return ended("write failed: %v", err)
 		}
 	}
-	status, retryAfter, body := c.request(req, p.Payload)
+	status, retryAfter, body, drop := c.request(req, p.Payload)
+	if drop {
+		return ended("fault injected: the connection is dropped without an answer")
+	}
 	// A device told to come back in retryAfter seconds gets them on top.
 	c.idleUntil = time.Now().Add(c.s.idleTimeout() + time.Duration(retryAfter)*time.Second)
 	c.s.Metrics.Requests.WithLabelValues(c.transport, req.Kind.String(), strconv.Itoa(status)).Inc()
@@ -340,8 +344,9 @@ func (c *conn) publish(p *Publish) *closeReason {
 
 // request calls the pipeline and returns the status, retry-after and JSON
 // body to answer with: the pipeline's answer, or the DPS error JSON of its
-// refusal, logged with the tracking ID the body carries.
-func (c *conn) request(tr TopicRequest, payload []byte) (int, int, []byte) {
+// refusal, logged with the tracking ID the body carries; or drop, when an
+// injected fault asks to close the connection without an answer.
+func (c *conn) request(tr TopicRequest, payload []byte) (status, retryAfter int, body []byte, drop bool) {
 	trackingID := dps.NewUUID()
 	ctx, cancel := context.WithTimeout(c.s.ctx, durationOr(c.s.RequestTimeout, DefaultRequestTimeout))
 	defer cancel()
@@ -373,13 +378,16 @@ func (c *conn) request(tr TopicRequest, payload []byte) (int, int, []byte) {
 	if err == nil && (ans == nil || ans.Body == nil) {
 		err = dpserr.Internal(errors.New("the pipeline returned no answer"))
 	}
+	if errors.Is(err, limits.ErrDrop) {
+		return 0, 0, nil, true
+	}
 	if err != nil {
 		e := dpserr.As(err)
 		httpx.LogError(c.log, context.Background(), e, trackingID,
 			slog.String("request", tr.Kind.String()), slog.String("registrationId", c.user.RegistrationID), slog.String("rid", tr.RID))
-		return e.Status, e.RetryAfter, marshal(dpserr.Details(e, trackingID, time.Now()))
+		return e.Status, e.RetryAfter, marshal(dpserr.Details(e, trackingID, time.Now())), false
 	}
-	return ans.Status, ans.RetryAfter, marshal(ans.Body)
+	return ans.Status, ans.RetryAfter, marshal(ans.Body), false
 }
 
 // marshal encodes v as the device APIs do (no HTML escaping: messages quote

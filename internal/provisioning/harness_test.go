@@ -124,7 +124,9 @@ func newHarness(t testing.TB, o options) *harness {
 	if o.ca != nil {
 		p.Outbound = o.ca.Client(t, outbound.Options{})
 	}
-	srv := httptest.NewUnstartedServer(httpx.Wrap(log, &deviceapi.API{Pipeline: p, Log: log}))
+	api := &deviceapi.API{Pipeline: p, Log: log}
+	srv := httptest.NewUnstartedServer(httpx.Wrap(log, api))
+	api.Endpoint = srv.Listener.Addr().String // what the devices dial
 	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
 	srv.StartTLS()
 	h := &harness{

@@ -75,6 +75,11 @@ type Pipeline struct {
 	AssignWait, AssignTimeout time.Duration
 
 	jobs jobs
+	// Admitted, when set, is called with every request admit lets through
+	// and the identity it proved, before anything is decided; an error it
+	// returns is the answer, and is not counted as a refusal. Fault
+	// injection scoped to an enrollment hooks in here (internal/limits).
+	Admitted func(ctx context.Context, req *Request, id *attest.Identity) error
 }
 
 // Request is one device request, whatever the transport.
@@ -244,6 +249,11 @@ func (p *Pipeline) admit(ctx context.Context, req *Request, rec *record, shape f
 	id, err := p.identify(ctx, req, rec)
 	if err != nil {
 		return nil, p.refuse(req, err)
+	}
+	if p.Admitted != nil {
+		if err := p.Admitted(ctx, req, id); err != nil {
+			return nil, err
+		}
 	}
 	return id, nil
 }

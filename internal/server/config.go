@@ -13,6 +13,8 @@ import (
 
 	"github.com/dpsd/dpsd/internal/attest"
 	"github.com/dpsd/dpsd/internal/journal"
+	"github.com/dpsd/dpsd/internal/limits"
+	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
@@ -104,6 +106,14 @@ type Config struct {
 	// ProtectEnrollmentKeys makes enrollment and group keys readable only
 	// with EnrollmentWrite (serviceapi.Config).
 	ProtectEnrollmentKeys bool
+	// ThrottleRegistrations, ThrottlePolls and ThrottleService are rates
+	// ("1000/min"; "" is none) of register requests, of polls per device
+	// and of service API requests, over which requests answer 429
+	// (internal/limits).
+	ThrottleRegistrations, ThrottlePolls, ThrottleService string
+	// Faults are fault injection rules in the flag syntax of
+	// limits.ParseRule, applied by this node only.
+	Faults []string
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
 	// LogFormat is text or json; LogLevel debug, info, warn or error.
@@ -267,6 +277,12 @@ func (c *Config) Validate() error {
 	if c.MaxSASLifetime < 0 {
 		return fmt.Errorf("--max-sas-lifetime %s is negative", c.MaxSASLifetime)
 	}
+	if _, err := c.Throttle(nil); err != nil {
+		return err
+	}
+	if _, err := c.FaultRules(); err != nil {
+		return err
+	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
@@ -278,6 +294,33 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--log-level %q is not debug, info, warn or error", c.LogLevel)
 	}
 	return nil
+}
+
+// Throttle is the throttle of the --throttle-* rates (m may be nil).
+func (c *Config) Throttle(m *metrics.Metrics) (*limits.Throttle, error) {
+	var rates [3]limits.Rate
+	for i, r := range []struct{ name, v string }{
+		{"throttle-registrations", c.ThrottleRegistrations}, {"throttle-polls", c.ThrottlePolls}, {"throttle-service", c.ThrottleService},
+	} {
+		var err error
+		if rates[i], err = limits.ParseRate(r.v); err != nil {
+			return nil, fmt.Errorf("--%s: %v", r.name, err)
+		}
+	}
+	return limits.NewThrottle(rates[0], rates[1], rates[2], m), nil
+}
+
+// FaultRules are the --fault rules.
+func (c *Config) FaultRules() ([]limits.Rule, error) {
+	var rules []limits.Rule
+	for _, f := range c.Faults {
+		r, err := limits.ParseRule(f)
+		if err != nil {
+			return nil, fmt.Errorf("--fault: %v", err)
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
 }
 
 // StoreOptions are the store settings of c.

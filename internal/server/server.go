@@ -25,6 +25,7 @@ import (
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
 	"github.com/dpsd/dpsd/internal/journal"
+	"github.com/dpsd/dpsd/internal/limits"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/mqtt"
 	"github.com/dpsd/dpsd/internal/outbound"
@@ -32,6 +33,7 @@ import (
 	"github.com/dpsd/dpsd/internal/serviceapi"
 	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
+	"github.com/dpsd/dpsd/internal/wait"
 )
 
 // Server is a running dpsd instance.
@@ -54,6 +56,7 @@ type Server struct {
 	// for a round-trip time, so that a node that never uses it dials no hub.
 	probing sync.Once
 	ctx     context.Context // Serve's
+	faults  *limits.Faults
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -87,15 +90,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("--outbound-ca-file: %w", err)
 	}
+	// Validate parsed them already.
+	throttle, _ := cfg.Throttle(s.metrics)
+	rules, _ := cfg.FaultRules()
+	s.faults = limits.NewFaults(rules, st, log, s.metrics)
 	api := serviceapi.New(serviceapi.Config{
 		Store: st, Log: log, MaxSASLifetime: cfg.MaxSASLifetime, OwnHost: s.ownHost, ProtectEnrollmentKeys: cfg.ProtectEnrollmentKeys,
+		Faults: s.faults,
 		Endpoints: func() (string, string) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			return s.state.DeviceEndpoint, s.state.ServiceEndpoint
 		},
 	})
-	s.service = s.metrics.Middleware("service", httpx.Wrap(log, api))
+	s.service = s.metrics.Middleware("service", httpx.Wrap(log, throttle.ServiceAPI(log, api)))
 	s.console = console.New(console.Config{
 		API: s.service, Authenticate: api.Authenticate, Log: log,
 		Instance: func() console.Instance {
@@ -125,10 +133,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Geo:           allocation.Geo{Location: cfg.Location, RTT: s.rtt},
 		AssignWait:    cfg.AssignWait,
 		AssignTimeout: cfg.AssignTimeout,
+		Admitted:      s.faults.Admitted,
 	}
-	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: s.pipeline, Log: log,
+	// Both device transports enter the pipeline through one gate.
+	gate := &limits.Gate{Next: s.pipeline, Throttle: throttle, Faults: s.faults}
+	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: gate, Log: log,
 		Endpoint: func() string { return s.State().DeviceEndpoint }}))
-	s.mqtt = &mqtt.Server{Provisioner: s.pipeline, Log: log, Metrics: mqtt.NewMetrics(s.metrics.Registry), TLSConfig: s.tls,
+	s.mqtt = &mqtt.Server{Provisioner: gate, Log: log, Metrics: mqtt.NewMetrics(s.metrics.Registry), TLSConfig: s.tls,
 		ConnectTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.MQTTIdleTimeout}
 	return s, nil
 }
@@ -265,6 +276,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	s.checkFileLimit()
+	s.startFaults(ctx)
 	go s.purgeOperations(ctx)
 	go s.pipeline.Sweep(ctx)
 	if err := s.writeState(); err != nil {
@@ -325,6 +337,23 @@ func (s *Server) listen(what, addr string) (net.Listener, error) {
 	s.byName[what] = ln
 	s.log.Info("listening", "listener", what, "addr", ln.Addr().String())
 	return ln, nil
+}
+
+// faultReload is how often a node reads the fault injection rules set
+// through the service API, possibly through another node.
+const faultReload = 2 * time.Second
+
+// startFaults says loudly that fault injection is on, if it is, and keeps
+// the rules set through the service API up to date.
+func (s *Server) startFaults(ctx context.Context) {
+	if len(s.cfg.Faults) > 0 {
+		s.log.Warn("FAULT INJECTION IS ON (--fault): devices get failures on purpose; never run this in production",
+			"rules", strings.Join(s.cfg.Faults, "; "))
+	}
+	if err := s.faults.Load(ctx); err != nil {
+		s.log.Warn("reading the fault injection rules", "err", err)
+	}
+	go s.faults.Watch(ctx, faultReload)
 }
 
 // checkFileLimit warns when the connection caps of the listeners add up
@@ -423,21 +452,22 @@ func (s *Server) probeTargets() []allocation.ProbeTarget {
 // purgeOperations deletes expired operations every few minutes; devices poll
 // an operation for seconds, and the registration record keeps the outcome.
 func (s *Server) purgeOperations(ctx context.Context) {
-	t := time.NewTicker(5 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := s.store.DeleteOperationsBefore(ctx, time.Now())
-			if err != nil {
-				s.log.Warn("purging expired operations", "err", err)
-			} else if n > 0 {
-				s.log.Debug("purged expired operations", "count", n)
-			}
+	wait.Every(ctx, 5*time.Minute, func() {
+		n, err := s.store.DeleteOperationsBefore(ctx, time.Now())
+		if err != nil {
+			s.log.Warn("purging expired operations", "err", err)
+		} else if n > 0 {
+			s.log.Debug("purged expired operations", "count", n)
 		}
-	}
+	})
+}
+
+// health is the answer of /healthz.
+type health struct {
+	Status string `json:"status"`
+	Store  string `json:"store,omitempty"`
+	// FaultInjection lists the fault injection rules in force.
+	FaultInjection []string `json:"faultInjection,omitempty"`
 }
 
 // healthz answers 200 when the store answers, 503 otherwise. It logs
@@ -445,11 +475,13 @@ func (s *Server) purgeOperations(ctx context.Context) {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
+	// Fault injection is on for everyone to see.
+	faults := s.faults.Describe()
 	if err := s.store.Ping(ctx); err != nil {
-		httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, health{Status: "unavailable", Store: "unreachable", FaultInjection: faults})
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpx.WriteJSON(w, http.StatusOK, health{Status: "ok", FaultInjection: faults})
 }
 
 func (s *Server) writeState() error {

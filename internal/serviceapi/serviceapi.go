@@ -20,6 +20,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/limits"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
@@ -42,6 +43,8 @@ type Config struct {
 	// EnrollmentWrite. Azure lets EnrollmentRead read it, and a group's key
 	// derives every device key of the group.
 	ProtectEnrollmentKeys bool
+	// Faults are the instance's fault injection rules (/faults).
+	Faults *limits.Faults
 }
 
 // API serves the service API. Make one with New.
@@ -67,7 +70,7 @@ func New(c Config) *API {
 
 // Segments are the first path segments the service API owns; every other
 // path belongs to the device API ({idScope}/registrations/...).
-var Segments = []string{"enrollments", "enrollmentgroups", "registrations", "certificates", "linkedhubs", "policies", "settings", "refusals"}
+var Segments = []string{"enrollments", "enrollmentgroups", "registrations", "certificates", "linkedhubs", "policies", "settings", "refusals", "faults"}
 
 // Owns reports whether the service API serves a path with this first segment.
 func Owns(first string) bool {
@@ -206,6 +209,10 @@ func (a *API) routeTable(ind *individuals, grp *groups) []routeEntry {
 		entry(get, "settings", "settings.get", cfg, a.getSettings),
 		entry(put, "settings", "settings.put", cfg, a.putSettings),
 		entry(patch, "settings", "settings.put", cfg, a.putSettings),
+
+		entry(get, "faults", "faults.get", cfg, a.getFaults),
+		entry(put, "faults", "faults.put", cfg, a.putFaults),
+		entry(del, "faults", "faults.delete", cfg, a.deleteFaults),
 	})
 }
 

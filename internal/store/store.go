@@ -172,6 +172,14 @@ type Store interface {
 	// as long as its file): ctx bounds it. It is not retried.
 	RestoreAll(ctx context.Context, fn func(Restorer) error) error
 
+	// RuntimeSetting returns a run-time setting by name, or ErrNotFound.
+	// Run-time settings (the fault injection rules) are what operators
+	// change while dpsd serves; in the database, every node reads the one
+	// written last.
+	RuntimeSetting(ctx context.Context, name string) (*RuntimeSetting, error)
+	PutRuntimeSetting(ctx context.Context, s *RuntimeSetting, ifMatch string) (*RuntimeSetting, error)
+	DeleteRuntimeSetting(ctx context.Context, name, ifMatch string) error
+
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error
@@ -330,6 +338,17 @@ type Placement struct {
 
 // IsZero reports whether the placement names no hub.
 func (p Placement) IsZero() bool { return p.Hub == "" }
+
+// RuntimeSetting is a setting changed at run time: a JSON document that
+// its user interprets, and the store keeps as text. `dpsd export` leaves
+// run-time settings out.
+type RuntimeSetting struct {
+	Name    string
+	Doc     string
+	Etag    string
+	Created time.Time
+	Updated time.Time
+}
 
 // Operation is the outcome (or progress) of one register request.
 type Operation struct {

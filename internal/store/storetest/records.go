@@ -121,6 +121,18 @@ func policyKind() kind[*store.Policy] {
 	}
 }
 
+func runtimeSettingKind() kind[*store.RuntimeSetting] {
+	type R = *store.RuntimeSetting
+	return kind[R]{
+		make:    func(id, c string) R { return &store.RuntimeSetting{Name: id, Doc: c} },
+		id:      func(r R) string { return r.Name },
+		content: func(r R) *string { return &r.Doc },
+		meta:    func(r R) recordMeta { return recordMeta{r.Etag, r.Created, r.Updated} },
+		setMeta: func(r R, m recordMeta) { r.Etag, r.Created, r.Updated = m.etag, m.created, m.updated },
+		put:     store.Store.PutRuntimeSetting, get: store.Store.RuntimeSetting, del: store.Store.DeleteRuntimeSetting,
+	}
+}
+
 func caKind(certs testCerts) kind[*store.CACertificate] {
 	type C = *store.CACertificate
 	return kind[C]{

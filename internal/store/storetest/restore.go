@@ -144,8 +144,10 @@ func testRestoreAll(t *testing.T, open func(*testing.T) store.Store) {
 		must(t, s.Restore(bg(t), recs("kept", 1)), "restore")
 		stop := errors.New("stop")
 		for name, fail := range map[string]func(store.Restorer) error{
-			"fn fails":    func(store.Restorer) error { return stop },
-			"store fails": func(r store.Restorer) error { return r.Restore(bg(t), []store.Record{{Enrollment: &dps.IndividualEnrollment{}}}) },
+			"fn fails": func(store.Restorer) error { return stop },
+			"store fails": func(r store.Restorer) error {
+				return r.Restore(bg(t), []store.Record{{Enrollment: &dps.IndividualEnrollment{}}})
+			},
 		} {
 			err := s.RestoreAll(bg(t), func(r store.Restorer) error {
 				if err := r.RestoreInstance(bg(t), newInstance("0ne00000002")); err != nil {

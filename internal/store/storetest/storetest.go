@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		testRecords(t, opener, registrationKind())
 		testRegistrationPlacement(t, opener)
 	})
+	t.Run("runtime setting", func(t *testing.T) { testRecords(t, opener, runtimeSettingKind()) })
 	t.Run("paging", func(t *testing.T) { testPaging(t, opener) })
 	t.Run("lists", func(t *testing.T) { testLists(t, opener, certs) })
 	t.Run("group index", func(t *testing.T) { testGroupIndex(t, opener, certs) })
