@@ -2,7 +2,8 @@
 # Runs every dpsd test: unit and table tests, the store contract suite on
 # SQLite and PostgreSQL, the CLI scripts, and the end-to-end tests that start
 # the real server and drive it with curl, the official Azure IoT Node.js SDKs
-# and mosquitto clients.
+# and mosquitto clients; then, in CI (or with FUZZ=1), every fuzz target for
+# a few seconds (scripts/fuzz.sh).
 #
 # Needs: Go, Node.js + npm, curl, openssl, mosquitto-clients, PostgreSQL's
 # server binaries (a throwaway server is started when DPS_TEST_PG_DSN is not
@@ -24,4 +25,8 @@ if [ -z "${DPS_TEST_PG_DSN:-}" ] && ls -d /usr/lib/postgresql/*/bin >/dev/null 2
   scripts/pg-throwaway.sh bash -c "$(declare -f run_tests); run_tests $*"
 else
   run_tests "$@"
+fi
+
+if [ -n "${CI:-}${FUZZ:-}" ]; then
+  scripts/fuzz.sh
 fi

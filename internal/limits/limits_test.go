@@ -269,3 +269,31 @@ func TestFaults(t *testing.T) {
 		t.Error("a nil Faults does something")
 	}
 }
+
+// FuzzRules feeds fault rules as --fault and the service API take them, and
+// rates: a rule that parses prints back to itself, and nothing panics.
+func FuzzRules(f *testing.F) {
+	f.Add("503,fraction=0.2,on=register", `{"rules": [{"action": "delay", "delay": "1s"}]}`, "1000/min")
+	f.Add("delay=5s,enrollment-group=g,count=3", `{"rules": [{"action": "429", "registrationIds": "a[-z]*"}]}`, "5/10s")
+	f.Add("drop,registration-ids=[", `{"rules": null}`, "1/0s")
+	f.Fuzz(func(t *testing.T, flag, doc, rate string) {
+		if r, err := ParseRule(flag); err == nil {
+			back, err := ParseRule(r.String())
+			if err != nil || back != r {
+				t.Fatalf("%q parses to %+v, which prints as %q and parses to %+v, %v", flag, r, r.String(), back, err)
+			}
+			r.matches(Register, "https", flag)
+		}
+		if rs, err := DecodeRuleSet([]byte(doc)); err == nil {
+			for _, r := range rs.Rules {
+				if r.Validate() != nil {
+					t.Fatalf("a decoded rule does not validate: %+v", r)
+				}
+			}
+		}
+		if r, err := ParseRate(rate); err == nil && !r.Off() {
+			var b bucket
+			b.take(r, time.Now())
+		}
+	})
+}

@@ -12,7 +12,9 @@ import (
 // or nothing at all — C# sends an empty register payload over MQTT, Python
 // and Node poll with a single space, Java with null. Those mean "no body".
 func ParseBody(b []byte) (*dps.DeviceRegistration, error) {
-	t := bytes.TrimSpace(b)
+	// JSON's white space only: bytes.TrimSpace would also take a form feed,
+	// say, and accept a body that is not JSON.
+	t := bytes.Trim(b, " \t\r\n")
 	if len(t) == 0 || string(t) == "null" {
 		return nil, nil
 	}
