@@ -117,6 +117,14 @@ func (s *synthStore) CACertificate(_ context.Context, name string) (*store.CACer
 	return nil, store.ErrNotFound
 }
 
+// A scale instance issues no certificates.
+
+func (s *synthStore) IssuingCAs(context.Context) ([]*store.IssuingCA, error) { return nil, nil }
+
+func (s *synthStore) IssuedCertificates(context.Context, store.IssuedFilter, string, int) (store.Page[*store.IssuedCertificate], error) {
+	return store.Page[*store.IssuedCertificate]{}, nil
+}
+
 func (s *synthStore) LinkedHubs(context.Context) ([]*store.LinkedHub, error) {
 	return []*store.LinkedHub{{Name: scaleHub, AllocationWeight: 1, ApplyAllocationPolicy: true, Created: s.at, Updated: s.at}}, nil
 }

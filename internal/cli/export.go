@@ -186,17 +186,23 @@ func exactArgs(n int, hint string) cobra.PositionalArgs {
 func describeCounts(c *store.Counts) string {
 	parts := []string{}
 	for _, p := range []struct {
-		n     int64
-		what  string
-		whats string
+		n        int64
+		what     string
+		whats    string
+		optional bool // said only when there are some
 	}{
-		{c.Policies, "policy", "policies"},
-		{c.CACertificates, "CA certificate", "CA certificates"},
-		{c.LinkedHubs, "linked hub", "linked hubs"},
-		{c.Groups, "enrollment group", "enrollment groups"},
-		{c.Enrollments, "enrollment", "enrollments"},
-		{c.Registrations, "registration record", "registration records"},
+		{c.Policies, "policy", "policies", false},
+		{c.CACertificates, "CA certificate", "CA certificates", false},
+		{c.LinkedHubs, "linked hub", "linked hubs", false},
+		{c.Groups, "enrollment group", "enrollment groups", false},
+		{c.Enrollments, "enrollment", "enrollments", false},
+		{c.Registrations, "registration record", "registration records", false},
+		{c.IssuingCAs, "issuing CA", "issuing CAs", true},
+		{c.IssuedCertificates, "issued certificate", "issued certificates", true},
 	} {
+		if p.optional && p.n == 0 {
+			continue
+		}
 		w := p.whats
 		if p.n == 1 {
 			w = p.what

@@ -97,6 +97,33 @@ type Store interface {
 	// CACertificatesBySubject returns the CAs whose raw DER subject is subject.
 	CACertificatesBySubject(ctx context.Context, subject []byte) ([]*CACertificate, error)
 
+	// Issuing CAs are the instance's own certificate authorities: they sign
+	// the certificates devices request with a CSR when they register.
+	IssuingCA(ctx context.Context, name string) (*IssuingCA, error)
+	IssuingCAs(ctx context.Context) ([]*IssuingCA, error)
+	PutIssuingCA(ctx context.Context, c *IssuingCA, ifMatch string) (*IssuingCA, error)
+	// DeleteIssuingCA deletes an issuing CA; the records of the
+	// certificates it issued are kept.
+	DeleteIssuingCA(ctx context.Context, name, ifMatch string) error
+
+	// IssuedCertificate returns the record of an issued certificate by its
+	// serial number (hex, any case).
+	IssuedCertificate(ctx context.Context, serialNumber string) (*IssuedCertificate, error)
+	// IssuedCertificateByThumbprint returns the record of the issued
+	// certificate with this SHA-256 thumbprint (upper-case hex).
+	IssuedCertificateByThumbprint(ctx context.Context, sha256Thumbprint string) (*IssuedCertificate, error)
+	// IssuedCertificates pages through the issued certificates f selects,
+	// in serial number order.
+	IssuedCertificates(ctx context.Context, f IssuedFilter, after string, limit int) (Page[*IssuedCertificate], error)
+	// RevokeIssuedCertificates revokes the certificate r names by serial
+	// number (ErrNotFound when there is none), or every certificate issued
+	// for r's registration ID, and returns them as stored. A certificate
+	// revoked before keeps its first revocation time and reason.
+	RevokeIssuedCertificates(ctx context.Context, r Revocation) ([]*IssuedCertificate, error)
+	// RevokedCertificates returns the revoked certificates of an issuing
+	// CA, in serial number order: what its CRL lists.
+	RevokedCertificates(ctx context.Context, issuingCA string) ([]*IssuedCertificate, error)
+
 	LinkedHub(ctx context.Context, name string) (*LinkedHub, error)
 	LinkedHubs(ctx context.Context) ([]*LinkedHub, error)
 	PutLinkedHub(ctx context.Context, h *LinkedHub, ifMatch string) (*LinkedHub, error)
@@ -105,7 +132,7 @@ type Store interface {
 	// Registration returns the registration record of a registration ID.
 	Registration(ctx context.Context, registrationID string) (*Registration, error)
 	// SaveRegistration writes a registration record and the operation that
-	// produced it, atomically. ifMatch is the etag of the record the caller
+	// produced it, and the certificate it issued (r.Issued), atomically. ifMatch is the etag of the record the caller
 	// read ("" when there was none), so that two concurrent registrations of
 	// one device cannot both win: the loser gets ErrConflict or
 	// ErrPreconditionFailed and must re-read. The store assigns the record's
@@ -201,6 +228,9 @@ type Record struct {
 	Enrollment    *dps.IndividualEnrollment
 	Group         *dps.EnrollmentGroup
 	Registration  *Registration
+	IssuingCA     *IssuingCA
+	// IssuedCertificate is restored as given, revocation included.
+	IssuedCertificate *IssuedCertificate
 }
 
 // Counts are the numbers of records of each kind.
@@ -212,6 +242,10 @@ type Counts struct {
 	Enrollments    int64 `json:"enrollments"`
 	Registrations  int64 `json:"registrations"`
 	Operations     int64 `json:"operations"`
+	// Certificate issuance; omitted from JSON when zero, so exports of
+	// instances that issue nothing read as before.
+	IssuingCAs         int64 `json:"issuingCAs,omitempty"`
+	IssuedCertificates int64 `json:"issuedCertificates,omitempty"`
 }
 
 // Page is one page of a keyset-paginated list. Next is empty on the last page.
@@ -298,6 +332,79 @@ type Registration struct {
 	// AppliedTwin is the twin (tags and desired properties) dpsd wrote to
 	// the device's hub at its placement; nil when none.
 	AppliedTwin *dps.InitialTwin
+	// Issued is the certificate this registration issued (the device sent a
+	// CSR): SaveRegistration records it in the same transaction as the
+	// record, so that a certificate is recorded if and only if the
+	// registration that delivers it is. Reads leave it nil.
+	Issued *IssuedCertificate
+}
+
+// Origins of an issuing CA.
+const (
+	OriginGenerated = "generated" // made by dpsd; its key never left it
+	OriginImported  = "imported"  // certificate and key given by the operator
+)
+
+// IssuingCA is a certificate authority of the instance that issues device
+// certificates.
+type IssuingCA struct {
+	Name string
+	// CertificateDER is the CA certificate; ChainDER the certificates above
+	// it, each issued by the next, up to the root (empty for a root).
+	CertificateDER []byte
+	ChainDER       [][]byte
+	// PrivateKeyPEM is the CA's private key, PKCS#8 PEM. Like the server
+	// CA's key, it is kept in the database, and leaves it only in an export.
+	PrivateKeyPEM []byte
+	Origin        string // OriginGenerated or OriginImported
+	// CertificateValidityDays is how long the certificates it issues are
+	// valid (never beyond the CA's own expiry).
+	CertificateValidityDays int
+	// ExtendedKeyUsages of the certificates it issues: "clientAuth", and
+	// "serverAuth" when the devices also serve TLS.
+	ExtendedKeyUsages []string
+	Etag              string
+	Created           time.Time
+	Updated           time.Time
+}
+
+// IssuedCertificate is the record of a certificate an issuing CA signed for
+// a device.
+type IssuedCertificate struct {
+	SerialNumber   string // upper-case hex
+	RegistrationID string
+	// EnrollmentGroupID is the group the device registered through when the
+	// certificate was issued; empty for an individual enrollment.
+	EnrollmentGroupID string
+	IssuingCA         string
+	CertificateDER    []byte
+	SHA256Thumbprint  string // upper-case hex
+	NotBefore         time.Time
+	NotAfter          time.Time
+	// Created is when it was issued; set by the store.
+	Created time.Time
+	// RevokedAt is when it was revoked (set by the store); zero while it
+	// is not.
+	RevokedAt        time.Time
+	RevocationReason string
+}
+
+// Revoked reports whether the certificate was revoked.
+func (c *IssuedCertificate) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// IssuedFilter selects issued certificates; empty fields select all.
+type IssuedFilter struct {
+	RegistrationID string
+	IssuingCA      string
+}
+
+// Revocation names what RevokeIssuedCertificates revokes: one certificate
+// by SerialNumber, or every certificate of a RegistrationID (exactly one of
+// the two), with an RFC 5280 reason name ("" for unspecified).
+type Revocation struct {
+	SerialNumber   string
+	RegistrationID string
+	Reason         string
 }
 
 // Refusal is one entry of the refusal journal: a device request dpsd

@@ -15,14 +15,16 @@
 //	{"enrollmentGroup":{...}}                               as the service API shows them
 //	{"enrollment":{...}}                                    as the service API shows them
 //	{"registration":{"result":{...},...}}                   registration records
+//	{"issuingCA":{...}}                                     issuing CAs, with their private keys
+//	{"issuedCertificate":{...}}                             certificates they issued, revocations included
 //	{"end":{"counts":{...}}}                                what was written, to detect a cut file
 //
 // Operations are not exported: they expire within a day, and a device that
 // polls one it started on the old database registers again.
 //
-// The export holds every secret of the instance (the server CA key, policy
-// keys, enrollment keys, hub connection strings, registry webhook secrets);
-// keep it like a private key.
+// The export holds every secret of the instance (the server CA key, the
+// issuing CAs' keys, policy keys, enrollment keys, hub connection strings,
+// registry webhook secrets); keep it like a private key.
 package dump
 
 import (
@@ -78,7 +80,8 @@ type End struct {
 // Total is the number of records the counts stand for (operations are not
 // exported).
 func Total(c *store.Counts) int64 {
-	return c.Policies + c.CACertificates + c.LinkedHubs + c.Groups + c.Enrollments + c.Registrations
+	return c.Policies + c.CACertificates + c.LinkedHubs + c.Groups + c.Enrollments + c.Registrations +
+		c.IssuingCAs + c.IssuedCertificates
 }
 
 // line is one line of the file; exactly one field is set.
@@ -91,6 +94,8 @@ type line struct {
 	Group         *dps.EnrollmentGroup      `json:"enrollmentGroup,omitempty"`
 	Enrollment    *dps.IndividualEnrollment `json:"enrollment,omitempty"`
 	Registration  *registration             `json:"registration,omitempty"`
+	IssuingCA     *issuingCA                `json:"issuingCA,omitempty"`
+	Issued        *issuedCertificate        `json:"issuedCertificate,omitempty"`
 	End           *End                      `json:"end,omitempty"`
 }
 
@@ -169,6 +174,53 @@ func (p *placement) store() store.Placement {
 		return store.Placement{}
 	}
 	return store.Placement{Hub: p.Hub, DeviceID: p.DeviceID}
+}
+
+type issuingCA struct {
+	Name                    string    `json:"name"`
+	Certificate             []byte    `json:"certificate"` // DER, base64 in JSON
+	Chain                   [][]byte  `json:"chain,omitempty"`
+	PrivateKeyPEM           string    `json:"privateKeyPem"`
+	Origin                  string    `json:"origin"`
+	CertificateValidityDays int       `json:"certificateValidityDays"`
+	ExtendedKeyUsages       []string  `json:"extendedKeyUsages"`
+	Etag                    string    `json:"etag"`
+	Created                 time.Time `json:"created"`
+	Updated                 time.Time `json:"updated"`
+}
+
+type issuedCertificate struct {
+	SerialNumber      string     `json:"serialNumber"`
+	RegistrationID    string     `json:"registrationId"`
+	EnrollmentGroupID string     `json:"enrollmentGroupId,omitempty"`
+	IssuingCA         string     `json:"issuingCA"`
+	Certificate       []byte     `json:"certificate"` // DER, base64 in JSON
+	SHA256Thumbprint  string     `json:"sha256Thumbprint"`
+	NotBefore         time.Time  `json:"notBefore"`
+	NotAfter          time.Time  `json:"notAfter"`
+	Created           time.Time  `json:"created"`
+	RevokedAt         *time.Time `json:"revokedAt,omitempty"`
+	RevocationReason  string     `json:"revocationReason,omitempty"`
+}
+
+func issuedLine(c *store.IssuedCertificate) *issuedCertificate {
+	l := &issuedCertificate{SerialNumber: c.SerialNumber, RegistrationID: c.RegistrationID, EnrollmentGroupID: c.EnrollmentGroupID,
+		IssuingCA: c.IssuingCA, Certificate: c.CertificateDER, SHA256Thumbprint: c.SHA256Thumbprint,
+		NotBefore: c.NotBefore, NotAfter: c.NotAfter, Created: c.Created, RevocationReason: c.RevocationReason}
+	if c.Revoked() {
+		l.RevokedAt = &c.RevokedAt
+	}
+	return l
+}
+
+func (l *issuedCertificate) record() *store.IssuedCertificate {
+	c := &store.IssuedCertificate{SerialNumber: l.SerialNumber, RegistrationID: l.RegistrationID, EnrollmentGroupID: l.EnrollmentGroupID,
+		IssuingCA: l.IssuingCA, CertificateDER: l.Certificate, SHA256Thumbprint: l.SHA256Thumbprint,
+		NotBefore: l.NotBefore, NotAfter: l.NotAfter, Created: l.Created, RevocationReason: l.RevocationReason}
+	if l.RevokedAt != nil {
+		c.RevokedAt = *l.RevokedAt
+	}
+	return c
 }
 
 // ExportOptions tune Export.
@@ -271,6 +323,17 @@ func Export(ctx context.Context, st store.Store, w io.Writer, opts ExportOptions
 			return nil, err
 		}
 	}
+	issuers, err := st.IssuingCAs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range issuers {
+		if err := put(&line{IssuingCA: &issuingCA{Name: c.Name, Certificate: c.CertificateDER, Chain: c.ChainDER,
+			PrivateKeyPEM: string(c.PrivateKeyPEM), Origin: c.Origin, CertificateValidityDays: c.CertificateValidityDays,
+			ExtendedKeyUsages: c.ExtendedKeyUsages, Etag: c.Etag, Created: c.Created, Updated: c.Updated}}, &n.IssuingCAs); err != nil {
+			return nil, err
+		}
+	}
 	progress()
 
 	if err := pages(ctx, st.Groups, func(g *dps.EnrollmentGroup) error {
@@ -286,6 +349,14 @@ func Export(ctx context.Context, st store.Store, w io.Writer, opts ExportOptions
 	if err := pages(ctx, st.Registrations, func(r *store.Registration) error {
 		return put(&line{Registration: &registration{Result: r.Result, EnrollmentGroupID: r.EnrollmentGroupID,
 			DevicePayload: r.DevicePayload, Placement: placementOf(r.Placement), AppliedTwin: r.AppliedTwin}}, &n.Registrations)
+	}, progress); err != nil {
+		return nil, err
+	}
+	allIssued := func(ctx context.Context, after string, limit int) (store.Page[*store.IssuedCertificate], error) {
+		return st.IssuedCertificates(ctx, store.IssuedFilter{}, after, limit)
+	}
+	if err := pages(ctx, allIssued, func(c *store.IssuedCertificate) error {
+		return put(&line{Issued: issuedLine(c)}, &n.IssuedCertificates)
 	}, progress); err != nil {
 		return nil, err
 	}
@@ -468,7 +539,7 @@ func importInto(ctx context.Context, st store.Restorer, r io.Reader, opts Import
 func (l *line) kinds() int {
 	k := 0
 	for _, set := range []bool{l.Header != nil, l.Instance != nil, l.Policy != nil, l.CACertificate != nil,
-		l.LinkedHub != nil, l.Group != nil, l.Enrollment != nil, l.Registration != nil, l.End != nil} {
+		l.LinkedHub != nil, l.Group != nil, l.Enrollment != nil, l.Registration != nil, l.IssuingCA != nil, l.Issued != nil, l.End != nil} {
 		if set {
 			k++
 		}
@@ -505,6 +576,13 @@ func (l *line) record(n *store.Counts) (store.Record, *int64, error) {
 		}
 		return store.Record{Registration: &store.Registration{Result: r.Result, EnrollmentGroupID: r.EnrollmentGroupID,
 			DevicePayload: r.DevicePayload, Placement: r.Placement.store(), AppliedTwin: r.AppliedTwin}}, &n.Registrations, nil
+	case l.IssuingCA != nil:
+		c := l.IssuingCA
+		return store.Record{IssuingCA: &store.IssuingCA{Name: c.Name, CertificateDER: c.Certificate, ChainDER: c.Chain,
+			PrivateKeyPEM: []byte(c.PrivateKeyPEM), Origin: c.Origin, CertificateValidityDays: c.CertificateValidityDays,
+			ExtendedKeyUsages: c.ExtendedKeyUsages, Etag: c.Etag, Created: c.Created, Updated: c.Updated}}, &n.IssuingCAs, nil
+	case l.Issued != nil:
+		return store.Record{IssuedCertificate: l.Issued.record()}, &n.IssuedCertificates, nil
 	}
 	return store.Record{}, nil, errors.New("not a record")
 }

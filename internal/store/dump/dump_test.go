@@ -100,6 +100,10 @@ func fill(t *testing.T, s store.Store, enrollments int) {
 	_, err = s.PutGroup(ctx, &dps.EnrollmentGroup{EnrollmentGroupID: "Keys", EnrollmentSettings: dps.EnrollmentSettings{Attestation: &dps.AttestationMechanism{Type: dps.AttestationSymmetricKey,
 		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: "Z3JvdXBwcmltYXJ5", SecondaryKey: "Z3JvdXBzZWNvbmRhcnk="}}, InitialTwin: &dps.InitialTwin{Tags: json.RawMessage(`{"fleet":"a"}`)}}}, "")
 	must(t, err)
+	_, err = s.PutIssuingCA(ctx, &store.IssuingCA{Name: "Line-CA", CertificateDER: der, ChainDER: [][]byte{der},
+		PrivateKeyPEM: []byte("-----BEGIN PRIVATE KEY-----\nISSUING CA KEY\n-----END PRIVATE KEY-----\n"), Origin: store.OriginImported,
+		CertificateValidityDays: 30, ExtendedKeyUsages: []string{"clientAuth"}}, "")
+	must(t, err)
 	// Many enrollments in few transactions: Restore is the quick path in.
 	var recs []store.Record
 	for i := range enrollments {
@@ -130,15 +134,21 @@ func fill(t *testing.T, s store.Store, enrollments int) {
 			r.Placement = store.Placement{Hub: "hub1.azure-devices.net", DeviceID: id}
 			r.AppliedTwin = &dps.InitialTwin{Tags: json.RawMessage(`{"fleet":"a"}`),
 				Properties: &dps.InitialTwinProperties{Desired: json.RawMessage(`{"interval":30}`)}}
+			// Some registrations issued a certificate (here, any DER).
+			r.Issued = &store.IssuedCertificate{SerialNumber: fmt.Sprintf("4A%06X", i), RegistrationID: id, EnrollmentGroupID: r.EnrollmentGroupID,
+				IssuingCA: "Line-CA", CertificateDER: der, NotBefore: time.Unix(1700000000, 0).UTC(), NotAfter: time.Unix(1800000000, 0).UTC()}
 		}
 		out, err := s.SaveRegistration(ctx, r, "", nil)
 		must(t, err)
+		r.Issued = nil
 		if i%100 == 0 {
 			r.Result.Substatus = dps.SubstatusReprovisionedToInitialAssignment
 			_, err = s.SaveRegistration(ctx, r, out.Result.Etag, nil)
 			must(t, err)
 		}
 	}
+	_, err = s.RevokeIssuedCertificates(ctx, store.Revocation{SerialNumber: "4A000003", Reason: "keyCompromise"})
+	must(t, err)
 }
 
 // snapshot reads everything a store holds, as JSON, to compare stores.
@@ -168,6 +178,13 @@ func snapshot(t *testing.T, s store.Store) map[string]string {
 	}
 	for _, r := range testutil.All(t, s.Registrations) {
 		add("registration "+r.Result.RegistrationID, r)
+	}
+	read("issuing CAs")(s.IssuingCAs(ctx))
+	issued := func(ctx context.Context, after string, limit int) (store.Page[*store.IssuedCertificate], error) {
+		return s.IssuedCertificates(ctx, store.IssuedFilter{}, after, limit)
+	}
+	for _, c := range testutil.All(t, issued) {
+		add("issued "+c.SerialNumber, c)
 	}
 	return out
 }
@@ -220,6 +237,9 @@ func testRoundTrip(t *testing.T, open func(*testing.T) store.Store) {
 		t.Fatalf("header %+v, progress %d, imported %+v", header, last, *n)
 	}
 	sameStores(t, src, dst)
+	if revoked, err := dst.RevokedCertificates(t.Context(), "line-ca"); err != nil || len(revoked) != 1 || revoked[0].RevocationReason != "keyCompromise" {
+		t.Fatalf("revoked certificates after import: %v %+v", err, revoked)
+	}
 
 	// The index rows were rebuilt: the group is found by its certificate.
 	cas, err := dst.CACertificates(t.Context())

@@ -45,23 +45,7 @@ func one[T any](ctx context.Context, s *Store, what string, row *sql.Row, scan f
 
 // all reads every row of query with scan.
 func all[T any](ctx context.Context, s *Store, what, query string, args []any, scan func(scanner) (T, error)) ([]T, error) {
-	rows, err := s.r.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, s.fail(ctx, what, err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(ctx, what, err)
-	}
-	return out, nil
+	return queryAll(ctx, s, s.r, what, query, args, scan)
 }
 
 // Policies.

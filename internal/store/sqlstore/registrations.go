@@ -81,8 +81,9 @@ func (s *Store) Registration(ctx context.Context, registrationID string) (*store
 	})
 }
 
-// SaveRegistration writes r per ifMatch and, if op is not nil, op with its
-// Result set to the stored record, in one transaction. It returns the stored
+// SaveRegistration writes r per ifMatch, the certificate it issued, and, if
+// op is not nil, op with its Result set to the stored record, in one
+// transaction. It returns the stored
 // record; r and op are not modified.
 func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifMatch string, op *store.Operation) (*store.Registration, error) {
 	return run(ctx, s, write, func(ctx context.Context) (*store.Registration, error) {
@@ -112,6 +113,11 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 				out.DevicePayload = append(json.RawMessage{}, r.DevicePayload...)
 			}
 			out.AppliedTwin = cloneTwin(r.AppliedTwin)
+			if r.Issued != nil {
+				if err := s.putIssued(ctx, tx, r.Issued); err != nil {
+					return err
+				}
+			}
 			if op == nil {
 				return nil
 			}

@@ -30,8 +30,10 @@ func (s *Store) Counts(ctx context.Context) (*store.Counts, error) {
 		err := s.r.QueryRowContext(ctx, `SELECT
 			(SELECT COUNT(*) FROM policies), (SELECT COUNT(*) FROM ca_certificates), (SELECT COUNT(*) FROM linked_hubs),
 			(SELECT COUNT(*) FROM enrollment_groups), (SELECT COUNT(*) FROM enrollments),
-			(SELECT COUNT(*) FROM registrations), (SELECT COUNT(*) FROM operations)`).
-			Scan(&c.Policies, &c.CACertificates, &c.LinkedHubs, &c.Groups, &c.Enrollments, &c.Registrations, &c.Operations)
+			(SELECT COUNT(*) FROM registrations), (SELECT COUNT(*) FROM operations),
+			(SELECT COUNT(*) FROM issuing_cas), (SELECT COUNT(*) FROM issued_certificates)`).
+			Scan(&c.Policies, &c.CACertificates, &c.LinkedHubs, &c.Groups, &c.Enrollments, &c.Registrations, &c.Operations,
+				&c.IssuingCAs, &c.IssuedCertificates)
 		if err != nil {
 			return nil, s.fail(ctx, "counts", err)
 		}
@@ -67,6 +69,12 @@ func (s *Store) restoreRows(recs []store.Record) ([]restoreRow, error) {
 
 func (s *Store) writeRestoreRows(ctx context.Context, tx *sql.Tx, rows []restoreRow) error {
 	for _, r := range rows {
+		if r.issued != nil {
+			if _, err := tx.ExecContext(ctx, restoreIssued, r.issued...); err != nil {
+				return s.fail(ctx, "restore "+r.what, err)
+			}
+			continue
+		}
 		args := append(append([]any{r.key}, r.cols...), r.etag, r.created, r.updated)
 		if _, err := tx.ExecContext(ctx, r.t.restore, args...); err != nil {
 			return s.fail(ctx, "restore "+r.what, err)
@@ -131,6 +139,7 @@ type restoreRow struct {
 	etag             string // as stored
 	created, updated int64
 	group            *dps.EnrollmentGroup // a group, whose index rows are rewritten
+	issued           []any                // an issued certificate: the arguments of restoreIssued
 }
 
 func restoreRowOf(rec *store.Record, now int64) (restoreRow, error) {
@@ -209,6 +218,26 @@ func restoreRowOf(rec *store.Record, now int64) (restoreRow, error) {
 			r.etag = registrationEtag("", now)
 		}
 		created, updated = dpsTime(reg.Result.CreatedDateTimeUtc), dpsTime(reg.Result.LastUpdatedDateTimeUtc)
+	}
+	if c := rec.IssuingCA; c != nil {
+		set++
+		what, cols, err := issuingCACols(c)
+		if err != nil {
+			return r, err
+		}
+		r = restoreRow{t: issuingCAsT, what: what, key: key(c.Name), cols: cols}
+		etag, created, updated = c.Etag, c.Created, c.Updated
+	}
+	if c := rec.IssuedCertificate; c != nil {
+		set++
+		args, err := issuedRow(c, now)
+		if err != nil {
+			return r, err
+		}
+		if set != 1 {
+			return restoreRow{}, fmt.Errorf("a record must hold exactly one item, not %d", set)
+		}
+		return restoreRow{what: fmt.Sprintf("issued certificate %s", c.SerialNumber), issued: args}, nil
 	}
 	if set != 1 {
 		return restoreRow{}, fmt.Errorf("a record must hold exactly one item, not %d", set)

@@ -393,6 +393,8 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 		qSigningCertsBySubject, qGroupsByAttestation, qDeleteGroupSigningCerts, qDeleteGroupCARefs,
 		qPolicy, qCA, qCAsByThumbprint, qCAsBySubject, qHub, qRegistration, qRegistrationsByGroup, qRegistrationsAfter,
 		qOperation, qDeleteExpiredOperations, qDeleteRefusalsBefore, qDeleteRefusalsUpTo, qExpiredJobs, claimOperation,
+		qIssuingCA, qIssued, qIssuedByThumbprint, qIssuedAfter, qIssuedByRegistration, qIssuedByCA, qIssuedByRegistrationAndCA,
+		qIssuedOfRegistration, qRevokedByCA, revokeIssuedBySerial, revokeIssuedByRegistration,
 		enrollmentsT.update, registrationsT.update, registrationsT.delIf, groupsT.del, groupsT.restore,
 		// qRefusalCutoff walks an index by design: it finds the oldest entry
 		// the count bound keeps.

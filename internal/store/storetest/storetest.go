@@ -58,6 +58,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		testRecords(t, opener, hubKind())
 		t.Run("put/round-trips every field", func(t *testing.T) { testHubRoundTrip(t, opener) })
 	})
+	t.Run("issuing ca", func(t *testing.T) {
+		testRecords(t, opener, issuingCAKind(certs))
+		t.Run("put/round-trips every field", func(t *testing.T) { testIssuingCARoundTrip(t, opener, certs) })
+	})
+	t.Run("issued certificate", func(t *testing.T) { testIssued(t, opener, certs) })
 	t.Run("registration", func(t *testing.T) {
 		testRecords(t, opener, registrationKind())
 		testRegistrationPlacement(t, opener)
@@ -78,6 +83,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Run("policy", func(t *testing.T) { testRestore(t, opener, policyKind()) })
 		t.Run("ca", func(t *testing.T) { testRestore(t, opener, caKind(certs)) })
 		t.Run("hub", func(t *testing.T) { testRestore(t, opener, hubKind()) })
+		t.Run("issuing ca", func(t *testing.T) { testRestore(t, opener, issuingCAKind(certs)) })
 		t.Run("registration", func(t *testing.T) { testRestore(t, opener, registrationKind()) })
 		testRestoreBatches(t, opener, certs)
 		testRestoreAll(t, opener)
