@@ -50,6 +50,10 @@ type Options struct {
 	// DefaultKeyType) is generated and returned.
 	Key     crypto.Signer
 	KeyType KeyType
+	// PublicKey, when set, is the subject's public key whose private key is
+	// elsewhere (a certificate issued for a certificate signing request):
+	// no key is generated or returned. It excludes Key and self-signing.
+	PublicKey crypto.PublicKey
 
 	// Hosts are host names and IP addresses for the subject alternative
 	// name; each is put in DNSNames or IPAddresses by its form.
@@ -79,6 +83,8 @@ type Options struct {
 	SignatureAlgorithm x509.SignatureAlgorithm
 	// SerialNumber, when not nil, replaces the random serial number.
 	SerialNumber *big.Int
+	// CRLDistributionPoints are URLs where the issuer's CRL is published.
+	CRLDistributionPoints []string
 }
 
 type certKind int
@@ -172,11 +178,17 @@ func issue(kind certKind, opts Options, parent *x509.Certificate, parentKey cryp
 	if err != nil {
 		return nil, nil, err
 	}
-	key := opts.Key
-	if key == nil {
+	key, pub := opts.Key, opts.PublicKey
+	switch {
+	case pub != nil && (key != nil || parent == nil):
+		return nil, nil, errors.New("a public key without its private key needs an issuer, and no Key")
+	case pub == nil && key == nil:
 		if key, err = GenerateKey(opts.KeyType); err != nil {
 			return nil, nil, err
 		}
+		fallthrough
+	case pub == nil:
+		pub = key.Public()
 	}
 	serial := opts.SerialNumber
 	if serial == nil {
@@ -184,7 +196,7 @@ func issue(kind certKind, opts Options, parent *x509.Certificate, parentKey cryp
 			return nil, nil, err
 		}
 	}
-	skid, err := subjectKeyID(key.Public())
+	skid, err := subjectKeyID(pub)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -205,6 +217,7 @@ func issue(kind certKind, opts Options, parent *x509.Certificate, parentKey cryp
 		DNSNames:              slices.Clone(opts.DNSNames),
 		IPAddresses:           slices.Clone(opts.IPAddresses),
 		SignatureAlgorithm:    opts.SignatureAlgorithm,
+		CRLDistributionPoints: slices.Clone(opts.CRLDistributionPoints),
 	}
 	if opts.MaxPathLen != nil {
 		if *opts.MaxPathLen < 0 {
@@ -227,7 +240,7 @@ func issue(kind certKind, opts Options, parent *x509.Certificate, parentKey cryp
 		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	default:
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		if _, ok := key.Public().(*rsa.PublicKey); ok {
+		if _, ok := pub.(*rsa.PublicKey); ok {
 			tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
 		}
 	}
@@ -245,7 +258,7 @@ func issue(kind certKind, opts Options, parent *x509.Certificate, parentKey cryp
 		parent, signer = tmpl, key
 		tmpl.AuthorityKeyId = skid
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), signer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating certificate: %w", err)
 	}

@@ -205,6 +205,36 @@ func TestFixtureOptions(t *testing.T) {
 	}
 }
 
+// TestLeafForPublicKey issues for a key held elsewhere, as for a CSR: the
+// certificate carries that key, no key is returned, and the CRL
+// distribution point is written.
+func TestLeafForPublicKey(t *testing.T) {
+	ch := newTestChain(t, "device-01")
+	for _, kt := range []KeyType{KeyECDSAP256, KeyRSA2048} {
+		devKey, err := GenerateKey(kt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, key, err := NewLeaf(Options{CommonName: "device-02", PublicKey: devKey.Public(), CRLDistributionPoints: []string{"https://dps.example.com/crl/line.crl"}}, ch.inter, ch.interKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key != nil || !publicKeysEqual(devKey, c.PublicKey) {
+			t.Fatalf("%s: returned key %v; certificate key matches: %v", kt, key, publicKeysEqual(devKey, c.PublicKey))
+		}
+		wantUsage := x509.KeyUsageDigitalSignature
+		if kt == KeyRSA2048 {
+			wantUsage |= x509.KeyUsageKeyEncipherment
+		}
+		if c.KeyUsage != wantUsage || !slices.Equal(c.CRLDistributionPoints, []string{"https://dps.example.com/crl/line.crl"}) {
+			t.Errorf("%s: key usage %v, CRL distribution points %q", kt, c.KeyUsage, c.CRLDistributionPoints)
+		}
+		if err := verifyChain(c, ch.root, x509.ExtKeyUsageClientAuth, ch.inter); err != nil {
+			t.Errorf("%s: %v", kt, err)
+		}
+	}
+}
+
 func TestIssueRefusals(t *testing.T) {
 	ch := newTestChain(t, "device-01")
 	now := time.Now()
@@ -239,6 +269,14 @@ func TestIssueRefusals(t *testing.T) {
 			return err
 		}, "path length"},
 		"verification-no-code": {func() error { _, err := NewVerificationCert("", ch.root, ch.rootKey); return err }, "verification code is empty"},
+		"public-key-self-signed": {func() error {
+			_, _, err := NewSelfSigned(Options{CommonName: "x", PublicKey: ch.leaf.PublicKey})
+			return err
+		}, "needs an issuer"},
+		"public-key-and-key": {func() error {
+			_, _, err := NewLeaf(Options{CommonName: "x", PublicKey: ch.leaf.PublicKey, Key: ch.leafKey}, ch.inter, ch.interKey)
+			return err
+		}, "and no Key"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
