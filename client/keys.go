@@ -1,7 +1,6 @@
 package client
 
 import (
-	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -39,14 +38,8 @@ func X509KeyPair(certPEM, keyPEM, passphrase []byte) (tls.Certificate, error) {
 	for _, x := range certs {
 		c.Certificate = append(c.Certificate, x.Raw)
 	}
-	if !publicKeysEqual(certs[0].PublicKey, key.Public()) {
+	if !pki.KeyMatches(key, certs[0].PublicKey) {
 		return tls.Certificate{}, errors.New("the private key does not belong to the device certificate (the first certificate of the file)")
 	}
 	return c, nil
-}
-
-func publicKeysEqual(a, b any) bool {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	e, ok := a.(equaler)
-	return ok && e.Equal(b)
 }

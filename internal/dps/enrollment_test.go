@@ -11,23 +11,24 @@ import (
 // flatIndividual is the individual enrollment as one flat struct: the
 // member order of Azure's model, which the embedded settings must keep.
 type flatIndividual struct {
-	RegistrationID             string                          `json:"registrationId"`
-	DeviceID                   string                          `json:"deviceId,omitempty"`
-	RegistrationState          *dps.DeviceRegistrationState    `json:"registrationState,omitempty"`
-	Attestation                *dps.AttestationMechanism       `json:"attestation"`
-	Capabilities               *dps.DeviceCapabilities         `json:"capabilities,omitempty"`
-	IotHubHostName             string                          `json:"iotHubHostName,omitempty"`
-	InitialTwin                *dps.InitialTwin                `json:"initialTwin,omitempty"`
-	Etag                       string                          `json:"etag,omitempty"`
-	ProvisioningStatus         string                          `json:"provisioningStatus,omitempty"`
-	ReprovisionPolicy          *dps.ReprovisionPolicy          `json:"reprovisionPolicy,omitempty"`
-	OptionalDeviceInformation  json.RawMessage                 `json:"optionalDeviceInformation,omitempty"`
-	CreatedDateTimeUtc         *dps.Time                       `json:"createdDateTimeUtc,omitempty"`
-	LastUpdatedDateTimeUtc     *dps.Time                       `json:"lastUpdatedDateTimeUtc,omitempty"`
-	AllocationPolicy           string                          `json:"allocationPolicy,omitempty"`
-	IotHubs                    []string                        `json:"iotHubs,omitempty"`
-	CustomAllocationDefinition *dps.CustomAllocationDefinition `json:"customAllocationDefinition,omitempty"`
-	CredentialPolicyName       string                          `json:"credentialPolicyName,omitempty"`
+	RegistrationID                  string                               `json:"registrationId"`
+	DeviceID                        string                               `json:"deviceId,omitempty"`
+	RegistrationState               *dps.DeviceRegistrationState         `json:"registrationState,omitempty"`
+	Attestation                     *dps.AttestationMechanism            `json:"attestation"`
+	Capabilities                    *dps.DeviceCapabilities              `json:"capabilities,omitempty"`
+	IotHubHostName                  string                               `json:"iotHubHostName,omitempty"`
+	InitialTwin                     *dps.InitialTwin                     `json:"initialTwin,omitempty"`
+	Etag                            string                               `json:"etag,omitempty"`
+	ProvisioningStatus              string                               `json:"provisioningStatus,omitempty"`
+	ReprovisionPolicy               *dps.ReprovisionPolicy               `json:"reprovisionPolicy,omitempty"`
+	OptionalDeviceInformation       json.RawMessage                      `json:"optionalDeviceInformation,omitempty"`
+	CreatedDateTimeUtc              *dps.Time                            `json:"createdDateTimeUtc,omitempty"`
+	LastUpdatedDateTimeUtc          *dps.Time                            `json:"lastUpdatedDateTimeUtc,omitempty"`
+	AllocationPolicy                string                               `json:"allocationPolicy,omitempty"`
+	IotHubs                         []string                             `json:"iotHubs,omitempty"`
+	CustomAllocationDefinition      *dps.CustomAllocationDefinition      `json:"customAllocationDefinition,omitempty"`
+	CredentialPolicyName            string                               `json:"credentialPolicyName,omitempty"`
+	ClientCertificateIssuancePolicy *dps.ClientCertificateIssuancePolicy `json:"clientCertificateIssuancePolicy,omitempty"`
 }
 
 // TestEnrollmentMemberOrder decodes bodies into the models and checks that
@@ -38,7 +39,7 @@ func TestEnrollmentMemberOrder(t *testing.T) {
 	bodies := []string{
 		`{"registrationId":"a","attestation":null}`,
 		`{"registrationId":"a","attestation":{"type":"x509"},"optionalDeviceInformation":{"k":"v"}}`,
-		`{"registrationId":"a","deviceId":"d","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"p"}},` + twin + `,"etag":"e","provisioningStatus":"enabled","reprovisionPolicy":{"updateHubAssignment":true,"migrateDeviceData":false},"optionalDeviceInformation":{"a":"<b>&"},"createdDateTimeUtc":"2024-01-02T03:04:05.678Z","lastUpdatedDateTimeUtc":"2024-01-02T03:04:05Z","allocationPolicy":"static","iotHubs":["h.example"],"customAllocationDefinition":{"webhookUrl":"https://w?a=1&b=2","apiVersion":"v"},"credentialPolicyName":"c"}`,
+		`{"registrationId":"a","deviceId":"d","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"p"}},` + twin + `,"etag":"e","provisioningStatus":"enabled","reprovisionPolicy":{"updateHubAssignment":true,"migrateDeviceData":false},"optionalDeviceInformation":{"a":"<b>&"},"createdDateTimeUtc":"2024-01-02T03:04:05.678Z","lastUpdatedDateTimeUtc":"2024-01-02T03:04:05Z","allocationPolicy":"static","iotHubs":["h.example"],"customAllocationDefinition":{"webhookUrl":"https://w?a=1&b=2","apiVersion":"v"},"credentialPolicyName":"c","clientCertificateIssuancePolicy":{"certificateAuthorityName":"c"}}`,
 		`{"registrationId":"a","attestation":{"type":"tpm"},"optionalDeviceInformation":null,"allocationPolicy":"hashed"}`,
 		`{"registrationId":"a","attestation":{"type":"tpm"},"capabilities":{"iotEdge":true},"optionalDeviceInformation":[1, 2],"credentialPolicyName":"c"}`,
 		`{"registrationId":"a","attestation":{"type":"tpm"},"optionalDeviceInformation":"x","iotHubHostName":"h"}`,

@@ -77,7 +77,29 @@ type EnrollmentSettings struct {
 	AllocationPolicy           string                      `json:"allocationPolicy,omitempty"`
 	IotHubs                    []string                    `json:"iotHubs,omitempty"`
 	CustomAllocationDefinition *CustomAllocationDefinition `json:"customAllocationDefinition,omitempty"`
-	CredentialPolicyName       string                      `json:"credentialPolicyName,omitempty"`
+	// CredentialPolicyName (2025-07-01-preview) and
+	// ClientCertificateIssuancePolicy (2021-11-01-preview) name the issuing
+	// CA that signs the certificates its devices request; dpsd keeps both
+	// equal (see enrollment.PrepareIssuance).
+	CredentialPolicyName            string                           `json:"credentialPolicyName,omitempty"`
+	ClientCertificateIssuancePolicy *ClientCertificateIssuancePolicy `json:"clientCertificateIssuancePolicy,omitempty"`
+}
+
+// ClientCertificateIssuancePolicy is the 2021-11-01-preview form of an
+// enrollment's issuing CA.
+type ClientCertificateIssuancePolicy struct {
+	CertificateAuthorityName string `json:"certificateAuthorityName"`
+}
+
+// IssuingCA is the name of the issuing CA the settings name, or "".
+func (s *EnrollmentSettings) IssuingCA() string {
+	if s.CredentialPolicyName != "" {
+		return s.CredentialPolicyName
+	}
+	if p := s.ClientCertificateIssuancePolicy; p != nil {
+		return p.CertificateAuthorityName
+	}
+	return ""
 }
 
 // IndividualEnrollment is the service API model of one device's enrollment.
@@ -228,6 +250,24 @@ type DeviceRegistrationResult struct {
 	LastUpdatedDateTimeUtc *Time                           `json:"lastUpdatedDateTimeUtc,omitempty"`
 	Etag                   string                          `json:"etag,omitempty"`
 	Payload                json.RawMessage                 `json:"payload,omitempty"`
+	// IssuedCertificateChain answers a csr: base64 DER certificates, the
+	// device's first, each issued by the next, up to the root.
+	IssuedCertificateChain []string `json:"issuedCertificateChain,omitempty"`
+	// IssuedClientCertificate answers a clientCertificateCsr
+	// (2021-11-01-preview): the device's certificate and the CAs above it,
+	// as PEM.
+	IssuedClientCertificate string `json:"issuedClientCertificate,omitempty"`
+}
+
+// WithoutIssued returns the record without the certificates it delivered:
+// the status lookup never returns them.
+func (r *DeviceRegistrationResult) WithoutIssued() *DeviceRegistrationResult {
+	if r == nil || len(r.IssuedCertificateChain) == 0 && r.IssuedClientCertificate == "" {
+		return r
+	}
+	c := *r
+	c.IssuedCertificateChain, c.IssuedClientCertificate = nil, ""
+	return &c
 }
 
 // State returns the service API view of the record.
@@ -270,7 +310,11 @@ type DeviceRegistration struct {
 	RegistrationID string          `json:"registrationId,omitempty"`
 	TPM            *TPMAttestation `json:"tpm,omitempty"`
 	Payload        json.RawMessage `json:"payload,omitempty"`
-	CSR            string          `json:"csr,omitempty"`
+	// CSR asks for a certificate (2025-07-01-preview): base64 of a DER
+	// PKCS#10 request whose subject CN is the registration ID.
+	CSR string `json:"csr,omitempty"`
+	// ClientCertificateCSR is the same in the 2021-11-01-preview contract.
+	ClientCertificateCSR string `json:"clientCertificateCsr,omitempty"`
 }
 
 // RegistrationOperationStatus answers a register request or an operation poll.

@@ -34,6 +34,8 @@ const (
 	CodeCertificateNotFound    = 404205
 	CodeLinkedHubNotFound      = 404206
 	CodePolicyNotFound         = 404207
+	CodeIssuingCANotFound      = 404208
+	CodeIssuedCertNotFound     = 404209
 	CodeMethodNotAllowed       = 405000
 	CodeConflict               = 409201 // the record already exists
 	CodeConcurrentRegistration = 409203 // "Precondition failed." on a racing registration

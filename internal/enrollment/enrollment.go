@@ -147,6 +147,9 @@ func prepareSettings(s *dps.EnrollmentSettings) error {
 	if s.AllocationPolicy == dps.AllocationCustom && s.CustomAllocationDefinition == nil {
 		return dpserr.BadRequest("allocationPolicy custom needs customAllocationDefinition with webhookUrl and apiVersion")
 	}
+	if err := prepareIssuance(s); err != nil {
+		return err
+	}
 	if t := s.InitialTwin; t != nil {
 		if err := checkObject("initialTwin.tags", &t.Tags); err != nil {
 			return err
@@ -156,6 +159,55 @@ func prepareSettings(s *dps.EnrollmentSettings) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// prepareIssuance reads the issuing CA an enrollment names. Two preview API
+// versions name it: credentialPolicyName (2025-07-01-preview, which in
+// Azure names an Azure Device Registry credential policy) and
+// clientCertificateIssuancePolicy.certificateAuthorityName
+// (2021-11-01-preview, which names a CA linked to the instance). In dpsd
+// both name one of the instance's issuing CAs; a write may use either, and
+// the record keeps both, equal, so that clients of either version read it.
+func prepareIssuance(s *dps.EnrollmentSettings) error {
+	name := s.CredentialPolicyName
+	if p := s.ClientCertificateIssuancePolicy; p != nil && p.CertificateAuthorityName != "" {
+		if name != "" && !strings.EqualFold(name, p.CertificateAuthorityName) {
+			return dpserr.BadRequest("credentialPolicyName %q and clientCertificateIssuancePolicy.certificateAuthorityName %q name different issuing CAs; both name the issuing CA that signs the devices' certificates, so give one of them", name, p.CertificateAuthorityName)
+		}
+		if name == "" {
+			name = p.CertificateAuthorityName
+		}
+	}
+	if name == "" {
+		s.CredentialPolicyName, s.ClientCertificateIssuancePolicy = "", nil
+		return nil
+	}
+	if err := dps.ValidateCAName(name); err != nil {
+		return dpserr.BadRequest("credentialPolicyName: %v", strings.Replace(err.Error(), "certificate name", "issuing CA name", 1))
+	}
+	s.CredentialPolicyName, s.ClientCertificateIssuancePolicy = name, &dps.ClientCertificateIssuancePolicy{CertificateAuthorityName: name}
+	return nil
+}
+
+// IssuingCAs resolves the issuing CA names of enrollments.
+type IssuingCAs interface {
+	IssuingCA(ctx context.Context, name string) (*store.IssuingCA, error)
+}
+
+// CheckIssuingCA refuses settings (prepared) that name an issuing CA the
+// instance does not have.
+func CheckIssuingCA(ctx context.Context, s *dps.EnrollmentSettings, cas IssuingCAs) error {
+	name := s.IssuingCA()
+	if name == "" {
+		return nil
+	}
+	if _, err := cas.IssuingCA(ctx, name); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return dpserr.BadRequest("credentialPolicyName names issuing CA %q, which this instance does not have; create it first (dpsd issuing-ca create --name %s, or import one)", name, name)
+		}
+		return dpserr.FromStore(err, dpserr.NoRecord, "")
 	}
 	return nil
 }

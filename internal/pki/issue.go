@@ -160,7 +160,7 @@ func checkParent(parent *x509.Certificate, key crypto.Signer) error {
 	if key == nil {
 		return errors.New("no issuing CA private key")
 	}
-	if !publicKeysEqual(key, parent.PublicKey) {
+	if !KeyMatches(key, parent.PublicKey) {
 		return fmt.Errorf("the CA private key does not belong to the CA certificate %q", DistinguishedName(parent.RawSubject))
 	}
 	return nil

@@ -200,7 +200,7 @@ func TestFixtureOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gotKey != key || !publicKeysEqual(key, withKey.PublicKey) || Info(withKey).SubjectName != "O=Contoso, CN=given-key" {
+	if gotKey != key || !KeyMatches(key, withKey.PublicKey) || Info(withKey).SubjectName != "O=Contoso, CN=given-key" {
 		t.Errorf("given key not used, or subject %q", Info(withKey).SubjectName)
 	}
 }
@@ -219,8 +219,8 @@ func TestLeafForPublicKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if key != nil || !publicKeysEqual(devKey, c.PublicKey) {
-			t.Fatalf("%s: returned key %v; certificate key matches: %v", kt, key, publicKeysEqual(devKey, c.PublicKey))
+		if key != nil || !KeyMatches(devKey, c.PublicKey) {
+			t.Fatalf("%s: returned key %v; certificate key matches: %v", kt, key, KeyMatches(devKey, c.PublicKey))
 		}
 		wantUsage := x509.KeyUsageDigitalSignature
 		if kt == KeyRSA2048 {

@@ -216,8 +216,8 @@ func asSigner(k any) (crypto.Signer, error) {
 	return s, nil
 }
 
-// publicKeysEqual reports whether key's public half is pub.
-func publicKeysEqual(key crypto.Signer, pub crypto.PublicKey) bool {
+// KeyMatches reports whether pub is the public half of key.
+func KeyMatches(key crypto.Signer, pub crypto.PublicKey) bool {
 	k, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(pub)
 }

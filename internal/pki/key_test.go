@@ -70,7 +70,7 @@ func TestPrivateKeyRoundTrip(t *testing.T) {
 					parseWith = []byte("ignored") // a plain key ignores a passphrase
 				}
 				got, err := ParsePrivateKeyPEM(p, parseWith)
-				if err != nil || !publicKeysEqual(got, key.Public()) {
+				if err != nil || !KeyMatches(got, key.Public()) {
 					t.Fatalf("round trip: %v", err)
 				}
 				if pass == nil {

@@ -43,7 +43,7 @@ func TestOpenSSLWalkthroughSelfSigned(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the walkthrough's key with pass phrase 1234: %v", err)
 	}
-	if !publicKeysEqual(key, c.PublicKey) {
+	if !KeyMatches(key, c.PublicKey) {
 		t.Fatal("the key does not match the certificate")
 	}
 	if _, err := ParsePrivateKeyPEM(keyPEM, []byte("123")); !errors.Is(err, ErrWrongPassphrase) {
@@ -80,7 +80,7 @@ func TestOpenSSLReadsOurKeys(t *testing.T) {
 			}
 			// openssl's view of the public key is ours.
 			pub := openssl(t, dir, "pkey", "-in", f, "-passin", "pass:1234", "-pubout")
-			if got, err := x509.ParsePKIXPublicKey(pemBytes(t, pub)); err != nil || !publicKeysEqual(key, got) {
+			if got, err := x509.ParsePKIXPublicKey(pemBytes(t, pub)); err != nil || !KeyMatches(key, got) {
 				t.Fatalf("openssl's public key differs from ours (%v)", err)
 			}
 			plain, err := MarshalPrivateKeyPEM(key, nil)

@@ -24,11 +24,14 @@ package serviceapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/dpsd/dpsd/internal/issuance"
 )
 
 // Values of the placeholders of the bodies below.
@@ -70,6 +73,15 @@ func TestAzureEnrollmentShapes(t *testing.T) {
 	f := fixtures(t)
 	// An uploaded, unverified CA certificate for caReferences.
 	s.doJSON("PUT", "/certificates/uploaded-ca?api-version=2021-10-01", nil, map[string]any{"certificate": f["other"].B64PEM()}, 200, nil)
+	// The issuing CA the certificate issuance preview's enrollments name:
+	// the CA must exist, as in Azure, where that test creates it first.
+	ca, err := issuance.Generate("ca-1", issuance.GenerateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store.PutIssuingCA(context.Background(), ca, ""); err != nil {
+		t.Fatal(err)
+	}
 	fill := strings.NewReplacer(
 		"<EK>", shapeEK, "<K32>", shapeK32, "<KUUID>", shapeKUUID, "<hub>", shapeHub,
 		"<PEM>", jsonText(f["self"].PEM()), "<PEM-TRIMMED>", jsonText(strings.TrimSpace(f["self"].PEM())),
@@ -408,7 +420,8 @@ var shapeCases = []shapeCase{
 	}},
 	{name: "IE-23 python preview certificate issuance policy", steps: []shapeStep{
 		{body: `{"attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": "<PEM>"}}}}, "deviceId": "e2edpsthunderbolt",
-			"clientCertificateIssuancePolicy": {"certificateAuthorityName": "ca-1"}}`},
+			"clientCertificateIssuancePolicy": {"certificateAuthorityName": "ca-1"}}`,
+			want: map[string]any{"clientCertificateIssuancePolicy.certificateAuthorityName": "ca-1", "credentialPolicyName": "ca-1"}},
 	}},
 
 	// Azure CLI: capabilities, reprovisionPolicy and empty twin objects always.

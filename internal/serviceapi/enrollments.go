@@ -46,8 +46,11 @@ func newIndividuals(st store.Store) *individuals {
 	return &individuals{
 		res: enrollmentResource("enrollment", dpserr.CodeEnrollmentNotFound), idField: "registrationId", itemType: "Enrollment", bulkField: "enrollments",
 		get: st.Enrollment, put: st.PutEnrollment, del: st.DeleteEnrollment, list: st.Enrollments,
-		prepare: func(_ context.Context, e, prev *dps.IndividualEnrollment) error {
-			return enrollment.PrepareIndividual(e, prev)
+		prepare: func(ctx context.Context, e, prev *dps.IndividualEnrollment) error {
+			if err := enrollment.PrepareIndividual(e, prev); err != nil {
+				return err
+			}
+			return enrollment.CheckIssuingCA(ctx, e.Settings(), st)
 		},
 		decorate: func(ctx context.Context, e *dps.IndividualEnrollment) error {
 			reg, err := st.Registration(ctx, e.RegistrationID)
@@ -76,7 +79,10 @@ func newGroups(st store.Store) *groups {
 		res: enrollmentResource("enrollment group", dpserr.CodeGroupNotFound), idField: "enrollmentGroupId", itemType: "EnrollmentGroup", bulkField: "enrollmentGroups",
 		get: st.Group, put: st.PutGroup, del: st.DeleteGroup, list: st.Groups,
 		prepare: func(ctx context.Context, g, prev *dps.EnrollmentGroup) error {
-			return enrollment.PrepareGroup(ctx, g, prev, st)
+			if err := enrollment.PrepareGroup(ctx, g, prev, st); err != nil {
+				return err
+			}
+			return enrollment.CheckIssuingCA(ctx, g.Settings(), st)
 		},
 		bulkOp: func(r *http.Request) (string, []json.RawMessage, error) {
 			var op dps.BulkEnrollmentGroupOperation
