@@ -38,6 +38,10 @@ type Identity struct {
 	// encrypted to its TPM, to authenticate to its IoT hub; the hub's
 	// device identity is created with it.
 	HubKey string
+	// Issued (X.509 only) says that the device presented a certificate
+	// dpsd issued it (issued.go): the hub knows the device by that
+	// certificate's thumbprint.
+	Issued bool
 }
 
 // Enrollment is the matched individual enrollment or enrollment group.

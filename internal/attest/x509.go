@@ -25,6 +25,10 @@ import (
 // match decides. The chain must reach, through certificates the device
 // presented, the matched group's signing certificate or a verified CA
 // certificate the group references; dpsd never fetches missing certificates.
+//
+// A certificate dpsd issued (see issued.go) is recognised between the two:
+// after the individual enrollment's own certificates, before the groups. A
+// revoked one is refused whatever else would match.
 func (a *Attestor) X509(ctx context.Context, registrationID string, chain []*x509.Certificate) (*Identity, error) {
 	if len(chain) == 0 {
 		return nil, dpserr.Unauthorized("no client certificate was presented and no SAS token was sent; present the device certificate (and its chain) in the TLS handshake, or an Authorization SAS token")
@@ -37,14 +41,38 @@ func (a *Attestor) X509(ctx context.Context, registrationID string, chain []*x50
 	if err := a.checkLeaf(leaf, registrationID, now); err != nil {
 		return nil, err
 	}
+	issued, err := a.issuedRecord(ctx, leaf)
+	if err != nil {
+		return nil, err
+	}
+	if issued != nil && issued.Revoked() {
+		return nil, revoked(issued, leaf)
+	}
 	e, err := a.Store.Enrollment(ctx, registrationID)
 	switch {
 	case err == nil:
-		return individualX509(e, leaf)
+		id, err := individualX509(e, leaf)
+		if err != nil && issued != nil {
+			return a.issuedX509(ctx, issued, e, leaf, now)
+		}
+		return id, err
 	case !errors.Is(err, store.ErrNotFound):
 		return nil, err
 	}
-	return a.groupX509(ctx, registrationID, chain, now)
+	if issued == nil {
+		return a.groupX509(ctx, registrationID, chain, now)
+	}
+	id, why := a.issuedX509(ctx, issued, nil, leaf, now)
+	if id != nil || dpserr.As(why).Code != dpserr.CodeUnauthorized {
+		return id, why
+	}
+	// The enrollment that issued it no longer vouches for it; a group may
+	// still, by the chain, as for any certificate. If none does, the reason
+	// about the issued certificate says more than the chain's.
+	if id, err := a.groupX509(ctx, registrationID, chain, now); id != nil || dpserr.As(err).Code != dpserr.CodeUnauthorized {
+		return id, err
+	}
+	return nil, why
 }
 
 func (a *Attestor) checkLeaf(leaf *x509.Certificate, registrationID string, now time.Time) error {

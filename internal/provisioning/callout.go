@@ -83,6 +83,10 @@ func (p *Pipeline) place(ctx context.Context, req *Request, d *decision, out *ou
 	}
 	moved, hubChange := d.moves(target), d.hubChange(target)
 	auth, err := deviceAuth(d.id, req.RegistrationID)
+	if d.issued != nil {
+		// A device that asked for a certificate connects to its hub with it.
+		auth, err = hub.SelfSignedAuth(d.issued.Record.SHA256Thumbprint, ""), nil
+	}
 	if err != nil {
 		return fmt.Errorf("hub %s: device %q: %v", target, d.deviceID, err)
 	}
@@ -206,6 +210,11 @@ func deviceAuth(id *attest.Identity, registrationID string) (hub.Authentication,
 		}
 		return hub.SASAuth(pk, sk), nil
 	case dps.AttestationX509:
+		if id.Issued && id.Leaf != nil {
+			// A certificate dpsd issued: the hub knows the device by it,
+			// whatever the enrollment's own credentials.
+			return hub.SelfSignedAuth(id.Leaf.SHA256Thumbprint, ""), nil
+		}
 		if id.Group != nil {
 			return hub.CAAuth(), nil
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/hub"
+	"github.com/dpsd/dpsd/internal/issuance"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
@@ -69,6 +70,9 @@ type decision struct {
 	hub    string
 	fail   *allocation.Failure
 	linked []*store.LinkedHub
+	// issued is the certificate the device asked for, signed before the
+	// calls out: its hub identity (nil when it asked for none).
+	issued *issuance.Issued
 }
 
 // legacyAPIVersion reports whether a device's api-version predates

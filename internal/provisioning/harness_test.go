@@ -264,6 +264,15 @@ func (h *harness) registerIn(t testing.TB, c provtest.Cred, scope, id string) *r
 	return h.do(t, c, http.MethodPut, regPath(scope, id)+"/register", nil, body)
 }
 
+// registerBody sends PUT .../register with body (nil: {"registrationId": id}).
+func (h *harness) registerBody(t testing.TB, c provtest.Cred, id string, body []byte) *response {
+	t.Helper()
+	if body == nil {
+		return h.register(t, c, id)
+	}
+	return h.do(t, c, http.MethodPut, regPath(h.Scope, id)+"/register", nil, body)
+}
+
 func (h *harness) poll(t testing.TB, c provtest.Cred, id, opID string) *response {
 	t.Helper()
 	return h.do(t, c, http.MethodGet, regPath(h.Scope, id)+"/operations/"+url.PathEscape(opID), nil, nil)
@@ -481,7 +490,14 @@ var operationIDRE = regexp.MustCompile(`^[0-9]\.[0-9a-f]{16}\.[0-9a-f]{8}-[0-9a-
 // It returns the final operation status.
 func (h *harness) provision(t testing.TB, c provtest.Cred, id string) *dps.RegistrationOperationStatus {
 	t.Helper()
-	r := h.register(t, c, id).must(t, "register")
+	return h.provisionBody(t, c, id, nil)
+}
+
+// provisionBody is provision with the register body given (nil:
+// {"registrationId": id}).
+func (h *harness) provisionBody(t testing.TB, c provtest.Cred, id string, body []byte) *dps.RegistrationOperationStatus {
+	t.Helper()
+	r := h.registerBody(t, c, id, body).must(t, "register")
 	if r.Status != http.StatusAccepted {
 		t.Fatalf("register: %s, want 202", r)
 	}

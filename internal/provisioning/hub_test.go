@@ -500,27 +500,13 @@ func TestHubJobSurvivesItsNode(t *testing.T) {
 			pk, _ := provtest.Keys(t, h.PutIndividual(e).Attestation)
 			cred := provtest.Cred{SAS: h.DeviceToken(id, pk)}
 
-			iot.SetDelay(time.Minute)
-			r := h.register(t, cred, id).must(t, "register")
-			op := r.operation(t)
-			if op.Status != dps.StatusAssigning {
-				t.Fatalf("register: %s, want assigning", r)
-			}
-			// The node dies: its job is cut off before any answer.
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			h.Pipeline.Drain(ctx)
-			iot.SetDelay(0)
+			op := h.stopMidAssignment(t, iot, cred, id, nil)
 			stored, err := h.Store.Operation(context.Background(), op.OperationID)
 			if err != nil || stored.Status != dps.StatusAssigning || stored.Job == nil {
 				t.Fatalf("after the node stopped: %+v, %v; want the operation assigning with its job", stored, err)
 			}
 
-			// Another node, on the same database, after the lease.
-			other := &provisioning.Pipeline{Store: h.Store, Attest: &attest.Attestor{Store: h.Store, Log: h.Pipeline.Log}, Log: h.Pipeline.Log,
-				IDScope: h.Scope, RetryAfter: 3, Outbound: h.Pipeline.Outbound, AssignTimeout: time.Second,
-				Now: func() time.Time { return time.Now().Add(61 * time.Second) }} // past the first node's lease
-			t.Cleanup(func() { other.Drain(context.Background()) })
+			other := h.otherNode(t)
 			var final *dps.RegistrationOperationStatus
 			switch via {
 			case "poll":
@@ -565,6 +551,34 @@ func TestHubJobSurvivesItsNode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stopMidAssignment registers the device (with body; nil: the default)
+// while the hub hangs, then stops this node as it dies: its job is cut off
+// before any answer. It returns the operation, left assigning.
+func (h *harness) stopMidAssignment(t *testing.T, iot *hubtest.IoTHub, cred provtest.Cred, id string, body []byte) *dps.RegistrationOperationStatus {
+	t.Helper()
+	iot.SetDelay(time.Minute)
+	r := h.registerBody(t, cred, id, body).must(t, "register")
+	op := r.operation(t)
+	if op.Status != dps.StatusAssigning {
+		t.Fatalf("register: %s, want assigning", r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	h.Pipeline.Drain(ctx)
+	iot.SetDelay(0)
+	return op
+}
+
+// otherNode is another node on the same database, whose clock is past the
+// lease of this node's jobs.
+func (h *harness) otherNode(t *testing.T) *provisioning.Pipeline {
+	other := &provisioning.Pipeline{Store: h.Store, Attest: &attest.Attestor{Store: h.Store, Log: h.Pipeline.Log}, Log: h.Pipeline.Log,
+		IDScope: h.Scope, RetryAfter: 3, Outbound: h.Pipeline.Outbound, AssignTimeout: time.Second,
+		Now: func() time.Time { return time.Now().Add(61 * time.Second) }}
+	t.Cleanup(func() { other.Drain(context.Background()) })
+	return other
 }
 
 // TestHubFastPath: with no device registry anywhere, a registration makes

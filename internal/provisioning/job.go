@@ -56,27 +56,32 @@ type job struct {
 	Leaf       *dps.X509CertificateInfo  `json:"certificateInfo,omitempty"`
 	Signer     *dps.X509CertificateInfo  `json:"signingCertificateInfo,omitempty"`
 	HubKey     string                    `json:"hubKey,omitempty"`
+	Issued     bool                      `json:"issuedCertificate,omitempty"`
+	// The certificate request the device sent (issue.go), as it sent it.
+	CSR       string `json:"csr,omitempty"`
+	ClientCSR string `json:"clientCertificateCsr,omitempty"`
 }
 
 func newJob(req *Request, id *attest.Identity, started time.Time) *job {
 	j := &job{RegistrationID: req.RegistrationID, Transport: req.Transport, TrackingID: req.TrackingID, APIVersion: req.APIVersion,
-		Started: started, Mechanism: id.Mechanism, Individual: id.Individual, Group: id.Group, Leaf: id.Leaf, Signer: id.Signer, HubKey: id.HubKey}
+		Started: started, Mechanism: id.Mechanism, Individual: id.Individual, Group: id.Group, Leaf: id.Leaf, Signer: id.Signer, HubKey: id.HubKey,
+		Issued: id.Issued}
 	if req.Body != nil {
-		j.Payload = req.Body.Payload
+		j.Payload, j.CSR, j.ClientCSR = req.Body.Payload, req.Body.CSR, req.Body.ClientCertificateCSR
 	}
 	return j
 }
 
 func (j *job) request() *Request {
 	r := &Request{Transport: j.Transport, TrackingID: j.TrackingID, RegistrationID: j.RegistrationID, APIVersion: j.APIVersion}
-	if j.Payload != nil {
-		r.Body = &dps.DeviceRegistration{Payload: j.Payload}
+	if j.Payload != nil || j.CSR != "" || j.ClientCSR != "" {
+		r.Body = &dps.DeviceRegistration{Payload: j.Payload, CSR: j.CSR, ClientCertificateCSR: j.ClientCSR}
 	}
 	return r
 }
 
 func (j *job) identity() *attest.Identity {
-	return &attest.Identity{Mechanism: j.Mechanism, Individual: j.Individual, Group: j.Group, Leaf: j.Leaf, Signer: j.Signer, HubKey: j.HubKey}
+	return &attest.Identity{Mechanism: j.Mechanism, Individual: j.Individual, Group: j.Group, Leaf: j.Leaf, Signer: j.Signer, HubKey: j.HubKey, Issued: j.Issued}
 }
 
 // seed is what the register request read before it started the job, so
@@ -84,6 +89,7 @@ func (j *job) identity() *attest.Identity {
 type seed struct {
 	prev *store.Registration
 	in   *inputs
+	cert *certificateRequest
 }
 
 // jobs tracks the jobs running on this node.
@@ -190,6 +196,12 @@ func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *seed) (*s
 	// Store calls are bounded by the store's own timeout, and must not be
 	// cut short by the job's: its outcome is worth saving.
 	sctx := context.WithoutCancel(ctx)
+	cert, err := p.jobIssuance(sctx, req, id, s)
+	if err != nil {
+		// The device asked for a certificate that can no longer be issued.
+		e := dpserr.As(err)
+		return p.endJob(op, dps.StatusFailed, e.Code, e.Message)
+	}
 	for attempt := 1; ; attempt++ {
 		var prev *store.Registration
 		var in *inputs
@@ -208,6 +220,10 @@ func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *seed) (*s
 		d := p.decide(req, id, prev, in)
 		var out *outcome
 		if d.callsOut() {
+			// The device's hub identity is the certificate it asked for.
+			if d.issued, err = p.preIssue(cert, d); err != nil {
+				return nil, err
+			}
 			out = p.callOut(ctx, req, d)
 		}
 		if ctx.Err() != nil && p.jobContext().Err() != nil {
@@ -215,6 +231,9 @@ func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *seed) (*s
 			return nil, ctx.Err()
 		}
 		rec := d.record(req, out)
+		if err := p.issue(cert, rec); err != nil {
+			return nil, err
+		}
 		ifMatch := ""
 		if prev != nil {
 			ifMatch = prev.Result.Etag
@@ -244,7 +263,7 @@ func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *seed) (*s
 			return nil, err
 		}
 		final.Result = stored.Result
-		p.observe(*req, id, final, j.Started)
+		p.observe(*req, id, final, j.Started, cert.logAttrs(final)...)
 		return final, nil
 	}
 }

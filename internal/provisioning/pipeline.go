@@ -1,14 +1,18 @@
 // Package provisioning is where a registration is decided. Every transport
 // (HTTPS, MQTT) hands a Request to the Pipeline and renders what it returns:
 //
-//	admit: addressing, body shape, credentials (internal/attest) → refuse, or
+//	admit: addressing, body shape (a CSR is checked here), credentials
+//	       (internal/attest)           → refuse, or
 //	disabled enrollment                → terminal status "disabled", or
+//	a CSR the enrollment cannot issue for → refuse, or
 //	decide: hub (internal/allocation), re-provisioning (decide.go)
 //	  nothing to call out → write the record and the operation in one
 //	                        transaction: "assigned", or "failed" with a reason
 //	  custom allocation, or a hub with a device registry (internal/hub)
 //	                      → a job (job.go): "assigning", then the calls out
 //	                        (callout.go), then the record and the operation
+//	a requested certificate is issued when the record is "assigned"
+//	(issue.go), and written with the record and the operation
 //
 // Refusals are returned as *dpserr.Error (401002 etc.) and write nothing.
 // Store failures map with dpserr.NoRecord: a device names no record to be
@@ -35,6 +39,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/hub"
+	"github.com/dpsd/dpsd/internal/issuance"
 	"github.com/dpsd/dpsd/internal/metrics"
 	"github.com/dpsd/dpsd/internal/outbound"
 	"github.com/dpsd/dpsd/internal/store"
@@ -55,7 +60,9 @@ type Pipeline struct {
 	RetryAfter int
 	// OperationTTL is how long an operation can be polled.
 	OperationTTL time.Duration
-	Now          func() time.Time
+	// Issuer signs the certificates devices request (nil: the defaults).
+	Issuer *issuance.Issuer
+	Now    func() time.Time
 	// Journal records every refusal, and every disabled outcome (nil:
 	// none are recorded).
 	Journal Journal
@@ -122,23 +129,31 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (_ *Answer, err er
 	defer p.journal(&req, OpRegister, &err)
 	start := p.now()
 	var rec record
-	id, err := p.admit(ctx, &req, &rec, withoutCSR)
+	var csr *issuance.CSR
+	id, err := p.admit(ctx, &req, &rec, func(b *dps.DeviceRegistration) (err error) {
+		csr, err = issuance.FromBody(b, req.RegistrationID)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	var op *store.Operation
+	var cert *certificateRequest
 	viaJob := false // a job observes its outcome when it ends
 	switch {
 	case id.Disabled():
 		op, err = p.disabled(ctx, req, id)
 	default:
-		op, viaJob, err = p.assign(ctx, req, id, &rec, start)
+		if cert, err = p.checkIssuance(ctx, id, csr); err != nil {
+			return nil, p.refuse(&req, err)
+		}
+		op, viaJob, err = p.assign(ctx, req, id, &rec, start, cert)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if !viaJob {
-		p.observe(req, id, op, start)
+		p.observe(req, id, op, start, cert.logAttrs(op)...)
 	}
 	if op.Job != nil || p.Strict {
 		return p.assigningAnswer(op, req.RegistrationID, false), nil
@@ -178,7 +193,7 @@ func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID
 // API's status lookup).
 func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (_ *dps.DeviceRegistrationResult, err error) {
 	defer p.journal(&req, OpLookup, &err)
-	if req.Body != nil && req.Body.CSR != "" {
+	if b := req.Body; b != nil && (b.CSR != "" || b.ClientCertificateCSR != "") {
 		return nil, dpserr.BadRequest("a status lookup must not carry a csr; send it with the register request")
 	}
 	var rec record
@@ -192,7 +207,9 @@ func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (_ *dps.
 	if reg == nil {
 		return nil, dpserr.NotFound(dpserr.CodeRegistrationNotFound, "registration %q has no registration record: the device has not registered (or its record was deleted)", req.RegistrationID)
 	}
-	return reg.Result, nil
+	// The certificates delivered at registration are not part of the
+	// lookup's answer, as with Azure.
+	return reg.Result.WithoutIssued(), nil
 }
 
 func (p *Pipeline) ttl() time.Duration {
@@ -272,15 +289,6 @@ func (p *Pipeline) checkAddressing(req *Request) error {
 	return nil
 }
 
-// withoutCSR is the shape of a register body: certificate issuance is not
-// supported by this version.
-func withoutCSR(b *dps.DeviceRegistration) error {
-	if b != nil && b.CSR != "" {
-		return dpserr.BadRequest("certificate issuance (csr) is not supported by this dpsd version; register without a csr")
-	}
-	return nil
-}
-
 // identify authenticates the device by the credentials it presented: a SAS
 // token means a symmetric key, a TLS client chain X.509, and an endorsement
 // key in the body TPM, which this version does not support.
@@ -329,8 +337,9 @@ func (p *Pipeline) disabled(ctx context.Context, req Request, id *attest.Identit
 // one write win; the other reads again and decides again.
 //
 // viaJob reports that the operation comes from a job (still running, or
-// ended), which observes its outcome itself.
-func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity, cur *record, start time.Time) (op *store.Operation, viaJob bool, err error) {
+// ended), which observes its outcome itself. cert, when the device sent a
+// CSR, is issued once the record is assigned.
+func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity, cur *record, start time.Time, cert *certificateRequest) (op *store.Operation, viaJob bool, err error) {
 	for attempt := 1; ; attempt++ {
 		prev, err := p.load(ctx, cur, req.RegistrationID)
 		if err != nil {
@@ -342,10 +351,13 @@ func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity,
 		}
 		d := p.decide(&req, id, prev, in)
 		if d.callsOut() {
-			op, err := p.startJob(ctx, &req, id, start, &seed{prev: prev, in: in})
+			op, err := p.startJob(ctx, &req, id, start, &seed{prev: prev, in: in, cert: cert})
 			return op, true, err
 		}
 		rec := d.record(&req, nil)
+		if err := p.issue(cert, rec); err != nil {
+			return nil, false, err
+		}
 		ifMatch := ""
 		if prev != nil {
 			ifMatch = prev.Result.Etag
@@ -403,9 +415,11 @@ func (p *Pipeline) refuse(req *Request, err error) error {
 	return err
 }
 
-func (p *Pipeline) observe(req Request, id *attest.Identity, op *store.Operation, start time.Time) {
-	attrs := []any{"trackingId", req.TrackingID, "transport", req.Transport, "registrationId", req.RegistrationID,
-		"enrollment", id.EnrollmentName(), "status", op.Status, "operationId", op.ID}
+// observe logs and counts a registration's outcome; more are attributes of
+// the log line.
+func (p *Pipeline) observe(req Request, id *attest.Identity, op *store.Operation, start time.Time, more ...any) {
+	attrs := append([]any{"trackingId", req.TrackingID, "transport", req.Transport, "registrationId", req.RegistrationID,
+		"enrollment", id.EnrollmentName(), "status", op.Status, "operationId", op.ID}, more...)
 	if r := op.Result; r != nil {
 		if r.AssignedHub != "" {
 			attrs = append(attrs, "assignedHub", r.AssignedHub, "substatus", r.Substatus)

@@ -132,12 +132,16 @@ type Store interface {
 	// Registration returns the registration record of a registration ID.
 	Registration(ctx context.Context, registrationID string) (*Registration, error)
 	// SaveRegistration writes a registration record and the operation that
-	// produced it, and the certificate it issued (r.Issued), atomically. ifMatch is the etag of the record the caller
-	// read ("" when there was none), so that two concurrent registrations of
-	// one device cannot both win: the loser gets ErrConflict or
-	// ErrPreconditionFailed and must re-read. The store assigns the record's
-	// etag and keeps createdDateTimeUtc of an existing record. op is written
-	// as given: the final operation of a job carries no Job, which ends it.
+	// produced it, and the certificate it issued (r.Issued), atomically.
+	// The certificates the record delivers (Result.IssuedCertificateChain,
+	// IssuedClientCertificate) are in the operation and the record returned,
+	// and are not kept in the record: Registration does not return them.
+	// ifMatch is the etag of the record the caller read ("" when there was
+	// none), so that two concurrent registrations of one device cannot both
+	// win: the loser gets ErrConflict or ErrPreconditionFailed and must
+	// re-read. The store assigns the record's etag and keeps
+	// createdDateTimeUtc of an existing record. op is written as given: the
+	// final operation of a job carries no Job, which ends it.
 	SaveRegistration(ctx context.Context, r *Registration, ifMatch string, op *Operation) (*Registration, error)
 	DeleteRegistration(ctx context.Context, registrationID, ifMatch string) error
 	// RegistrationsByGroup pages through the records of one enrollment group.

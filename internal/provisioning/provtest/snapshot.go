@@ -9,12 +9,14 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" driver, as sqlstore registers it
 )
 
-// Snapshot is every registration record (key, etag, updated) and every
-// operation (id, registration ID, status) in a dpsd SQLite database, read
-// with plain SQL so that it sees exactly what is stored.
+// Snapshot is every registration record (key, etag, updated), every
+// operation (id, registration ID, status) and every issued certificate
+// (serial number, registration ID, revocation) in a dpsd SQLite database,
+// read with plain SQL so that it sees exactly what is stored.
 type Snapshot struct {
 	Registrations []string
 	Operations    []string
+	Issued        []string
 }
 
 // OpenSnapshots opens the SQLite database at path read-only, for
@@ -39,6 +41,7 @@ func TakeSnapshot(t testing.TB, db *sql.DB) Snapshot {
 	}{
 		{`SELECT key || ' ' || etag || ' ' || updated FROM registrations ORDER BY key`, &s.Registrations},
 		{`SELECT id || ' ' || registration_id || ' ' || status FROM operations ORDER BY id`, &s.Operations},
+		{`SELECT key || ' ' || registration_id || ' ' || revoked FROM issued_certificates ORDER BY key`, &s.Issued},
 	} {
 		rows, err := db.Query(q.sql)
 		if err != nil {
@@ -60,14 +63,14 @@ func TakeSnapshot(t testing.TB, db *sql.DB) Snapshot {
 }
 
 func (s Snapshot) String() string {
-	return fmt.Sprintf("%d registrations %v, %d operations", len(s.Registrations), s.Registrations, len(s.Operations))
+	return fmt.Sprintf("%d registrations %v, %d operations, %d issued certificates", len(s.Registrations), s.Registrations, len(s.Operations), len(s.Issued))
 }
 
 // Unchanged checks that nothing was written between before and after: no
-// registration record and no operation.
+// registration record, no operation, no issued certificate.
 func Unchanged(t testing.TB, before, after Snapshot) {
 	t.Helper()
-	if !slices.Equal(before.Registrations, after.Registrations) || !slices.Equal(before.Operations, after.Operations) {
+	if !slices.Equal(before.Registrations, after.Registrations) || !slices.Equal(before.Operations, after.Operations) || !slices.Equal(before.Issued, after.Issued) {
 		t.Errorf("a refusal changed the store:\n before %s\n after  %s", before, after)
 	}
 }

@@ -108,6 +108,9 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 			if err != nil {
 				return err
 			}
+			// The certificates the registration delivers go to the answer
+			// and the operation, not into the record.
+			res.IssuedCertificateChain, res.IssuedClientCertificate = r.Result.IssuedCertificateChain, r.Result.IssuedClientCertificate
 			out = &store.Registration{Result: res, EnrollmentGroupID: r.EnrollmentGroupID, Placement: r.Placement}
 			if r.DevicePayload != nil {
 				out.DevicePayload = append(json.RawMessage{}, r.DevicePayload...)
@@ -133,10 +136,12 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 }
 
 // registrationCols returns the stored document of a record (the result
-// without etag and timestamps) and the data columns of registrationsT.
+// without etag, timestamps and delivered certificates) and the data columns
+// of registrationsT.
 func registrationCols(r *store.Registration) (string, []any, error) {
 	c := *r.Result
 	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
+	c.IssuedCertificateChain, c.IssuedClientCertificate = nil, ""
 	doc, err := json.Marshal(&c)
 	if err != nil {
 		return "", nil, err

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
 )
 
@@ -120,6 +121,27 @@ func testIssued(t *testing.T, open func(*testing.T) store.Store, certs testCerts
 		must(t, err, "registration")
 		if reg.Issued != nil {
 			t.Fatal("a read registration carries Issued")
+		}
+	})
+
+	t.Run("the delivered chain goes to the operation, not the record", func(t *testing.T) {
+		s := open(t)
+		r := registrationKind().make("dev-1", "hub1")
+		r.Result.IssuedCertificateChain = []string{certs.a.b64DER(), certs.b.b64DER()}
+		r.Result.IssuedClientCertificate = certs.a.pemText()
+		out, err := s.SaveRegistration(bg(t), r, "", newOp("op-1", "dev-1", opBase.Add(time.Hour)))
+		must(t, err, "save")
+		op, err := s.Operation(bg(t), "op-1")
+		must(t, err, "operation")
+		for what, res := range map[string]*dps.DeviceRegistrationResult{"returned record": out.Result, "operation": op.Result} {
+			if !slices.Equal(res.IssuedCertificateChain, r.Result.IssuedCertificateChain) || res.IssuedClientCertificate != certs.a.pemText() {
+				t.Fatalf("%s: chain %d, client certificate %d bytes", what, len(res.IssuedCertificateChain), len(res.IssuedClientCertificate))
+			}
+		}
+		got, err := s.Registration(bg(t), "dev-1")
+		must(t, err, "registration")
+		if len(got.Result.IssuedCertificateChain) != 0 || got.Result.IssuedClientCertificate != "" {
+			t.Fatal("the record keeps the delivered certificates")
 		}
 	})
 
