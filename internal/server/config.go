@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -76,6 +77,10 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile replace the generated server certificate.
 	TLSCertFile string
 	TLSKeyFile  string
+	// CRLBaseURL is the URL hubs and brokers reach the service listener at
+	// (https://dps.example.com:8443). When set, the certificates dpsd
+	// issues name their CA's CRL there (CRL distribution point).
+	CRLBaseURL string
 	// AzureStrict answers every register with "assigning" first, as Azure
 	// does, for firmware that must exercise its polling path.
 	AzureStrict bool
@@ -218,6 +223,12 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	if c.CRLBaseURL != "" {
+		u, err := url.Parse(c.CRLBaseURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("--crl-base-url %q is not an absolute http(s) URL without query, e.g. https://dps.example.com:8443", c.CRLBaseURL)
+		}
 	}
 	for _, h := range c.HostNames {
 		if h == "" || strings.ContainsAny(h, " /:") && net.ParseIP(h) == nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
 	"github.com/dpsd/dpsd/internal/instance"
+	"github.com/dpsd/dpsd/internal/issuance"
 	"github.com/dpsd/dpsd/internal/journal"
 	"github.com/dpsd/dpsd/internal/limits"
 	"github.com/dpsd/dpsd/internal/metrics"
@@ -48,6 +49,7 @@ type Server struct {
 	service  http.Handler
 	console  http.Handler
 	device   http.Handler
+	crls     http.Handler
 	pipeline *provisioning.Pipeline
 	journal  *journal.Journal
 	mqtt     *mqtt.Server
@@ -96,7 +98,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.faults = limits.NewFaults(rules, st, log, s.metrics)
 	api := serviceapi.New(serviceapi.Config{
 		Store: st, Log: log, MaxSASLifetime: cfg.MaxSASLifetime, OwnHost: s.ownHost, ProtectEnrollmentKeys: cfg.ProtectEnrollmentKeys,
-		Faults: s.faults,
+		CRLBaseURL: cfg.CRLBaseURL,
+		Faults:     s.faults,
 		Endpoints: func() (string, string) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -134,7 +137,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		AssignWait:    cfg.AssignWait,
 		AssignTimeout: cfg.AssignTimeout,
 		Admitted:      s.faults.Admitted,
+		Issuer:        &issuance.Issuer{CRLBaseURL: cfg.CRLBaseURL},
 	}
+	s.crls = s.metrics.Middleware("crl", httpx.Wrap(log, &issuance.CRLs{Store: st, Log: log}))
 	// Both device transports enter the pipeline through one gate.
 	gate := &limits.Gate{Next: s.pipeline, Throttle: throttle, Faults: s.faults}
 	s.device = s.metrics.Middleware("device", httpx.Wrap(log, &deviceapi.API{Pipeline: gate, Log: log,
@@ -402,6 +407,9 @@ func (s *Server) handler(service, device bool) http.Handler {
 			s.mqtt.ServeHTTP(w, r)
 		case first == "console" && service:
 			s.console.ServeHTTP(w, r)
+		case first == "crl" && service:
+			// The issuing CAs' revocation lists: public, as CRLs are.
+			s.crls.ServeHTTP(w, r)
 		case serviceapi.Owns(first):
 			if !service {
 				httpx.Wrap(s.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,7 @@ import (
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
 	"github.com/dpsd/dpsd/internal/httpx"
+	"github.com/dpsd/dpsd/internal/issuance"
 	"github.com/dpsd/dpsd/internal/limits"
 	"github.com/dpsd/dpsd/internal/store"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	ProtectEnrollmentKeys bool
 	// Faults are the instance's fault injection rules (/faults).
 	Faults *limits.Faults
+	// CRLBaseURL is the public URL of the service listener, when
+	// configured: the issuing CAs' CRL URLs start with it.
+	CRLBaseURL string
 }
 
 // API serves the service API. Make one with New.
@@ -70,7 +74,8 @@ func New(c Config) *API {
 
 // Segments are the first path segments the service API owns; every other
 // path belongs to the device API ({idScope}/registrations/...).
-var Segments = []string{"enrollments", "enrollmentgroups", "registrations", "certificates", "linkedhubs", "policies", "settings", "refusals", "faults"}
+var Segments = []string{"enrollments", "enrollmentgroups", "registrations", "certificates", "linkedhubs", "policies", "settings", "refusals", "faults",
+	"issuingcas", "issuedcertificates"}
 
 // Owns reports whether the service API serves a path with this first segment.
 func Owns(first string) bool {
@@ -205,6 +210,15 @@ func (a *API) routeTable(ind *individuals, grp *groups) []routeEntry {
 		entry(get, "policies/*", "policies.get", cfg, getOne(policies, st.Policy, PolicyView)),
 		entry(put, "policies/*", "policies.put", cfg, a.putPolicy),
 		entry(del, "policies/*", "policies.delete", cfg, a.deletePolicy),
+
+		entry(get, "issuingcas", "issuingcas.list", cfg, listAll(st.IssuingCAs, a.issuingCAView)),
+		entry(get, "issuingcas/*", "issuingcas.get", cfg, getOne(issuance.IssuingCAs, st.IssuingCA, a.issuingCAView)),
+		entry(put, "issuingcas/*", "issuingcas.put", cfg, a.putIssuingCA),
+		entry(del, "issuingcas/*", "issuingcas.delete", cfg, deleteOne(issuance.IssuingCAs, st.DeleteIssuingCA)),
+
+		entry(get, "issuedcertificates", "issued.list", rRead, a.listIssued),
+		entry(post, "issuedcertificates/revoke", "issued.revoke", rWrite, a.revokeIssued),
+		entry(get, "issuedcertificates/*", "issued.get", rRead, getOne(issuedCertificates, st.IssuedCertificate, issuedCertificateView)),
 
 		entry(get, "settings", "settings.get", cfg, a.getSettings),
 		entry(put, "settings", "settings.put", cfg, a.putSettings),
