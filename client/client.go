@@ -3,7 +3,9 @@
 // is assigned to. It authenticates with an X.509 certificate (the TLS client
 // certificate), a symmetric key (a SAS token) or a TPM (Config.TPM; the
 // sub-package client/tpm opens one), honours Retry-After and throttling with
-// backoff, and stops when its context ends.
+// backoff, and stops when its context ends. A device may also ask for a
+// certificate (Config.CSR, NewCSR): the service returns it with the
+// assignment.
 //
 //	cert, _ := client.LoadX509KeyPair("device.pem", "device.key", nil)
 //	state, err := client.Register(ctx, client.Config{
@@ -47,6 +49,11 @@ const DefaultEndpoint = "global.azure-devices-provisioning.net"
 // DefaultAPIVersion is the device API version sent; every DPS accepts it.
 const DefaultAPIVersion = "2019-03-31"
 
+// CSRAPIVersion is the device API version sent with a CSR: the first whose
+// register request carries csr and whose answer carries
+// issuedCertificateChain.
+const CSRAPIVersion = "2025-07-01-preview"
+
 // Config describes one device and where it registers.
 type Config struct {
 	// Endpoint is host[:port] of the device API (default DefaultEndpoint, port 443).
@@ -67,7 +74,11 @@ type Config struct {
 	RootCAs *x509.CertPool
 	// Payload is sent with the register request (optional JSON).
 	Payload json.RawMessage
-	// APIVersion defaults to DefaultAPIVersion.
+	// CSR, when set, is a certificate signing request (DER; see NewCSR)
+	// whose subject CN is RegistrationID: the service issues a certificate
+	// for its key, returned in RegistrationState.IssuedCertificateChain.
+	CSR []byte
+	// APIVersion defaults to DefaultAPIVersion, or CSRAPIVersion with a CSR.
 	APIVersion string
 	// HTTPClient overrides the client built from the settings above (its
 	// transport must present Certificate for X.509).
@@ -100,6 +111,35 @@ type RegistrationState struct {
 		// device's IoT hub key; Register imports it into the TPM.
 		AuthenticationKey string `json:"authenticationKey,omitempty"`
 	} `json:"tpm,omitempty"`
+	// IssuedCertificateChain answers Config.CSR: base64 DER certificates,
+	// the device's first, each issued by the next, up to the root (see
+	// IssuedCertificates and IssuedKeyPair).
+	IssuedCertificateChain []string `json:"issuedCertificateChain,omitempty"`
+}
+
+// RequestAPIVersion is the api-version the requests carry: APIVersion, or
+// else CSRAPIVersion with a CSR and DefaultAPIVersion without.
+func (c *Config) RequestAPIVersion() string {
+	switch {
+	case c.APIVersion != "":
+		return c.APIVersion
+	case len(c.CSR) > 0:
+		return CSRAPIVersion
+	}
+	return DefaultAPIVersion
+}
+
+// RegisterBody is the register request's body, whatever the transport:
+// the registration ID, the payload and the CSR.
+func (c *Config) RegisterBody() map[string]any {
+	body := map[string]any{"registrationId": c.RegistrationID}
+	if len(c.Payload) > 0 {
+		body["payload"] = c.Payload
+	}
+	if len(c.CSR) > 0 {
+		body["csr"] = base64.StdEncoding.EncodeToString(c.CSR)
+	}
+	return body
 }
 
 // TPM is a device's TPM as TPM attestation uses it; client/tpm implements it
@@ -170,10 +210,7 @@ func Register(ctx context.Context, cfg Config) (*RegistrationState, error) {
 	if err != nil {
 		return nil, err
 	}
-	body := map[string]any{"registrationId": cfg.RegistrationID}
-	if len(cfg.Payload) > 0 {
-		body["payload"] = cfg.Payload
-	}
+	body := cfg.RegisterBody()
 	if cfg.TPM != nil {
 		ek, err := cfg.TPM.EndorsementKey()
 		if err != nil {
@@ -219,6 +256,9 @@ func Register(ctx context.Context, cfg Config) (*RegistrationState, error) {
 	}
 	if op.status.Status != "assigned" {
 		return st, &StatusError{State: st}
+	}
+	if len(cfg.CSR) > 0 && len(st.IssuedCertificateChain) == 0 {
+		return st, errors.New("the service assigned the device without issuedCertificateChain, the certificate it asked for")
 	}
 	if cfg.TPM != nil {
 		if st.TPM == nil || st.TPM.AuthenticationKey == "" {
@@ -293,9 +333,7 @@ func newConn(cfg Config) (*conn, error) {
 	if cfg.Endpoint == "" {
 		cfg.Endpoint = DefaultEndpoint
 	}
-	if cfg.APIVersion == "" {
-		cfg.APIVersion = DefaultAPIVersion
-	}
+	cfg.APIVersion = cfg.RequestAPIVersion()
 	hc := cfg.HTTPClient
 	if hc == nil {
 		host := cfg.Endpoint

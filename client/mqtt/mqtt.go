@@ -178,10 +178,7 @@ var errNoResponse = errors.New("no answer from the provisioning service")
 // run connects and registers (or resumes polling).
 func (s *session) run(ctx context.Context) (*client.RegistrationState, error) {
 	cfg := s.cfg
-	apiVersion := cfg.APIVersion
-	if apiVersion == "" {
-		apiVersion = client.DefaultAPIVersion
-	}
+	apiVersion := cfg.RequestAPIVersion()
 	host := strings.TrimPrefix(strings.TrimPrefix(s.broker, "mqtts://"), "wss://")
 	host, _, _ = strings.Cut(host, "/")
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -243,11 +240,7 @@ func (s *session) run(ctx context.Context) (*client.RegistrationState, error) {
 		return nil, s.fail(fmt.Errorf("subscribing to $dps/registrations/res/#: %w", err))
 	}
 
-	body := map[string]any{"registrationId": cfg.RegistrationID}
-	if len(cfg.Payload) > 0 {
-		body["payload"] = cfg.Payload
-	}
-	registerPayload, _ := json.Marshal(body)
+	registerPayload, _ := json.Marshal(cfg.RegisterBody())
 	backoff := 2 * time.Second
 	for {
 		s.rid++
