@@ -44,6 +44,13 @@ type deviceFlags struct {
 	transport      string
 	timeout        time.Duration
 	output         string
+	// Certificate issuance.
+	csr        bool
+	csrFile    string
+	csrKeyType string
+	csrKeyOut  string
+	certOut    string
+	force      bool
 }
 
 func newDeviceRegisterCmd(e *env) *cobra.Command {
@@ -66,6 +73,14 @@ to the one derived from the EK, and the IoT hub key the service returns is
 kept in the TPM at 0x81000100. TPM attestation is HTTPS only (DPS does not
 offer it over MQTT). --attestation names the mechanism when the other flags
 do not.
+
+--csr asks for a certificate: a new key (--csr-key-type) and a CSR for the
+registration ID are made and sent; the certificate chain the service issues
+(the device's certificate first, up to the root) is written to --cert-out and
+the key to --csr-key-out (mode 0600). The enrollment must name an issuing CA
+(dpsd enrollment update --issuing-ca NAME). --csr-file sends a CSR made
+elsewhere (openssl req; PEM or DER) whose key stays where it is. Either
+way the device can register again with the certificate (--cert, --key).
 
 --transport chooses how: https (the device API), mqtt (MQTT 3.1.1 over TLS,
 port 8883) or mqtt-ws (MQTT over WebSocket on the HTTPS port, path
@@ -93,6 +108,12 @@ global.azure-devices-provisioning.net and the system roots (--ca-file "").`,
 	fl.StringVar(&f.caFile, "ca-file", "", "CA certificate PEM that signs the server certificate (default: the local server's, or DPSD_CA_FILE)")
 	fl.StringVar(&f.payload, "payload", "", "JSON payload to send with the registration")
 	fl.StringVar(&f.transport, "transport", "https", "transport: https, mqtt (MQTT over TLS) or mqtt-ws (MQTT over WebSocket)")
+	fl.BoolVar(&f.csr, "csr", false, "ask for a certificate: make a new key and a CSR for the registration ID and send it")
+	fl.StringVar(&f.csrFile, "csr-file", "", "ask for a certificate with this CSR (PEM or DER; its subject CN is the registration ID)")
+	fl.StringVar(&f.csrKeyType, "csr-key-type", string(pki.DefaultKeyType), "key type of the new key with --csr: ecdsa-p256, rsa-2048 or rsa-4096")
+	fl.StringVar(&f.csrKeyOut, "csr-key-out", "", "file to write the new key to with --csr, mode 0600 (default <registration-id>-key.pem)")
+	fl.StringVar(&f.certOut, "cert-out", "", "file to write the issued certificate chain to (default <registration-id>-cert.pem)")
+	fl.BoolVar(&f.force, "force", false, "overwrite --cert-out and --csr-key-out if they exist")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this long")
 	addOutputFlag(c, &f.output)
 	return c
@@ -158,6 +179,13 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 		}
 		cfg.SymmetricKey = key
 	}
+	csr, err := f.certificateRequest(cfg.RegistrationID)
+	if err != nil {
+		return err
+	}
+	if csr != nil {
+		cfg.CSR = csr.der
+	}
 	if f.payload != "" {
 		if !json.Valid([]byte(f.payload)) {
 			return withHint(errors.New("--payload is not valid JSON"), `e.g. --payload '{"modelId":"dtmi:example;1"}'`)
@@ -201,7 +229,6 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	var state *client.RegistrationState
-	var err error
 	switch f.transport {
 	case "mqtt", "mqtt-ws":
 		state, err = mqtt.Register(ctx, mqtt.Config{Config: cfg, WebSocket: f.transport == "mqtt-ws"})
@@ -211,8 +238,14 @@ func (f *deviceFlags) run(ctx context.Context, e *env) error {
 	var ce *client.Error
 	var se *client.StatusError
 	var me *mqtt.ConnectError
+	var issued [][2]string
+	if csr != nil && err == nil {
+		if issued, err = csr.save(state); err != nil {
+			return err
+		}
+	}
 	if state != nil {
-		if perr := f.print(e, state, cfg.TPM != nil && err == nil); perr != nil {
+		if perr := f.print(e, state, cfg.TPM != nil && err == nil, issued); perr != nil {
 			return perr
 		}
 	}
@@ -262,7 +295,7 @@ func (f *deviceFlags) checkAttestation(x509Given, keyGiven, tpmGiven bool) error
 
 // print writes the registration state; hubKeyInTPM says that the TPM
 // imported the hub key of a TPM registration.
-func (f *deviceFlags) print(e *env, s *client.RegistrationState, hubKeyInTPM bool) error {
+func (f *deviceFlags) print(e *env, s *client.RegistrationState, hubKeyInTPM bool, issued [][2]string) error {
 	if s.TPM != nil {
 		// The hub key blob is in the TPM now; it is of no use printed.
 		s.TPM.AuthenticationKey = ""
@@ -291,6 +324,7 @@ func (f *deviceFlags) print(e *env, s *client.RegistrationState, hubKeyInTPM boo
 	if hubKeyInTPM {
 		add("hubKey", fmt.Sprintf("in the TPM at %#x", uint32(clienttpm.IdentityKeyHandle)))
 	}
+	fields = append(fields, issued...)
 	if s.ErrorCode != 0 {
 		add("errorCode", fmt.Sprint(s.ErrorCode))
 	}

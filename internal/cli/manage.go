@@ -247,7 +247,8 @@ func (p *paging) check() error {
 
 // queryAll pages through a query: each request asks for at most the page
 // size (and no more than --top still needs) and sends back the continuation
-// token of the previous page; the last page has none.
+// token of the previous page; the last page has none. A query without a
+// body is a GET (a list whose filters are in the path's query).
 func queryAll(s *session, t target, path string, body any, p paging) ([]json.RawMessage, error) {
 	var items []json.RawMessage
 	cont := ""
@@ -267,7 +268,11 @@ func queryAll(s *session, t target, path string, body any, p paging) ([]json.Raw
 			h.Set("x-ms-continuation", cont)
 		}
 		var page []json.RawMessage
-		resp, err := s.do(t, svcclient.Request{Method: http.MethodPost, Path: path, Header: h, Body: body}, &page)
+		method := http.MethodPost
+		if body == nil {
+			method = http.MethodGet
+		}
+		resp, err := s.do(t, svcclient.Request{Method: method, Path: path, Header: h, Body: body}, &page)
 		if err != nil {
 			return nil, err
 		}

@@ -22,6 +22,7 @@ type enrollOpts struct {
 	reprovision               string
 	edge                      optBool
 	webhook, apiVersion       string
+	issuingCA                 string
 	removeCert, removeSecCert optBool
 	etag                      string
 	showKeys                  optBool
@@ -69,6 +70,7 @@ func (o *enrollOpts) addWrite(c *cobra.Command, create bool) {
 	f.str(&o.reprovision, "reprovision-policy", "", "on re-provisioning: reprovisionandmigratedata, reprovisionandresetdata or never", "rp")
 	f.str(&o.webhook, "webhook-url", "", "custom allocation webhook URL (with --allocation-policy custom)", "wh")
 	f.str(&o.apiVersion, "api-version", "", "API version of the custom allocation request (default "+defaultWebhookAPIVersion+")", "av")
+	f.str(&o.issuingCA, "issuing-ca", "", "issuing CA ('dpsd issuing-ca create') that signs the certificates its devices request with a CSR (\"\" to stop issuing)")
 	if !create {
 		f.optBool(&o.removeCert, "remove-certificate", "remove the primary certificate (a secondary one becomes primary)", "rc")
 		f.optBool(&o.removeSecCert, "remove-secondary-certificate", "remove the secondary certificate", "rsc")

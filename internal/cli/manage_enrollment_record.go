@@ -162,6 +162,9 @@ func (o *enrollOpts) apply(f flags, in *enrollInput, r enrollmentRecord) error {
 	if in.allocation != "" {
 		c.AllocationPolicy = in.allocation
 	}
+	if f.changed("issuing-ca") {
+		c.CredentialPolicyName, c.ClientCertificateIssuancePolicy = o.issuingCA, nil
+	}
 	if o.webhook != "" || o.apiVersion != "" {
 		d := cmp.Or(c.CustomAllocationDefinition, &dps.CustomAllocationDefinition{})
 		setIfGiven(&d.WebhookURL, o.webhook)

@@ -228,6 +228,9 @@ func settingsTable(c *dps.EnrollmentSettings) [][2]string {
 	if d := c.CustomAllocationDefinition; d != nil {
 		out = append(out, [2]string{"webhookUrl", d.WebhookURL}, [2]string{"apiVersion", d.APIVersion})
 	}
+	if ca := c.IssuingCA(); ca != "" {
+		out = append(out, [2]string{"issuingCA", ca})
+	}
 	return append(out, twinFields("initialTwin", c.InitialTwin)...)
 }
 

@@ -1,7 +1,8 @@
 // Package cli implements the dpsd command line: the server (serve, info), the
 // management commands shaped like `az iot dps` (enrollment, enrollment-group,
-// certificate, linked-hub, registration, policy), the certificate helpers
-// (cert) and the device client (device).
+// certificate, linked-hub, registration, policy) and those of certificate
+// issuance (issuing-ca, issued-certificate), the certificate helpers (cert)
+// and the device client (device).
 package cli
 
 import (
@@ -100,6 +101,8 @@ func commands(e *env) []*cobra.Command {
 		newCertificateCmd(e),
 		newLinkedHubCmd(e),
 		newPolicyCmd(e),
+		newIssuingCACmd(e),
+		newIssuedCertificateCmd(e),
 
 		// Helpers for devices: certificates, and a device client.
 		newCertCmd(e),

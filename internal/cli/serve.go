@@ -90,6 +90,7 @@ func (sf *serveFlags) add(f *pflag.FlagSet) {
 	f.StringSliceVar(&cfg.HostNames, "hostname", def.HostNames, "host name or IP clients dial, added to the server certificate (repeatable; the first is advertised)")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", def.TLSCertFile, "server certificate chain (PEM) to use instead of the generated one")
 	f.StringVar(&cfg.TLSKeyFile, "tls-key", def.TLSKeyFile, "private key (PEM) of --tls-cert")
+	f.StringVar(&cfg.CRLBaseURL, "crl-base-url", def.CRLBaseURL, "URL the service listener is reached at from outside (https://dps.example.com:8443): the certificates dpsd issues name their CA's CRL there, at /crl/{issuing CA}.crl")
 	f.BoolVar(&cfg.AzureStrict, "azure-strict", def.AzureStrict, "answer every register with status assigning first, as Azure does, so devices exercise their polling path")
 	f.IntVar(&cfg.RetryAfter, "retry-after", def.RetryAfter, "Retry-After seconds sent with an assigning status")
 	f.DurationVar(&cfg.AssignWait, "assign-wait", def.AssignWait, "how long a register request waits for an assignment that calls out (a hub's device registry, custom allocation) before it answers assigning and the device polls")
