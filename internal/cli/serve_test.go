@@ -74,6 +74,10 @@ func TestServeSettings(t *testing.T) {
 		// Empty and zero values that mean nothing of their own get the default.
 		{name: "zero is default", args: []string{"--retry-after", "0", "--log-format", "", "--store-timeout", "0"}, want: func(*server.Config) {}, retries: 3},
 		{name: "too many retries", args: []string{"--store-retries", "21"}, err: "--store-retries 21 is more than 20"},
+		{name: "crl base url", args: []string{"--crl-base-url", "https://dps.example.com:8443"},
+			want: func(c *server.Config) { c.CRLBaseURL = "https://dps.example.com:8443" }, retries: 3},
+		{name: "crl base url not absolute", args: []string{"--crl-base-url", "dps.example.com"}, err: `--crl-base-url "dps.example.com" is not an absolute http(s) URL`},
+		{name: "crl base url with a query", env: map[string]string{"DPSD_CRL_BASE_URL": "https://dps.example.com/?a=1"}, err: "without query"},
 		{name: "unknown key", file: `{"https_addr": ":1"}`, err: `unknown setting "https_addr"`},
 		{name: "bad env", env: map[string]string{"DPSD_RETRY_AFTER": "soon"}, err: `DPSD_RETRY_AFTER="soon"`},
 	} {

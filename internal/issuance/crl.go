@@ -22,11 +22,12 @@ import (
 
 // Revocation lists. Each issuing CA has one CRL (DER, signed by the CA) at
 // CRLPath. It is made on request from the store, so every node of a cluster
-// serves the same list: its thisUpdate is the start of the current hour, or
-// the last revocation when that is later, and its CRL number is thisUpdate
-// in Unix nanoseconds — so the number grows whenever the content changes,
-// on every node alike. It lists the revoked certificates that have not
-// expired by thisUpdate, and is valid for CRLValidity.
+// serves the same list. It is the list as of the start of the current hour,
+// or of the last revocation when that is later; that instant, in Unix
+// nanoseconds, is its CRL number (so the number grows whenever the content
+// changes, on every node alike), and to the second its thisUpdate. It lists
+// the revoked certificates that have not expired by then, and is valid for
+// CRLValidity.
 const (
 	crlPeriod   = time.Hour
 	CRLValidity = 24 * time.Hour
@@ -64,20 +65,21 @@ func CanonicalReason(s string) (string, error) {
 }
 
 // BuildCRL makes the CRL of ca listing revoked (its revoked certificates)
-// at now, and returns it with its thisUpdate.
+// at now, and returns it with the instant it stands for (its number).
 func BuildCRL(ca *store.IssuingCA, revoked []*store.IssuedCertificate, now time.Time) ([]byte, time.Time, error) {
 	a, err := load(ca, now)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	this := crlThisUpdate(revoked, now)
+	asOf := crlAsOf(revoked, now)
 	tmpl := &x509.RevocationList{
-		Number:     big.NewInt(this.UnixNano()),
-		ThisUpdate: this,
-		NextUpdate: this.Truncate(crlPeriod).Add(CRLValidity),
+		Number: big.NewInt(asOf.UnixNano()),
+		// CRL times have a resolution of one second.
+		ThisUpdate: asOf.Truncate(time.Second),
+		NextUpdate: asOf.Truncate(crlPeriod).Add(CRLValidity),
 	}
 	for _, c := range revoked {
-		if !c.NotAfter.After(this) || !c.Revoked() || c.RevokedAt.After(this) {
+		if !c.NotAfter.After(asOf) || !c.Revoked() || c.RevokedAt.After(asOf) {
 			continue
 		}
 		serial, ok := new(big.Int).SetString(c.SerialNumber, 16)
@@ -85,30 +87,30 @@ func BuildCRL(ca *store.IssuingCA, revoked []*store.IssuedCertificate, now time.
 			return nil, time.Time{}, fmt.Errorf("issued certificate %q: the serial number is not hex", c.SerialNumber)
 		}
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
-			SerialNumber: serial, RevocationTime: c.RevokedAt.UTC(), ReasonCode: reasons[c.RevocationReason]})
+			SerialNumber: serial, RevocationTime: c.RevokedAt.UTC().Truncate(time.Second), ReasonCode: reasons[c.RevocationReason]})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, tmpl, a.cert, a.key)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	return der, this, nil
+	return der, asOf, nil
 }
 
-// crlThisUpdate is the start of the current period, or the last
-// revocation when that is later (but never after now: a node whose clock
-// runs behind another's does not date a CRL in its own future).
-func crlThisUpdate(revoked []*store.IssuedCertificate, now time.Time) time.Time {
-	this := now.UTC().Truncate(crlPeriod)
+// crlAsOf is the instant a CRL made at now stands for: the start of the
+// current period, or the last revocation when that is later (but never
+// after now: a node whose clock runs behind another's does not date a CRL
+// in its own future).
+func crlAsOf(revoked []*store.IssuedCertificate, now time.Time) time.Time {
+	asOf := now.UTC().Truncate(crlPeriod)
 	for _, c := range revoked {
-		if c.RevokedAt.After(this) {
-			this = c.RevokedAt.UTC()
+		if c.RevokedAt.After(asOf) {
+			asOf = c.RevokedAt.UTC()
 		}
 	}
-	if this.After(now) {
-		this = now.UTC()
+	if asOf.After(now) {
+		asOf = now.UTC()
 	}
-	// CRL times have a resolution of one second.
-	return this.Truncate(time.Second)
+	return asOf
 }
 
 // CRLs serves the revocation lists: GET CRLPath(name). They are public, as
@@ -123,10 +125,10 @@ type CRLs struct {
 }
 
 // cachedCRL spares signing the same list again: a list is determined by the
-// CA (its etag) and thisUpdate.
+// CA (its etag) and the instant it stands for.
 type cachedCRL struct {
 	etag string
-	this time.Time
+	asOf time.Time
 	der  []byte
 }
 
@@ -174,15 +176,15 @@ func (c *CRLs) CRL(ctx context.Context, name string) ([]byte, error) {
 	if c.Now != nil {
 		now = c.Now()
 	}
-	this := crlThisUpdate(revoked, now)
+	asOf := crlAsOf(revoked, now)
 	k := strings.ToLower(ca.Name)
 	c.mu.Lock()
 	hit, ok := c.cache[k]
 	c.mu.Unlock()
-	if ok && hit.etag == ca.Etag && hit.this.Equal(this) {
+	if ok && hit.etag == ca.Etag && hit.asOf.Equal(asOf) {
 		return hit.der, nil
 	}
-	der, this, err := BuildCRL(ca, revoked, now)
+	der, asOf, err := BuildCRL(ca, revoked, now)
 	var unusable *UnusableError
 	if errors.As(err, &unusable) {
 		return nil, dpserr.NotFound(dpserr.CodeNotFound, "%v, so it publishes no CRL", err)
@@ -194,7 +196,7 @@ func (c *CRLs) CRL(ctx context.Context, name string) ([]byte, error) {
 	if c.cache == nil {
 		c.cache = map[string]cachedCRL{}
 	}
-	c.cache[k] = cachedCRL{etag: ca.Etag, this: this, der: der}
+	c.cache[k] = cachedCRL{etag: ca.Etag, asOf: asOf, der: der}
 	c.mu.Unlock()
 	return der, nil
 }

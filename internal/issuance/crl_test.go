@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 	"github.com/dpsd/dpsd/internal/testutil"
@@ -33,7 +34,7 @@ func TestBuildCRL(t *testing.T) {
 	year := now.AddDate(1, 0, 0)
 	revoked := []*store.IssuedCertificate{
 		revokedAt("4A01", now.Add(-48*time.Hour), year, "keyCompromise"),
-		revokedAt("4A02", now.Add(-30*time.Minute), year, ""),                        // in this hour: dates the CRL
+		revokedAt("4A02", now.Add(-30*time.Minute+time.Millisecond), year, ""),       // in this hour: dates the CRL
 		revokedAt("4A03", now.Add(-72*time.Hour), now.Add(-time.Hour), "superseded"), // expired: left out
 		revokedAt("4A04", now.Add(-time.Hour), year, "cessationOfOperation"),
 	}
@@ -48,9 +49,9 @@ func TestBuildCRL(t *testing.T) {
 	if err := crl.CheckSignatureFrom(caCert); err != nil {
 		t.Fatalf("the CRL is not signed by its CA: %v", err)
 	}
-	wantThis := now.Add(-30 * time.Minute)
-	if !this.Equal(wantThis) || !crl.ThisUpdate.Equal(wantThis) || !crl.NextUpdate.Equal(hour.Add(24*time.Hour)) ||
-		crl.Number.Cmp(big.NewInt(wantThis.UnixNano())) != 0 {
+	asOf := now.Add(-30*time.Minute + time.Millisecond)
+	if !this.Equal(asOf) || !crl.ThisUpdate.Equal(asOf.Truncate(time.Second)) || !crl.NextUpdate.Equal(hour.Add(24*time.Hour)) ||
+		crl.Number.Cmp(big.NewInt(asOf.UnixNano())) != 0 {
 		t.Fatalf("thisUpdate %s nextUpdate %s number %s", crl.ThisUpdate, crl.NextUpdate, crl.Number)
 	}
 	var got []string
@@ -128,6 +129,25 @@ func TestCRLHandler(t *testing.T) {
 	}
 	if again := get(http.MethodGet, CRLPath("line 3")); !slices.Equal(again.Body.Bytes(), w.Body.Bytes()) {
 		t.Fatal("the same list was signed again")
+	}
+	// Revocations in quick succession each make a new list.
+	for i, serial := range []string{"4A01", "4A02"} {
+		reg := &store.Registration{Result: &dps.DeviceRegistrationResult{RegistrationID: "dev-" + serial, Status: dps.StatusAssigned},
+			Issued: &store.IssuedCertificate{SerialNumber: serial, RegistrationID: "dev-" + serial, IssuingCA: "Line 3", CertificateDER: ca.CertificateDER,
+				NotAfter: time.Now().Add(time.Hour)}}
+		if _, err := st.SaveRegistration(t.Context(), reg, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.RevokeIssuedCertificates(t.Context(), store.Revocation{SerialNumber: serial}); err != nil {
+			t.Fatal(err)
+		}
+		crl, err := x509.ParseRevocationList(get(http.MethodGet, CRLPath("line 3")).Body.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(crl.RevokedCertificateEntries) != i+1 {
+			t.Fatalf("after %d revocations the CRL lists %d", i+1, len(crl.RevokedCertificateEntries))
+		}
 	}
 	for path, want := range map[string]int{
 		"/crl/unknown.crl": http.StatusNotFound,

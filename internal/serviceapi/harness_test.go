@@ -149,6 +149,8 @@ type snapshot struct {
 	Policies      []*store.Policy
 	Registrations map[string]*store.Registration
 	Instance      string
+	IssuingCAs    []*store.IssuingCA
+	Issued        []*store.IssuedCertificate
 }
 
 // snapshot reads the store. Registrations are read by ID for the IDs given
@@ -169,6 +171,12 @@ func (s *testServer) snapshot(registrationIDs ...string) string {
 	if snap.Policies, err = s.Store.Policies(ctx); err != nil {
 		s.t.Fatal(err)
 	}
+	if snap.IssuingCAs, err = s.Store.IssuingCAs(ctx); err != nil {
+		s.t.Fatal(err)
+	}
+	snap.Issued = testutil.All(s.t, func(ctx context.Context, after string, limit int) (store.Page[*store.IssuedCertificate], error) {
+		return s.Store.IssuedCertificates(ctx, store.IssuedFilter{}, after, limit)
+	})
 	snap.Registrations = map[string]*store.Registration{}
 	for _, id := range registrationIDs {
 		r, err := s.Store.Registration(ctx, id)
