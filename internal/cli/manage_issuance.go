@@ -264,26 +264,11 @@ func issuingCAShowCmd(e *env, cf *connFlags) *cobra.Command {
 		Short:   "Show an issuing CA (never its private key)",
 		Example: `  dpsd issuing-ca show --name line-3 --cert-out line-3-ca.pem   # for the IoT hub's CA certificates`,
 	}, &o.output, func(s *session, _ flags) error {
-		raw, err := s.fetch(o.target(), svcclient.Request{Method: http.MethodGet, Path: o.target().path("")})
-		if err != nil {
-			return err
-		}
-		if o.certOut != "" {
-			var ca dps.IssuingCA
-			if err := json.Unmarshal(raw, &ca); err != nil {
-				return err
-			}
-			pem := ca.Properties.Certificate + ca.Properties.Chain
-			if err := pki.WriteFile(o.certOut, []byte(pem), pki.CertFileMode, o.force); err != nil {
-				return fileError("--cert-out", o.certOut, err)
-			}
-		}
-		return printRecord(s.stdout, o.output, raw, "issuing CA", issuingCAFields)
+		return showSaving(s, o.target(), o.output, "issuing CA", issuingCAFields, o.certOut, o.force,
+			func(ca *dps.IssuingCA) string { return ca.Properties.Certificate + ca.Properties.Chain })
 	})
 	o.addName(c)
-	fl := flagsOf(c)
-	fl.str(&o.certOut, "cert-out", "", "write the CA certificate, followed by its chain, to this file (PEM)")
-	fl.fs.BoolVar(&o.force, "force", false, "overwrite --cert-out if it exists")
+	addCertOut(flagsOf(c), &o.certOut, &o.force, "the CA certificate, followed by its chain,")
 	return c
 }
 
@@ -407,27 +392,13 @@ func issuedListCmd(e *env, cf *connFlags) *cobra.Command {
 func issuedShowCmd(e *env, cf *connFlags) *cobra.Command {
 	o := &issuedOpts{}
 	c := verb(e, cf, &cobra.Command{Use: "show", Short: "Show an issued certificate"}, &o.output, func(s *session, _ flags) error {
-		t := issuedCertificates.of(o.serial)
-		raw, err := s.fetch(t, svcclient.Request{Method: http.MethodGet, Path: t.path("")})
-		if err != nil {
-			return err
-		}
-		if o.certOut != "" {
-			var ic dps.IssuedCertificate
-			if err := json.Unmarshal(raw, &ic); err != nil {
-				return err
-			}
-			if err := pki.WriteFile(o.certOut, []byte(ic.Certificate), pki.CertFileMode, o.force); err != nil {
-				return fileError("--cert-out", o.certOut, err)
-			}
-		}
-		return printRecord(s.stdout, o.output, raw, "issued certificate", issuedFields)
+		return showSaving(s, issuedCertificates.of(o.serial), o.output, "issued certificate", issuedFields, o.certOut, o.force,
+			func(c *dps.IssuedCertificate) string { return c.Certificate })
 	})
 	f := flagsOf(c)
 	f.str(&o.serial, "serial-number", "", "serial number of the certificate (hex)", "serial")
 	f.required("serial-number")
-	f.str(&o.certOut, "cert-out", "", "write the certificate to this file (PEM)")
-	f.fs.BoolVar(&o.force, "force", false, "overwrite --cert-out if it exists")
+	addCertOut(f, &o.certOut, &o.force, "the certificate")
 	return c
 }
 
@@ -466,6 +437,31 @@ func issuedRevokeCmd(e *env, cf *connFlags) *cobra.Command {
 	f.str(&o.registrationID, "registration-id", "", "revoke every certificate issued for this device", "rid")
 	f.str(&o.reason, "reason", "", "revocation reason: "+issuance.ReasonNames)
 	return c
+}
+
+// showSaving is show for a record that carries certificates: with certOut,
+// it also writes the PEM pemOf takes from the record to that file.
+func showSaving[T any](s *session, t target, output, what string, fields func(*T) [][2]string, certOut string, force bool, pemOf func(*T) string) error {
+	raw, err := s.fetch(t, svcclient.Request{Method: http.MethodGet, Path: t.path("")})
+	if err != nil {
+		return err
+	}
+	if certOut != "" {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decoding the %s: %w", what, err)
+		}
+		if err := pki.WriteFile(certOut, []byte(pemOf(&v)), pki.CertFileMode, force); err != nil {
+			return fileError("--cert-out", certOut, err)
+		}
+	}
+	return printRecord(s.stdout, output, raw, what, fields)
+}
+
+// addCertOut adds --cert-out, which writes what (PEM), and its --force.
+func addCertOut(f flags, certOut *string, force *bool, what string) {
+	f.str(certOut, "cert-out", "", "write "+what+" to this file (PEM)")
+	f.fs.BoolVar(force, "force", false, "overwrite --cert-out if it exists")
 }
 
 // fileError words a failure to write an output file.
