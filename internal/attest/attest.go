@@ -1,7 +1,8 @@
 // Package attest decides who a device is: it checks the credentials a device
 // presents (a TLS client certificate chain, or a SAS token signed with a
-// symmetric key) against the enrollments and CA certificates, in DPS's order
-// of precedence, and explains every refusal precisely enough to fix it.
+// symmetric key) against the enrollments, the CA certificates and the
+// certificates dpsd issued, in DPS's order of precedence, and explains every
+// refusal precisely enough to fix it.
 //
 // A refusal is a *dpserr.Error with status 401 and errorCode 401002. A match
 // whose enrollment is disabled is not an error: the Identity says so, and the

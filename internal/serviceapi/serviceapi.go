@@ -1,7 +1,9 @@
 // Package serviceapi serves the DPS service (management) API: enrollments,
 // enrollment groups and registration states in Azure's data-plane shapes, and
 // the parts of the management plane Azure keeps in Resource Manager — CA
-// certificates, linked hubs, access policies, settings — in ARM's shapes.
+// certificates, linked hubs, access policies, settings — in ARM's shapes,
+// and dpsd's certificate issuance: issuing CAs and the certificates they
+// issued.
 //
 // Routes match case-insensitively and tolerate a trailing slash, because
 // Azure's SDKs differ (/enrollmentGroups vs /enrollmentgroups, /enrollments/).
