@@ -1,7 +1,7 @@
 // Package instance creates a dpsd instance on first start and keeps its
 // identity valid across restarts: the ID scope, the server CA, the server
-// certificate (reissued when host names are added or it nears expiry) and
-// the owner policy.
+// certificate (reissued when host names are added or it nears expiry), the
+// owner policy and the secret of the TPM challenges.
 package instance
 
 import (
@@ -42,7 +42,8 @@ func NewIDScope() string {
 
 // Ensure returns the store's instance, creating it on first start. It
 // reissues the server certificate when it does not cover hostNames or is
-// about to expire. created reports a first start.
+// about to expire, and gives an instance of an older version its TPM
+// challenge secret. created reports a first start.
 func Ensure(ctx context.Context, st store.Store, hostNames []string) (inst *store.Instance, created bool, err error) {
 	inst, err = st.Instance(ctx)
 	if errors.Is(err, store.ErrNotFound) {
@@ -68,6 +69,17 @@ func Ensure(ctx context.Context, st store.Store, hostNames []string) (inst *stor
 	} else if err != nil {
 		return nil, false, err
 	}
+	if len(inst.TPMChallengeSecret) == 0 {
+		// An instance made by a version without TPM attestation. The store
+		// keeps the first secret a node sets; every node reads that one.
+		inst.TPMChallengeSecret = newSecret()
+		if err := st.UpdateInstance(ctx, inst); err != nil {
+			return nil, false, fmt.Errorf("saving the TPM challenge secret: %w", err)
+		}
+		if inst, err = st.Instance(ctx); err != nil {
+			return nil, false, err
+		}
+	}
 	if needsReissue(inst, hostNames, time.Now()) {
 		if err := issueServerCert(inst, hostNames); err != nil {
 			return nil, false, err
@@ -77,6 +89,13 @@ func Ensure(ctx context.Context, st store.Store, hostNames []string) (inst *stor
 		}
 	}
 	return inst, created, nil
+}
+
+// newSecret returns a TPM challenge secret: 32 random bytes.
+func newSecret() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
 }
 
 func newInstance(hostNames []string) (*store.Instance, error) {
@@ -89,11 +108,12 @@ func newInstance(hostNames []string) (*store.Instance, error) {
 		return nil, err
 	}
 	inst := &store.Instance{
-		IDScope:          NewIDScope(),
-		CreatedAt:        time.Now().UTC(),
-		AllocationPolicy: dps.AllocationHashed,
-		ServerCACertPEM:  pki.EncodePEM(ca),
-		ServerCAKeyPEM:   keyPEM,
+		IDScope:            NewIDScope(),
+		CreatedAt:          time.Now().UTC(),
+		AllocationPolicy:   dps.AllocationHashed,
+		ServerCACertPEM:    pki.EncodePEM(ca),
+		ServerCAKeyPEM:     keyPEM,
+		TPMChallengeSecret: newSecret(),
 	}
 	return inst, issueServerCert(inst, hostNames)
 }

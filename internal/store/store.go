@@ -54,7 +54,8 @@ type Store interface {
 	// stored one, so that concurrent first starts agree on one instance.
 	InitInstance(ctx context.Context, inst *Instance) (*Instance, error)
 	// UpdateInstance replaces the instance's mutable fields (settings, server
-	// certificate); the ID scope and the CA never change.
+	// certificate) and sets the TPM challenge secret if none is stored; the
+	// ID scope, the CA and a stored TPM challenge secret never change.
 	UpdateInstance(ctx context.Context, inst *Instance) error
 
 	Policy(ctx context.Context, name string) (*Policy, error)
@@ -271,6 +272,11 @@ type Instance struct {
 	ServerKeyPEM  []byte
 	// Extra host names the server certificate was issued for.
 	HostNames []string
+	// TPMChallengeSecret (32 random bytes) derives the keys of the TPM
+	// challenges (internal/attest), so that every node of the instance
+	// verifies what any node issued. Set once: UpdateInstance keeps the
+	// stored one and sets it only when there is none.
+	TPMChallengeSecret []byte
 }
 
 // Policy is a shared access policy of the service API.

@@ -8,7 +8,7 @@
 // what it holds:
 //
 //	{"header":{"format":"dpsd-export","version":1,"idScope":"0ne...","counts":{...},...}}
-//	{"instance":{"idScope":...,"serverCaKeyPem":...}}      the ID scope, server CA and certificate, keys
+//	{"instance":{"idScope":...,"serverCaKeyPem":...}}      the ID scope, server CA and certificate, keys, TPM challenge secret
 //	{"policy":{...}}                                        shared access policies, with keys
 //	{"caCertificate":{...}}                                 CA certificates
 //	{"linkedHub":{...}}                                     linked IoT hubs, with connection strings and registry webhook secrets
@@ -22,9 +22,9 @@
 // Operations are not exported: they expire within a day, and a device that
 // polls one it started on the old database registers again.
 //
-// The export holds every secret of the instance (the server CA key, the
-// issuing CAs' keys, policy keys, enrollment keys, hub connection strings,
-// registry webhook secrets); keep it like a private key.
+// The export holds every secret of the instance (the server CA key, the TPM
+// challenge secret, the issuing CAs' keys, policy keys, enrollment keys, hub
+// connection strings, registry webhook secrets); keep it like a private key.
 package dump
 
 import (
@@ -111,6 +111,9 @@ type instance struct {
 	ServerCertPEM    string    `json:"serverCertPem,omitempty"`
 	ServerKeyPEM     string    `json:"serverKeyPem,omitempty"`
 	HostNames        []string  `json:"hostNames,omitempty"`
+	// TPMChallengeSecret is base64 in JSON; an export without it makes an
+	// instance that gets a new one at its first start.
+	TPMChallengeSecret []byte `json:"tpmChallengeSecret,omitempty"`
 }
 
 type policy struct {
@@ -286,6 +289,7 @@ func Export(ctx context.Context, st store.Store, w io.Writer, opts ExportOptions
 		IDScope: inst.IDScope, CreatedAt: inst.CreatedAt, AllocationPolicy: inst.AllocationPolicy,
 		ServerCACertPEM: string(inst.ServerCACertPEM), ServerCAKeyPEM: string(inst.ServerCAKeyPEM),
 		ServerCertPEM: string(inst.ServerCertPEM), ServerKeyPEM: string(inst.ServerKeyPEM), HostNames: inst.HostNames,
+		TPMChallengeSecret: inst.TPMChallengeSecret,
 	}}, nil); err != nil {
 		return nil, err
 	}
@@ -595,7 +599,8 @@ func importInstance(ctx context.Context, st store.Restorer, in *instance, force 
 	}
 	exp := &store.Instance{IDScope: in.IDScope, CreatedAt: in.CreatedAt, AllocationPolicy: in.AllocationPolicy,
 		ServerCACertPEM: []byte(in.ServerCACertPEM), ServerCAKeyPEM: []byte(in.ServerCAKeyPEM),
-		ServerCertPEM: bytesOrNil(in.ServerCertPEM), ServerKeyPEM: bytesOrNil(in.ServerKeyPEM), HostNames: in.HostNames}
+		ServerCertPEM: bytesOrNil(in.ServerCertPEM), ServerKeyPEM: bytesOrNil(in.ServerKeyPEM), HostNames: in.HostNames,
+		TPMChallengeSecret: in.TPMChallengeSecret}
 	cur, err := st.Instance(ctx)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -60,7 +60,7 @@ func instance(scope string) *store.Instance {
 		ServerCAKeyPEM:   []byte("-----BEGIN PRIVATE KEY-----\nCA KEY\n-----END PRIVATE KEY-----\n"),
 		ServerCertPEM:    []byte("-----BEGIN CERTIFICATE-----\nSERVER\n-----END CERTIFICATE-----\n"),
 		ServerKeyPEM:     []byte("-----BEGIN PRIVATE KEY-----\nSERVER KEY\n-----END PRIVATE KEY-----\n"),
-		HostNames:        []string{"dps.example.com"}}
+		HostNames:        []string{"dps.example.com"}, TPMChallengeSecret: []byte("TPM challenge secret")}
 }
 
 func caCert(t *testing.T) []byte {

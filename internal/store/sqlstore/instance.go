@@ -14,37 +14,40 @@ import (
 // here rather than taken from the Go field names, so renaming a field cannot
 // orphan stored data.
 type instanceDoc struct {
-	IDScope          string   `json:"idScope"`
-	AllocationPolicy string   `json:"allocationPolicy,omitempty"`
-	ServerCACertPEM  string   `json:"serverCaCertPem,omitempty"`
-	ServerCAKeyPEM   string   `json:"serverCaKeyPem,omitempty"`
-	ServerCertPEM    string   `json:"serverCertPem,omitempty"`
-	ServerKeyPEM     string   `json:"serverKeyPem,omitempty"`
-	HostNames        []string `json:"hostNames,omitempty"`
+	IDScope            string   `json:"idScope"`
+	AllocationPolicy   string   `json:"allocationPolicy,omitempty"`
+	ServerCACertPEM    string   `json:"serverCaCertPem,omitempty"`
+	ServerCAKeyPEM     string   `json:"serverCaKeyPem,omitempty"`
+	ServerCertPEM      string   `json:"serverCertPem,omitempty"`
+	ServerKeyPEM       string   `json:"serverKeyPem,omitempty"`
+	HostNames          []string `json:"hostNames,omitempty"`
+	TPMChallengeSecret []byte   `json:"tpmChallengeSecret,omitempty"` // base64 in JSON
 }
 
 func instanceToDoc(inst *store.Instance) instanceDoc {
 	return instanceDoc{
-		IDScope:          inst.IDScope,
-		AllocationPolicy: inst.AllocationPolicy,
-		ServerCACertPEM:  string(inst.ServerCACertPEM),
-		ServerCAKeyPEM:   string(inst.ServerCAKeyPEM),
-		ServerCertPEM:    string(inst.ServerCertPEM),
-		ServerKeyPEM:     string(inst.ServerKeyPEM),
-		HostNames:        inst.HostNames,
+		IDScope:            inst.IDScope,
+		AllocationPolicy:   inst.AllocationPolicy,
+		ServerCACertPEM:    string(inst.ServerCACertPEM),
+		ServerCAKeyPEM:     string(inst.ServerCAKeyPEM),
+		ServerCertPEM:      string(inst.ServerCertPEM),
+		ServerKeyPEM:       string(inst.ServerKeyPEM),
+		HostNames:          inst.HostNames,
+		TPMChallengeSecret: inst.TPMChallengeSecret,
 	}
 }
 
 func (d instanceDoc) instance(created int64) *store.Instance {
 	return &store.Instance{
-		IDScope:          d.IDScope,
-		CreatedAt:        fromNanos(created),
-		AllocationPolicy: d.AllocationPolicy,
-		ServerCACertPEM:  bytesOrNil(d.ServerCACertPEM),
-		ServerCAKeyPEM:   bytesOrNil(d.ServerCAKeyPEM),
-		ServerCertPEM:    bytesOrNil(d.ServerCertPEM),
-		ServerKeyPEM:     bytesOrNil(d.ServerKeyPEM),
-		HostNames:        d.HostNames,
+		IDScope:            d.IDScope,
+		CreatedAt:          fromNanos(created),
+		AllocationPolicy:   d.AllocationPolicy,
+		ServerCACertPEM:    bytesOrNil(d.ServerCACertPEM),
+		ServerCAKeyPEM:     bytesOrNil(d.ServerCAKeyPEM),
+		ServerCertPEM:      bytesOrNil(d.ServerCertPEM),
+		ServerKeyPEM:       bytesOrNil(d.ServerKeyPEM),
+		HostNames:          d.HostNames,
+		TPMChallengeSecret: d.TPMChallengeSecret,
 	}
 }
 
@@ -116,8 +119,9 @@ func (s *Store) InitInstance(ctx context.Context, inst *store.Instance) (*store.
 }
 
 // UpdateInstance replaces the instance's mutable fields: the allocation
-// policy, the server certificate and key, and the host names. The ID scope,
-// the creation time and the server CA are kept.
+// policy, the server certificate and key, and the host names; it sets the
+// TPM challenge secret when the stored instance has none. The ID scope, the
+// creation time, the server CA and a stored TPM challenge secret are kept.
 func (s *Store) UpdateInstance(ctx context.Context, inst *store.Instance) error {
 	return run0(ctx, s, write, func(ctx context.Context) error {
 		if inst == nil {
@@ -132,6 +136,9 @@ func (s *Store) UpdateInstance(ctx context.Context, inst *store.Instance) error 
 			cur.ServerCertPEM = inst.ServerCertPEM
 			cur.ServerKeyPEM = inst.ServerKeyPEM
 			cur.HostNames = inst.HostNames
+			if len(cur.TPMChallengeSecret) == 0 {
+				cur.TPMChallengeSecret = inst.TPMChallengeSecret
+			}
 			doc, err := json.Marshal(instanceToDoc(cur))
 			if err != nil {
 				return fmt.Errorf("instance: %w", err)

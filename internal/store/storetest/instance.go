@@ -15,14 +15,15 @@ import (
 // newInstance is an instance with every field set, distinct per scope.
 func newInstance(scope string) *store.Instance {
 	return &store.Instance{
-		IDScope:          scope,
-		CreatedAt:        time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC),
-		AllocationPolicy: dps.AllocationHashed,
-		ServerCACertPEM:  []byte("-----BEGIN CERTIFICATE-----\nCA " + scope + "\n-----END CERTIFICATE-----\n"),
-		ServerCAKeyPEM:   []byte("-----BEGIN PRIVATE KEY-----\nCA KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
-		ServerCertPEM:    []byte("-----BEGIN CERTIFICATE-----\nSERVER " + scope + "\n-----END CERTIFICATE-----\n"),
-		ServerKeyPEM:     []byte("-----BEGIN PRIVATE KEY-----\nSERVER KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
-		HostNames:        []string{"dps.example.com", "localhost"},
+		IDScope:            scope,
+		CreatedAt:          time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC),
+		AllocationPolicy:   dps.AllocationHashed,
+		ServerCACertPEM:    []byte("-----BEGIN CERTIFICATE-----\nCA " + scope + "\n-----END CERTIFICATE-----\n"),
+		ServerCAKeyPEM:     []byte("-----BEGIN PRIVATE KEY-----\nCA KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
+		ServerCertPEM:      []byte("-----BEGIN CERTIFICATE-----\nSERVER " + scope + "\n-----END CERTIFICATE-----\n"),
+		ServerKeyPEM:       []byte("-----BEGIN PRIVATE KEY-----\nSERVER KEY " + scope + "\n-----END PRIVATE KEY-----\n"),
+		HostNames:          []string{"dps.example.com", "localhost"},
+		TPMChallengeSecret: []byte("TPM challenge secret of " + scope),
 	}
 }
 
@@ -32,7 +33,7 @@ func sameInstance(t *testing.T, what string, got, want *store.Instance) {
 	if got.IDScope != want.IDScope || !got.CreatedAt.Equal(want.CreatedAt) || got.AllocationPolicy != want.AllocationPolicy ||
 		!bytes.Equal(got.ServerCACertPEM, want.ServerCACertPEM) || !bytes.Equal(got.ServerCAKeyPEM, want.ServerCAKeyPEM) ||
 		!bytes.Equal(got.ServerCertPEM, want.ServerCertPEM) || !bytes.Equal(got.ServerKeyPEM, want.ServerKeyPEM) ||
-		!slices.Equal(got.HostNames, want.HostNames) {
+		!slices.Equal(got.HostNames, want.HostNames) || !bytes.Equal(got.TPMChallengeSecret, want.TPMChallengeSecret) {
 		t.Fatalf("%s: got %+v, want %+v", what, got, want)
 	}
 }
@@ -104,7 +105,7 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		first := newInstance("0ne00000001")
 		_, err := s.InitInstance(bg(t), first)
 		must(t, err, "init")
-		upd := newInstance("0ne0000000X") // other scope, CA and creation time: ignored
+		upd := newInstance("0ne0000000X") // other scope, CA, creation time and TPM challenge secret: ignored
 		upd.CreatedAt = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 		upd.AllocationPolicy = dps.AllocationGeoLatency
 		upd.ServerCertPEM = []byte("new server cert")
@@ -118,6 +119,38 @@ func testInstance(t *testing.T, open func(*testing.T) store.Store) {
 		want.ServerKeyPEM = upd.ServerKeyPEM
 		want.HostNames = upd.HostNames
 		stored(t, s, "after update", want)
+	})
+
+	t.Run("update/sets the TPM challenge secret once", func(t *testing.T) {
+		s := open(t)
+		old := newInstance("0ne00000001")
+		old.TPMChallengeSecret = nil // an instance of a version without one
+		_, err := s.InitInstance(bg(t), old)
+		must(t, err, "init")
+		stored(t, s, "before update", old)
+		// Nodes starting together each offer a secret: one is kept, and
+		// every node reads that one back.
+		const n = 6
+		errs := make([]error, n)
+		testutil.Together(n, func(i int) {
+			upd := newInstance("0ne00000001")
+			upd.TPMChallengeSecret = fmt.Appendf(nil, "secret of node %d", i)
+			errs[i] = s.UpdateInstance(bg(t), upd)
+		})
+		for i := range n {
+			must(t, errs[i], "update")
+		}
+		got, err := s.Instance(bg(t))
+		must(t, err, "instance")
+		if !bytes.HasPrefix(got.TPMChallengeSecret, []byte("secret of node ")) {
+			t.Fatalf("TPM challenge secret %q after the updates, want one of theirs", got.TPMChallengeSecret)
+		}
+		upd := newInstance("0ne00000001")
+		upd.TPMChallengeSecret = []byte("a later secret")
+		must(t, s.UpdateInstance(bg(t), upd), "update")
+		want := newInstance("0ne00000001")
+		want.TPMChallengeSecret = got.TPMChallengeSecret
+		stored(t, s, "after a later update", want)
 	})
 
 	t.Run("update/before init is not found", func(t *testing.T) {
