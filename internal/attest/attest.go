@@ -1,8 +1,9 @@
 // Package attest decides who a device is: it checks the credentials a device
-// presents (a TLS client certificate chain, or a SAS token signed with a
-// symmetric key) against the enrollments, the CA certificates and the
-// certificates dpsd issued, in DPS's order of precedence, and explains every
-// refusal precisely enough to fix it.
+// presents (a TLS client certificate chain, a SAS token signed with a
+// symmetric key, or a TPM's endorsement key and then a SAS token signed in
+// the TPM) against the enrollments, the CA certificates and the certificates
+// dpsd issued, in DPS's order of precedence, and explains every refusal
+// precisely enough to fix it.
 //
 // A refusal is a *dpserr.Error with status 401 and errorCode 401002. A match
 // whose enrollment is disabled is not an error: the Identity says so, and the
@@ -28,7 +29,7 @@ type Credentials struct {
 
 // Identity is the enrollment a device authenticated against.
 type Identity struct {
-	Mechanism  string // dps.AttestationX509 or dps.AttestationSymmetricKey
+	Mechanism  string // dps.AttestationX509, dps.AttestationSymmetricKey or dps.AttestationTPM
 	Individual *dps.IndividualEnrollment
 	Group      *dps.EnrollmentGroup
 	// Leaf describes the device certificate (X.509 only).
@@ -36,9 +37,10 @@ type Identity struct {
 	// Signer describes the group's certificate the chain reached (X.509 groups).
 	Signer *dps.X509CertificateInfo
 	// HubKey (TPM only) is the base64 symmetric key the device receives,
-	// encrypted to its TPM, to authenticate to its IoT hub; the hub's
-	// device identity is created with it.
-	HubKey string
+	// encrypted to its TPM (HubKeyBlob), to authenticate to its IoT hub;
+	// the hub's device identity is created with it, and with
+	// HubSecondaryKey, which no one receives. IssueTPMHubKey sets them.
+	HubKey, HubSecondaryKey, HubKeyBlob string
 	// Issued (X.509 only) says that the device presented a certificate
 	// dpsd issued it (issued.go): the hub knows the device by that
 	// certificate's thumbprint.

@@ -12,8 +12,10 @@ import (
 
 // SymmetricKey authenticates a device by a SAS token. The signature is
 // checked over sr exactly as sent (clients encode it three ways). The
-// individual enrollment of the registration ID comes first; otherwise the
-// token must be signed with a key derived from a symmetric-key group's key.
+// individual enrollment of the registration ID comes first (a TPM
+// enrollment's device signs with the key of its TPM challenge, tpm.go);
+// otherwise the token must be signed with a key derived from a
+// symmetric-key group's key.
 // hintGroup, when not empty, is tried first (the group of the device's last
 // registration), sparing a scan of every group.
 func (a *Attestor) SymmetricKey(ctx context.Context, idScope, registrationID, token, hintGroup string) (*Identity, error) {
@@ -30,6 +32,8 @@ func (a *Attestor) SymmetricKey(ctx context.Context, idScope, registrationID, to
 	}
 	e, err := a.Store.Enrollment(ctx, registrationID)
 	switch {
+	case err == nil && e.Attestation != nil && e.Attestation.Type == dps.AttestationTPM:
+		return a.tpmSAS(ctx, registrationID, e, tok)
 	case err == nil:
 		return individualSAS(e, tok)
 	case !errors.Is(err, store.ErrNotFound):

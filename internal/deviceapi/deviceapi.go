@@ -121,6 +121,11 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, segs []string) er
 	if err != nil {
 		return err
 	}
+	if ans.Challenge != nil {
+		// A TPM device's first register: the challenge is the whole body.
+		httpx.WriteJSON(w, ans.Status, ans.Challenge)
+		return nil
+	}
 	if a.Endpoint != nil {
 		w.Header().Set("Location", "https://"+a.Endpoint()+"/"+url.PathEscape(segs[0])+"/registrations/"+url.PathEscape(segs[2])+"/register")
 	}

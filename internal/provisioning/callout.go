@@ -235,12 +235,12 @@ func deviceAuth(id *attest.Identity, registrationID string) (hub.Authentication,
 		return hub.SelfSignedAuth(prints[0], prints[1]), nil
 	case dps.AttestationTPM:
 		// A TPM device authenticates to its hub with the key the TPM flow
-		// delivers to it (registrationState.tpm.authenticationKey); that
-		// flow puts it in the identity.
-		if id.HubKey == "" {
+		// delivers to it (registrationState.tpm.authenticationKey); the
+		// secondary key, which IoT Hub requires, is delivered to no one.
+		if id.HubKey == "" || id.HubSecondaryKey == "" {
 			return hub.Authentication{}, errors.New("a TPM device has no hub key")
 		}
-		return hub.SASAuth(id.HubKey, id.HubKey), nil
+		return hub.SASAuth(id.HubKey, id.HubSecondaryKey), nil
 	}
 	return hub.Authentication{}, fmt.Errorf("attestation %q has no hub identity", id.Mechanism)
 }

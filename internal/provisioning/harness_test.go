@@ -260,8 +260,14 @@ func (h *harness) register(t testing.TB, c provtest.Cred, id string) *response {
 
 func (h *harness) registerIn(t testing.TB, c provtest.Cred, scope, id string) *response {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"registrationId": id})
-	return h.do(t, c, http.MethodPut, regPath(scope, id)+"/register", nil, body)
+	return h.do(t, c, http.MethodPut, regPath(scope, id)+"/register", nil, deviceBody(id, c))
+}
+
+// deviceBody is the body of a register or lookup: the registration ID, and
+// a TPM device's keys.
+func deviceBody(id string, c provtest.Cred) []byte {
+	body, _ := json.Marshal(dps.DeviceRegistration{RegistrationID: id, TPM: c.TPM})
+	return body
 }
 
 // registerBody sends PUT .../register with body (nil: {"registrationId": id}).
@@ -280,8 +286,7 @@ func (h *harness) poll(t testing.TB, c provtest.Cred, id, opID string) *response
 
 func (h *harness) lookup(t testing.TB, c provtest.Cred, id string) *response {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"registrationId": id})
-	return h.do(t, c, http.MethodPost, regPath(h.Scope, id), nil, body)
+	return h.do(t, c, http.MethodPost, regPath(h.Scope, id), nil, deviceBody(id, c))
 }
 
 // must fails the test on a transport error (a timeout means a hang).

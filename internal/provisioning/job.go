@@ -55,8 +55,11 @@ type job struct {
 	Group      *dps.EnrollmentGroup      `json:"enrollmentGroup,omitempty"`
 	Leaf       *dps.X509CertificateInfo  `json:"certificateInfo,omitempty"`
 	Signer     *dps.X509CertificateInfo  `json:"signingCertificateInfo,omitempty"`
-	HubKey     string                    `json:"hubKey,omitempty"`
 	Issued     bool                      `json:"issuedCertificate,omitempty"`
+	// A TPM device's hub keys, and the blob that delivers the primary.
+	HubKey          string `json:"hubKey,omitempty"`
+	HubSecondaryKey string `json:"hubSecondaryKey,omitempty"`
+	HubKeyBlob      string `json:"hubKeyBlob,omitempty"`
 	// The certificate request the device sent (issue.go), as it sent it.
 	CSR       string `json:"csr,omitempty"`
 	ClientCSR string `json:"clientCertificateCsr,omitempty"`
@@ -64,8 +67,8 @@ type job struct {
 
 func newJob(req *Request, id *attest.Identity, started time.Time) *job {
 	j := &job{RegistrationID: req.RegistrationID, Transport: req.Transport, TrackingID: req.TrackingID, APIVersion: req.APIVersion,
-		Started: started, Mechanism: id.Mechanism, Individual: id.Individual, Group: id.Group, Leaf: id.Leaf, Signer: id.Signer, HubKey: id.HubKey,
-		Issued: id.Issued}
+		Started: started, Mechanism: id.Mechanism, Individual: id.Individual, Group: id.Group, Leaf: id.Leaf, Signer: id.Signer,
+		HubKey: id.HubKey, HubSecondaryKey: id.HubSecondaryKey, HubKeyBlob: id.HubKeyBlob, Issued: id.Issued}
 	if req.Body != nil {
 		j.Payload, j.CSR, j.ClientCSR = req.Body.Payload, req.Body.CSR, req.Body.ClientCertificateCSR
 	}
@@ -81,7 +84,8 @@ func (j *job) request() *Request {
 }
 
 func (j *job) identity() *attest.Identity {
-	return &attest.Identity{Mechanism: j.Mechanism, Individual: j.Individual, Group: j.Group, Leaf: j.Leaf, Signer: j.Signer, HubKey: j.HubKey, Issued: j.Issued}
+	return &attest.Identity{Mechanism: j.Mechanism, Individual: j.Individual, Group: j.Group, Leaf: j.Leaf, Signer: j.Signer,
+		HubKey: j.HubKey, HubSecondaryKey: j.HubSecondaryKey, HubKeyBlob: j.HubKeyBlob, Issued: j.Issued}
 }
 
 // seed is what the register request read before it started the job, so

@@ -113,6 +113,9 @@ type Answer struct {
 	Status     int
 	RetryAfter int
 	Body       *dps.RegistrationOperationStatus
+	// Challenge, instead of Body, answers a TPM device's first register
+	// (Status 401; HTTPS only).
+	Challenge *attest.Challenge
 }
 
 const saveAttempts = 8
@@ -130,12 +133,20 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (_ *Answer, err er
 	start := p.now()
 	var rec record
 	var csr *issuance.CSR
-	id, err := p.admit(ctx, &req, &rec, func(b *dps.DeviceRegistration) (err error) {
+	id, err := p.admit(ctx, &req, &rec, OpRegister, func(b *dps.DeviceRegistration) (err error) {
 		csr, err = issuance.FromBody(b, req.RegistrationID)
 		return err
 	})
+	if ch := (*attest.Challenge)(nil); errors.As(err, &ch) {
+		return &Answer{Status: http.StatusUnauthorized, Challenge: ch}, nil
+	}
 	if err != nil {
 		return nil, err
+	}
+	if id.Mechanism == dps.AttestationTPM && !id.Disabled() {
+		if err := p.Attest.IssueTPMHubKey(id, tpmKeys(req.Body)); err != nil {
+			return nil, p.refuse(&req, err)
+		}
 	}
 	var op *store.Operation
 	var cert *certificateRequest
@@ -167,7 +178,7 @@ func (p *Pipeline) Register(ctx context.Context, req Request) (_ *Answer, err er
 // OperationStatus answers a poll: 202 while assigning, 200 when terminal.
 func (p *Pipeline) OperationStatus(ctx context.Context, req Request, operationID string) (_ *Answer, err error) {
 	defer p.journal(&req, OpPoll, &err)
-	if _, err := p.admit(ctx, &req, &record{}, nil); err != nil {
+	if _, err := p.admit(ctx, &req, &record{}, OpPoll, nil); err != nil {
 		return nil, err
 	}
 	op, err := p.Store.Operation(ctx, operationID)
@@ -197,7 +208,7 @@ func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (_ *dps.
 		return nil, dpserr.BadRequest("a status lookup must not carry a csr; send it with the register request")
 	}
 	var rec record
-	if _, err := p.admit(ctx, &req, &rec, nil); err != nil {
+	if _, err := p.admit(ctx, &req, &rec, OpLookup, nil); err != nil {
 		return nil, err
 	}
 	reg, err := p.load(ctx, &rec, req.RegistrationID)
@@ -253,8 +264,10 @@ func (p *Pipeline) load(ctx context.Context, r *record, registrationID string) (
 //     the operation has no rule of its own);
 //  3. credentials: who the device is (identify).
 //
-// rec caches the device's registration record for the steps that follow.
-func (p *Pipeline) admit(ctx context.Context, req *Request, rec *record, shape func(*dps.DeviceRegistration) error) (*attest.Identity, error) {
+// A TPM device's first register is neither admitted nor refused: the
+// error is its *attest.Challenge. rec caches the device's registration
+// record for the steps that follow; op is the operation (OpRegister...).
+func (p *Pipeline) admit(ctx context.Context, req *Request, rec *record, op string, shape func(*dps.DeviceRegistration) error) (*attest.Identity, error) {
 	if err := p.checkAddressing(req); err != nil {
 		return nil, p.refuse(req, err)
 	}
@@ -263,7 +276,10 @@ func (p *Pipeline) admit(ctx context.Context, req *Request, rec *record, shape f
 			return nil, p.refuse(req, err)
 		}
 	}
-	id, err := p.identify(ctx, req, rec)
+	id, err := p.identify(ctx, req, rec, op)
+	if ch := (*attest.Challenge)(nil); errors.As(err, &ch) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, p.refuse(req, err)
 	}
@@ -290,10 +306,19 @@ func (p *Pipeline) checkAddressing(req *Request) error {
 }
 
 // identify authenticates the device by the credentials it presented: a SAS
-// token means a symmetric key, a TLS client chain X.509, and an endorsement
-// key in the body TPM, which this version does not support.
-func (p *Pipeline) identify(ctx context.Context, req *Request, rec *record) (*attest.Identity, error) {
+// token means a symmetric key (or the key of a TPM challenge, when the
+// registration ID's enrollment is a TPM's), a TLS client chain X.509, and
+// an endorsement key in the body without either a TPM's first register,
+// answered with its challenge (register only).
+func (p *Pipeline) identify(ctx context.Context, req *Request, rec *record, op string) (*attest.Identity, error) {
 	c := req.Credentials
+	keys := tpmKeys(req.Body)
+	overMQTT := strings.HasPrefix(req.Transport, "mqtt")
+	if keys != nil && overMQTT {
+		return nil, errTPMOverMQTT
+	}
+	var id *attest.Identity
+	var err error
 	switch {
 	case c.SAS != "":
 		// The group of the device's last registration is tried first.
@@ -301,13 +326,37 @@ func (p *Pipeline) identify(ctx context.Context, req *Request, rec *record) (*at
 		if reg, err := p.load(ctx, rec, req.RegistrationID); err == nil && reg != nil {
 			hint = reg.EnrollmentGroupID
 		}
-		return attested(p.Attest.SymmetricKey(ctx, req.IDScope, req.RegistrationID, c.SAS, hint))
+		id, err = attested(p.Attest.SymmetricKey(ctx, req.IDScope, req.RegistrationID, c.SAS, hint))
 	case len(c.Certificates) > 0:
-		return attested(p.Attest.X509(ctx, req.RegistrationID, c.Certificates))
-	case req.Body != nil && req.Body.TPM != nil:
-		return nil, dpserr.Unauthorized("TPM attestation is not supported by this dpsd version; enroll the device with an X.509 certificate or a symmetric key")
+		id, err = attested(p.Attest.X509(ctx, req.RegistrationID, c.Certificates))
+	case keys != nil:
+		err := p.Attest.TPMChallenge(ctx, req.RegistrationID, keys)
+		if ch := (*attest.Challenge)(nil); errors.As(err, &ch) {
+			if op != OpRegister {
+				// Only a status lookup has a body and no token here.
+				return nil, dpserr.Unauthorized("a TPM device's status lookup must carry a SAS token signed with the key of its TPM challenge: send the register first")
+			}
+			return nil, ch
+		}
+		return nil, dpserr.FromStore(err, dpserr.NoRecord, "")
+	default:
+		return nil, dpserr.Unauthorized("no credentials: present the device certificate (and its chain) in the TLS handshake for X.509, send an Authorization SAS token for a symmetric key, or send the TPM's endorsement and storage root keys in the register body for TPM attestation")
 	}
-	return nil, dpserr.Unauthorized("no credentials: present the device certificate (and its chain) in the TLS handshake for X.509, or send an Authorization SAS token for a symmetric key")
+	if err == nil && id.Mechanism == dps.AttestationTPM && overMQTT {
+		return nil, errTPMOverMQTT
+	}
+	return id, err
+}
+
+// errTPMOverMQTT refuses TPM attestation over MQTT.
+var errTPMOverMQTT = dpserr.Unauthorized("TPM attestation is not offered over MQTT: Azure DPS does not offer it over MQTT either (only over HTTPS and AMQP); register this device over HTTPS")
+
+// tpmKeys are the TPM keys of a register body, or nil.
+func tpmKeys(b *dps.DeviceRegistration) *dps.TPMAttestation {
+	if b == nil || b.TPM == nil || b.TPM.EndorsementKey == "" && b.TPM.StorageRootKey == "" {
+		return nil
+	}
+	return b.TPM
 }
 
 // disabled records the terminal "disabled" outcome of an operation. The
@@ -403,6 +452,10 @@ func setAttestation(res *dps.DeviceRegistrationResult, id *attest.Identity) {
 	case dps.AttestationSymmetricKey:
 		if id.Group != nil {
 			res.SymmetricKey = &dps.SymmetricKeyRegistrationResult{EnrollmentGroupID: id.GroupID()}
+		}
+	case dps.AttestationTPM:
+		if id.HubKeyBlob != "" {
+			res.TPM = &dps.TPMRegistrationResult{AuthenticationKey: id.HubKeyBlob}
 		}
 	}
 }

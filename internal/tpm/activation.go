@@ -38,7 +38,8 @@ func NewKey() []byte {
 // which is the authenticationKey of the TPM challenge and of the
 // registration state. ek and srk must be the RSA-2048 storage keys the
 // device reported (AES-128-CFB, SHA-256 names); every other key is refused
-// with an error wrapping ErrUnsupported that says why.
+// with an error wrapping ErrUnsupported (or ErrMalformed: an RSA key nothing
+// can be encrypted to) that says why.
 func ActivationBlob(ek, srk *Public, key []byte) ([]byte, error) {
 	if err := checkStorageKey("endorsement key", ek); err != nil {
 		return nil, err
@@ -57,9 +58,11 @@ func ActivationBlob(ek, srk *Public, key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("naming the HMAC key: %w", err)
 	}
+	// What can fail below is encrypting to a public key that is not a valid
+	// RSA key (an even modulus...): the device sent a malformed key.
 	dup, seed, err := duplicate(srk, name.Buffer, inner, sensitive)
 	if err != nil {
-		return nil, fmt.Errorf("wrapping the key to the storage root key: %w", err)
+		return nil, fmt.Errorf("%w: wrapping the key to the storage root key: %v", ErrMalformed, err)
 	}
 	ekKey, err := tpm2.ImportEncapsulationKey(ek.pub)
 	if err != nil {
@@ -67,7 +70,7 @@ func ActivationBlob(ek, srk *Public, key []byte) ([]byte, error) {
 	}
 	idObject, secret, err := tpm2.CreateCredential(rand.Reader, ekKey, srk.name, inner)
 	if err != nil {
-		return nil, fmt.Errorf("making the credential for the endorsement key: %w", err)
+		return nil, fmt.Errorf("%w: making the credential for the endorsement key: %v", ErrMalformed, err)
 	}
 	var blob []byte
 	for _, item := range [][]byte{idObject, secret, dup, seed, tpm2.Marshal(pub)} {

@@ -175,6 +175,8 @@ func TestActivationBlobRefusesKeys(t *testing.T) {
 		{"SRK without symmetric algorithm", ek, mustParse(t, rsaKey(noSym, 1)), tpm.NewKey(), "not AES-128-CFB", tpm.ErrUnsupported},
 		{"SHA-384 EK", mustParse(t, rsaKey(sha384, 1)), srk, tpm.NewKey(), "not SHA-256", tpm.ErrUnsupported},
 		{"no SRK", ek, nil, tpm.NewKey(), "no storage root key", tpm.ErrUnsupported},
+		{"SRK modulus even", ek, mustParse(t, rsaKey(clienttpm.SRKTemplate(), 0xa6)), tpm.NewKey(), "wrapping the key to the storage root key", tpm.ErrMalformed},
+		{"EK modulus even", mustParse(t, rsaKey(clienttpm.EKTemplate(), 0xa6)), srk, tpm.NewKey(), "making the credential for the endorsement key", tpm.ErrMalformed},
 		{"short key", ek, srk, make([]byte, tpm.MinKeySize-1), "give 16 to 64", nil},
 		{"long key", ek, srk, make([]byte, tpm.MaxKeySize+1), "give 16 to 64", nil},
 	}

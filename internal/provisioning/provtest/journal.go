@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/pki"
@@ -91,6 +92,8 @@ func checkEntry(t *testing.T, name string, tc Refusal, e *store.Refusal) {
 		want = "SAS token"
 	case tc.Cred.SAS != "":
 		want = "not a SAS token"
+	case tc.Cred.TPM != nil:
+		want = "a TPM endorsement key in the body"
 	default:
 		want = "no credentials"
 	}
@@ -102,11 +105,16 @@ func checkEntry(t *testing.T, name string, tc Refusal, e *store.Refusal) {
 // Secrets are the secrets of an instance set up by Refusals, as they could
 // leak: the symmetric keys of its enrollments and groups (base64), the keys
 // derived from each group key for the table's devices, the signatures of the
-// table's SAS tokens (as sent and decoded), and the devices' private keys
-// (the base64 of their PKCS #8 DER).
+// table's SAS tokens (as sent and decoded), the devices' private keys
+// (the base64 of their PKCS #8 DER), the instance's TPM challenge secret
+// and the keys of the challenges of its TPM enrollments.
 func Secrets(t *testing.T, in Instance, table map[string]Refusal) []string {
 	t.Helper()
-	var keys []string
+	inst, err := in.Store.Instance(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{base64.StdEncoding.EncodeToString(inst.TPMChallengeSecret)}
 	addKey := func(a *dps.AttestationMechanism) {
 		if a != nil && a.SymmetricKey != nil {
 			keys = append(keys, a.SymmetricKey.PrimaryKey, a.SymmetricKey.SecondaryKey)
@@ -114,6 +122,11 @@ func Secrets(t *testing.T, in Instance, table map[string]Refusal) []string {
 	}
 	for _, e := range testutil.All(t, in.Store.Enrollments) {
 		addKey(e.Attestation)
+		if a := e.Attestation; a.TPM != nil {
+			if ek, err := base64.StdEncoding.DecodeString(a.TPM.EndorsementKey); err == nil {
+				keys = append(keys, base64.StdEncoding.EncodeToString(in.TPMChallengeKey(e.RegistrationID, ek, time.Now())))
+			}
+		}
 	}
 	for _, g := range testutil.All(t, in.Store.Groups) {
 		addKey(g.Attestation)

@@ -33,11 +33,14 @@ const (
 
 // Cred is what a device authenticates with: a TLS client certificate (its
 // key and the chain it presents, leaf first), a SAS token (the HTTPS
-// Authorization header, the MQTT CONNECT password), both or neither. The
-// pipeline sees it as attest.Credentials.
+// Authorization header, the MQTT CONNECT password), both or neither; and a
+// TPM device's keys, which it sends in the body of its register (and status
+// lookup) requests. The pipeline sees them as attest.Credentials and the
+// body's tpm.
 type Cred struct {
 	Cert *tls.Certificate
 	SAS  string
+	TPM  *dps.TPMAttestation
 }
 
 // Instance is a dpsd instance under test: its store and the ID scope its

@@ -6,9 +6,12 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-tpm/tpm2"
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/dpserr"
@@ -63,6 +66,12 @@ func Refused(reason string) Outcome {
 // registrationState.
 func Disabled(reason string) Outcome {
 	return Outcome{Status: http.StatusAccepted, ErrorCode: dpserr.CodeUnauthorized, Reason: reason, Terminal: dps.StatusDisabled}
+}
+
+// Polled reports whether a poll presents the case's credentials: not when
+// they are only a TPM's keys, which travel in a body a poll does not have.
+func (r Refusal) Polled() bool {
+	return r.Cred.Cert != nil || r.Cred.SAS != "" || r.Cred.TPM == nil
 }
 
 // Skip skips the test when the case cannot apply to transport, saying why.
@@ -189,6 +198,26 @@ func Refusals(in Instance) map[string]Refusal {
 	hour := now.Add(time.Hour)
 	s := in.Scope
 
+	// TPMs: two enrolled, one disabled, one with an ECC endorsement key
+	// (which the activation cannot use), one unknown.
+	tpmA, tpmB, tpmOff, tpmUnknown := NewTPM(0x11), NewTPM(0x22), NewTPM(0x33), NewTPM(0x44)
+	in.PutIndividual(TPMIndividual("tpm-dev", tpmA.EK))
+	in.PutIndividual(TPMIndividual("tpm-dev-b", tpmB.EK))
+	tpmDisabled := TPMIndividual("tpm-disabled", tpmOff.EK)
+	tpmDisabled.ProvisioningStatus = dps.ProvisioningDisabled
+	in.PutIndividual(tpmDisabled)
+	eccEK := tpm2.ECCEKTemplate
+	eccEK.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{X: tpm2.TPM2BECCParameter{Buffer: make([]byte, 32)}, Y: tpm2.TPM2BECCParameter{Buffer: make([]byte, 32)}})
+	tpmECC := TPM{EK: tpm2.Marshal(tpm2.New2B(eccEK)), SRK: tpmA.SRK}
+	in.PutIndividual(TPMIndividual("tpm-ecc", tpmECC.EK))
+	tpmSAS := in.TPMToken("tpm-dev", tpmA.EK, now, hour)
+	tampered := strings.Replace(tpmSAS, "&se="+strconv.FormatInt(hour.Unix(), 10), "&se="+strconv.FormatInt(hour.Unix()+1, 10), 1)
+	onlyEK := &dps.TPMAttestation{EndorsementKey: tpmA.Keys().EndorsementKey}
+	notSigned := `the SAS token is not signed with the key of a TPM challenge issued to registration "tpm-dev" in the last 2h0m0s`
+	httpsOnly := map[string]string{"mqtt": "TPM attestation is HTTPS only (fail/tpm-*-over-mqtt)", "mqtt-ws": "TPM attestation is HTTPS only (fail/tpm-*-over-mqtt)"}
+	overMQTT := map[string]string{"https": "an MQTT case"}
+	const mqttRefusal = "TPM attestation is not offered over MQTT: Azure DPS does not offer it over MQTT either"
+
 	return map[string]Refusal{
 		// X.509: the leaf itself.
 		"fail/expired-leaf": {RegistrationID: "dev-expired", Cred: leafOf(interA, "dev-expired", pki.Options{NotBefore: now.Add(-72 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}, interA.Cert),
@@ -292,6 +321,36 @@ func Refusals(in Instance) map[string]Refusal {
 			Want: Refused("malformed SAS token: SAS token se 9223372036854775807 is after the year 9999")},
 		"fail/sas-malformed-se": {RegistrationID: "sym-dev", Cred: Cred{SAS: "SharedAccessSignature sr=" + SRLower(s, "sym-dev") + "&sig=abcd&se=tomorrow"},
 			Want: Refused(`malformed SAS token: SAS token se "tomorrow" is not a Unix time`)},
+		// TPM.
+		"fail/tpm-unknown-registration-id": {RegistrationID: "tpm-unknown", Cred: Cred{TPM: tpmUnknown.Keys()}, NotOver: httpsOnly,
+			Want: Outcome{Status: http.StatusNotFound, ErrorCode: dpserr.CodeEnrollmentNotFound,
+				Reason: `no individual enrollment for registration ID "tpm-unknown" (this TPM's default registration ID, derived from its endorsement key, is "` + tpmUnknown.RegistrationID() + `")`}},
+		"fail/tpm-endorsement-key-mismatch": {RegistrationID: "tpm-dev", Cred: Cred{TPM: tpmB.Keys()}, NotOver: httpsOnly,
+			Want: Refused(`the endorsement key the device sent is not the one of individual enrollment "tpm-dev": the device's TPM has default registration ID "` + tpmB.RegistrationID() + `"`)},
+		"fail/tpm-keys-for-x509-enrollment": {RegistrationID: "dev-x509-only", Cred: Cred{TPM: tpmA.Keys()}, NotOver: httpsOnly,
+			Want: Refused(`individual enrollment "dev-x509-only" uses x509 attestation, but the device sent a TPM endorsement key`)},
+		"fail/tpm-endorsement-key-malformed": {RegistrationID: "tpm-dev", Cred: Cred{TPM: &dps.TPMAttestation{EndorsementKey: "AAECAw==", StorageRootKey: tpmA.Keys().StorageRootKey}}, NotOver: httpsOnly,
+			Want: Outcome{Status: http.StatusBadRequest, ErrorCode: dpserr.CodeInvalidArgument, Reason: "tpm.endorsementKey: malformed TPM public key"}},
+		"fail/tpm-without-storage-root-key": {RegistrationID: "tpm-dev", Cred: Cred{TPM: onlyEK}, NotOver: httpsOnly,
+			Want: Outcome{Status: http.StatusBadRequest, ErrorCode: dpserr.CodeInvalidArgument, Reason: "tpm.storageRootKey is missing"}},
+		"fail/tpm-ecc-endorsement-key": {RegistrationID: "tpm-ecc", Cred: Cred{TPM: tpmECC.Keys()}, NotOver: httpsOnly,
+			Want: Outcome{Status: http.StatusBadRequest, ErrorCode: dpserr.CodeInvalidArgument, Reason: "the endorsement key is an ECC-NIST-P256 key; TPM attestation needs an RSA-2048 key"}},
+		"fail/tpm-sas-tampered": {RegistrationID: "tpm-dev", Cred: Cred{SAS: tampered, TPM: tpmA.Keys()}, NotOver: httpsOnly,
+			Want: Refused(notSigned)},
+		"fail/tpm-sas-another-devices-challenge-key": {RegistrationID: "tpm-dev", Cred: Cred{SAS: Token(SRUpper(s, "tpm-dev"), in.TPMChallengeKey("tpm-dev-b", tpmB.EK, now), hour, "registration"), TPM: tpmA.Keys()}, NotOver: httpsOnly,
+			Want: Refused(notSigned)},
+		"fail/tpm-sas-without-challenge": {RegistrationID: "tpm-dev", Cred: Cred{SAS: Token(SRUpper(s, "tpm-dev"), otherKey, hour, "registration"), TPM: tpmA.Keys()}, NotOver: httpsOnly,
+			Want: Refused(notSigned)},
+		"fail/tpm-challenge-expired": {RegistrationID: "tpm-dev", Cred: Cred{SAS: in.TPMToken("tpm-dev", tpmA.EK, now.Add(-3*time.Hour), hour), TPM: tpmA.Keys()}, NotOver: httpsOnly,
+			Want: Refused(`the SAS token is signed with the key of a TPM challenge issued to registration "tpm-dev" between`)},
+		"fail/tpm-sas-expired": {RegistrationID: "tpm-dev", Cred: Cred{SAS: in.TPMToken("tpm-dev", tpmA.EK, now, now.Add(-time.Minute)), TPM: tpmA.Keys()}, NotOver: httpsOnly,
+			Want: Refused("the SAS token expired at")},
+		"fail/tpm-keys-over-mqtt": {RegistrationID: "tpm-dev", Cred: Cred{TPM: tpmA.Keys()}, NotOver: overMQTT,
+			Want: Refused(mqttRefusal)},
+		"fail/tpm-sas-over-mqtt": {RegistrationID: "tpm-dev-b", Cred: Cred{SAS: in.TPMToken("tpm-dev-b", tpmB.EK, now, hour)}, NotOver: overMQTT,
+			Want: Refused(mqttRefusal)},
+		"disabled/tpm-individual": {RegistrationID: "tpm-disabled", Cred: Cred{SAS: in.TPMToken("tpm-disabled", tpmOff.EK, now, hour), TPM: tpmOff.Keys()}, NotOver: httpsOnly,
+			Want: Disabled(`enrollment "tpm-disabled" is disabled`)},
 		"fail/unknown-id-scope": {RegistrationID: "sym-dev", Scope: "0ne99999999", Cred: Cred{SAS: Token(SRLower("0ne99999999", "sym-dev"), symPK, hour, "registration")},
 			Want: Refused(`ID scope "0ne99999999" is not served here; this dpsd instance's ID scope is ` + s)},
 	}
