@@ -3,11 +3,14 @@ package tpm_test
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/base64"
-	"net/http/httptest"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,47 +19,64 @@ import (
 
 	"github.com/dpsd/dpsd/client"
 	clienttpm "github.com/dpsd/dpsd/client/tpm"
+	"github.com/dpsd/dpsd/internal/hub"
+	"github.com/dpsd/dpsd/internal/hub/hubtest"
+	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/sas"
+	"github.com/dpsd/dpsd/internal/server"
+	"github.com/dpsd/dpsd/internal/server/servertest"
+	"github.com/dpsd/dpsd/internal/store"
 	"github.com/dpsd/dpsd/internal/tpm"
-	"github.com/dpsd/dpsd/internal/tpm/tpmtest"
 	"github.com/dpsd/dpsd/internal/tpmsim"
 )
 
-const scope = "0ne00111111"
-
-func fakeDPS(t *testing.T, f *tpmtest.FakeDPS) (endpoint string, roots *x509.CertPool) {
-	t.Helper()
-	srv := httptest.NewTLSServer(f)
-	t.Cleanup(srv.Close)
-	roots = x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	return srv.Listener.Addr().String(), roots
+// dpsd is a dpsd server in-process, in strict mode or not, with a linked IoT
+// hub double whose registry creates the devices it assigns.
+type dpsd struct {
+	*servertest.Server
+	in  provtest.Instance
+	hub *hubtest.IoTHub
 }
 
-// registerAndCheck runs the whole TPM flow against the fake service and
-// checks that the TPM ends up signing with the hub key the service sent.
-func registerAndCheck(t *testing.T, dev *clienttpm.Device, f *tpmtest.FakeDPS) {
+func startDPSD(t *testing.T, strict bool) *dpsd {
 	t.Helper()
-	endpoint, roots := fakeDPS(t, f)
+	ca := hubtest.NewCA(t)
+	srv := servertest.Start(t, server.Config{AzureStrict: strict, RetryAfter: 1, OutboundCAFile: ca.File(t)})
+	d := &dpsd{Server: srv, in: provtest.Instance{T: t, Store: srv.Store(), Scope: srv.State.IDScope},
+		hub: hubtest.NewIoTHub(t, hubtest.IoTHubOptions{Options: hubtest.Options{CA: ca}})}
+	if _, err := srv.Store().PutLinkedHub(t.Context(), &store.LinkedHub{Name: d.hub.HostName, ConnectionString: d.hub.ConnectionString(),
+		AllocationWeight: 1, ApplyAllocationPolicy: true, DeviceRegistry: string(hub.KindAzureIoTHub)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// registerAndCheck enrolls the TPM's endorsement key under its default
+// registration ID, runs the whole TPM flow against dpsd, and checks that
+// the TPM signs with the key of the device's identity in the hub.
+func registerAndCheck(t *testing.T, dev *clienttpm.Device, d *dpsd) {
+	t.Helper()
+	ek, err := dev.EndorsementKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	regID, err := dev.RegistrationID()
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.in.PutIndividual(provtest.TPMIndividual(regID, ek))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := client.Register(ctx, client.Config{Endpoint: endpoint, IDScope: scope, RegistrationID: regID, TPM: dev, RootCAs: roots})
+	st, err := client.Register(ctx, client.Config{Endpoint: d.DeviceAddr, IDScope: d.in.Scope, RegistrationID: regID, TPM: dev, RootCAs: d.Roots})
 	if err != nil {
-		t.Fatalf("Register: %v (service saw: %q)", err, f.Problems())
+		t.Fatalf("Register: %v", err)
 	}
-	if st.Status != "assigned" || st.AssignedHub != tpmtest.Hub || st.DeviceID != regID {
+	if st.Status != "assigned" || st.AssignedHub != d.hub.HostName || st.DeviceID != regID {
 		t.Errorf("state = %+v", st)
 	}
-	if p := f.Problems(); len(p) != 0 {
-		t.Errorf("the service found problems: %q", p)
-	}
-	hubKey := f.HubKey(regID)
-	if hubKey == nil {
-		t.Fatal("the service never assigned the device")
+	identity, ok := d.hub.Device(regID)
+	if !ok || identity.Auth.Type != "sas" {
+		t.Fatalf("the hub's identity of the device: %+v", identity)
 	}
 	expiry := time.Now().Add(time.Hour)
 	tok, err := dev.HubSASToken(st.AssignedHub, st.DeviceID, expiry)
@@ -67,22 +87,25 @@ func registerAndCheck(t *testing.T, dev *clienttpm.Device, f *tpmtest.FakeDPS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !p.Verify(hubKey) || p.Resource != tpmtest.Hub+"/devices/"+regID || p.Expiry.Unix() != expiry.Unix() {
-		t.Errorf("hub SAS %q does not verify with the hub key", tok)
+	primary, _ := base64.StdEncoding.DecodeString(identity.Auth.SymmetricKey.PrimaryKey)
+	secondary, _ := base64.StdEncoding.DecodeString(identity.Auth.SymmetricKey.SecondaryKey)
+	if !p.Verify(primary) || p.Resource != d.hub.HostName+"/devices/"+regID || p.Expiry.Unix() != expiry.Unix() {
+		t.Errorf("hub SAS %q does not verify with the primary key of the hub identity", tok)
+	}
+	if p.Verify(secondary) {
+		t.Error("the TPM signs with the secondary key, which no one should hold")
 	}
 }
 
 func TestRegisterInProcess(t *testing.T) {
-	for _, assigning := range []bool{false, true} {
-		sim := tpmsim.Open(t)
-		dev := clienttpm.New(sim)
-		registerAndCheck(t, dev, &tpmtest.FakeDPS{IDScope: scope, Assigning: assigning})
-		sim.Close()
-	}
+	provtest.EachMode(t, func(t *testing.T, mode provtest.Mode) {
+		registerAndCheck(t, clienttpm.New(tpmsim.Open(t)), startDPSD(t, mode.Strict))
+	})
 }
 
 // TestRegisterOverSimulatorProtocol opens the TPM by address, as
-// `dpsd device register --tpm 127.0.0.1:2321` does, with the EK enrolled.
+// `dpsd device register --tpm 127.0.0.1:2321` does, and registers it twice:
+// the second registration gives the TPM, and the hub identity, a new key.
 func TestRegisterOverSimulatorProtocol(t *testing.T) {
 	sim, ek, _ := tpmsim.OpenProvisioned(t)
 	addr := tpmsim.Serve(t, sim)
@@ -95,10 +118,16 @@ func TestRegisterOverSimulatorProtocol(t *testing.T) {
 	if err != nil || !bytes.Equal(got, ek) {
 		t.Fatalf("EK over TCP = %x, %v; want the provisioned one", got, err)
 	}
-	f := &tpmtest.FakeDPS{IDScope: scope, EndorsementKey: base64.StdEncoding.EncodeToString(ek), Assigning: true}
-	registerAndCheck(t, dev, f)
-	if rid, _ := dev.RegistrationID(); rid != tpm.RegistrationID(ek) {
+	d := startDPSD(t, false)
+	registerAndCheck(t, dev, d)
+	rid, _ := dev.RegistrationID()
+	if rid != tpm.RegistrationID(ek) {
 		t.Errorf("RegistrationID = %q", rid)
+	}
+	first, _ := d.hub.Device(rid)
+	registerAndCheck(t, dev, d)
+	if again, _ := d.hub.Device(rid); again.Auth.SymmetricKey.PrimaryKey == first.Auth.SymmetricKey.PrimaryKey {
+		t.Error("a second registration kept the hub key")
 	}
 	// A second connection sees the keys the first one left in the TPM.
 	dev2, err := clienttpm.Open(addr)
@@ -110,6 +139,59 @@ func TestRegisterOverSimulatorProtocol(t *testing.T) {
 	sig2, err2 := dev2.Sign([]byte("x"))
 	if err1 != nil || err2 != nil || !bytes.Equal(sig1, sig2) {
 		t.Errorf("the two connections sign differently: %v %v", err1, err2)
+	}
+}
+
+// TestChallengeMidFlow drives the flow by hand: the TPM activates the first
+// challenge; a second challenge arrives before the signed register (a
+// retry, another process); the register signed with the first key is
+// accepted. (That another TPM cannot activate a TPM's challenge is
+// internal/tpm's TestActivationBlobForAnotherTPMFails.)
+func TestChallengeMidFlow(t *testing.T) {
+	sim, ek, srk := tpmsim.OpenProvisioned(t)
+	dev := clienttpm.New(sim)
+	regID := tpm.RegistrationID(ek)
+	d := startDPSD(t, false)
+	d.in.PutIndividual(provtest.TPMIndividual(regID, ek))
+	hc := d.HTTPClient(t)
+	body, _ := json.Marshal(map[string]any{"registrationId": regID, "tpm": map[string]string{
+		"endorsementKey": base64.StdEncoding.EncodeToString(ek), "storageRootKey": base64.StdEncoding.EncodeToString(srk)}})
+	register := func(auth string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, "https://"+d.DeviceAddr+"/"+d.in.Scope+"/registrations/"+regID+"/register?api-version=2019-03-31", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	status, first := register("")
+	blob, _ := base64.StdEncoding.DecodeString(fmt.Sprint(first["authenticationKey"]))
+	if status != http.StatusUnauthorized || len(blob) == 0 {
+		t.Fatalf("challenge: %d %v", status, first)
+	}
+	if err := dev.ActivateIdentityKey(blob); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := register(""); status != http.StatusUnauthorized {
+		t.Fatalf("second challenge: %d", status)
+	}
+	sr := url.QueryEscape(d.in.Scope + "/registrations/" + regID)
+	se := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	sig, err := dev.Sign([]byte(sr + "\n" + se))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := "SharedAccessSignature sr=" + sr + "&sig=" + url.QueryEscape(base64.StdEncoding.EncodeToString(sig)) + "&se=" + se + "&skn=registration"
+	if status, op := register(tok); status != http.StatusAccepted || op["status"] != "assigned" {
+		t.Fatalf("signed register after a second challenge: %d %v", status, op)
 	}
 }
 

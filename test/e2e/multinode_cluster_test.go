@@ -3,18 +3,25 @@ package e2e_test
 import (
 	"encoding/base64"
 	"net/http"
+	"net/url"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/dpsd/dpsd/client"
+	clienttpm "github.com/dpsd/dpsd/client/tpm"
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/sas"
 	"github.com/dpsd/dpsd/internal/testutil"
+	"github.com/dpsd/dpsd/internal/tpm"
+	"github.com/dpsd/dpsd/internal/tpmsim"
 )
 
 // TestMultiNodeAnyNodeAnswers runs two nodes, started together on one
 // empty database, in Azure's strict mode (register answers "assigning", the
 // device polls): whatever node a request reaches answers it from the one
-// database, at once.
+// database, at once; a TPM's challenge from one node is honoured by the
+// other.
 func TestMultiNodeAnyNodeAnswers(t *testing.T) {
 	t.Parallel()
 	nodes, _ := mnCluster(t, 2, "--azure-strict")
@@ -44,6 +51,56 @@ func TestMultiNodeAnyNodeAnswers(t *testing.T) {
 		if op := other.poll(t, b.DeviceEndpoint, reg.str("operationId")); op.status != http.StatusNotFound {
 			t.Fatalf("another device polled the operation on B: %d %s", op.status, op.raw)
 		}
+	})
+
+	t.Run("a TPM challenged by one node registers on the other", func(t *testing.T) {
+		sim, ek, srk := tpmsim.OpenProvisioned(t)
+		dev := clienttpm.New(sim)
+		regID := tpm.RegistrationID(ek)
+		mnMust(t, mnService(t, a, http.MethodPut, "/enrollments/"+regID, "", map[string]any{
+			"registrationId": regID,
+			"attestation":    map[string]any{"type": "tpm", "tpm": map[string]any{"endorsementKey": base64.StdEncoding.EncodeToString(ek)}},
+		}, nil), "enroll the TPM on A")
+		d := mnNewDevice(t, a, regID, nil)
+		body := map[string]any{"registrationId": regID, "tpm": map[string]any{
+			"endorsementKey": base64.StdEncoding.EncodeToString(ek), "storageRootKey": base64.StdEncoding.EncodeToString(srk)}}
+		activate := func(what, blob string) {
+			t.Helper()
+			b, err := base64.StdEncoding.DecodeString(blob)
+			if err != nil || len(b) == 0 {
+				t.Fatalf("%s: %q", what, blob)
+			}
+			if err := dev.ActivateIdentityKey(b); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+		ch := d.do(t, a.DeviceEndpoint, http.MethodPut, "/register", body)
+		if ch.status != http.StatusUnauthorized {
+			t.Fatalf("unsigned register on A: %d %s", ch.status, ch.raw)
+		}
+		activate("the challenge of A", ch.str("authenticationKey"))
+		// The token as the Node TPM client makes it, signed in the TPM.
+		sr := url.QueryEscape(d.scope + "/registrations/" + regID)
+		se := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+		sig, err := dev.Sign([]byte(sr + "\n" + se))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.auth = "SharedAccessSignature sr=" + sr + "&sig=" + url.QueryEscape(base64.StdEncoding.EncodeToString(sig)) + "&se=" + se + "&skn=registration"
+		reg := d.do(t, b.DeviceEndpoint, http.MethodPut, "/register", body)
+		if reg.status != http.StatusAccepted || reg.str("status") != dps.StatusAssigning {
+			t.Fatalf("signed register on B: %d %s", reg.status, reg.raw)
+		}
+		var blob string
+		for _, n := range nodes {
+			op := d.poll(t, n.DeviceEndpoint, reg.str("operationId"))
+			if op.status != http.StatusOK || op.str("status") != dps.StatusAssigned || op.str("registrationState.tpm.authenticationKey") == "" ||
+				blob != "" && op.str("registrationState.tpm.authenticationKey") != blob {
+				t.Fatalf("poll on %s: %d %s", n.DeviceEndpoint, op.status, op.raw)
+			}
+			blob = op.str("registrationState.tpm.authenticationKey")
+		}
+		activate("the hub key", blob)
 	})
 
 	t.Run("an enrollment made on one node works on the other at once", func(t *testing.T) {

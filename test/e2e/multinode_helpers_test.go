@@ -139,7 +139,10 @@ func mnGroup(t *testing.T, s *e2e.Server, id string) []byte {
 type mnDevice struct {
 	scope, id string
 	key       []byte
-	http      *http.Client
+	// auth, when key is nil, is the Authorization header ("" for none):
+	// a TPM's token.
+	auth string
+	http *http.Client
 }
 
 func mnNewDevice(t *testing.T, s *e2e.Server, id string, key []byte) *mnDevice {
@@ -179,7 +182,11 @@ func (d *mnDevice) try(endpoint, method, suffix string, body any) (*mnAnswer, er
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", client.SASToken(d.scope, d.id, d.key, time.Now().Add(time.Hour)))
+	if d.key != nil {
+		req.Header.Set("Authorization", client.SASToken(d.scope, d.id, d.key, time.Now().Add(time.Hour)))
+	} else if d.auth != "" {
+		req.Header.Set("Authorization", d.auth)
+	}
 	resp, err := d.http.Do(req)
 	if err != nil {
 		return nil, err
