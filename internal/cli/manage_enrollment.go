@@ -17,6 +17,7 @@ import (
 
 	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/svcclient"
+	"github.com/dpsd/dpsd/internal/tpm"
 )
 
 func newEnrollmentCmd(e *env) *cobra.Command {
@@ -63,6 +64,9 @@ func enrollmentCreateCmd(e *env, cf *connFlags, k *enrollmentKind) *cobra.Comman
 		}
 		if !k.group && in.att == dps.AttestationX509 && in.certCN != "" && !strings.EqualFold(in.certCN, o.id) {
 			warnf(s.stderr, "the certificate's subject CN is %q but --enrollment-id is %q; the device registers with its CN as registration ID", in.certCN, o.id)
+		}
+		if in.att == dps.AttestationTPM {
+			warnEndorsementKey(s, o.endorsementKey, o.id)
 		}
 		r := k.newRecord(o.id)
 		r.Settings().Attestation = o.mechanism(in)
@@ -157,6 +161,9 @@ the write fails with HTTP 412 and nothing is lost.`,
 		if err := o.updateMechanism(r.Settings().Attestation, in); err != nil {
 			return err
 		}
+		if !k.group && f.changed("endorsement-key") {
+			warnEndorsementKey(s, o.endorsementKey, o.id)
+		}
 		if err := o.apply(f, in, r); err != nil {
 			return err
 		}
@@ -182,4 +189,17 @@ until 'dpsd registration delete'.`,
 	o.addID(f)
 	f.str(&o.etag, "etag", "e", "delete only if the record still has this etag")
 	return c
+}
+
+// warnEndorsementKey warns about an endorsement key no device can register
+// with, and about a registration ID that is not the TPM's default (the one
+// the Azure device SDKs use unless given another).
+func warnEndorsementKey(s *session, ek, id string) {
+	p, err := tpm.ParsePublicBase64(ek)
+	switch {
+	case err != nil:
+		warnf(s.stderr, "--endorsement-key is not a TPM public key (%v); a TPM device cannot register against it: give the base64 TPM2B_PUBLIC the TPM reports", err)
+	case !strings.EqualFold(p.RegistrationID(), id):
+		warnf(s.stderr, "the TPM's default registration ID, derived from --endorsement-key, is %q but --enrollment-id is %q; the Azure device SDKs register with the default unless given another", p.RegistrationID(), id)
+	}
 }

@@ -189,8 +189,18 @@ func TestTPMGoClientCLI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if base64.StdEncoding.EncodeToString(sig) != tpmHMAC(tpmHubKey(t, env.a, regID), "probe") {
+			hubKey := tpmHubKey(t, env.a, regID)
+			if base64.StdEncoding.EncodeToString(sig) != tpmHMAC(hubKey, "probe") {
 				t.Error("the TPM does not sign with the key of the device's identity in the hub")
+			}
+			// The record shows the outcome, and neither the hub key nor its blob.
+			rec := devCLI(t, "", append(hubLocal(s), "registration", "show", "--registration-id", regID)...)
+			if !strings.Contains(rec, "reprovisionedToInitialAssignment") || strings.Contains(rec, "authenticationKey") ||
+				strings.Contains(rec, base64.StdEncoding.EncodeToString(hubKey)) {
+				t.Errorf("registration show printed:\n%s", rec)
+			}
+			if strings.Contains(s.Logs(), base64.StdEncoding.EncodeToString(hubKey)) {
+				t.Error("the server log holds the hub key")
 			}
 		})
 	}
