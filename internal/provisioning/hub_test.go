@@ -430,7 +430,7 @@ func TestHubFailures(t *testing.T) {
 			t.Fatalf("register while the hub hangs: %s (Retry-After %q), want 202 assigning with Retry-After 3", r, r.Header.Get("Retry-After"))
 		}
 		op := h.pollUntilDone(t, cred, "fail-slow", first)
-		failed(t, op, "fail-slow", dpserr.CodeHubFailed, "IoT hub "+a.HostName+" did not answer create device", "no answer within 3s")
+		failed(t, op, "fail-slow", dpserr.CodeHubFailed, "IoT hub "+a.HostName+" did not answer create device", "no answer within")
 	})
 
 	t.Run("a twin the hub refuses: the device created for it is deleted", func(t *testing.T) {
