@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Runs the benchmarks docs/benchmarks.md reports, one after another on this
+# machine, and writes each report (dpsd-load's JSON) and a summary to OUT_DIR:
+#
+#   https-x509-new        X.509, a new TLS connection per device, against
+#                         the bare mutual-TLS handshake (same certificates)
+#   https-x509-new-half   the same, paced at half the rate it reached:
+#                         time to assigned
+#   https-sym-keepalive   symmetric key on kept-alive connections, against a
+#                         trivial answer on the same connections
+#   https-x509-keepalive  X.509 re-registrations on kept-alive connections
+#   mqtt-x509-new         MQTT over TLS, X.509, a new connection per device,
+#                         against TLS + CONNECT/CONNACK
+#   pg-*                  with BENCH_PG=1 (as root, PostgreSQL's server
+#                         binaries installed): the first three again on a
+#                         throwaway PostgreSQL with its durable defaults
+#                         (fsync, synchronous_commit=on), with the CPU the
+#                         database used per registration
+#
+#   scripts/bench.sh [OUT_DIR]                 default ./bench
+#   BENCH_SECONDS=20 BENCH_CONCURRENCY=8 BENCH_PG=1 scripts/bench.sh
+#
+# Needs jq. Every dpsd here runs on a fresh data directory on SQLite
+# (WAL, synchronous=FULL) unless it says PostgreSQL, with the fast path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-bench}
+secs=${BENCH_SECONDS:-20}
+conc=${BENCH_CONCURRENCY:-8}
+https=127.0.0.1:${BENCH_HTTPS_PORT:-18471}
+mqtt=127.0.0.1:${BENCH_MQTT_PORT:-18871}
+pgport=${BENCH_PG_PORT:-55490}
+
+command -v jq >/dev/null || { echo "bench: needs jq" >&2; exit 1; }
+mkdir -p "$out"
+tmp=$(mktemp -d)
+pid=
+pgdir=
+store=
+stop_dpsd() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; fi
+}
+stop_pg() {
+  if [ -n "$pgdir" ]; then
+    runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$pgdir"; pgdir=
+  fi
+}
+cleanup() { stop_dpsd; stop_pg; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+CGO_ENABLED=0 go build -o "$tmp/dpsd" ./cmd/dpsd
+go build -o "$tmp/dpsd-load" ./cmd/dpsd-load
+
+# start_dpsd NAME [serve flags...]: a fresh dpsd on its own data directory.
+start_dpsd() {
+  local name=$1; shift
+  rm -rf "$tmp/data"
+  "$tmp/dpsd" serve --data "$tmp/data" --https-addr "$https" --mqtt-addr "$mqtt" \
+    --log-level warn "$@" 2>"$out/$name-serve.log" &
+  pid=$!
+  for _ in $(seq 300); do
+    [ -f "$tmp/data/server.json" ] && break
+    sleep 0.1
+  done
+  login=$("$tmp/dpsd" info --data "$tmp/data" ${store:+--store "$store"} serviceConnectionString)
+  cafile=$("$tmp/dpsd" info --data "$tmp/data" ${store:+--store "$store"} serverCAFile)
+}
+
+# load NAME ARGS...: one dpsd-load run, its JSON report in OUT_DIR/NAME.json.
+load() {
+  local name=$1; shift
+  "$tmp/dpsd-load" --login "$login" --ca-file "$cafile" --endpoint "$https" \
+    --mqtt-endpoint "$mqtt" --server-pid "$pid" --concurrency "$conc" --duration "${secs}s" \
+    --output json "$@" >"$out/$name.json"
+  jq -r --arg n "$name" '"\($n): \(.workload.perSecond|floor)/s, baseline \(.baseline.perSecond // 0|floor)/s, ratio \(.ratio // 0), p50 \(.workload.latencyMs.p50) ms, p99 \(.workload.latencyMs.p99) ms, server CPU \(.workload.server.cpuPerOpMs // 0) ms/op, RSS \(.workload.server.peakRssMB // 0) MB"' \
+    "$out/$name.json" | tee -a "$out/summary.txt"
+}
+
+# X.509 identities are made beforehand; enough for the run's first
+# registrations.
+devices=$((secs * 1500))
+: >"$out/summary.txt"
+{ date -u +%FT%TZ; nproc; go version; } >>"$out/summary.txt"
+
+workloads() {
+  local p=$1
+  load "${p}https-x509-new" --transport https --attestation x509 --devices "$devices"
+  local peak
+  peak=$(jq '.workload.perSecond|floor' "$out/${p}https-x509-new.json")
+  load "${p}https-x509-new-half" --transport https --attestation x509 --devices "$devices" \
+    --rate "$((peak / 2))/s" --baseline=false
+  load "${p}https-sym-keepalive" --transport https --attestation symmetric-key --keep-alive
+  load "${p}https-x509-keepalive" --transport https --attestation x509 --keep-alive
+}
+
+start_dpsd sqlite
+workloads ""
+load mqtt-x509-new --transport mqtt --attestation x509 --devices "$devices"
+stop_dpsd
+
+if [ "${BENCH_PG:-}" = 1 ]; then
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  pgdir=$(mktemp -d /tmp/pgbench.XXXXXX)
+  chown postgres:postgres "$pgdir"
+  runuser -u postgres -- "$pgbin/initdb" -D "$pgdir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+  # PostgreSQL's durable defaults: fsync on, synchronous_commit on.
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $pgport -k $pgdir" start >/dev/null
+  runuser -u postgres -- "$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U postgres dpsd
+  pgpid=$(head -1 "$pgdir/data/postmaster.pid")
+  # The database's CPU in clock ticks: the postmaster and its live
+  # children, plus what its ended children used.
+  pgticks() {
+    local t=0 p
+    for p in $pgpid $(pgrep -P "$pgpid"); do
+      t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+  }
+  store="postgres://postgres@127.0.0.1:$pgport/dpsd?sslmode=disable"
+  start_dpsd pg --store "$store"
+  hz=$(getconf CLK_TCK)
+  for w in https-x509-new https-sym-keepalive; do
+    before=$(pgticks)
+    case $w in
+      https-x509-new) load "pg-$w" --transport https --attestation x509 --devices "$devices" --baseline=false ;;
+      https-sym-keepalive) load "pg-$w" --transport https --attestation symmetric-key --keep-alive --baseline=false ;;
+    esac
+    after=$(pgticks)
+    ops=$(jq '.workload.ops - .workload.errors' "$out/pg-$w.json")
+    echo "pg-$w: PostgreSQL CPU $(echo "scale=3; ($after - $before) * 1000 / $hz / $ops" | bc) ms/registration" |
+      tee -a "$out/summary.txt"
+  done
+  stop_dpsd
+fi
+echo "bench: reports in $out/ (summary.txt)"
