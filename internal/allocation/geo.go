@@ -83,8 +83,10 @@ func GeoLatency(candidates []Hub, g Geo, registrationID string) string {
 
 // normLocation lets "West Europe", "westeurope" and "west-europe" match.
 func normLocation(s string) string {
-	return strings.ToLower(strings.NewReplacer(" ", "", "-", "", "_", "").Replace(s))
+	return strings.ToLower(locationSeparators.Replace(s))
 }
+
+var locationSeparators = strings.NewReplacer(" ", "", "-", "", "_", "")
 
 // ProbeTarget is a hub and the TCP address a Prober connects to.
 type ProbeTarget struct {

@@ -70,7 +70,18 @@ func caRefs(g *dps.EnrollmentGroup) []caRef {
 }
 
 // normThumbprint upper-cases a hex thumbprint and drops the separators some
-// tools print.
+// tools print. Every X.509 registration looks its chain up by thumbprint,
+// already canonical: that case returns s itself, allocating nothing.
 func normThumbprint(s string) string {
-	return strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
+	canonical := true
+	for i := 0; i < len(s) && canonical; i++ {
+		c := s[i]
+		canonical = '0' <= c && c <= '9' || 'A' <= c && c <= 'F'
+	}
+	if canonical {
+		return s
+	}
+	return strings.ToUpper(thumbprintSeparators.Replace(strings.TrimSpace(s)))
 }
+
+var thumbprintSeparators = strings.NewReplacer(":", "", " ", "")

@@ -470,3 +470,23 @@ func TestPageSizeCap(t *testing.T) {
 		t.Fatalf("last page: %d items, next %q", len(p.Items), p.Next)
 	}
 }
+
+func TestNormThumbprint(t *testing.T) {
+	const canon = "AB12CD34EF56"
+	for _, tc := range []struct{ in, want string }{
+		{canon, canon},
+		{"ab12cd34ef56", canon},
+		{"AB:12:CD:34:EF:56", canon},
+		{"ab 12 cd 34 ef 56", canon},
+		{"  " + canon + "\n", canon},
+		{"", ""},
+	} {
+		if got := normThumbprint(tc.in); got != tc.want {
+			t.Errorf("normThumbprint(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// Every X.509 registration looks up canonical thumbprints.
+	if n := testing.AllocsPerRun(100, func() { normThumbprint(canon) }); n != 0 {
+		t.Errorf("a canonical thumbprint allocates %v times", n)
+	}
+}
