@@ -38,6 +38,7 @@ func BenchmarkX509(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
+			defer testutil.CPUPerOp(b)()
 			for b.Loop() {
 				if _, err := e.a.X509(ctx, bc.id, bc.chain); err != nil {
 					b.Fatal(err)
@@ -83,6 +84,7 @@ func BenchmarkSymmetricKey(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			tok := e.DeviceToken(bc.id, bc.key)
+			defer testutil.CPUPerOp(b)()
 			for b.Loop() {
 				if _, err := e.a.SymmetricKey(ctx, scope, bc.id, tok, bc.hint); err != nil {
 					b.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+
+	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // BenchmarkSaveRegistrationConcurrent is BenchmarkSaveRegistration with as
@@ -27,6 +29,7 @@ func benchSaveParallel(b *testing.B, parallelism int) {
 	ctx := context.Background()
 	var n atomic.Int64
 	b.SetParallelism(parallelism)
+	defer testutil.CPUPerOp(b)()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
@@ -55,6 +58,7 @@ func BenchmarkSaveRegistrationUpdate(b *testing.B) {
 		etags[i] = stored.Result.Etag
 	}
 	n := 0
+	defer testutil.CPUPerOp(b)()
 	for b.Loop() {
 		i := n % devices
 		n++

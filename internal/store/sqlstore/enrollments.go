@@ -190,7 +190,7 @@ func (s *Store) PutGroup(ctx context.Context, g *dps.EnrollmentGroup, ifMatch st
 		}
 		k := key(g.EnrollmentGroupID)
 		var m meta
-		err = s.inTx(ctx, what, func(tx *sql.Tx) error {
+		err = s.inTx(ctx, what, func(tx *txn) error {
 			var err error
 			m, err = s.put(ctx, tx, groupsT, what, k, groupCols(g, doc), ifMatch, newEtag)
 			if err != nil {
@@ -226,7 +226,7 @@ func groupCols(g *dps.EnrollmentGroup, doc []byte) []any {
 
 // writeGroupIndex replaces the index rows derived from a group's
 // attestation (signing certificates, CA references) in tx.
-func (s *Store) writeGroupIndex(ctx context.Context, tx *sql.Tx, what string, g *dps.EnrollmentGroup) error {
+func (s *Store) writeGroupIndex(ctx context.Context, tx queryer, what string, g *dps.EnrollmentGroup) error {
 	k := key(g.EnrollmentGroupID)
 	if _, err := tx.ExecContext(ctx, qDeleteGroupSigningCerts, k); err != nil {
 		return s.fail(ctx, what, err)

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -179,7 +178,7 @@ func issuedRow(c *store.IssuedCertificate, created int64) ([]any, error) {
 }
 
 // putIssued records a newly issued certificate inside tx.
-func (s *Store) putIssued(ctx context.Context, tx *sql.Tx, c *store.IssuedCertificate) error {
+func (s *Store) putIssued(ctx context.Context, tx *txn, c *store.IssuedCertificate) error {
 	args, err := issuedRow(c, s.stamp())
 	if err != nil {
 		return err
@@ -260,7 +259,7 @@ func (s *Store) RevokeIssuedCertificates(ctx context.Context, r store.Revocation
 			return nil, errors.New("revocation: name a serial number or a registration ID, not both")
 		}
 		var out []*store.IssuedCertificate
-		err := s.inTx(ctx, "revoke", func(tx *sql.Tx) error {
+		err := s.inTx(ctx, "revoke", func(tx *txn) error {
 			now := s.stamp()
 			var err error
 			if r.SerialNumber != "" {

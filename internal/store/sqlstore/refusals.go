@@ -47,7 +47,7 @@ func (s *Store) AddRefusals(ctx context.Context, rs []*store.Refusal) error {
 			r.Credential, r.Status, r.ErrorCode, r.Reason, r.TrackingID, r.Peer}
 	}
 	return run0(ctx, s, write, func(ctx context.Context) error {
-		return s.inTx(ctx, "add refusals", func(tx *sql.Tx) error {
+		return s.inTx(ctx, "add refusals", func(tx *txn) error {
 			st, err := tx.PrepareContext(ctx, insertRefusal)
 			if err != nil {
 				return s.fail(ctx, "add refusals", err)

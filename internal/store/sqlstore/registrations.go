@@ -99,7 +99,7 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		var out *store.Registration
-		err = s.inTx(ctx, what, func(tx *sql.Tx) error {
+		err = s.inTx(ctx, what, func(tx *txn) error {
 			m, err := s.put(ctx, tx, registrationsT, what, key(r.Result.RegistrationID), cols, ifMatch, registrationEtag)
 			if err != nil {
 				return err

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,7 +49,7 @@ func (s *Store) Restore(ctx context.Context, recs []store.Record) error {
 		if err != nil {
 			return err
 		}
-		return s.inTx(ctx, "restore", func(tx *sql.Tx) error { return s.writeRestoreRows(ctx, tx, rows) })
+		return s.inTx(ctx, "restore", func(tx *txn) error { return s.writeRestoreRows(ctx, tx, rows) })
 	})
 }
 
@@ -67,7 +66,7 @@ func (s *Store) restoreRows(recs []store.Record) ([]restoreRow, error) {
 	return rows, nil
 }
 
-func (s *Store) writeRestoreRows(ctx context.Context, tx *sql.Tx, rows []restoreRow) error {
+func (s *Store) writeRestoreRows(ctx context.Context, tx queryer, rows []restoreRow) error {
 	for _, r := range rows {
 		if r.issued != nil {
 			if _, err := tx.ExecContext(ctx, restoreIssued, r.issued...); err != nil {
@@ -94,10 +93,11 @@ func (s *Store) RestoreAll(ctx context.Context, fn func(store.Restorer) error) e
 	if s.closed.Load() {
 		return fmt.Errorf("restore: %w: the store is closed", store.ErrUnavailable)
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.w.begin(ctx)
 	if err != nil {
 		return s.fail(ctx, "restore", err)
 	}
+	defer tx.end(ctx)
 	if err := fn(&txRestorer{s: s, tx: tx}); err != nil {
 		tx.Rollback()
 		return err
@@ -111,7 +111,7 @@ func (s *Store) RestoreAll(ctx context.Context, fn func(store.Restorer) error) e
 // txRestorer is the Restorer of RestoreAll.
 type txRestorer struct {
 	s  *Store
-	tx *sql.Tx
+	tx *txn
 }
 
 func (r *txRestorer) Instance(ctx context.Context) (*store.Instance, error) {

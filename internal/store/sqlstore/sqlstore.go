@@ -89,8 +89,8 @@ type Options struct {
 // use.
 type Store struct {
 	d       *dialect
-	r       *sql.DB // reads
-	w       *sql.DB // writes; the same pool as r on PostgreSQL
+	r       *pool // reads
+	w       *pool // writes; the same pool as r on PostgreSQL
 	now     func() time.Time
 	log     *slog.Logger
 	timeout time.Duration
@@ -200,7 +200,8 @@ func (s *Store) openPostgres(dsn string, opts Options) error {
 	db.SetMaxIdleConns(n)
 	db.SetConnMaxLifetime(life)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s.r, s.w = db, db
+	s.r = newPool(db, false) // pgx prepares and caches statements itself (stmts.go)
+	s.w = s.r
 	s.log.Info("opened PostgreSQL store", "target", redactURL(dsn), "max_open_conns", n)
 	return nil
 }
@@ -260,7 +261,7 @@ func (s *Store) openSQLite(dsn string) error {
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxLifetime(0)
 
-	s.r, s.w = r, w
+	s.r, s.w = newPool(r, true), newPool(w, true)
 	s.log.Info("opened SQLite store", "path", path)
 	return nil
 }
@@ -368,11 +369,12 @@ type queryer interface {
 // errors are returned as they are; what names the call in the others.
 // Failures before COMMIT are marked as not committed, so that run may retry
 // them even when the connection broke.
-func (s *Store) inTx(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+func (s *Store) inTx(ctx context.Context, what string, fn func(tx *txn) error) error {
+	tx, err := s.w.begin(ctx)
 	if err != nil {
 		return notCommitted{s.fail(ctx, what, err)}
 	}
+	defer tx.end(ctx)
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return notCommitted{err}

@@ -325,6 +325,7 @@ func BenchmarkSaveRegistration(b *testing.B) {
 		s := openSQLite(b, Options{})
 		ctx := context.Background()
 		var i int64
+		defer testutil.CPUPerOp(b)()
 		for b.Loop() {
 			i++
 			r := benchRegistration(i)
@@ -363,6 +364,7 @@ func BenchmarkEnrollmentGet(b *testing.B) {
 	b.Run("sequential", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
+		defer testutil.CPUPerOp(b)()
 		for b.Loop() {
 			i = (i + 7919) % n
 			if _, err := s.Enrollment(ctx, fmt.Sprintf("dev-%05d", i)); err != nil {
@@ -373,6 +375,7 @@ func BenchmarkEnrollmentGet(b *testing.B) {
 	b.Run("parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		var c atomic.Int64
+		defer testutil.CPUPerOp(b)()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				i := int(c.Add(7919) % n)
@@ -488,5 +491,35 @@ func TestNormThumbprint(t *testing.T) {
 	// Every X.509 registration looks up canonical thumbprints.
 	if n := testing.AllocsPerRun(100, func() { normThumbprint(canon) }); n != 0 {
 		t.Errorf("a canonical thumbprint allocates %v times", n)
+	}
+}
+
+// TestSQLitePreparesStatements checks that SQLite's pools keep their
+// queries prepared, those run inside transactions included, and that
+// PostgreSQL's leaves that to pgx.
+func TestSQLitePreparesStatements(t *testing.T) {
+	s := openSQLite(t, Options{})
+	ctx := t.Context()
+	r := benchRegistration(1)
+	if _, err := s.SaveRegistration(ctx, r, "", benchOp("op-1", r)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enrollment(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		p     *pool
+		query string
+	}{{s.w, registrationsT.insert}, {s.w, upsertOperation}, {s.r, qEnrollment}} {
+		if c.p.cached(c.query) == nil {
+			t.Errorf("not prepared: %s", c.query)
+		}
+	}
+	// The next transaction runs the pool's statements.
+	if _, err := s.SaveRegistration(ctx, benchRegistration(2), "", benchOp("op-2", benchRegistration(2))); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.w.stmts); n > 4 {
+		t.Errorf("the writer keeps %d statements after two saves", n)
 	}
 }
