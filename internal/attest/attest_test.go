@@ -344,3 +344,42 @@ func TestX509KeyAndChainRules(t *testing.T) {
 		})
 	}
 }
+
+// TestX509SignaturePrecedence: crypto/x509 verifies the signatures of an
+// accepted chain, and the links' own signature checks run only for a
+// refusal; the reasons stay those of checking each link in order. A forged
+// signature is reported before a later fault of the chain, and a chain
+// crypto/x509 could complete through another path (skipping a presented
+// certificate whose key did not sign) is still refused.
+func TestX509SignaturePrecedence(t *testing.T) {
+	e := newEnv(t)
+	now := time.Now()
+	root := e.VerifiedRoot("p-root", pki.Options{CommonName: "P Root"})
+	e.PutGroup(provtest.CAGroup("grp-p", "p-root"))
+	expired := root.Intermediate(t, pki.Options{CommonName: "P Expired", NotBefore: now.Add(-72 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
+	// Same subjects as the real certificates, other keys.
+	rogueExpired := testutil.NewRoot(t, pki.Options{CommonName: "P Expired"})
+	rogueRoot := testutil.NewRoot(t, pki.Options{CommonName: "P Root"})
+	forged, _ := rogueExpired.Leaf(t, pki.Options{CommonName: "p-forged"})
+	direct, _ := root.Leaf(t, pki.Options{CommonName: "p-direct"})
+	good, _ := root.Leaf(t, pki.Options{CommonName: "p-good"})
+
+	for name, tc := range map[string]struct {
+		id     string
+		chain  []*x509.Certificate
+		reason string
+	}{
+		"fail/forged-below-expired-intermediate": {id: "p-forged", chain: []*x509.Certificate{forged, expired.Cert, root.Cert},
+			reason: "the signature of certificate CN=p-forged does not verify with the key of CN=P Expired"},
+		"fail/rogue-certificate-in-the-middle": {id: "p-direct", chain: []*x509.Certificate{direct, rogueRoot.Cert, root.Cert},
+			reason: "the signature of certificate CN=p-direct does not verify with the key of CN=P Root"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id, err := e.a.X509(t.Context(), tc.id, tc.chain)
+			refused(t, id, err, tc.reason)
+		})
+	}
+	if id, err := e.a.X509(t.Context(), "p-good", []*x509.Certificate{good, root.Cert}); err != nil || id.GroupID() != "grp-p" {
+		t.Fatalf("identity %+v, error %v; want group grp-p", id, err)
+	}
+}

@@ -300,10 +300,46 @@ func (a *Attestor) groupsAt(ctx context.Context, thumbprint string) ([]groupMatc
 	return out, cas, nil
 }
 
-// verifyChain checks chain[0..k] with chain[k] as the trust anchor: first
-// link by link, for a precise reason, then with crypto/x509 as the final
+// verifyChain checks chain[0..k] with chain[k] as the trust anchor: link
+// by link, for a precise reason, and with crypto/x509 as the final
 // authority (signatures, validity, CA and path constraints, EKU nesting).
+// Each signature is verified once, by crypto/x509, when it accepts the
+// chain as presented; the links' own signature checks run only when it
+// does not, to say which link fails. The outcome and the reason are those
+// of checking every link, signatures included, and then crypto/x509.
 func (a *Attestor) verifyChain(chain []*x509.Certificate, k int, now time.Time) error {
+	if err := a.checkLinks(chain, k, now, false); err != nil {
+		// A link's signature may fail before this fault: that comes first.
+		if serr := a.checkLinks(chain, k, now, true); serr != nil {
+			return serr
+		}
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(chain[k])
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:k] {
+		inter.AddCert(c)
+	}
+	verified, verr := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if verr == nil && slices.ContainsFunc(verified, func(v []*x509.Certificate) bool { return samePath(v, chain[:k+1]) }) {
+		return nil
+	}
+	// crypto/x509 refused, or accepted another path through the
+	// certificates: every presented link must verify too.
+	if err := a.checkLinks(chain, k, now, true); err != nil {
+		return err
+	}
+	if verr != nil {
+		return dpserr.Unauthorized("certificate chain does not verify: %v (presented: %s)", verr, describe(chain))
+	}
+	return nil
+}
+
+// checkLinks checks each link of chain[0..k]: the issuer's name, CA flag,
+// key usage and validity, weak signature algorithms, and, with signatures,
+// that each certificate's signature verifies with the next one's key.
+func (a *Attestor) checkLinks(chain []*x509.Certificate, k int, now time.Time, signatures bool) error {
 	for i := 0; i < k; i++ {
 		child, parent := chain[i], chain[i+1]
 		if i+1 < k { // a CA certificate the device presented (the anchor is the operator's)
@@ -325,23 +361,21 @@ func (a *Attestor) verifyChain(chain []*x509.Certificate, k int, now time.Time) 
 		if i > 0 && weak(child.SignatureAlgorithm) {
 			return dpserr.Unauthorized("certificate %s is signed with %s; dpsd does not accept SHA-1 or MD5 signatures", name(child), child.SignatureAlgorithm)
 		}
-		if err := child.CheckSignatureFrom(parent); err != nil {
-			return dpserr.Unauthorized("the signature of certificate %s does not verify with the key of %s: %v", name(child), name(parent), err)
+		if signatures {
+			if err := child.CheckSignatureFrom(parent); err != nil {
+				return dpserr.Unauthorized("the signature of certificate %s does not verify with the key of %s: %v", name(child), name(parent), err)
+			}
 		}
 		if err := checkValidity(parent, "CA certificate", now); err != nil {
 			return err
 		}
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(chain[k])
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:k] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return dpserr.Unauthorized("certificate chain does not verify: %v (presented: %s)", err, describe(chain))
-	}
 	return nil
+}
+
+// samePath reports whether a chain crypto/x509 built is the presented one.
+func samePath(built, presented []*x509.Certificate) bool {
+	return slices.EqualFunc(built, presented, func(b, p *x509.Certificate) bool { return b == p || b.Equal(p) })
 }
 
 // checkKey refuses keys weaker than the configured minimum.
