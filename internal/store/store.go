@@ -212,6 +212,15 @@ type Store interface {
 	PutRuntimeSetting(ctx context.Context, s *RuntimeSetting, ifMatch string) (*RuntimeSetting, error)
 	DeleteRuntimeSetting(ctx context.Context, name, ifMatch string) error
 
+	// ConfigVersion returns a value that changes with every committed
+	// write of what registration decisions read and rarely changes: the
+	// instance, linked hubs, CA certificates and enrollment groups (a
+	// Restore or RestoreInstance of them included), through any process
+	// sharing the database. Other writes leave it. A cache of those
+	// records (internal/store/cache) reads it to know when to drop them.
+	// The value is opaque: compare it for equality only.
+	ConfigVersion(ctx context.Context) (int64, error)
+
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

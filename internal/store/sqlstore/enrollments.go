@@ -190,7 +190,7 @@ func (s *Store) PutGroup(ctx context.Context, g *dps.EnrollmentGroup, ifMatch st
 		}
 		k := key(g.EnrollmentGroupID)
 		var m meta
-		err = s.inTx(ctx, what, func(tx *txn) error {
+		err = s.inConfigTx(ctx, what, func(tx *txn) error {
 			var err error
 			m, err = s.put(ctx, tx, groupsT, what, k, groupCols(g, doc), ifMatch, newEtag)
 			if err != nil {
@@ -255,7 +255,8 @@ func (s *Store) writeGroupIndex(ctx context.Context, tx queryer, what string, g 
 // with it (ON DELETE CASCADE).
 func (s *Store) DeleteGroup(ctx context.Context, groupID, ifMatch string) error {
 	return run0(ctx, s, write, func(ctx context.Context) error {
-		return s.remove(ctx, s.w, groupsT, fmt.Sprintf("enrollment group %q", groupID), key(groupID), ifMatch)
+		what := fmt.Sprintf("enrollment group %q", groupID)
+		return s.inConfigTx(ctx, what, func(tx *txn) error { return s.remove(ctx, tx, groupsT, what, key(groupID), ifMatch) })
 	})
 }
 

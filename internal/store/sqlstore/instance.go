@@ -101,7 +101,7 @@ func (s *Store) InitInstance(ctx context.Context, inst *store.Instance) (*store.
 		}
 		var out *store.Instance
 		// One transaction, so that the loser of a race reads the winner's row.
-		err = s.inTx(ctx, "instance", func(tx *txn) error {
+		err = s.inConfigTx(ctx, "instance", func(tx *txn) error {
 			_, err := tx.ExecContext(ctx,
 				`INSERT INTO instance (id, id_scope, doc, created) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING`,
 				inst.IDScope, string(doc), created)
@@ -127,7 +127,7 @@ func (s *Store) UpdateInstance(ctx context.Context, inst *store.Instance) error 
 		if inst == nil {
 			return errors.New("instance: nil")
 		}
-		return s.inTx(ctx, "instance", func(tx *txn) error {
+		return s.inConfigTx(ctx, "instance", func(tx *txn) error {
 			cur, err := s.instance(ctx, tx, s.d.forUpdate)
 			if err != nil {
 				return err

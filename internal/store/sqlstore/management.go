@@ -162,7 +162,11 @@ func (s *Store) PutCACertificate(ctx context.Context, c *store.CACertificate, if
 			return nil, fmt.Errorf("%s: no certificate", what)
 		}
 		out, cols := caCols(c)
-		m, err := s.put(ctx, s.w, casT, what, key(c.Name), cols, ifMatch, newEtag)
+		var m meta
+		err := s.inConfigTx(ctx, what, func(tx *txn) (err error) {
+			m, err = s.put(ctx, tx, casT, what, key(c.Name), cols, ifMatch, newEtag)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -194,7 +198,8 @@ func caCols(c *store.CACertificate) (*store.CACertificate, []any) {
 // reference it keep their reference; the caller decides whether to allow it.
 func (s *Store) DeleteCACertificate(ctx context.Context, name, ifMatch string) error {
 	return run0(ctx, s, write, func(ctx context.Context) error {
-		return s.remove(ctx, s.w, casT, fmt.Sprintf("CA certificate %q", name), key(name), ifMatch)
+		what := fmt.Sprintf("CA certificate %q", name)
+		return s.inConfigTx(ctx, what, func(tx *txn) error { return s.remove(ctx, tx, casT, what, key(name), ifMatch) })
 	})
 }
 
@@ -252,7 +257,11 @@ func (s *Store) PutLinkedHub(ctx context.Context, h *store.LinkedHub, ifMatch st
 			return nil, errors.New("linked hub: the name is empty")
 		}
 		what := fmt.Sprintf("linked hub %q", h.Name)
-		m, err := s.put(ctx, s.w, hubsT, what, key(h.Name), hubCols(h), ifMatch, newEtag)
+		var m meta
+		err := s.inConfigTx(ctx, what, func(tx *txn) (err error) {
+			m, err = s.put(ctx, tx, hubsT, what, key(h.Name), hubCols(h), ifMatch, newEtag)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -271,6 +280,7 @@ func hubCols(h *store.LinkedHub) []any {
 // DeleteLinkedHub deletes a linked hub per ifMatch.
 func (s *Store) DeleteLinkedHub(ctx context.Context, name, ifMatch string) error {
 	return run0(ctx, s, write, func(ctx context.Context) error {
-		return s.remove(ctx, s.w, hubsT, fmt.Sprintf("linked hub %q", name), key(name), ifMatch)
+		what := fmt.Sprintf("linked hub %q", name)
+		return s.inConfigTx(ctx, what, func(tx *txn) error { return s.remove(ctx, tx, hubsT, what, key(name), ifMatch) })
 	})
 }

@@ -67,6 +67,7 @@ func (s *Store) restoreRows(recs []store.Record) ([]restoreRow, error) {
 }
 
 func (s *Store) writeRestoreRows(ctx context.Context, tx queryer, rows []restoreRow) error {
+	config := false
 	for _, r := range rows {
 		if r.issued != nil {
 			if _, err := tx.ExecContext(ctx, restoreIssued, r.issued...); err != nil {
@@ -74,6 +75,7 @@ func (s *Store) writeRestoreRows(ctx context.Context, tx queryer, rows []restore
 			}
 			continue
 		}
+		config = config || r.t == groupsT || r.t == casT || r.t == hubsT
 		args := append(append([]any{r.key}, r.cols...), r.etag, r.created, r.updated)
 		if _, err := tx.ExecContext(ctx, r.t.restore, args...); err != nil {
 			return s.fail(ctx, "restore "+r.what, err)
@@ -83,6 +85,9 @@ func (s *Store) writeRestoreRows(ctx context.Context, tx queryer, rows []restore
 				return err
 			}
 		}
+	}
+	if config {
+		return s.configChanged(ctx, tx)
 	}
 	return nil
 }
@@ -268,7 +273,9 @@ func dpsTime(t *dps.Time) time.Time {
 // RestoreInstance creates or replaces the instance with inst, ID scope,
 // creation time and server CA included.
 func (s *Store) RestoreInstance(ctx context.Context, inst *store.Instance) error {
-	return run0(ctx, s, write, func(ctx context.Context) error { return s.restoreInstance(ctx, s.w, inst) })
+	return run0(ctx, s, write, func(ctx context.Context) error {
+		return s.inTx(ctx, "instance", func(tx *txn) error { return s.restoreInstance(ctx, tx, inst) })
+	})
 }
 
 func (s *Store) restoreInstance(ctx context.Context, q queryer, inst *store.Instance) error {
@@ -289,7 +296,7 @@ func (s *Store) restoreInstance(ctx context.Context, q queryer, inst *store.Inst
 	if err != nil {
 		return s.fail(ctx, "instance", err)
 	}
-	return nil
+	return s.configChanged(ctx, q)
 }
 
 // SchemaVersions returns the schema version of the database (0 before the

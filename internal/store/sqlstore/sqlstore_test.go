@@ -395,7 +395,7 @@ func TestSQLiteLookupsUseIndexes(t *testing.T) {
 		qEnrollment, qEnrollmentsAfter, qGroup, qGroupsAfter, qGroupsBySigningCert, qGroupsByCA,
 		qSigningCertsBySubject, qGroupsByAttestation, qDeleteGroupSigningCerts, qDeleteGroupCARefs,
 		qPolicy, qCA, qCAsByThumbprint, qCAsBySubject, qHub, qRegistration, qRegistrationsByGroup, qRegistrationsAfter,
-		qOperation, qDeleteExpiredOperations, qDeleteRefusalsBefore, qDeleteRefusalsUpTo, qExpiredJobs, claimOperation,
+		qOperation, qDeleteExpiredOperations, qDeleteRefusalsBefore, qDeleteRefusalsUpTo, qExpiredJobs, claimOperation, qConfigVersion,
 		qIssuingCA, qIssued, qIssuedByThumbprint, qIssuedAfter, qIssuedByRegistration, qIssuedByCA, qIssuedByRegistrationAndCA,
 		qIssuedOfRegistration, qRevokedByCA, revokeIssuedBySerial, revokeIssuedByRegistration,
 		enrollmentsT.update, registrationsT.update, registrationsT.delIf, groupsT.del, groupsT.restore,

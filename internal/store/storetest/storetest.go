@@ -88,6 +88,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		testRestoreBatches(t, opener, certs)
 		testRestoreAll(t, opener)
 	})
+	t.Run("config version", func(t *testing.T) { testConfigVersion(t, opener, certs) })
 	t.Run("close", func(t *testing.T) { testClose(t, opener) })
 }
 
