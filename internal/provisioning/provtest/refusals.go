@@ -138,8 +138,11 @@ func Refusals(in Instance) map[string]Refusal {
 	disabledInter := SigningGroup("grp-inter-f-disabled", interF.Cert)
 	disabledInter.ProvisioningStatus = dps.ProvisioningDisabled
 	in.PutGroup(disabledInter)
-	// A rogue CA whose subject copies Intermediate A's.
+	// Rogue CAs whose subjects copy Intermediate A's, Root D's and Expired
+	// Intermediate D's.
 	rogue := testutil.NewRoot(t, pki.Options{CommonName: "Intermediate A"})
+	rogueRootD := testutil.NewRoot(t, pki.Options{CommonName: "Root D"})
+	rogueExpiredInter := testutil.NewRoot(t, pki.Options{CommonName: "Expired Intermediate D"})
 	// G: a verified root without keyCertSign in its key usage, referenced
 	// by a group.
 	rootG := testutil.NewRoot(t, pki.Options{CommonName: "Root G No CertSign", KeyUsage: x509.KeyUsageDigitalSignature})
@@ -274,6 +277,14 @@ func Refusals(in Instance) map[string]Refusal {
 			Want: Refused("certificate chain does not verify")},
 		"fail/path-length-constraint-exceeded": {RegistrationID: "dev-pathlen", Cred: leafOf(belowPathLenZero, "dev-pathlen", pki.Options{}, belowPathLenZero.Cert, pathLenZero.Cert, rootD.Cert),
 			Want: Refused("certificate chain does not verify")},
+		// A presented certificate that did not sign the one below it, where
+		// crypto/x509 alone would build a path around it (the leaf is Root
+		// D's): every presented link must verify.
+		"fail/chain-through-a-rogue-copy-of-its-ca": {RegistrationID: "dev-rogue-middle", Cred: leafOf(rootD, "dev-rogue-middle", pki.Options{}, rogueRootD.Cert, rootD.Cert),
+			Want: Refused("the signature of certificate CN=dev-rogue-middle does not verify with the key of CN=Root D")},
+		// A forged signature is named before a later fault of the chain.
+		"fail/forged-below-expired-intermediate": {RegistrationID: "dev-forged-expired", Cred: leafOf(rogueExpiredInter, "dev-forged-expired", pki.Options{}, expiredInter.Cert, rootD.Cert),
+			Want: Refused("the signature of certificate CN=dev-forged-expired does not verify with the key of CN=Expired Intermediate D")},
 		"fail/expired-intermediate": {RegistrationID: "dev-expired-inter", Cred: leafOf(expiredInter, "dev-expired-inter", pki.Options{}, expiredInter.Cert, rootD.Cert),
 			Want: Refused("CA certificate CN=Expired Intermediate D expired at")},
 		"fail/sha1-intermediate": {RegistrationID: "dev-sha1-inter", Cred: leafOf(sha1Inter, "dev-sha1-inter", pki.Options{}, sha1Inter.Cert, rootRSA.Cert),
