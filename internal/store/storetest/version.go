@@ -9,9 +9,13 @@ import (
 	"github.com/dpsd/dpsd/internal/store"
 )
 
+var errRolledBack = errors.New("rolled back")
+
 // testConfigVersion: ConfigVersion changes with every write of the
 // instance, a linked hub, a CA certificate or an enrollment group, and with
-// no other write; a write that fails leaves it.
+// no other write; a write that fails, or a RestoreAll that rolls back,
+// leaves it. (That registrations leave it is what lets a cache of those
+// records live longer than one registration.)
 func testConfigVersion(t *testing.T, open func(*testing.T) store.Store, certs testCerts) {
 	s := open(t)
 	version := func() int64 {
@@ -30,11 +34,11 @@ func testConfigVersion(t *testing.T, open func(*testing.T) store.Store, certs te
 			t.Errorf("%s: version %d -> %d; want a change: %v", name, before, after, changes)
 		}
 	}
-	refused := func(name string, write func() error) {
+	refused := func(name string, want error, write func() error) {
 		t.Helper()
 		before := version()
-		if err := write(); !errors.Is(err, store.ErrPreconditionFailed) {
-			t.Fatalf("%s: %v, want a failed precondition", name, err)
+		if err := write(); !errors.Is(err, want) {
+			t.Fatalf("%s: %v, want %v", name, err, want)
 		}
 		if after := version(); after != before {
 			t.Errorf("%s: refused, yet the version changed %d -> %d", name, before, after)
@@ -54,11 +58,11 @@ func testConfigVersion(t *testing.T, open func(*testing.T) store.Store, certs te
 	})
 	step("restore instance", true, func() error { return s.RestoreInstance(bg(t), in) })
 	step("put group", true, func() error { return ignore(s.PutGroup(bg(t), gk.make("g1", "a"), "")) })
-	refused("put group under a stale etag", func() error { return ignore(s.PutGroup(bg(t), gk.make("g1", "b"), stale)) })
+	refused("put group under a stale etag", store.ErrPreconditionFailed, func() error { return ignore(s.PutGroup(bg(t), gk.make("g1", "b"), stale)) })
 	step("put CA", true, func() error { return ignore(s.PutCACertificate(bg(t), ck.make("ca1", "a"), "")) })
-	refused("put CA under a stale etag", func() error { return ignore(s.PutCACertificate(bg(t), ck.make("ca1", "b"), stale)) })
+	refused("put CA under a stale etag", store.ErrPreconditionFailed, func() error { return ignore(s.PutCACertificate(bg(t), ck.make("ca1", "b"), stale)) })
 	step("put hub", true, func() error { return ignore(s.PutLinkedHub(bg(t), hk.make("hub1.example.net", "a"), "")) })
-	refused("delete hub under a stale etag", func() error { return s.DeleteLinkedHub(bg(t), "hub1.example.net", stale) })
+	refused("delete hub under a stale etag", store.ErrPreconditionFailed, func() error { return s.DeleteLinkedHub(bg(t), "hub1.example.net", stale) })
 	step("restore a group", true, func() error { return s.Restore(bg(t), []store.Record{{Group: gk.make("g2", "a")}}) })
 	step("restore a CA", true, func() error { return s.Restore(bg(t), []store.Record{{CACertificate: ck.make("ca2", "a")}}) })
 	step("restore a hub", true, func() error {
@@ -69,9 +73,28 @@ func testConfigVersion(t *testing.T, open func(*testing.T) store.Store, certs te
 			return r.Restore(bg(t), []store.Record{{Group: gk.make("g3", "a")}})
 		})
 	})
+	step("restore all: the instance, a CA and a hub", true, func() error {
+		return s.RestoreAll(bg(t), func(r store.Restorer) error {
+			if err := r.RestoreInstance(bg(t), in); err != nil {
+				return err
+			}
+			return r.Restore(bg(t), []store.Record{{CACertificate: ck.make("ca3", "a")}, {LinkedHub: hk.make("hub3.example.net", "a")}})
+		})
+	})
+	refused("restore all that fails", errRolledBack, func() error {
+		return s.RestoreAll(bg(t), func(r store.Restorer) error {
+			if err := r.Restore(bg(t), []store.Record{{Group: gk.make("g4", "a")}}); err != nil {
+				return err
+			}
+			return errRolledBack
+		})
+	})
 	step("delete group", true, func() error { return s.DeleteGroup(bg(t), "g1", "") })
+	refused("delete a missing group", store.ErrNotFound, func() error { return s.DeleteGroup(bg(t), "g1", "") })
 	step("delete CA", true, func() error { return s.DeleteCACertificate(bg(t), "ca1", "") })
+	refused("delete a missing CA", store.ErrNotFound, func() error { return s.DeleteCACertificate(bg(t), "ca1", "") })
 	step("delete hub", true, func() error { return s.DeleteLinkedHub(bg(t), "hub1.example.net", "") })
+	refused("delete a missing hub", store.ErrNotFound, func() error { return s.DeleteLinkedHub(bg(t), "hub1.example.net", "") })
 
 	// Everything else.
 	ek, pk, rk := enrollmentKind(), policyKind(), registrationKind()
@@ -82,13 +105,22 @@ func testConfigVersion(t *testing.T, open func(*testing.T) store.Store, certs te
 		return ignore(s.SaveRegistration(bg(t), rk.make("dev-2", "hub2.example.net"), "", newOp("op-1", "dev-2", time.Now().Add(time.Hour))))
 	})
 	step("put operation", false, func() error { return s.PutOperation(bg(t), newOp("op-2", "dev-2", time.Now().Add(time.Hour))) })
+	step("put a job", false, func() error { return s.PutOperation(bg(t), jobOp("op-3", opBase.Add(time.Minute))) })
+	step("claim a job", false, func() error {
+		return ignore(s.ClaimOperation(bg(t), "op-3", opBase.Add(2*time.Minute), opBase.Add(3*time.Minute)))
+	})
+	step("delete expired operations", false, func() error { return ignore(s.DeleteOperationsBefore(bg(t), time.Now().Add(2*time.Hour))) })
+	step("delete registration", false, func() error { return s.DeleteRegistration(bg(t), "dev-2", "") })
+	step("delete policy", false, func() error { return s.DeletePolicy(bg(t), "p1", "") })
 	step("restore enrollments and registrations", false, func() error {
 		return s.Restore(bg(t), []store.Record{{Enrollment: ek.make("dev-3", "a")}, {Registration: rk.make("dev-3", "hub2.example.net")}})
 	})
 	step("add refusals", false, func() error {
 		return s.AddRefusals(bg(t), []*store.Refusal{{RegistrationID: "dev-4", Reason: "no", Status: 401, ErrorCode: 401002}})
 	})
+	step("trim refusals", false, func() error { return ignore(s.TrimRefusals(bg(t), 0, time.Now().Add(time.Hour))) })
 	step("put run-time setting", false, func() error {
 		return ignore(s.PutRuntimeSetting(bg(t), &store.RuntimeSetting{Name: "faults", Doc: "{}"}, "*"))
 	})
+	step("delete run-time setting", false, func() error { return s.DeleteRuntimeSetting(bg(t), "faults", "") })
 }
