@@ -248,7 +248,8 @@ func (a *Attestor) IssueTPMHubKey(id *Identity, keys *dps.TPMAttestation) error 
 }
 
 // tpmSecret returns the instance's TPM challenge secret. It is read for
-// each TPM request (one small row), so that an Attestor holds no state.
+// each TPM request (from memory when the store is dpsd's cache), so that an
+// Attestor holds no state.
 func (a *Attestor) tpmSecret(ctx context.Context) ([]byte, error) {
 	inst, err := a.Store.Instance(ctx)
 	if err != nil {

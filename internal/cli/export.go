@@ -128,8 +128,9 @@ An empty database takes the exported instance. A database that serves another
 instance is refused unless --force, which replaces its instance (ID scope,
 server CA) and keeps its records, overwriting those with the keys of the
 export's. Everything is written in one transaction: an import that fails,
-anywhere in the file, leaves the database as it was. Restart the nodes on the database after
-an import, so that they serve the imported instance. FILE - reads standard
+anywhere in the file, leaves the database as it was. Nodes serving the database
+apply the imported records to their next registration; after --force, restart
+them, so that they serve the imported instance. FILE - reads standard
 input. A progress bar is drawn on standard error when it is a terminal.`,
 		Args: exactArgs(1, "give the file written by 'dpsd export', or - for standard input"),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -164,7 +165,10 @@ input. A progress bar is drawn on standard error when it is a terminal.`,
 			if err != nil {
 				return withHint(err, "nothing was written: fix the cause and import the file again")
 			}
-			_, err = fmt.Fprintf(e.stdout, "imported instance %s: %s\nrestart the dpsd nodes on this database so that they serve it\n", id, describeCounts(n))
+			if _, err := fmt.Fprintf(e.stdout, "imported instance %s: %s\n", id, describeCounts(n)); err != nil || !force {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, "restart the dpsd nodes on this database so that they serve it")
 			return err
 		},
 	}

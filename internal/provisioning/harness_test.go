@@ -44,6 +44,7 @@ import (
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/provisioning/provtest"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/store/cache"
 	"github.com/dpsd/dpsd/internal/testutil"
 )
 
@@ -106,10 +107,14 @@ func newHarness(t testing.TB, o options) *harness {
 		jst = o.journalStore(st)
 	}
 	j := journal.New(jst, journal.Options{Log: log})
+	// As in dpsd: the pipeline reads through a cache, and the tests write
+	// their fixtures to the store, as the service API does.
+	cached := cache.New(st)
 	p := &provisioning.Pipeline{
 		Journal:      j,
-		Store:        st,
-		Attest:       &attest.Attestor{Store: st, Log: log, Now: o.now},
+		Store:        cached,
+		Sync:         cached.Sync,
+		Attest:       &attest.Attestor{Store: cached, Log: log, Now: o.now},
 		Log:          log,
 		Metrics:      metrics.New(),
 		IDScope:      scope,

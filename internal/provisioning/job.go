@@ -212,6 +212,9 @@ func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *seed) (*s
 		if s != nil && attempt == 1 {
 			prev, in = s.prev, s.in
 		} else {
+			if err := p.sync(sctx); err != nil {
+				return nil, err
+			}
 			var err error
 			r := &record{}
 			if prev, err = p.load(sctx, r, j.RegistrationID); err != nil {

@@ -48,7 +48,14 @@ import (
 
 // Pipeline decides registrations.
 type Pipeline struct {
-	Store   store.Store
+	// Store is where records are read and written. It may keep what rarely
+	// changes in memory (internal/store/cache), with Sync.
+	Store store.Store
+	// Sync, when set, runs when a device request arrives, before anything
+	// is read, and when a job reads again: a cache in front of the store
+	// syncs there, so that every decision sees each write committed before
+	// it, through any node.
+	Sync    func(ctx context.Context) error
 	Attest  *attest.Attestor
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
@@ -223,6 +230,14 @@ func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (_ *dps.
 	return reg.Result.WithoutIssued(), nil
 }
 
+// sync runs Sync; a store that cannot answer is a 503.
+func (p *Pipeline) sync(ctx context.Context) error {
+	if p.Sync == nil {
+		return nil
+	}
+	return dpserr.FromStore(p.Sync(ctx), dpserr.NoRecord, "")
+}
+
 func (p *Pipeline) ttl() time.Duration {
 	if p.OperationTTL > 0 {
 		return p.OperationTTL
@@ -275,6 +290,9 @@ func (p *Pipeline) admit(ctx context.Context, req *Request, rec *record, op stri
 		if err := shape(req.Body); err != nil {
 			return nil, p.refuse(req, err)
 		}
+	}
+	if err := p.sync(ctx); err != nil {
+		return nil, err
 	}
 	id, err := p.identify(ctx, req, rec, op)
 	if ch := (*attest.Challenge)(nil); errors.As(err, &ch) {

@@ -33,6 +33,7 @@ import (
 	"github.com/dpsd/dpsd/internal/provisioning"
 	"github.com/dpsd/dpsd/internal/serviceapi"
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/store/cache"
 	"github.com/dpsd/dpsd/internal/store/sqlstore"
 	"github.com/dpsd/dpsd/internal/wait"
 )
@@ -122,10 +123,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Registry: s.metrics.Registry, Log: log,
 	})
 	s.prober = &allocation.Prober{Targets: s.probeTargets}
+	// Registrations read what rarely changes from memory, synced with the
+	// database's configuration version when each request arrives.
+	cached := cache.New(st)
 	s.pipeline = &provisioning.Pipeline{
 		Journal: s.journal,
-		Store:   st,
-		Attest: &attest.Attestor{Store: st, Log: log, MinRSABits: cfg.MinRSABits, MinECBits: cfg.MinECBits,
+		Store:   cached,
+		Sync:    cached.Sync,
+		Attest: &attest.Attestor{Store: cached, Log: log, MinRSABits: cfg.MinRSABits, MinECBits: cfg.MinECBits,
 			MaxChainLength: cfg.MaxChainLength, MaxSASLifetime: cfg.MaxSASLifetime},
 		Log:           log,
 		Metrics:       s.metrics,
