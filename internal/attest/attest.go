@@ -13,6 +13,7 @@ package attest
 import (
 	"crypto/x509"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/dpsd/dpsd/internal/dps"
@@ -100,6 +101,48 @@ type Attestor struct {
 	// MaxSASLifetime, when positive, refuses a device SAS token that stays
 	// valid longer than this from now.
 	MaxSASLifetime time.Duration
+}
+
+// maxParsed bounds the certificates kept parsed.
+const maxParsed = 4096
+
+// parsed keeps the stored certificates attestation parses (CA certificates
+// and groups' signing certificates, which the store returns as DER), by
+// their DER: a certificate is what its bytes say, so nothing invalidates an
+// entry, and every Attestor can share them.
+var parsed certCache
+
+type certCache struct {
+	mu sync.Mutex
+	m  map[string]*x509.Certificate
+}
+
+// parse returns der parsed, parsing it the first time.
+func parse(der []byte) (*x509.Certificate, error) {
+	c := &parsed
+	c.mu.Lock()
+	p := c.m[string(der)]
+	c.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	p, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*x509.Certificate{}
+	}
+	if len(c.m) >= maxParsed {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[string(der)] = p
+	return p, nil
 }
 
 func orDefault(v, def int) int {

@@ -235,7 +235,7 @@ func (a *Attestor) issuersOf(ctx context.Context, c *x509.Certificate, seen *caS
 	var out []*x509.Certificate
 	done := map[string]bool{}
 	for _, der := range ders {
-		p, err := x509.ParseCertificate(der)
+		p, err := parse(der)
 		if err != nil {
 			continue // cannot be an anchor
 		}
