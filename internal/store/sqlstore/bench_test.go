@@ -3,29 +3,54 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
 
+	"github.com/dpsd/dpsd/internal/store/storetest"
 	"github.com/dpsd/dpsd/internal/testutil"
 )
 
 // BenchmarkSaveRegistrationConcurrent is BenchmarkSaveRegistration with as
 // many concurrent writers as a loaded server has registrations in flight:
-// with one writer and one fsync per commit, they queue.
+// their writes are committed together (commit.go), and writes/commit says
+// how many share a commit on average. On PostgreSQL too when the tests
+// have a server (DPS_TEST_PG_DSN; scripts/pg-throwaway.sh, whose server
+// does not fsync).
 func BenchmarkSaveRegistrationConcurrent(b *testing.B) {
-	for _, writers := range []int{8, 32} {
-		b.Run(fmt.Sprintf("writers-%d", writers), func(b *testing.B) {
-			benchSaveParallel(b, max(1, writers/runtime.GOMAXPROCS(0)))
-		})
+	engines := map[string]func(b *testing.B, opts Options) *Store{
+		"sqlite": func(b *testing.B, opts Options) *Store { return openSQLite(b, opts) },
+	}
+	if dsn := os.Getenv("DPS_TEST_PG_DSN"); dsn != "" {
+		engines["postgres"] = func(b *testing.B, opts Options) *Store {
+			s, err := Open(context.Background(), storetest.PostgresSchema(b, dsn), opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}
+	}
+	for _, engine := range []string{"sqlite", "postgres"} {
+		open := engines[engine]
+		if open == nil {
+			continue
+		}
+		for _, writers := range []int{8, 32} {
+			b.Run(fmt.Sprintf("%s/writers-%d", engine, writers), func(b *testing.B) {
+				benchSaveParallel(b, open, max(1, writers/runtime.GOMAXPROCS(0)))
+			})
+		}
 	}
 }
 
 // benchSaveParallel saves first registrations from parallelism ×
 // GOMAXPROCS goroutines.
-func benchSaveParallel(b *testing.B, parallelism int) {
+func benchSaveParallel(b *testing.B, open func(b *testing.B, opts Options) *Store, parallelism int) {
 	b.ReportAllocs()
-	s := openSQLite(b, Options{})
+	var commits, writes atomic.Int64
+	s := open(b, Options{ObserveBatch: func(n int) { commits.Add(1); writes.Add(int64(n)) }})
 	ctx := context.Background()
 	var n atomic.Int64
 	b.SetParallelism(parallelism)
@@ -39,6 +64,9 @@ func benchSaveParallel(b *testing.B, parallelism int) {
 			}
 		}
 	})
+	if c := commits.Load(); c > 0 {
+		b.ReportMetric(float64(writes.Load())/float64(c), "writes/commit")
+	}
 }
 
 // BenchmarkSaveRegistrationUpdate is a re-registration: a record replaced

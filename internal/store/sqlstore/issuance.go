@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/dpsd/dpsd/internal/store"
@@ -177,16 +178,24 @@ func issuedRow(c *store.IssuedCertificate, created int64) ([]any, error) {
 		toNanos(c.NotBefore), toNanos(c.NotAfter), created, toNanos(c.RevokedAt), c.RevocationReason}, nil
 }
 
-// putIssued records a newly issued certificate inside tx.
-func (s *Store) putIssued(ctx context.Context, tx *txn, c *store.IssuedCertificate) error {
+// newIssuedRow checks c, a certificate just issued, and returns the
+// arguments of insertIssued, taken before the write joins a batch: the
+// caller owns c again as soon as it stops waiting.
+func (s *Store) newIssuedRow(c *store.IssuedCertificate) ([]any, error) {
 	args, err := issuedRow(c, s.stamp())
 	if err != nil {
-		return err
+		return nil, err
 	}
+	args[7] = slices.Clone(c.CertificateDER)
 	// A new certificate is never revoked yet.
 	args[12], args[13] = int64(0), ""
+	return args, nil
+}
+
+// putIssued records a newly issued certificate (newIssuedRow) inside tx.
+func (s *Store) putIssued(ctx context.Context, tx *txn, args []any) error {
 	if _, err := tx.ExecContext(ctx, insertIssued, args...); err != nil {
-		return s.fail(ctx, fmt.Sprintf("issued certificate %s", c.SerialNumber), err)
+		return s.fail(ctx, fmt.Sprintf("issued certificate %s", args[3]), err)
 	}
 	return nil
 }

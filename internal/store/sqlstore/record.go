@@ -175,14 +175,21 @@ func (s *Store) put(ctx context.Context, q queryer, t *table, what, k string, va
 	err := q.QueryRowContext(ctx, stmt, args...).Scan(&m.created, &m.updated)
 	switch {
 	case errors.Is(err, sql.ErrNoRows) && stmt == t.insert:
-		return meta{}, fmt.Errorf("%s: %w", what, store.ErrConflict)
+		return meta{}, refused{fmt.Errorf("%s: %w", what, store.ErrConflict)}
 	case errors.Is(err, sql.ErrNoRows):
-		return meta{}, fmt.Errorf("%s: %w", what, store.ErrPreconditionFailed)
+		return meta{}, refused{fmt.Errorf("%s: %w", what, store.ErrPreconditionFailed)}
 	case err != nil:
 		return meta{}, s.fail(ctx, what, err)
 	}
 	return m, nil
 }
+
+// refused is a write the database declined without an error: a create of
+// a key that exists, an update under an etag that no longer matches. It
+// wrote nothing, and its transaction may go on (see commit.go).
+type refused struct{ error }
+
+func (r refused) Unwrap() error { return r.error }
 
 // remove deletes one row per ifMatch: "" and "*" unconditionally, else only
 // if the etag matches (ErrPreconditionFailed otherwise, also when the row

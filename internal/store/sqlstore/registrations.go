@@ -15,6 +15,9 @@ import (
 
 var registrationsT = newTable("registrations", "group_key", "group_id", "doc", "payload", "placement_hub", "placement_device_id", "applied_twin")
 
+// payloadCol is the index of "payload" in registrationCols.
+const payloadCol = 3
+
 const (
 	selectRegistration = `SELECT key, group_id, doc, payload, placement_hub, placement_device_id, applied_twin, etag, created, updated FROM registrations`
 	selectOperation    = `SELECT id, registration_id, status, result, job, lease_until, created, expires FROM operations`
@@ -83,24 +86,47 @@ func (s *Store) Registration(ctx context.Context, registrationID string) (*store
 
 // SaveRegistration writes r per ifMatch, the certificate it issued, and, if
 // op is not nil, op with its Result set to the stored record, in one
-// transaction. It returns the stored
-// record; r and op are not modified.
+// transaction, which it may share with other registration writes
+// (commit.go). It returns the stored record once it is durable; r and op
+// are not modified, nor read after it returns.
 func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifMatch string, op *store.Operation) (*store.Registration, error) {
 	return run(ctx, s, write, func(ctx context.Context) (*store.Registration, error) {
 		if r == nil || r.Result == nil || r.Result.RegistrationID == "" {
 			return nil, errors.New("registration: the registration ID is empty")
 		}
-		if op != nil && op.ID == "" {
-			return nil, errors.New("operation: the ID is empty")
+		var row *operationRow
+		if op != nil {
+			o := *op
+			o.Result = nil // the stored record's, below
+			or, err := s.operationRow(&o)
+			if err != nil {
+				return nil, err
+			}
+			row = &or
 		}
+		k := key(r.Result.RegistrationID)
 		what := fmt.Sprintf("registration %q", r.Result.RegistrationID)
 		doc, cols, err := registrationCols(r)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
+		var issued []any
+		if r.Issued != nil {
+			if issued, err = s.newIssuedRow(r.Issued); err != nil {
+				return nil, err
+			}
+		}
+		// What the store returns besides the result; the payload is the
+		// copy the columns hold. The certificates the registration delivers
+		// go to the answer and the operation, not into the record.
+		base := store.Registration{EnrollmentGroupID: r.EnrollmentGroupID, Placement: r.Placement, AppliedTwin: cloneTwin(r.AppliedTwin)}
+		if p, ok := cols[payloadCol].([]byte); ok {
+			base.DevicePayload = p
+		}
+		chain, client := slices.Clone(r.Result.IssuedCertificateChain), r.Result.IssuedClientCertificate
 		var out *store.Registration
-		err = s.inTx(ctx, what, func(tx *txn) error {
-			m, err := s.put(ctx, tx, registrationsT, what, key(r.Result.RegistrationID), cols, ifMatch, registrationEtag)
+		err = s.batch(ctx, what, "registration/"+k, func(ctx context.Context, tx *txn) error {
+			m, err := s.put(ctx, tx, registrationsT, what, k, cols, ifMatch, registrationEtag)
 			if err != nil {
 				return err
 			}
@@ -108,24 +134,22 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 			if err != nil {
 				return err
 			}
-			// The certificates the registration delivers go to the answer
-			// and the operation, not into the record.
-			res.IssuedCertificateChain, res.IssuedClientCertificate = r.Result.IssuedCertificateChain, r.Result.IssuedClientCertificate
-			out = &store.Registration{Result: res, EnrollmentGroupID: r.EnrollmentGroupID, Placement: r.Placement}
-			if r.DevicePayload != nil {
-				out.DevicePayload = append(json.RawMessage{}, r.DevicePayload...)
-			}
-			out.AppliedTwin = cloneTwin(r.AppliedTwin)
-			if r.Issued != nil {
-				if err := s.putIssued(ctx, tx, r.Issued); err != nil {
+			res.IssuedCertificateChain, res.IssuedClientCertificate = chain, client
+			stored := base
+			stored.Result = res
+			out = &stored
+			if issued != nil {
+				if err := s.putIssued(ctx, tx, issued); err != nil {
 					return err
 				}
 			}
-			if op == nil {
+			if row == nil {
 				return nil
 			}
-			o := *op
-			o.Result = res
+			o := *row
+			if o.result, err = resultColumn(res); err != nil {
+				return fmt.Errorf("operation %q: %w", o.id, err)
+			}
 			return s.putOperation(ctx, tx, &o)
 		})
 		if err != nil {
@@ -151,10 +175,11 @@ func registrationCols(r *store.Registration) (string, []any, error) {
 		groupKey = key(r.EnrollmentGroupID)
 	}
 	// Bytes, not text: the payload is kept exactly as the device sent it,
-	// and PostgreSQL text would refuse invalid UTF-8.
+	// and PostgreSQL text would refuse invalid UTF-8. A copy: the caller
+	// owns r again as soon as it stops waiting for the write.
 	var payload any
 	if r.DevicePayload != nil {
-		payload = []byte(r.DevicePayload)
+		payload = slices.Clone([]byte(r.DevicePayload))
 	}
 	var twin any // NULL when none
 	if r.AppliedTwin != nil {
@@ -291,39 +316,72 @@ func (s *Store) ExpiredJobs(ctx context.Context, now time.Time, limit int) ([]*s
 	})
 }
 
-// PutOperation inserts or replaces an operation. CreatedAt defaults to now.
+// PutOperation inserts or replaces an operation, in a transaction it may
+// share with other registration writes (commit.go). CreatedAt defaults to
+// now.
 func (s *Store) PutOperation(ctx context.Context, op *store.Operation) error {
 	return run0(ctx, s, write, func(ctx context.Context) error {
-		if op == nil || op.ID == "" {
+		if op == nil {
 			return errors.New("operation: the ID is empty")
 		}
-		return s.putOperation(ctx, s.w, op)
+		row, err := s.operationRow(op)
+		if err != nil {
+			return err
+		}
+		return s.batch(ctx, fmt.Sprintf("operation %q", op.ID), "operation/"+op.ID, func(ctx context.Context, tx *txn) error {
+			return s.putOperation(ctx, tx, &row)
+		})
 	})
 }
 
-func (s *Store) putOperation(ctx context.Context, q queryer, op *store.Operation) error {
-	what := fmt.Sprintf("operation %q", op.ID)
-	var result, job any // NULL while assigning; NULL once terminal
-	if op.Result != nil {
-		b, err := json.Marshal(op.Result)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		result = string(b)
+// operationRow is an operation as the values of its row, taken before the
+// write joins a batch: the caller owns the operation again as soon as it
+// stops waiting.
+type operationRow struct {
+	id, registrationID, status string
+	result, job                any // NULL while assigning; NULL once terminal
+	lease, created, expires    int64
+}
+
+// operationRow checks op and returns its row. CreatedAt defaults to now.
+func (s *Store) operationRow(op *store.Operation) (operationRow, error) {
+	if op.ID == "" {
+		return operationRow{}, errors.New("operation: the ID is empty")
+	}
+	row := operationRow{id: op.ID, registrationID: op.RegistrationID, status: op.Status,
+		lease: toNanos(op.LeaseUntil), created: toNanos(op.CreatedAt), expires: toNanos(op.ExpiresAt)}
+	var err error
+	if row.result, err = resultColumn(op.Result); err != nil {
+		return operationRow{}, fmt.Errorf("operation %q: %w", op.ID, err)
 	}
 	if op.Job != nil {
 		if !json.Valid(op.Job) {
-			return fmt.Errorf("%s: the job is not JSON", what)
+			return operationRow{}, fmt.Errorf("operation %q: the job is not JSON", op.ID)
 		}
-		job = string(op.Job)
+		row.job = string(op.Job)
 	}
-	created := toNanos(op.CreatedAt)
-	if created == 0 {
-		created = s.stamp()
+	if row.created == 0 {
+		row.created = s.stamp()
 	}
+	return row, nil
+}
+
+// resultColumn is the result column of an operation: NULL without one.
+func resultColumn(r *dps.DeviceRegistrationResult) (any, error) {
+	if r == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+func (s *Store) putOperation(ctx context.Context, q queryer, o *operationRow) error {
 	if _, err := q.ExecContext(ctx, upsertOperation,
-		op.ID, op.RegistrationID, op.Status, result, job, toNanos(op.LeaseUntil), created, toNanos(op.ExpiresAt)); err != nil {
-		return s.fail(ctx, what, err)
+		o.id, o.registrationID, o.status, o.result, o.job, o.lease, o.created, o.expires); err != nil {
+		return s.fail(ctx, fmt.Sprintf("operation %q", o.id), err)
 	}
 	return nil
 }

@@ -12,6 +12,8 @@
 // SQLite allows one writer at a time, so writes go through a pool of exactly
 // one connection that begins transactions with BEGIN IMMEDIATE, and reads go
 // through a separate pool; in WAL mode readers never wait for the writer.
+// Registration writes arriving together share a transaction and its commit
+// on both engines (commit.go).
 //
 // On PostgreSQL several dpsd nodes share one database. The store keeps
 // nothing outside it, so every call sees what any node committed. Every
@@ -83,6 +85,10 @@ type Options struct {
 	// SkipSchemaCheck makes Open neither migrate nor check the schema, for
 	// `dpsd migrate`, which reports the versions before migrating.
 	SkipSchemaCheck bool
+	// ObserveBatch, when set, is called after each commit of batched
+	// registration writes (commit.go) with the number of writes it made
+	// durable.
+	ObserveBatch func(writes int)
 }
 
 // Store is a store.Store on SQLite or PostgreSQL. It is safe for concurrent
@@ -96,6 +102,7 @@ type Store struct {
 	timeout time.Duration
 	retries int
 	health  *health
+	commit  *committer // registration writes, batched
 	closed  atomic.Bool
 }
 
@@ -165,6 +172,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	s.commit = &committer{s: s, max: 1, observe: opts.ObserveBatch}
+	if s.d == postgresDialect {
+		s.commit.max = min(postgresCommitters, max(1, s.r.Stats().MaxOpenConnections/4))
 	}
 
 	switch {

@@ -334,7 +334,9 @@ func BenchmarkSaveRegistration(b *testing.B) {
 			}
 		}
 	})
-	b.Run("parallel", func(b *testing.B) { benchSaveParallel(b, 1) })
+	b.Run("parallel", func(b *testing.B) {
+		benchSaveParallel(b, func(b *testing.B, opts Options) *Store { return openSQLite(b, opts) }, 1)
+	})
 }
 
 // BenchmarkEnrollmentGet reads random enrollments out of 10,000.

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -272,6 +273,125 @@ func testConcurrency(t *testing.T, open func(*testing.T) store.Store) {
 		}
 		race(t, s, second.Result.Etag, "again")
 	})
+
+	t.Run("save registration/concurrent saves end as some order of them would", testConcurrentSaves(open))
+
+	t.Run("save registration/a call whose context is done writes nothing", func(t *testing.T) {
+		s := open(t)
+		ctx, cancel := context.WithCancel(bg(t))
+		cancel()
+		if _, err := s.SaveRegistration(ctx, k.make("dev-1", "hub1"), "", newOp("op-1", "dev-1", opBase.Add(time.Hour))); err == nil {
+			t.Fatal("save with a canceled context succeeded")
+		}
+		if err := s.PutOperation(ctx, newOp("op-2", "dev-2", opBase.Add(time.Hour))); err == nil {
+			t.Fatal("put operation with a canceled context succeeded")
+		}
+		_, err := s.Registration(bg(t), "dev-1")
+		wantErr(t, err, store.ErrNotFound, "registration")
+		for _, id := range []string{"op-1", "op-2"} {
+			_, err := s.Operation(bg(t), id)
+			wantErr(t, err, store.ErrNotFound, "operation "+id)
+		}
+	})
+}
+
+// testConcurrentSaves starts saves of several kinds at once, so that a
+// store which runs them together (in one transaction) runs them together,
+// and checks that each answer is one some order of the calls allows, and
+// that the stored records and operations agree with the answers.
+func testConcurrentSaves(open func(*testing.T) store.Store) func(t *testing.T) {
+	return func(t *testing.T) {
+		s := open(t)
+		k := registrationKind()
+		existing := map[string]*store.Registration{}
+		for _, id := range []string{"upd", "over", "stale"} {
+			r, err := s.SaveRegistration(bg(t), k.make(id, "hub0"), "", nil)
+			must(t, err, "save "+id)
+			existing[id] = r
+		}
+		type call struct {
+			id, ifMatch string
+			out         *store.Registration
+			err         error
+		}
+		var calls []*call
+		add := func(n int, id, ifMatch string) {
+			for range n {
+				calls = append(calls, &call{id: id, ifMatch: ifMatch})
+			}
+		}
+		add(6, "dup", "")                          // one creates, the others find it
+		add(6, "upd", existing["upd"].Result.Etag) // one updates, the others find a new etag
+		add(4, "over", "*")                        // each overwrites
+		add(2, "stale", k.otherQuoting(existing["stale"].Result.Etag)+"x")
+		for i := range 10 {
+			add(1, fmt.Sprintf("fresh-%d", i), "")
+		}
+		testutil.Together(len(calls), func(i int) {
+			c := calls[i]
+			c.out, c.err = s.SaveRegistration(bg(t), k.make(c.id, fmt.Sprintf("hub-%d", i)), c.ifMatch, newOp(fmt.Sprintf("op-%d", i), c.id, opBase.Add(time.Hour)))
+		})
+
+		wins := map[string][]int{}
+		for i, c := range calls {
+			switch {
+			case c.err == nil:
+				wins[c.id] = append(wins[c.id], i)
+				// The operation holds what the call returned.
+				op, err := s.Operation(bg(t), fmt.Sprintf("op-%d", i))
+				must(t, err, fmt.Sprintf("operation of call %d", i))
+				if op.Result == nil || op.Result.Etag != c.out.Result.Etag || op.Result.AssignedHub != fmt.Sprintf("hub-%d", i) {
+					t.Fatalf("call %d returned etag %s; its operation holds %+v", i, c.out.Result.Etag, op.Result)
+				}
+			case c.id == "dup" && errors.Is(c.err, store.ErrConflict),
+				c.id == "upd" && errors.Is(c.err, store.ErrPreconditionFailed),
+				c.id == "stale" && errors.Is(c.err, store.ErrPreconditionFailed):
+				_, err := s.Operation(bg(t), fmt.Sprintf("op-%d", i))
+				wantErr(t, err, store.ErrNotFound, fmt.Sprintf("operation of failed call %d", i))
+			default:
+				t.Fatalf("call %d (%s, If-Match %q): %v", i, c.id, c.ifMatch, c.err)
+			}
+		}
+		for id, want := range map[string]int{"dup": 1, "upd": 1, "over": 4, "stale": 0} {
+			if len(wins[id]) != want {
+				t.Fatalf("%s: %d calls succeeded, want %d", id, len(wins[id]), want)
+			}
+		}
+		for i := range 10 {
+			if id := fmt.Sprintf("fresh-%d", i); len(wins[id]) != 1 {
+				t.Fatalf("%s was not saved", id)
+			}
+		}
+
+		// The stored record is the answer of the last call to win: for the
+		// overwrites, one of them, with the creation time of the first.
+		for id, won := range wins {
+			got, err := s.Registration(bg(t), id)
+			must(t, err, "registration "+id)
+			last := -1
+			for _, i := range won {
+				if calls[i].out.Result.Etag == got.Result.Etag {
+					last = i
+				}
+			}
+			if last < 0 {
+				t.Fatalf("%s: stored etag %s is none of the %d answers", id, got.Result.Etag, len(won))
+			}
+			sameJSON(t, id, got, calls[last].out)
+		}
+		etags := map[string]bool{}
+		for _, i := range wins["over"] {
+			r := calls[i].out.Result
+			if etags[r.Etag] {
+				t.Fatalf("two overwrites answered etag %s", r.Etag)
+			}
+			etags[r.Etag] = true
+			if !tm(r.CreatedDateTimeUtc).Equal(tm(existing["over"].Result.CreatedDateTimeUtc)) {
+				t.Fatalf("an overwrite answered created %v, want the record's %v", r.CreatedDateTimeUtc, existing["over"].Result.CreatedDateTimeUtc)
+			}
+		}
+		k.mustGet(t, s, "stale", "hub0")
+	}
 }
 
 func testClose(t *testing.T, open func(*testing.T) store.Store) {
@@ -287,5 +407,8 @@ func testClose(t *testing.T, open func(*testing.T) store.Store) {
 		wantErr(t, err, store.ErrUnavailable, "get after close")
 		_, err = s.PutEnrollment(bg(t), enrollmentKind().make("dev-1", "x"), "")
 		wantErr(t, err, store.ErrUnavailable, "put after close")
+		_, err = s.SaveRegistration(bg(t), registrationKind().make("dev-1", "x"), "", newOp("op-1", "dev-1", opBase))
+		wantErr(t, err, store.ErrUnavailable, "save registration after close")
+		wantErr(t, s.PutOperation(bg(t), newOp("op-2", "dev-1", opBase)), store.ErrUnavailable, "put operation after close")
 	})
 }
