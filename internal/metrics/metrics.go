@@ -39,6 +39,9 @@ type Metrics struct {
 	// FaultsInjected counts the faults injected on purpose, by action,
 	// operation and transport (internal/limits).
 	FaultsInjected *prometheus.CounterVec
+	// CommitBatch is the number of registration writes each group commit
+	// of the store made durable (sqlstore.Options.ObserveBatch).
+	CommitBatch prometheus.Histogram
 }
 
 // New creates the metrics and registers them with Go and process collectors.
@@ -74,9 +77,13 @@ func New() *Metrics {
 		FaultsInjected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpsd_faults_injected_total", Help: "Faults injected on purpose (--fault, /faults), by action, operation and transport.",
 		}, []string{"action", "operation", "transport"}),
+		CommitBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "dpsd_store_commit_batch_size", Help: "Registration writes (records and operations) made durable by one store transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 	}
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.Registrations, m.RegistrationDuration, m.Refusals,
-		m.ConnectionsOpen, m.ConnectionsRefused, m.Throttled, m.FaultsInjected,
+		m.ConnectionsOpen, m.ConnectionsRefused, m.Throttled, m.FaultsInjected, m.CommitBatch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -79,11 +79,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	st, err := sqlstore.Open(ctx, cfg.StoreDSN(), cfg.StoreOptions(log))
+	m := metrics.New()
+	opts := cfg.StoreOptions(log)
+	opts.ObserveBatch = func(n int) { m.CommitBatch.Observe(float64(n)) }
+	st, err := sqlstore.Open(ctx, cfg.StoreDSN(), opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, store: st, metrics: metrics.New()}
+	s := &Server{cfg: cfg, log: log, store: st, metrics: m}
 	if err := s.initInstance(ctx); err != nil {
 		st.Close()
 		return nil, err
