@@ -2,12 +2,17 @@ package e2e_test
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,13 +27,14 @@ import (
 	"github.com/dpsd/dpsd/test/e2e"
 )
 
-// TestCrashUnderLoad registers devices as fast as a few workers can — new
-// devices, and some again — kills dpsd with SIGKILL at a random moment,
-// and restarts it on the same data. Every registration whose answer said
-// "assigned" must be there as it was answered (same etag, same hub), no
-// operation may be left "assigning", and the database must check clean:
-// SQLite's integrity check, and an export that reads every record back.
-// On SQLite and on PostgreSQL.
+// TestCrashUnderLoad registers devices as fast as a few dozen workers can
+// — new devices, and some again — until the store has committed several
+// registrations in one transaction (group commit), kills dpsd with SIGKILL
+// at a random moment after that, and restarts it on the same data. Every
+// registration whose answer said "assigned" must be there as it was
+// answered (same etag, same hub), no operation may be left "assigning", and
+// the database must check clean: SQLite's integrity check, and an export
+// that reads every record back. On SQLite and on PostgreSQL.
 func TestCrashUnderLoad(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		t.Run(engine, func(t *testing.T) {
@@ -37,7 +43,11 @@ func TestCrashUnderLoad(t *testing.T) {
 			dsn := ""
 			if engine == "postgres" {
 				dsn = mnDatabase(t)
-				args = []string{"--store", dsn}
+				// A pool of 4 connections has one committer, whose
+				// batches grow at a load this test can make; the test
+				// server of scripts/pg-throwaway.sh commits too fast
+				// for the default four to be busy at once.
+				args = []string{"--store", dsn, "--store-max-conns", "4"}
 			}
 			s := e2e.StartServer(t, args...)
 			mnLinkHub(t, s)
@@ -91,11 +101,12 @@ func TestCrashUnderLoad(t *testing.T) {
 // crashAck is what a device was told.
 type crashAck struct{ etag, hub string }
 
-// crashLoad registers devices from a few workers until it kills s, at a
-// random moment between 0.3 and 2 s in, and returns the latest
-// acknowledgement of every device that got one.
+// crashLoad registers devices from enough workers for their writes to
+// meet in the store's commits until it kills s, at a random moment within
+// a second of the first commit of more than one write, and returns the
+// latest acknowledgement of every device that got one.
 func crashLoad(t *testing.T, s *e2e.Server, key []byte) map[string]crashAck {
-	const workers = 6
+	const workers = 24
 	var (
 		mu     sync.Mutex
 		acks   = map[string]crashAck{}
@@ -127,11 +138,60 @@ func crashLoad(t *testing.T, s *e2e.Server, key []byte) map[string]crashAck {
 			}
 		}()
 	}
-	time.Sleep(300*time.Millisecond + rand.N(1700*time.Millisecond))
+	seen, err := crashAwaitBatch(s, mnRoots(t, s))
+	if err == nil {
+		t.Log(seen)
+		time.Sleep(rand.N(time.Second))
+	}
 	killed.Store(true)
 	s.Kill()
 	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
 	return acks
+}
+
+// crashAwaitBatch reads the metrics of s until they show a commit of more
+// than one write (dpsd_store_commit_batch_size), for a minute at most, and
+// says what it saw.
+func crashAwaitBatch(s *e2e.Server, roots *x509.CertPool) (string, error) {
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	defer hc.CloseIdleConnections()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := hc.Get("https://" + s.DeviceEndpoint + "/metrics")
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return "", err
+		}
+		ones, err := crashMetric(string(b), `dpsd_store_commit_batch_size_bucket{le="1"}`)
+		if err != nil {
+			return "", err
+		}
+		all, err := crashMetric(string(b), `dpsd_store_commit_batch_size_count`)
+		if err != nil {
+			return "", err
+		}
+		if all > ones {
+			return fmt.Sprintf("%v of %v commits so far held more than one write", all-ones, all), nil
+		}
+	}
+	return "", errors.New("in a minute of load, the store never committed more than one registration at once")
+}
+
+// crashMetric returns the value of the sample named name (labels included)
+// in a Prometheus text exposition.
+func crashMetric(text, name string) (float64, error) {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("the metrics have no %s", name)
 }
 
 // crashExport exports the instance of s (which reads every record back)
