@@ -12,7 +12,8 @@
 #   mqtt-x509-new         MQTT over TLS, X.509, a new connection per device,
 #                         against TLS + CONNECT/CONNACK
 #   pg-*                  with BENCH_PG=1 (as root, PostgreSQL's server
-#                         binaries installed): the first three again on a
+#                         binaries installed): https-x509-new and
+#                         https-sym-keepalive (no baseline) on a
 #                         throwaway PostgreSQL with its durable defaults
 #                         (fsync, synchronous_commit=on), with the CPU the
 #                         database used per registration
