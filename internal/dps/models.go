@@ -1,6 +1,9 @@
 package dps
 
-import "encoding/json"
+import (
+	"bytes"
+	"encoding/json"
+)
 
 // Attestation types. Input is matched case-insensitively and stored in this
 // canonical spelling.
@@ -192,6 +195,19 @@ type DeviceCapabilities struct {
 type InitialTwin struct {
 	Tags       json.RawMessage        `json:"tags,omitempty"`
 	Properties *InitialTwinProperties `json:"properties,omitempty"`
+}
+
+// Clone returns a copy of t sharing no memory with it (nil for nil), for
+// stores that hand out or keep records their callers may change.
+func (t *InitialTwin) Clone() *InitialTwin {
+	if t == nil {
+		return nil
+	}
+	c := &InitialTwin{Tags: bytes.Clone(t.Tags)}
+	if t.Properties != nil {
+		c.Properties = &InitialTwinProperties{Desired: bytes.Clone(t.Properties.Desired)}
+	}
+	return c
 }
 
 // InitialTwinProperties holds the desired properties of an initial twin.

@@ -69,7 +69,7 @@ func cloneGroup(g *dps.EnrollmentGroup) *dps.EnrollmentGroup {
 	s := &c.EnrollmentSettings
 	s.Attestation = cloneAttestation(g.Attestation)
 	s.Capabilities = flat(g.Capabilities)
-	s.InitialTwin = cloneTwin(g.InitialTwin)
+	s.InitialTwin = g.InitialTwin.Clone()
 	s.ReprovisionPolicy = flat(g.ReprovisionPolicy)
 	s.CreatedDateTimeUtc = flat(g.CreatedDateTimeUtc)
 	s.LastUpdatedDateTimeUtc = flat(g.LastUpdatedDateTimeUtc)
@@ -115,15 +115,4 @@ func cloneCertificate(w *dps.X509CertificateWithInfo) *dps.X509CertificateWithIn
 		c.Info = &i
 	}
 	return &c
-}
-
-func cloneTwin(t *dps.InitialTwin) *dps.InitialTwin {
-	if t == nil {
-		return nil
-	}
-	c := &dps.InitialTwin{Tags: bytes.Clone(t.Tags)}
-	if t.Properties != nil {
-		c.Properties = &dps.InitialTwinProperties{Desired: bytes.Clone(t.Properties.Desired)}
-	}
-	return c
 }

@@ -119,7 +119,7 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 		// What the store returns besides the result; the payload is the
 		// copy the columns hold. The certificates the registration delivers
 		// go to the answer and the operation, not into the record.
-		base := store.Registration{EnrollmentGroupID: r.EnrollmentGroupID, Placement: r.Placement, AppliedTwin: cloneTwin(r.AppliedTwin)}
+		base := store.Registration{EnrollmentGroupID: r.EnrollmentGroupID, Placement: r.Placement, AppliedTwin: r.AppliedTwin.Clone()}
 		if p, ok := cols[payloadCol].([]byte); ok {
 			base.DevicePayload = p
 		}
@@ -190,19 +190,6 @@ func registrationCols(r *store.Registration) (string, []any, error) {
 		twin = string(b)
 	}
 	return string(doc), []any{groupKey, r.EnrollmentGroupID, string(doc), payload, r.Placement.Hub, r.Placement.DeviceID, twin}, nil
-}
-
-// cloneTwin copies a twin, so that a caller changing what it saved cannot
-// change what Save returned.
-func cloneTwin(t *dps.InitialTwin) *dps.InitialTwin {
-	if t == nil {
-		return nil
-	}
-	c := &dps.InitialTwin{Tags: slices.Clone(t.Tags)}
-	if t.Properties != nil {
-		c.Properties = &dps.InitialTwinProperties{Desired: slices.Clone(t.Properties.Desired)}
-	}
-	return c
 }
 
 // DeleteRegistration deletes a registration record per ifMatch. Its
