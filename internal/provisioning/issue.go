@@ -57,10 +57,11 @@ func (p *Pipeline) checkIssuance(ctx context.Context, id *attest.Identity, csr *
 	return &certificateRequest{csr: csr, ca: ca}, nil
 }
 
-// jobIssuance is the certificate request of a job: the register
-// request's (in the seed), or, for a job taken over from another run, the
-// CSR the job carries, checked again against the enrollment's issuing CA.
-func (p *Pipeline) jobIssuance(ctx context.Context, req *Request, id *attest.Identity, s *seed) (*certificateRequest, error) {
+// jobIssuance is the certificate request of a job: the one the register
+// request read before it started the job, or, for a job taken over from
+// another run, the CSR the job carries, checked again against the
+// enrollment's issuing CA.
+func (p *Pipeline) jobIssuance(ctx context.Context, req *Request, id *attest.Identity, s *preread) (*certificateRequest, error) {
 	if s != nil {
 		return s.cert, nil
 	}

@@ -88,9 +88,9 @@ func (j *job) identity() *attest.Identity {
 		HubKey: j.HubKey, HubSecondaryKey: j.HubSecondaryKey, HubKeyBlob: j.HubKeyBlob, Issued: j.Issued}
 }
 
-// seed is what the register request read before it started the job, so
+// preread is what the register request read before it started the job, so
 // that the job's first attempt does not read it again.
-type seed struct {
+type preread struct {
 	prev *store.Registration
 	in   *inputs
 	cert *certificateRequest
@@ -129,7 +129,7 @@ func (p *Pipeline) lease() time.Duration { return 2 * p.assignTimeout() }
 
 // startJob stores the "assigning" operation of an assignment that calls
 // out, starts its job, and waits for it as the mode says.
-func (p *Pipeline) startJob(ctx context.Context, req *Request, id *attest.Identity, start time.Time, s *seed) (*store.Operation, error) {
+func (p *Pipeline) startJob(ctx context.Context, req *Request, id *attest.Identity, start time.Time, s *preread) (*store.Operation, error) {
 	b, err := json.Marshal(newJob(req, id, start))
 	if err != nil {
 		return nil, dpserr.Internal(err)
@@ -167,7 +167,7 @@ func (p *Pipeline) await(ctx context.Context, op *store.Operation, done <-chan *
 // final operation, or nil when the job ended without one (it was stopped,
 // lost its lease, or the store failed: the operation stays "assigning"
 // until its lease runs out and another run takes it).
-func (p *Pipeline) launch(op *store.Operation, s *seed) <-chan *store.Operation {
+func (p *Pipeline) launch(op *store.Operation, s *preread) <-chan *store.Operation {
 	done := make(chan *store.Operation, 1)
 	base := p.jobContext()
 	p.jobs.wg.Go(func() {
@@ -190,7 +190,7 @@ var errJobLost = errors.New("another run took the job over")
 
 // runJob decides, calls out and saves, retrying when a concurrent
 // registration of the same device changed its record meanwhile.
-func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *seed) (*store.Operation, error) {
+func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *preread) (*store.Operation, error) {
 	var j job
 	if err := json.Unmarshal(op.Job, &j); err != nil {
 		// Nothing can run it: end it rather than leave it assigning.

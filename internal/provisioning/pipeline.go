@@ -418,7 +418,7 @@ func (p *Pipeline) assign(ctx context.Context, req Request, id *attest.Identity,
 		}
 		d := p.decide(&req, id, prev, in)
 		if d.callsOut() {
-			op, err := p.startJob(ctx, &req, id, start, &seed{prev: prev, in: in, cert: cert})
+			op, err := p.startJob(ctx, &req, id, start, &preread{prev: prev, in: in, cert: cert})
 			return op, true, err
 		}
 		rec := d.record(&req, nil)
