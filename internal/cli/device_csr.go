@@ -44,6 +44,9 @@ func (f *deviceFlags) certificateRequest(registrationID string) (*csrRequest, er
 	r := &csrRequest{force: f.force,
 		certOut: cmp.Or(f.certOut, registrationID+"-cert.pem"), keyOut: cmp.Or(f.csrKeyOut, registrationID+"-key.pem")}
 	outs := []struct{ flag, path string }{{"--cert-out", r.certOut}}
+	if certSamePath(f.csrFile, r.certOut) {
+		return nil, withHint(fmt.Errorf("--cert-out %s would overwrite --csr-file", r.certOut), "choose another --cert-out")
+	}
 	if f.csrFile != "" {
 		if f.csrKeyOut != "" {
 			return nil, withHint(errors.New("--csr-key-out goes with --csr"), "with --csr-file the key is the one the CSR was made with")
@@ -65,6 +68,9 @@ func (f *deviceFlags) certificateRequest(registrationID string) (*csrRequest, er
 			return nil, err
 		}
 		outs = append(outs, struct{ flag, path string }{"--csr-key-out", r.keyOut})
+	}
+	if len(outs) == 2 && certSamePath(outs[0].path, outs[1].path) {
+		return nil, withHint(fmt.Errorf("--cert-out and --csr-key-out name the same file %s", r.certOut), "give each output its own file")
 	}
 	for _, o := range outs {
 		if _, err := os.Lstat(o.path); err == nil && !f.force {
