@@ -419,4 +419,38 @@ func TestIssuanceThroughTheHub(t *testing.T) {
 			t.Fatalf("%d certificates recorded, want 1", n)
 		}
 	})
+
+	t.Run("a job taken over while the store fails stays for its next run", func(t *testing.T) {
+		cred, key := enroll("hub-csr-3"), provtest.DeviceKey(t)
+		op := h.stopMidAssignment(t, iot, cred, "hub-csr-3", csrBody(t, "hub-csr-3", key))
+		other := h.otherNode(t)
+		other.Store = issuingCAUnavailable{Store: h.Store}
+		poll := func() (*provisioning.Answer, error) {
+			return other.OperationStatus(context.Background(), provisioning.Request{Transport: "https", IDScope: h.Scope, RegistrationID: "hub-csr-3",
+				Credentials: attest.Credentials{SAS: cred.SAS}}, op.OperationID)
+		}
+		if ans, err := poll(); err == nil && ans.Body.Status != dps.StatusAssigning {
+			t.Fatalf("with the store failing the job ended %s: %s", ans.Body.Status, testutil.JSON(t, ans.Body))
+		}
+		stored, err := h.Store.Operation(context.Background(), op.OperationID)
+		if err != nil || stored.Status != dps.StatusAssigning || stored.Job == nil {
+			t.Fatalf("after the store failed: %+v, %v; want the operation assigning with its job", stored, err)
+		}
+		// Its next run, once the lease the failed run took has run out.
+		later := h.otherNode(t)
+		later.Now = func() time.Time { return time.Now().Add(5 * time.Minute) }
+		ans, err := later.OperationStatus(context.Background(), provisioning.Request{Transport: "https", IDScope: h.Scope, RegistrationID: "hub-csr-3",
+			Credentials: attest.Credentials{SAS: cred.SAS}}, op.OperationID)
+		if err != nil || ans.Body.Status != dps.StatusAssigned {
+			t.Fatalf("once the store answers: %+v, %v; want assigned", ans, err)
+		}
+	})
+}
+
+// issuingCAUnavailable is a store that cannot read issuing CAs, as when the
+// database does not answer.
+type issuingCAUnavailable struct{ store.Store }
+
+func (issuingCAUnavailable) IssuingCA(context.Context, string) (*store.IssuingCA, error) {
+	return nil, store.ErrUnavailable
 }

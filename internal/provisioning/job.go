@@ -202,8 +202,12 @@ func (p *Pipeline) runJob(ctx context.Context, op *store.Operation, s *preread) 
 	sctx := context.WithoutCancel(ctx)
 	cert, err := p.jobIssuance(sctx, req, id, s)
 	if err != nil {
-		// The device asked for a certificate that can no longer be issued.
 		e := dpserr.As(err)
+		if e.Status >= 500 {
+			// The store did not answer: the job stays, for its next run.
+			return nil, err
+		}
+		// The device asked for a certificate that can no longer be issued.
 		return p.endJob(op, dps.StatusFailed, e.Code, e.Message)
 	}
 	for attempt := 1; ; attempt++ {
