@@ -94,14 +94,8 @@ func TestTPMNodeClient(t *testing.T) {
 		t.Fatal("azure-iot-security-tpm is not installed: run npm ci --ignore-scripts --prefix test/node")
 	}
 	sim := tpmsim.Open(t)
-	cp, err := (tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(clienttpm.EKTemplate())}).Execute(sim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ek := tpm2.Marshal(cp.OutPublic)
-	if _, err := (tpm2.FlushContext{FlushHandle: cp.ObjectHandle}).Execute(sim); err != nil {
-		t.Fatal(err)
-	}
+	ek := tpmPrimary(t, sim, tpm2.TPMRHEndorsement, clienttpm.EKTemplate())
+	srk := tpmPrimary(t, sim, tpm2.TPMRHOwner, clienttpm.SRKTemplate())
 	tpmAddr := tpmsim.Serve(t, sim)
 
 	for _, mode := range []struct {
@@ -134,7 +128,7 @@ func TestTPMNodeClient(t *testing.T) {
 			if nodeEK, _ := base64.StdEncoding.DecodeString(got.TPM.EndorsementKey); !bytes.Equal(nodeEK, ek) {
 				t.Errorf("the Node client's EK is not the one the Go client's template gives")
 			}
-			if srk, _ := base64.StdEncoding.DecodeString(got.TPM.StorageRootKey); !bytes.Equal(srk, tpmSRK(t, sim)) {
+			if nodeSRK, _ := base64.StdEncoding.DecodeString(got.TPM.StorageRootKey); !bytes.Equal(nodeSRK, srk) {
 				t.Errorf("the Node client's SRK is not the one the Go client's template gives")
 			}
 			if got.TPM.RegistrationID != regID {
@@ -158,14 +152,19 @@ func TestTPMNodeClient(t *testing.T) {
 	}
 }
 
-// tpmSRK is the SRK the Go client's template gives in sim.
-func tpmSRK(t *testing.T, sim *tpmsim.Simulator) []byte {
+// tpmPrimary is the public area of the primary key template gives in the
+// hierarchy of sim, derived from the TPM's seed before any client runs; the
+// key is not kept.
+func tpmPrimary(t *testing.T, sim *tpmsim.Simulator, hierarchy tpm2.TPMHandle, template tpm2.TPMTPublic) []byte {
 	t.Helper()
-	srk, err := clienttpm.New(sim).StorageRootKey()
+	cp, err := (tpm2.CreatePrimary{PrimaryHandle: hierarchy, InPublic: tpm2.New2B(template)}).Execute(sim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srk
+	if _, err := (tpm2.FlushContext{FlushHandle: cp.ObjectHandle}).Execute(sim); err != nil {
+		t.Fatal(err)
+	}
+	return tpm2.Marshal(cp.OutPublic)
 }
 
 // TestTPMGoClientCLI registers a TPM with `dpsd device register --tpm
