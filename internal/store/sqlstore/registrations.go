@@ -15,9 +15,6 @@ import (
 
 var registrationsT = newTable("registrations", "group_key", "group_id", "doc", "payload", "placement_hub", "placement_device_id", "applied_twin")
 
-// payloadCol is the index of "payload" in registrationCols.
-const payloadCol = 3
-
 const (
 	selectRegistration = `SELECT key, group_id, doc, payload, placement_hub, placement_device_id, applied_twin, etag, created, updated FROM registrations`
 	selectOperation    = `SELECT id, registration_id, status, result, job, lease_until, created, expires FROM operations`
@@ -106,10 +103,17 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 		}
 		k := key(r.Result.RegistrationID)
 		what := fmt.Sprintf("registration %q", r.Result.RegistrationID)
-		doc, cols, err := registrationCols(r)
+		doc, cols, payload, err := registrationCols(r)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
+		// The stored result, but for what the write gives it (etag and
+		// timestamps): decoded here, not in the transaction the batch shares.
+		tmpl, err := decodeResult(doc, meta{})
+		if err != nil {
+			return nil, err
+		}
+		tmpl.IssuedCertificateChain, tmpl.IssuedClientCertificate = slices.Clone(r.Result.IssuedCertificateChain), r.Result.IssuedClientCertificate
 		var issued []any
 		if r.Issued != nil {
 			if issued, err = s.newIssuedRow(r.Issued); err != nil {
@@ -119,22 +123,16 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 		// What the store returns besides the result; the payload is the
 		// copy the columns hold. The certificates the registration delivers
 		// go to the answer and the operation, not into the record.
-		base := store.Registration{EnrollmentGroupID: r.EnrollmentGroupID, Placement: r.Placement, AppliedTwin: r.AppliedTwin.Clone()}
-		if p, ok := cols[payloadCol].([]byte); ok {
-			base.DevicePayload = p
-		}
-		chain, client := slices.Clone(r.Result.IssuedCertificateChain), r.Result.IssuedClientCertificate
+		base := store.Registration{EnrollmentGroupID: r.EnrollmentGroupID, DevicePayload: payload, Placement: r.Placement, AppliedTwin: r.AppliedTwin.Clone()}
 		var out *store.Registration
 		err = s.batch(ctx, what, "registration/"+k, func(ctx context.Context, tx *txn) error {
 			m, err := s.put(ctx, tx, registrationsT, what, k, cols, ifMatch, registrationEtag)
 			if err != nil {
 				return err
 			}
-			res, err := decodeResult(doc, m)
-			if err != nil {
-				return err
-			}
-			res.IssuedCertificateChain, res.IssuedClientCertificate = chain, client
+			res := new(dps.DeviceRegistrationResult)
+			*res = *tmpl
+			res.Etag, res.CreatedDateTimeUtc, res.LastUpdatedDateTimeUtc = m.etag, dps.NewTime(fromNanos(m.created)), dps.NewTime(fromNanos(m.updated))
 			stored := base
 			stored.Result = res
 			out = &stored
@@ -160,15 +158,15 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 }
 
 // registrationCols returns the stored document of a record (the result
-// without etag, timestamps and delivered certificates) and the data columns
-// of registrationsT.
-func registrationCols(r *store.Registration) (string, []any, error) {
+// without etag, timestamps and delivered certificates), the data columns
+// of registrationsT, and the copy of the device's payload they hold.
+func registrationCols(r *store.Registration) (string, []any, json.RawMessage, error) {
 	c := *r.Result
 	c.Etag, c.CreatedDateTimeUtc, c.LastUpdatedDateTimeUtc = "", nil, nil
 	c.IssuedCertificateChain, c.IssuedClientCertificate = nil, ""
 	doc, err := json.Marshal(&c)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	var groupKey any // NULL for an individual enrollment, so RegistrationsByGroup("") finds nothing
 	if r.EnrollmentGroupID != "" {
@@ -177,19 +175,21 @@ func registrationCols(r *store.Registration) (string, []any, error) {
 	// Bytes, not text: the payload is kept exactly as the device sent it,
 	// and PostgreSQL text would refuse invalid UTF-8. A copy: the caller
 	// owns r again as soon as it stops waiting for the write.
-	var payload any
+	var payload json.RawMessage
+	var payloadCol any
 	if r.DevicePayload != nil {
-		payload = slices.Clone([]byte(r.DevicePayload))
+		payload = slices.Clone(r.DevicePayload)
+		payloadCol = []byte(payload)
 	}
 	var twin any // NULL when none
 	if r.AppliedTwin != nil {
 		b, err := json.Marshal(r.AppliedTwin)
 		if err != nil {
-			return "", nil, fmt.Errorf("applied twin: %w", err)
+			return "", nil, nil, fmt.Errorf("applied twin: %w", err)
 		}
 		twin = string(b)
 	}
-	return string(doc), []any{groupKey, r.EnrollmentGroupID, string(doc), payload, r.Placement.Hub, r.Placement.DeviceID, twin}, nil
+	return string(doc), []any{groupKey, r.EnrollmentGroupID, string(doc), payloadCol, r.Placement.Hub, r.Placement.DeviceID, twin}, payload, nil
 }
 
 // DeleteRegistration deletes a registration record per ifMatch. Its

@@ -211,7 +211,7 @@ func restoreRowOf(rec *store.Record, now int64) (restoreRow, error) {
 		if reg.Result == nil || reg.Result.RegistrationID == "" {
 			return r, errors.New("a registration record without a registration ID")
 		}
-		_, cols, err := registrationCols(reg)
+		_, cols, _, err := registrationCols(reg)
 		if err != nil {
 			return r, err
 		}
