@@ -26,9 +26,11 @@ import (
 // still hears "assigned" only after its record is durable.
 //
 // Writes run in the order of their keys (the registration ID, the
-// operation ID): committers and nodes running batches at once then lock
-// PostgreSQL's rows of records in one order, and do not deadlock over them
-// (a deadlock PostgreSQL breaks all the same fails the batch, as below).
+// operation ID): committers and nodes running batches at once then mostly
+// lock PostgreSQL's rows of records in one order, which makes deadlocks
+// between them rare (a registration also writes its operation, so the
+// order is not total; a deadlock PostgreSQL breaks fails the batch, which
+// is retried as below).
 // Writes of one key keep their arrival order; those of overlapping calls
 // may run in either order, as they could without batching.
 //

@@ -309,7 +309,7 @@ func (s *Store) ExpiredJobs(ctx context.Context, now time.Time, limit int) ([]*s
 func (s *Store) PutOperation(ctx context.Context, op *store.Operation) error {
 	return run0(ctx, s, write, func(ctx context.Context) error {
 		if op == nil {
-			return errors.New("operation: the ID is empty")
+			return errors.New("operation: none given")
 		}
 		row, err := s.operationRow(op)
 		if err != nil {
