@@ -87,7 +87,7 @@ func (a *Attestor) issuedX509(ctx context.Context, rec *store.IssuedCertificate,
 	if err != nil {
 		return nil, err
 	}
-	caCert, err := x509.ParseCertificate(ca.CertificateDER)
+	caCert, err := parse(ca.CertificateDER)
 	if err != nil {
 		return nil, dpserr.Internal(fmt.Errorf("issuing CA %q: %w", ca.Name, err))
 	}

@@ -148,10 +148,15 @@ func findHub(linked []*store.LinkedHub, name string) *store.LinkedHub {
 // (any more) has none dpsd can reach.
 func registryKind(linked []*store.LinkedHub, name string) hub.Kind {
 	h := findHub(linked, name)
-	if h == nil || h.DeviceRegistry == "" {
+	if h == nil {
 		return hub.KindNone
 	}
-	return hub.Kind(strings.ToLower(h.DeviceRegistry))
+	k, err := hub.ParseKind(h.DeviceRegistry)
+	if err != nil {
+		// One dpsd does not know: calling out reports it.
+		return hub.Kind(h.DeviceRegistry)
+	}
+	return k
 }
 
 // callsOut reports whether the decision needs calls out of dpsd: custom
