@@ -57,6 +57,29 @@ func TestBucket(t *testing.T) {
 	}
 }
 
+// TestLimiterKeys: past its bound a per-key limiter still counts every new
+// key (it forgets another), so a device is throttled however many others
+// there are, and the limiter stays within its bound.
+func TestLimiterKeys(t *testing.T) {
+	l := &limiter{rate: Rate{N: 1, Per: time.Minute}, max: 3}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		if ok, _ := l.take(k, now); !ok {
+			t.Fatalf("the first request of %s refused", k)
+		}
+		if ok, _ := l.take(k, now); ok {
+			t.Fatalf("the second request of %s, within the minute, passed (%d keys kept)", k, len(l.keys))
+		}
+		if len(l.keys) > 3 {
+			t.Fatalf("%d keys kept, bound 3", len(l.keys))
+		}
+	}
+	// A minute on, the full buckets go first.
+	if ok, _ := l.take("f", now.Add(time.Minute)); !ok || len(l.keys) != 1 {
+		t.Fatalf("after a minute: %v, %d keys; want passed, the full ones forgotten", ok, len(l.keys))
+	}
+}
+
 // TestThrottle: registrations count for the node, polls for each device;
 // the answer is 429 429001 with Retry-After and the rate that was met.
 func TestThrottle(t *testing.T) {

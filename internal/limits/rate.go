@@ -1,6 +1,7 @@
 package limits
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"strconv"
@@ -99,10 +100,16 @@ type limiter struct {
 	mu   sync.Mutex
 	one  bucket
 	keys map[string]*bucket
+	// swept is when the full buckets were last forgotten.
+	swept time.Time
+	// max overrides maxKeys when positive (tests).
+	max int
 }
 
 // maxKeys bounds the buckets of a per-key limiter: past it, the full ones
-// are forgotten.
+// are forgotten (at most once a period, so that a flood of new keys does
+// not scan them all for each), and then, while none is full, any one, so
+// that the new key is counted.
 const maxKeys = 100_000
 
 func (l *limiter) take(key string, now time.Time) (bool, time.Duration) {
@@ -116,17 +123,23 @@ func (l *limiter) take(key string, now time.Time) (bool, time.Duration) {
 	}
 	b := l.keys[key]
 	if b == nil {
-		if len(l.keys) >= maxKeys {
+		limit := cmp.Or(l.max, maxKeys)
+		if len(l.keys) >= limit && now.Sub(l.swept) >= l.rate.Per {
+			l.swept = now
 			for k, v := range l.keys {
 				if v.full(l.rate, now) {
 					delete(l.keys, k)
 				}
 			}
 		}
-		b = &bucket{}
-		if len(l.keys) < maxKeys {
-			l.keys[key] = b
+		for k := range l.keys {
+			if len(l.keys) < limit {
+				break
+			}
+			delete(l.keys, k)
 		}
+		b = &bucket{}
+		l.keys[key] = b
 	}
 	return b.take(l.rate, now)
 }
