@@ -389,20 +389,23 @@ func (f *Faults) inject(ctx context.Context, op Op, req provisioning.Request, en
 	hook := enrollment != "" || group != ""
 	f.mu.Lock()
 	var hit *active
-	for _, a := range append(append([]*active{}, f.start...), f.runtime...) {
-		if a.scoped() != hook || !a.matches(op, req.Transport, req.RegistrationID) || a.Count > 0 && a.injected >= a.Count {
-			continue
+rules:
+	for _, list := range [...][]*active{f.start, f.runtime} {
+		for _, a := range list {
+			if a.scoped() != hook || !a.matches(op, req.Transport, req.RegistrationID) || a.Count > 0 && a.injected >= a.Count {
+				continue
+			}
+			if hook && !(a.Enrollment != "" && strings.EqualFold(a.Enrollment, enrollment) ||
+				a.EnrollmentGroup != "" && strings.EqualFold(a.EnrollmentGroup, group)) {
+				continue
+			}
+			if a.Fraction > 0 && a.Fraction < 1 && f.roll() >= a.Fraction {
+				continue
+			}
+			a.injected++
+			hit = a
+			break rules
 		}
-		if hook && !(a.Enrollment != "" && strings.EqualFold(a.Enrollment, enrollment) ||
-			a.EnrollmentGroup != "" && strings.EqualFold(a.EnrollmentGroup, group)) {
-			continue
-		}
-		if a.Fraction > 0 && a.Fraction < 1 && f.roll() >= a.Fraction {
-			continue
-		}
-		a.injected++
-		hit = a
-		break
 	}
 	var r Rule
 	var source string
