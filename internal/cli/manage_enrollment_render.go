@@ -253,13 +253,8 @@ func twinFields(prefix string, t *dps.InitialTwin) [][2]string {
 }
 
 func reprovisionName(p *dps.ReprovisionPolicy) string {
-	switch {
-	case p == nil:
-		return "reprovisionandmigratedata (default)"
-	case !p.UpdateHubAssignment:
-		return "never"
-	case p.MigrateDeviceData:
-		return "reprovisionandmigratedata"
+	if p == nil {
+		return dps.ReprovisionPolicyName(nil) + " (default)"
 	}
-	return "reprovisionandresetdata"
+	return dps.ReprovisionPolicyName(p)
 }

@@ -15,13 +15,6 @@ import (
 	"github.com/dpsd/dpsd/internal/sas"
 )
 
-// Reprovision policies by their az names.
-var reprovisionPolicies = map[string]dps.ReprovisionPolicy{
-	"reprovisionandmigratedata": {UpdateHubAssignment: true, MigrateDeviceData: true},
-	"reprovisionandresetdata":   {UpdateHubAssignment: true, MigrateDeviceData: false},
-	"never":                     {UpdateHubAssignment: false, MigrateDeviceData: false},
-}
-
 // enrollInput is what the flags say, validated before any call.
 type enrollInput struct {
 	att                string
@@ -135,7 +128,7 @@ func (o *enrollOpts) validate(f flags, create bool) (*enrollInput, error) {
 		if err != nil {
 			return nil, err
 		}
-		p := reprovisionPolicies[name]
+		p := dps.ReprovisionPolicies[name]
 		in.reprovision = &p
 	}
 	if o.webhook != "" {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -120,14 +121,7 @@ func formOf(rec *record) *form {
 	if rec.Capabilities != nil {
 		f.Edge = rec.Capabilities.IotEdge
 	}
-	if p := rec.ReprovisionPolicy; p != nil {
-		switch {
-		case !p.UpdateHubAssignment:
-			f.Reprovision = "never"
-		case !p.MigrateDeviceData:
-			f.Reprovision = "reprovisionandresetdata"
-		}
-	}
+	f.Reprovision = dps.ReprovisionPolicyName(rec.ReprovisionPolicy)
 	return f
 }
 
@@ -202,14 +196,11 @@ func (f *form) apply(rec *record, group bool) error {
 		}
 	}
 	rec.Capabilities = &dps.DeviceCapabilities{IotEdge: f.Edge}
-	switch f.Reprovision {
-	case "never":
-		rec.ReprovisionPolicy = &dps.ReprovisionPolicy{}
-	case "reprovisionandresetdata":
-		rec.ReprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: true}
-	default:
-		rec.ReprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
+	p, ok := dps.ReprovisionPolicies[cmp.Or(f.Reprovision, dps.ReprovisionPolicyName(nil))]
+	if !ok {
+		return fmt.Errorf("reprovisioning %q is not reprovisionandmigratedata, reprovisionandresetdata or never", f.Reprovision)
 	}
+	rec.ReprovisionPolicy = &p
 	return nil
 }
 

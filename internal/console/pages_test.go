@@ -72,6 +72,20 @@ func TestStaleEdit(t *testing.T) {
 		want(t, http.StatusBadRequest, "symmetricKey.primaryKey is not valid base64")
 	b.post("/console/enrollments", csrf, url.Values{"id": {"dev-4"}, "attestation": {"symmetricKey"}, "tags": {"{"}}).
 		want(t, http.StatusBadRequest, "the initial twin tags are not JSON")
+	b.post("/console/enrollments", csrf, url.Values{"id": {"dev-5"}, "attestation": {"symmetricKey"}, "reprovision": {"sometimes"}}).
+		want(t, http.StatusBadRequest, `reprovisioning "sometimes" is not reprovisionandmigratedata, reprovisionandresetdata or never`)
+	if _, err := h.Store.Enrollment(context.Background(), "dev-5"); err == nil {
+		t.Fatal("an enrollment with an unknown reprovisioning was created")
+	}
+	// Each policy the form offers is written as it says, and shown again.
+	for name, want := range dps.ReprovisionPolicies {
+		b.post("/console/enrollments", csrf, url.Values{"id": {"dev-" + name}, "attestation": {"symmetricKey"}, "reprovision": {name}}).want(t, http.StatusSeeOther)
+		e, err := h.Store.Enrollment(context.Background(), "dev-"+name)
+		if err != nil || e.ReprovisionPolicy == nil || *e.ReprovisionPolicy != want {
+			t.Fatalf("reprovisioning %s stored as %+v, %v", name, e, err)
+		}
+		b.get("/console/enrollments/dev-"+name).want(t, http.StatusOK, `<option value="`+name+`" selected>`)
+	}
 }
 
 // TestJournalPage: the journal page lists the entries the filters select,

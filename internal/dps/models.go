@@ -225,6 +225,26 @@ type ReprovisionPolicy struct {
 // re-provision, and migrate the device's data to its new hub.
 var DefaultReprovisionPolicy = ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
 
+// ReprovisionPolicies are the reprovision policies by the names the Azure
+// CLI gives them.
+var ReprovisionPolicies = map[string]ReprovisionPolicy{
+	"reprovisionandmigratedata": DefaultReprovisionPolicy,
+	"reprovisionandresetdata":   {UpdateHubAssignment: true, MigrateDeviceData: false},
+	"never":                     {UpdateHubAssignment: false, MigrateDeviceData: false},
+}
+
+// ReprovisionPolicyName is the name of p in ReprovisionPolicies; nil is
+// the default's.
+func ReprovisionPolicyName(p *ReprovisionPolicy) string {
+	switch {
+	case p == nil || p.UpdateHubAssignment && p.MigrateDeviceData:
+		return "reprovisionandmigratedata"
+	case !p.UpdateHubAssignment:
+		return "never"
+	}
+	return "reprovisionandresetdata"
+}
+
 // CustomAllocationDefinition points at an allocation webhook.
 type CustomAllocationDefinition struct {
 	WebhookURL string `json:"webhookUrl"`
