@@ -29,7 +29,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -125,16 +124,6 @@ type session struct {
 	Rights []string
 	token  string
 	csrf   string
-}
-
-// Grants reports whether the session's policy grants right.
-func (s *session) Grants(right string) bool {
-	for _, r := range s.Rights {
-		if strings.EqualFold(r, right) {
-			return true
-		}
-	}
-	return false
 }
 
 // securityHeaders are sent with every answer.

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -166,8 +164,8 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, s *session, statu
 	c.render(w, status, "error", &view{Title: "Error", Session: s, Error: &apiError{Status: status, Message: fmt.Sprintf(format, args...)}})
 }
 
-// failAPI renders the page name with the API's refusal, in the API's
-// status; any other error is the console's own.
+// asAPIError is err as the API's refusal, with the API's status; any other
+// error is the console's own, a 500.
 func asAPIError(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
@@ -185,10 +183,6 @@ func seeOther(w http.ResponseWriter, r *http.Request, path, what string) {
 
 // ---- sign in ----
 
-type signinData struct {
-	Nonce string
-}
-
 func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -204,7 +198,7 @@ func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 func (c *Console) showSignin(w http.ResponseWriter, r *http.Request, reason error, status int) {
 	nonce := newNonce()
 	setCookie(w, signinCookie, nonce, time.Hour)
-	v := &view{Title: "Sign in", CSRF: csrfOf(nonce), Notice: notice(r), Data: signinData{Nonce: nonce}}
+	v := &view{Title: "Sign in", CSRF: csrfOf(nonce), Notice: notice(r)}
 	if reason != nil {
 		clearCookie(w, sessionCookie)
 		v.Error = asAPIError(reason)
@@ -389,9 +383,7 @@ var funcs = template.FuncMap{
 		}
 		return string(b)
 	},
-	"esc":    url.PathEscape,
-	"has":    slices.Contains[[]string],
-	"b64url": func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) },
+	"esc": url.PathEscape,
 }
 
 func parseTemplates() map[string]*template.Template {
