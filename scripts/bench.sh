@@ -21,7 +21,7 @@
 #   scripts/bench.sh [OUT_DIR]                 default ./bench
 #   BENCH_SECONDS=20 BENCH_CONCURRENCY=8 BENCH_PG=1 scripts/bench.sh
 #
-# Needs jq. Every dpsd here runs on a fresh data directory on SQLite
+# Needs jq (and, with BENCH_PG=1, pgrep). Every dpsd here runs on a fresh data directory on SQLite
 # (WAL, synchronous=FULL) unless it says PostgreSQL, with the fast path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,9 @@ mqtt=127.0.0.1:${BENCH_MQTT_PORT:-18871}
 pgport=${BENCH_PG_PORT:-55490}
 
 command -v jq >/dev/null || { echo "bench: needs jq" >&2; exit 1; }
+if [ "${BENCH_PG:-}" = 1 ]; then
+  command -v pgrep >/dev/null || { echo "bench: BENCH_PG=1 needs pgrep" >&2; exit 1; }
+fi
 mkdir -p "$out"
 tmp=$(mktemp -d)
 pid=
@@ -65,6 +68,7 @@ start_dpsd() {
     [ -f "$tmp/data/server.json" ] && break
     sleep 0.1
   done
+  [ -f "$tmp/data/server.json" ] || { echo "bench: dpsd serve did not start; see $out/$name-serve.log" >&2; exit 1; }
   login=$("$tmp/dpsd" info --data "$tmp/data" ${store:+--store "$store"} serviceConnectionString)
   cafile=$("$tmp/dpsd" info --data "$tmp/data" ${store:+--store "$store"} serverCAFile)
 }
@@ -131,7 +135,7 @@ if [ "${BENCH_PG:-}" = 1 ]; then
     esac
     after=$(pgticks)
     ops=$(jq '.workload.ops - .workload.errors' "$out/pg-$w.json")
-    echo "pg-$w: PostgreSQL CPU $(echo "scale=3; ($after - $before) * 1000 / $hz / $ops" | bc) ms/registration" |
+    echo "pg-$w: PostgreSQL CPU $(awk -v t="$((after - before))" -v hz="$hz" -v n="$ops" 'BEGIN { printf "%.3f", t * 1000 / hz / n }') ms/registration" |
       tee -a "$out/summary.txt"
   done
   stop_dpsd
