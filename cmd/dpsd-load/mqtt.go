@@ -49,7 +49,7 @@ func (t *mqttTarget) distinct(p plan) int {
 
 func (t *mqttTarget) open(ctx context.Context, w int, timeout time.Duration) (conn, error) {
 	if !t.keepAlive {
-		return &mqttNew{t: t, timeout: timeout}, nil
+		return &mqttNew{t: t}, nil
 	}
 	d := t.fleet.device(w)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -68,13 +68,12 @@ func (t *mqttTarget) open(ctx context.Context, w int, timeout time.Duration) (co
 		c.close()
 		return nil, fmt.Errorf("registering device %s first: %w", d.id, err)
 	}
-	return &mqttKept{c: c, t: t, dev: d, timeout: timeout}, nil
+	return &mqttKept{c: c, t: t, dev: d}, nil
 }
 
 // mqttNew connects anew for every operation.
 type mqttNew struct {
-	t       *mqttTarget
-	timeout time.Duration
+	t *mqttTarget
 }
 
 func (m *mqttNew) baseline(ctx context.Context, i int) error {
@@ -103,10 +102,9 @@ func (m *mqttNew) close() {}
 
 // mqttKept is one device's connection.
 type mqttKept struct {
-	c       *mqttConn
-	t       *mqttTarget
-	dev     device
-	timeout time.Duration
+	c   *mqttConn
+	t   *mqttTarget
+	dev device
 }
 
 func (m *mqttKept) baseline(ctx context.Context, _ int) error {
