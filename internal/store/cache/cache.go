@@ -35,6 +35,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -278,7 +279,8 @@ func (c *Cache) Group(ctx context.Context, groupID string) (*dps.EnrollmentGroup
 			return g, err
 		}, cloneGroup)
 	if err == nil && g == nil {
-		return nil, &notFound{what: "enrollment group " + quote(groupID)}
+		// The store's own words for it.
+		return nil, fmt.Errorf("enrollment group %q: %w", groupID, store.ErrNotFound)
 	}
 	return g, err
 }
@@ -331,11 +333,3 @@ func subjectKey(subject []byte) string {
 	h := sha256.Sum256(subject)
 	return string(h[:])
 }
-
-// notFound is the store's ErrNotFound for a lookup the cache answered.
-type notFound struct{ what string }
-
-func (e *notFound) Error() string { return e.what + ": " + store.ErrNotFound.Error() }
-func (e *notFound) Unwrap() error { return store.ErrNotFound }
-
-func quote(s string) string { return `"` + s + `"` }
