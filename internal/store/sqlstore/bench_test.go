@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/dpsd/dpsd/internal/dps"
 	"github.com/dpsd/dpsd/internal/store/storetest"
 	"github.com/dpsd/dpsd/internal/testutil"
 )
@@ -59,7 +60,7 @@ func benchSaveParallel(b *testing.B, open func(b *testing.B, opts Options) *Stor
 		for pb.Next() {
 			i := n.Add(1)
 			r := benchRegistration(i)
-			if _, err := s.SaveRegistration(ctx, r, "", benchOp(fmt.Sprintf("op-%d", i), r)); err != nil {
+			if _, err := s.SaveRegistration(ctx, r, "", benchOp(dps.NewOperationID(0), r)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -97,4 +98,33 @@ func BenchmarkSaveRegistrationUpdate(b *testing.B) {
 		}
 		etags[i] = stored.Result.Etag
 	}
+}
+
+// BenchmarkLookup measures the reads every registration makes by a unique
+// key: its record, and the configuration version the cache checks.
+func BenchmarkLookup(b *testing.B) {
+	s := openSQLite(b, Options{})
+	ctx := context.Background()
+	r := benchRegistration(1)
+	if _, err := s.SaveRegistration(ctx, r, "", benchOp(dps.NewOperationID(0), r)); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("registration", func(b *testing.B) {
+		b.ReportAllocs()
+		defer testutil.CPUPerOp(b)()
+		for b.Loop() {
+			if _, err := s.Registration(ctx, r.Result.RegistrationID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("config-version", func(b *testing.B) {
+		b.ReportAllocs()
+		defer testutil.CPUPerOp(b)()
+		for b.Loop() {
+			if _, err := s.ConfigVersion(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -246,10 +246,17 @@ func (c *committer) attempt(ctx context.Context, ws []*batched) (errs []error, b
 		return nil, -1, beginFailed{err}
 	}
 	defer tx.end(ctx)
+	// On SQLite the writes' statements run without cancellation (Store.ctx
+	// says what it costs): BEGIN IMMEDIATE took the writer's lock, so they
+	// wait for nothing, and the transaction still ends with ctx.
+	stmtCtx := ctx
+	if s.d == sqliteDialect {
+		stmtCtx = context.WithoutCancel(ctx)
+	}
 	errs = make([]error, len(ws))
 	wrote := false
 	for i, w := range ws {
-		err := w.exec(ctx, tx)
+		err := w.exec(stmtCtx, tx)
 		var r refused
 		switch {
 		case err == nil:

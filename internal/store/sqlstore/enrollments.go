@@ -67,7 +67,7 @@ func scanDoc(sc interface{ Scan(...any) error }) (k, doc string, m meta, err err
 
 // Enrollment returns the individual enrollment of a registration ID.
 func (s *Store) Enrollment(ctx context.Context, registrationID string) (*dps.IndividualEnrollment, error) {
-	return run(ctx, s, read, func(ctx context.Context) (*dps.IndividualEnrollment, error) {
+	return run(ctx, s, lookup, func(ctx context.Context) (*dps.IndividualEnrollment, error) {
 		return getDoc(ctx, s, fmt.Sprintf("enrollment %q", registrationID), qEnrollment, key(registrationID), decodeEnrollment)
 	})
 }

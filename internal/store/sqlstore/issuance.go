@@ -211,7 +211,7 @@ func (s *Store) IssuedCertificate(ctx context.Context, serialNumber string) (*st
 // IssuedCertificateByThumbprint returns the issued certificate with this
 // SHA-256 thumbprint.
 func (s *Store) IssuedCertificateByThumbprint(ctx context.Context, sha256Thumbprint string) (*store.IssuedCertificate, error) {
-	return run(ctx, s, read, func(ctx context.Context) (*store.IssuedCertificate, error) {
+	return run(ctx, s, lookup, func(ctx context.Context) (*store.IssuedCertificate, error) {
 		return one(ctx, s, fmt.Sprintf("issued certificate with thumbprint %s", sha256Thumbprint),
 			s.r.QueryRowContext(ctx, qIssuedByThumbprint, normThumbprint(sha256Thumbprint)), scanIssuedOnly)
 	})

@@ -68,7 +68,7 @@ func scanRegistration(sc scanner) (k string, r *store.Registration, err error) {
 
 // Registration returns the registration record of a registration ID.
 func (s *Store) Registration(ctx context.Context, registrationID string) (*store.Registration, error) {
-	return run(ctx, s, read, func(ctx context.Context) (*store.Registration, error) {
+	return run(ctx, s, lookup, func(ctx context.Context) (*store.Registration, error) {
 		what := fmt.Sprintf("registration %q", registrationID)
 		_, r, err := scanRegistration(s.r.QueryRowContext(ctx, qRegistration, key(registrationID)))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -241,7 +241,7 @@ func (s *Store) registrationPage(ctx context.Context, what, query string, args [
 // Operation returns an operation by ID. Operation IDs are generated, and
 // compared exactly.
 func (s *Store) Operation(ctx context.Context, operationID string) (*store.Operation, error) {
-	return run(ctx, s, read, func(ctx context.Context) (*store.Operation, error) {
+	return run(ctx, s, lookup, func(ctx context.Context) (*store.Operation, error) {
 		what := fmt.Sprintf("operation %q", operationID)
 		op, err := scanOperation(s.r.QueryRowContext(ctx, qOperation, operationID))
 		if errors.Is(err, sql.ErrNoRows) {

@@ -24,23 +24,31 @@ const (
 	retryMax       = time.Second
 )
 
-// call kinds: whether a connection lost in the middle of the call could
-// have left it committed.
+// callKind says how a store call is retried and bounded.
+type callKind int
+
 const (
-	read  = false
-	write = true
+	// read only reads: retried after a transient failure.
+	read callKind = iota
+	// write could have committed when its connection was lost in the
+	// middle of the call, so it is retried only when it cannot have.
+	write
+	// lookup is a read of one row by a unique key, made for every
+	// registration: on SQLite it is not bounded by the query timeout (see
+	// Store.ctx).
+	lookup
 )
 
 // run is one store call: it is bounded by the query timeout, retried after
 // transient failures (see retriable), and reported to the health tracker.
-func run[T any](ctx context.Context, s *Store, isWrite bool, fn func(ctx context.Context) (T, error)) (T, error) {
-	ctx, cancel := s.ctx(ctx)
+func run[T any](ctx context.Context, s *Store, kind callKind, fn func(ctx context.Context) (T, error)) (T, error) {
+	ctx, cancel := s.ctx(ctx, kind)
 	defer cancel()
 	var v T
 	var err error
 	for attempt := 0; ; attempt++ {
 		v, err = fn(ctx)
-		if err == nil || attempt >= s.retries || !s.retriable(ctx, err, isWrite) {
+		if err == nil || attempt >= s.retries || !s.retriable(ctx, err, kind) {
 			break
 		}
 		s.log.Debug("retrying a store call after a transient database error", "attempt", attempt+1, "err", err)
@@ -53,8 +61,8 @@ func run[T any](ctx context.Context, s *Store, isWrite bool, fn func(ctx context
 }
 
 // run0 is run for calls that return only an error.
-func run0(ctx context.Context, s *Store, isWrite bool, fn func(ctx context.Context) error) error {
-	_, err := run(ctx, s, isWrite, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
+func run0(ctx context.Context, s *Store, kind callKind, fn func(ctx context.Context) error) error {
+	_, err := run(ctx, s, kind, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
 	return err
 }
 
@@ -68,7 +76,7 @@ func run0(ctx context.Context, s *Store, isWrite bool, fn func(ctx context.Conte
 // ErrUnavailable and decides (a device retries its registration, which is
 // idempotent). SQLite is never retried: it already waits for locks for its
 // busy timeout, and its other failures do not go away in milliseconds.
-func (s *Store) retriable(ctx context.Context, err error, isWrite bool) bool {
+func (s *Store) retriable(ctx context.Context, err error, kind callKind) bool {
 	if s.d != postgresDialect || s.closed.Load() || ctx.Err() != nil || !errors.Is(err, store.ErrUnavailable) ||
 		errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -79,7 +87,7 @@ func (s *Store) retriable(ctx context.Context, err error, isWrite bool) bool {
 		// commit. fail mapped only transient codes to ErrUnavailable.
 		return true
 	}
-	return !isWrite || errors.Is(err, errNotCommitted) || pgconn.SafeToRetry(err)
+	return kind != write || errors.Is(err, errNotCommitted) || pgconn.SafeToRetry(err)
 }
 
 // errNotCommitted marks a failure inside a transaction before its COMMIT

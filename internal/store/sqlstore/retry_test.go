@@ -29,15 +29,16 @@ func TestRetriable(t *testing.T) {
 	pgErr := func(code string) error { return unavail(&pgconn.PgError{Code: code}) }
 	reset := unavail(syscall.ECONNRESET)
 	for name, tt := range map[string]struct {
-		s     *Store
-		err   error
-		write bool
-		want  bool
+		s    *Store
+		err  error
+		kind callKind
+		want bool
 	}{
 		"ok/serialization failure of a write":         {pg, pgErr("40001"), write, true},
 		"ok/deadlock of a write":                      {pg, pgErr("40P01"), write, true},
 		"ok/server shutting down":                     {pg, pgErr("57P01"), write, true},
 		"ok/lost connection while reading":            {pg, reset, read, true},
+		"ok/lost connection during a lookup":          {pg, reset, lookup, true},
 		"ok/lost connection before COMMIT":            {pg, notCommitted{reset}, write, true},
 		"no/lost connection while a write was sent":   {pg, reset, write, false},
 		"no/lost connection while COMMIT was sent":    {pg, unavail(io.ErrUnexpectedEOF), write, false},
@@ -50,8 +51,8 @@ func TestRetriable(t *testing.T) {
 		"ok/a deadlock inside a transaction (marked)": {pg, notCommitted{pgErr("40P01")}, write, true},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if got := tt.s.retriable(t.Context(), tt.err, tt.write); got != tt.want {
-				t.Fatalf("retriable(%v, write=%v) = %v, want %v", tt.err, tt.write, got, tt.want)
+			if got := tt.s.retriable(t.Context(), tt.err, tt.kind); got != tt.want {
+				t.Fatalf("retriable(%v, kind %v) = %v, want %v", tt.err, tt.kind, got, tt.want)
 			}
 		})
 	}
@@ -318,5 +319,39 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	if _, err := s.PutEnrollment(ctx, e, "*"); err != nil {
 		t.Fatalf("write over a pool of broken connections: %v", err)
+	}
+}
+
+// TestCallBounds: every call is bounded by the query timeout but a lookup
+// on SQLite, which runs without cancellation (Store.ctx).
+func TestCallBounds(t *testing.T) {
+	for _, tt := range []struct {
+		d        *dialect
+		kind     callKind
+		deadline bool
+	}{
+		{sqliteDialect, lookup, false},
+		{sqliteDialect, read, true},
+		{sqliteDialect, write, true},
+		{postgresDialect, lookup, true},
+		{postgresDialect, read, true},
+		{postgresDialect, write, true},
+	} {
+		t.Run(fmt.Sprintf("%s/%d", tt.d.name, tt.kind), func(t *testing.T) {
+			s := &Store{d: tt.d, timeout: time.Minute}
+			parent, cancelParent := context.WithCancel(t.Context())
+			ctx, cancel := s.ctx(parent, tt.kind)
+			defer cancel()
+			_, hasDeadline := ctx.Deadline()
+			cancelParent()
+			switch {
+			case hasDeadline != tt.deadline:
+				t.Fatalf("deadline set: %v, want %v", hasDeadline, tt.deadline)
+			case !tt.deadline && ctx.Done() != nil:
+				t.Fatal("a lookup's context can end: the SQLite driver would start a goroutine per statement")
+			case tt.deadline && ctx.Err() == nil:
+				t.Fatal("the call did not end with its caller's context")
+			}
+		})
 	}
 }

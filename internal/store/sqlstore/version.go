@@ -13,7 +13,7 @@ const (
 // ConfigVersion returns the version of the instance, linked hubs, CA
 // certificates and enrollment groups (see store.Store).
 func (s *Store) ConfigVersion(ctx context.Context) (int64, error) {
-	return run(ctx, s, read, func(ctx context.Context) (int64, error) {
+	return run(ctx, s, lookup, func(ctx context.Context) (int64, error) {
 		var v int64
 		if err := s.r.QueryRowContext(ctx, qConfigVersion).Scan(&v); err != nil {
 			return 0, s.fail(ctx, "configuration version", err)
