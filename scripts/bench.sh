@@ -19,16 +19,22 @@
 #                         database used per registration
 #
 #   scripts/bench.sh [OUT_DIR]                 default ./bench
-#   BENCH_SECONDS=20 BENCH_CONCURRENCY=8 BENCH_PG=1 scripts/bench.sh
+#   BENCH_SECONDS=20 BENCH_CONCURRENCY=8 BENCH_ROUNDS=10 BENCH_PG=1 scripts/bench.sh
 #
-# Needs jq (and, with BENCH_PG=1, pgrep). Every dpsd here runs on a fresh data directory on SQLite
-# (WAL, synchronous=FULL) unless it says PostgreSQL, with the fast path.
+# BENCH_SECONDS is each phase's time, which BENCH_ROUNDS (10) divides into
+# rounds that alternate the baseline and the workload (dpsd-load --rounds):
+# a machine whose speed drifts then slows both alike.
+#
+# Needs jq (and, with BENCH_PG=1, pgrep). The SQLite workloads run on one
+# dpsd started on a fresh data directory (WAL, synchronous=FULL), the
+# PostgreSQL ones on another; both with the fast path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:-bench}
 secs=${BENCH_SECONDS:-20}
 conc=${BENCH_CONCURRENCY:-8}
+rounds=${BENCH_ROUNDS:-10}
 https=127.0.0.1:${BENCH_HTTPS_PORT:-18471}
 mqtt=127.0.0.1:${BENCH_MQTT_PORT:-18871}
 pgport=${BENCH_PG_PORT:-55490}
@@ -78,7 +84,7 @@ load() {
   local name=$1; shift
   "$tmp/dpsd-load" --login "$login" --ca-file "$cafile" --endpoint "$https" \
     --mqtt-endpoint "$mqtt" --server-pid "$pid" --concurrency "$conc" --duration "${secs}s" \
-    --output json "$@" >"$out/$name.json"
+    --rounds "$rounds" --output json "$@" >"$out/$name.json"
   jq -r --arg n "$name" '"\($n): \(.workload.perSecond|floor)/s, baseline \(.baseline.perSecond // 0|floor)/s, ratio \(.ratio // 0), p50 \(.workload.latencyMs.p50) ms, p99 \(.workload.latencyMs.p99) ms, server CPU \(.workload.server.cpuPerOpMs // 0) ms/op, RSS \(.workload.server.peakRssMB // 0) MB"' \
     "$out/$name.json" | tee -a "$out/summary.txt"
 }

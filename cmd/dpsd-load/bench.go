@@ -18,6 +18,19 @@ type plan struct {
 	rate        float64       // operations started per second; 0: closed loop
 	concurrency int
 	timeout     time.Duration // of one operation
+	// rounds alternates the baseline and the workload this many times,
+	// each round running a share of count or duration.
+	rounds int
+}
+
+// share is round r's part of p, of rounds.
+func (p plan) share(r, rounds int) plan {
+	if rounds <= 1 {
+		return p
+	}
+	p.count = p.count*(r+1)/rounds - p.count*r/rounds
+	p.duration = p.duration*time.Duration(r+1)/time.Duration(rounds) - p.duration*time.Duration(r)/time.Duration(rounds)
+	return p
 }
 
 // target is what a benchmark measures: a transport, its devices, and how
@@ -72,15 +85,28 @@ func benchmark(ctx context.Context, rep *Report, t target, p plan, mon *monitor,
 	}
 	rep.Devices = t.distinct(p)
 	bOp, wOp := t.operations()
+	// The baseline runs as fast as it can: it is the ceiling a paced
+	// workload is compared with.
+	bp := p
+	bp.rate = 0
+	// With rounds, the phases alternate, each round running its share:
+	// on a machine whose speed drifts (a VM), a baseline measured first
+	// and a workload measured after it would see different machines.
+	rounds := max(1, p.rounds)
+	var bRuns, wRuns []phaseRun
+	for r := range rounds {
+		if baseline {
+			bRuns = append(bRuns, measure(ctx, "baseline", bOp, conns, conn.baseline, bp.share(r, rounds), mon, ops(bRuns)))
+		}
+		if workload {
+			wRuns = append(wRuns, measure(ctx, "workload", wOp, conns, conn.register, p.share(r, rounds), mon, ops(wRuns)))
+		}
+	}
 	if baseline {
-		// The baseline runs as fast as it can: it is the ceiling a paced
-		// workload is compared with.
-		bp := p
-		bp.rate = 0
-		rep.Baseline = measure(ctx, "baseline", bOp, conns, conn.baseline, bp, mon)
+		rep.Baseline = merge(bRuns)
 	}
 	if workload {
-		rep.Workload = measure(ctx, "workload", wOp, conns, conn.register, p, mon)
+		rep.Workload = merge(wRuns)
 		if ops := int(rep.Workload.Ops); rep.Devices == 0 || rep.Devices > ops {
 			rep.Devices = ops // a duration ended before the pool of devices
 		}
@@ -98,9 +124,26 @@ type job struct {
 	due time.Time
 }
 
-// measure runs one phase: op on the connections, as many operations as p
-// says, and returns what it measured.
-func measure(ctx context.Context, name, what string, conns []conn, op func(conn, context.Context, int) error, p plan, mon *monitor) *Phase {
+// phaseRun is what one round of a phase measured: its phase, and the latency of
+// each operation.
+type phaseRun struct {
+	ph  *Phase
+	lat []time.Duration
+}
+
+// ops counts the operations of runs.
+func ops(runs []phaseRun) int {
+	n := 0
+	for _, r := range runs {
+		n += int(r.ph.Ops)
+	}
+	return n
+}
+
+// measure runs one phase (or one round of it): op on the connections, as
+// many operations as p says, numbered from first, and returns what it
+// measured.
+func measure(ctx context.Context, name, what string, conns []conn, op func(conn, context.Context, int) error, p plan, mon *monitor, first int) phaseRun {
 	ph := &Phase{Name: name, Operation: what}
 	tally := newTally()
 	lat := make([][]time.Duration, len(conns))
@@ -126,7 +169,7 @@ func measure(ctx context.Context, name, what string, conns []conn, op func(conn,
 				time.Sleep(time.Until(due))
 				// When every worker is busy this blocks: the wait counts in
 				// the latency, which runs from when the operation was due.
-				jobs <- job{i: i, due: due}
+				jobs <- job{i: first + i, due: due}
 			}
 		}()
 	} else {
@@ -138,7 +181,7 @@ func measure(ctx context.Context, name, what string, conns []conn, op func(conn,
 				if !more(i, time.Now()) || ctx.Err() != nil {
 					return
 				}
-				jobs <- job{i: i}
+				jobs <- job{i: first + i}
 			}
 		}()
 	}
@@ -167,7 +210,77 @@ func measure(ctx context.Context, name, what string, conns []conn, op func(conn,
 	ph.PerSecond = round(float64(ph.Ops-ph.Errors)/elapsed.Seconds(), 1)
 	ph.Latency = latencies(all)
 	ph.Server, ph.LoadGenerator = probe.stop(ph.Ops)
+	return phaseRun{ph: ph, lat: all}
+}
+
+// merge is the phase of its rounds: their operations, failures and time
+// added up, latencies over all of them, and each process's CPU over the
+// rounds' time.
+func merge(runs []phaseRun) *Phase {
+	if len(runs) == 1 {
+		return runs[0].ph
+	}
+	ph := &Phase{Name: runs[0].ph.Name, Operation: runs[0].ph.Operation, OfferedPerSecond: runs[0].ph.OfferedPerSecond,
+		ErrorCodes: map[string]int64{}, ErrorSamples: map[string]string{}}
+	var seconds float64
+	var lat []time.Duration
+	servers := make([]*Usage, len(runs))
+	selves := make([]*Usage, len(runs))
+	counts := make([]int64, len(runs))
+	for i, r := range runs {
+		ph.Ops += r.ph.Ops
+		ph.Errors += r.ph.Errors
+		for k, n := range r.ph.ErrorCodes {
+			ph.ErrorCodes[k] += n
+			if _, ok := ph.ErrorSamples[k]; !ok {
+				ph.ErrorSamples[k] = r.ph.ErrorSamples[k]
+			}
+		}
+		seconds += r.ph.Seconds
+		lat = append(lat, r.lat...)
+		servers[i], selves[i], counts[i] = r.ph.Server, r.ph.LoadGenerator, r.ph.Ops
+	}
+	if len(ph.ErrorCodes) == 0 {
+		ph.ErrorCodes, ph.ErrorSamples = nil, nil
+	}
+	ph.Seconds = round(seconds, 6)
+	if seconds > 0 {
+		ph.PerSecond = round(float64(ph.Ops-ph.Errors)/seconds, 1)
+	}
+	ph.Latency = latencies(lat)
+	ph.Server = mergeUsage(servers, counts, seconds)
+	ph.LoadGenerator = mergeUsage(selves, counts, seconds)
 	return ph
+}
+
+// mergeUsage is a process's usage over rounds of the given operations and
+// total seconds; nil when a round did not measure it.
+func mergeUsage(us []*Usage, counts []int64, seconds float64) *Usage {
+	var m Usage
+	var ops int64
+	var allocs, bytes float64
+	for i, u := range us {
+		if u == nil {
+			return nil
+		}
+		m.PID = u.PID
+		m.CPUSeconds += u.CPUSeconds
+		m.RSSMB = u.RSSMB
+		m.PeakRSSMB = max(m.PeakRSSMB, u.PeakRSSMB)
+		allocs += u.AllocsPerOp * float64(counts[i])
+		bytes += u.AllocBytesPerOp * float64(counts[i])
+		ops += counts[i]
+	}
+	m.CPUSeconds = round(m.CPUSeconds, 3)
+	if seconds > 0 {
+		m.CPUPercent = round(100*m.CPUSeconds/seconds, 1)
+	}
+	if ops > 0 {
+		m.CPUPerOpMs = round(1000*m.CPUSeconds/float64(ops), 4)
+		m.AllocsPerOp = round(allocs/float64(ops), 1)
+		m.AllocBytesPerOp = round(bytes/float64(ops), 0)
+	}
+	return &m
 }
 
 // latencies summarizes durations: percentiles by nearest rank.

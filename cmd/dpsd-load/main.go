@@ -105,6 +105,7 @@ type loadFlags struct {
 	rate                 rate
 	baseline             bool
 	handshakeOnly        bool
+	rounds               int
 	maxErrors            int64
 	output               string
 }
@@ -116,6 +117,7 @@ func (l *loadFlags) add(fs *flag.FlagSet, devicesUsage string) {
 	fs.Var(&l.rate, "rate", "pace the workload at this many registrations per second (e.g. 300/s; latency counts from when each was due); default: as fast as --concurrency allows")
 	fs.BoolVar(&l.baseline, "baseline", true, "measure the baseline first, in the same run with the same devices, and print the ratio")
 	fs.BoolVar(&l.handshakeOnly, "handshake-only", false, "measure the baseline only")
+	fs.IntVar(&l.rounds, "rounds", 1, "alternate the baseline and the workload in this many rounds, each a share of --devices or --duration, so that a machine whose speed drifts during the run slows both alike")
 	fs.Int64Var(&l.maxErrors, "max-errors", 0, "failed requests tolerated before exiting 1")
 	fs.DurationVar(&l.timeout, "timeout", 30*time.Second, "time limit of one registration (or baseline request)")
 	fs.StringVar(&l.output, "output", "table", "table or json")
@@ -131,6 +133,10 @@ func (l *loadFlags) check() error {
 		return usagef("--duration %s is negative", l.duration)
 	case l.timeout <= 0:
 		return usagef("--timeout %s: give a positive duration", l.timeout)
+	case l.rounds < 1 || l.rounds > 1000:
+		return usagef("--rounds %d: give 1 to 1000", l.rounds)
+	case l.duration == 0 && l.rounds > l.devices:
+		return usagef("--rounds %d: more rounds than --devices %d", l.rounds, l.devices)
 	case l.output != "table" && l.output != "json":
 		return usagef("--output %q: use table or json", l.output)
 	}
@@ -138,7 +144,7 @@ func (l *loadFlags) check() error {
 }
 
 func (l *loadFlags) plan() plan {
-	p := plan{duration: l.duration, rate: float64(l.rate), concurrency: l.concurrency, timeout: l.timeout}
+	p := plan{duration: l.duration, rate: float64(l.rate), concurrency: l.concurrency, timeout: l.timeout, rounds: l.rounds}
 	if p.duration == 0 {
 		p.count = l.devices
 	}
@@ -198,6 +204,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, usagef("--attestation %q: use symmetric-key or x509", o.attestation)
 	case o.profileDir != "" && (o.serverPprof == "" || o.load.duration == 0):
 		return o, usagef("--profile-dir needs --server-pprof and --duration (the profiles cover the workload phase)")
+	case o.profileDir != "" && o.load.rounds > 1:
+		return o, usagef("--profile-dir needs --rounds 1 (the profiles cover the workload phase in one piece)")
 	}
 	return o, nil
 }

@@ -106,6 +106,9 @@ func TestLoad(t *testing.T) {
 		{name: "mqtt symmetric-key kept-alive", args: []string{"--transport", "mqtt", "--keep-alive", "--devices", "8", "--concurrency", "2"}, ops: 8, devices: 2,
 			substatus: dps.SubstatusReprovisionedToInitialAssignment},
 		{name: "paced", args: []string{"--rate", "500/s", "--devices", "5", "--concurrency", "2"}, ops: 5, devices: 5, substatus: dps.SubstatusInitialAssignment},
+		// Rounds go on where the last one ended: every device registers
+		// once, none twice.
+		{name: "https x509 in rounds", args: []string{"--attestation", "x509", "--devices", "7", "--rounds", "3"}, ops: 7, devices: 7, substatus: dps.SubstatusInitialAssignment},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := strings.NewReplacer(" ", "-").Replace(tc.name) + "-"
@@ -217,6 +220,9 @@ func TestLoadUsage(t *testing.T) {
 		{[]string{"--login", "x", "--rate", "fast"}, `"fast" is not a rate such as 300/s`},
 		{[]string{"--login", "x", "--profile-dir", "p"}, "--profile-dir needs --server-pprof and --duration"},
 		{[]string{"--login", "x", "--concurrency", "0"}, "--concurrency 0"},
+		{[]string{"--login", "x", "--rounds", "0"}, "--rounds 0: give 1 to 1000"},
+		{[]string{"--login", "x", "--rounds", "5", "--devices", "4"}, "--rounds 5: more rounds than --devices 4"},
+		{[]string{"--login", "x", "--rounds", "2", "--duration", "4s", "--server-pprof", "http://x", "--profile-dir", "p"}, "--profile-dir needs --rounds 1"},
 		{[]string{"--login", "x", "--output", "yaml"}, `--output "yaml"`},
 		{[]string{"--login", "x", "extra"}, `unexpected argument "extra"`},
 		{[]string{"scale"}, "--dir is required"},

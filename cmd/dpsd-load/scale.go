@@ -92,6 +92,8 @@ func parseScaleFlags(args []string, stderr io.Writer) (scaleOptions, error) {
 		return o, usagef("--transport %q: use https or mqtt", o.transport)
 	case o.profileDir != "" && o.load.duration == 0:
 		return o, usagef("--profile-dir needs --duration (the profiles cover the workload phase)")
+	case o.profileDir != "" && o.load.rounds > 1:
+		return o, usagef("--profile-dir needs --rounds 1 (the profiles cover the workload phase in one piece)")
 	}
 	for _, w := range strings.Split(o.workloads, ",") {
 		if w != "symmetric-key" && w != "x509" {
