@@ -93,6 +93,9 @@ func benchmark(ctx context.Context, rep *Report, t target, p plan, mon *monitor,
 	// on a machine whose speed drifts (a VM), a baseline measured first
 	// and a workload measured after it would see different machines.
 	rounds := max(1, p.rounds)
+	if rounds > 1 {
+		rep.Rounds = rounds
+	}
 	var bRuns, wRuns []phaseRun
 	for r := range rounds {
 		if baseline {

@@ -96,6 +96,7 @@ func TestLoad(t *testing.T) {
 		// substatus is what the devices' records say after the run: a
 		// device registered once, or re-registered.
 		substatus string
+		rounds    int // in the report: 0 when the phases did not alternate
 	}{
 		{name: "https symmetric-key", args: []string{"--devices", "12"}, ops: 12, devices: 12, substatus: dps.SubstatusInitialAssignment},
 		{name: "https x509", args: []string{"--attestation", "x509", "--devices", "6"}, ops: 6, devices: 6, substatus: dps.SubstatusInitialAssignment},
@@ -108,7 +109,7 @@ func TestLoad(t *testing.T) {
 		{name: "paced", args: []string{"--rate", "500/s", "--devices", "5", "--concurrency", "2"}, ops: 5, devices: 5, substatus: dps.SubstatusInitialAssignment},
 		// Rounds go on where the last one ended: every device registers
 		// once, none twice.
-		{name: "https x509 in rounds", args: []string{"--attestation", "x509", "--devices", "7", "--rounds", "3"}, ops: 7, devices: 7, substatus: dps.SubstatusInitialAssignment},
+		{name: "https x509 in rounds", args: []string{"--attestation", "x509", "--devices", "7", "--rounds", "3"}, ops: 7, devices: 7, substatus: dps.SubstatusInitialAssignment, rounds: 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := strings.NewReplacer(" ", "-").Replace(tc.name) + "-"
@@ -120,6 +121,9 @@ func TestLoad(t *testing.T) {
 			checkPhase(t, r.Workload, "workload", tc.ops)
 			if r.Ratio <= 0 || r.Devices != tc.devices {
 				t.Errorf("ratio %v, %d devices; want a ratio, %d devices", r.Ratio, r.Devices, tc.devices)
+			}
+			if r.Rounds != tc.rounds {
+				t.Errorf("rounds %d in the report, want %d", r.Rounds, tc.rounds)
 			}
 			for i := range tc.devices {
 				if rec := record(t, s.Store(), fmt.Sprintf("%s%07d", prefix, i)); rec.Result.Status != dps.StatusAssigned || rec.Result.Substatus != tc.substatus {

@@ -26,7 +26,9 @@ type Report struct {
 	Endpoint    string `json:"endpoint"`
 	Concurrency int    `json:"concurrency"`
 	// Devices is how many distinct devices the workload registered.
-	Devices  int    `json:"devices"`
+	Devices int `json:"devices"`
+	// Rounds is how many times the phases alternated (--rounds).
+	Rounds   int    `json:"rounds,omitempty"`
 	Baseline *Phase `json:"baseline,omitempty"`
 	Workload *Phase `json:"workload,omitempty"`
 	// Ratio is the workload's rate over the baseline's.
@@ -215,7 +217,11 @@ func (r *Report) title() string {
 	if r.Connections == "kept-alive" {
 		conns = "kept-alive connections"
 	}
-	return fmt.Sprintf("%s %s, %s, concurrency %d, %d devices, endpoint %s", r.Transport, r.Attestation, conns, r.Concurrency, r.Devices, r.Endpoint)
+	t := fmt.Sprintf("%s %s, %s, concurrency %d, %d devices, endpoint %s", r.Transport, r.Attestation, conns, r.Concurrency, r.Devices, r.Endpoint)
+	if r.Rounds > 1 {
+		t += fmt.Sprintf(", %d rounds", r.Rounds)
+	}
+	return t
 }
 
 func (r *Report) writeTable(w io.Writer) {
