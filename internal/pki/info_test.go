@@ -121,8 +121,12 @@ func TestInfoMatchesOpenSSL(t *testing.T) {
 	writeTestFile(t, dir, "ours.pem", EncodePEM(ch.leaf))
 	openssl(t, dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
 		"-keyout", "k.pem", "-out", "theirs.pem", "-days", "30", "-subj", "/C=US/O=MSR_TEST/CN=RIoT_COMMON_device")
+	// A serial whose first byte has its high bit set, which openssl prints
+	// without DER's leading zero byte.
+	openssl(t, dir, "req", "-x509", "-key", "k.pem", "-set_serial", "0xDBA9FF3571190AC9",
+		"-out", "theirs-high-bit.pem", "-days", "30", "-subj", "/CN=RIoT_COMMON_device")
 
-	for _, file := range []string{"ours.pem", "theirs.pem"} {
+	for _, file := range []string{"ours.pem", "theirs.pem", "theirs-high-bit.pem"} {
 		t.Run(file, func(t *testing.T) {
 			c, err := ParseCertificate(string(readTestFile(t, filepath.Join(dir, file))))
 			if err != nil {
@@ -152,7 +156,7 @@ func TestInfoMatchesOpenSSL(t *testing.T) {
 			checks := []struct{ name, got, want string }{
 				{"sha1Thumbprint", info.SHA1Thumbprint, noColons(field(out, `(?i)sha1 Fingerprint`))},
 				{"sha256Thumbprint", info.SHA256Thumbprint, noColons(field(out256, `(?i)sha256 Fingerprint`))},
-				{"serialNumber", info.SerialNumber, field(out, "serial")},
+				{"serialNumber", info.SerialNumber, derSerial(field(out, "serial"))},
 				{"subjectName", info.SubjectName, field(out, "subject")},
 				{"issuerName", info.IssuerName, field(out, "issuer")},
 				{"notBeforeUtc", info.NotBeforeUtc.Time.Format(time.RFC3339), opensslTime(field(out, "notBefore")).UTC().Format(time.RFC3339)},
@@ -167,6 +171,28 @@ func TestInfoMatchesOpenSSL(t *testing.T) {
 				t.Errorf("version %d, want 3", info.Version)
 			}
 		})
+	}
+}
+
+// derSerial turns openssl's -serial digits into the INTEGER's encoded bytes,
+// which SerialNumber prints: openssl drops the zero byte DER puts before a
+// first byte with its high bit set (openssl's own random serials have it
+// about once in 256 certificates).
+func derSerial(s string) string {
+	if len(s)%2 == 1 {
+		s = "0" + s
+	}
+	if s != "" && strings.IndexByte("89ABCDEFabcdef", s[0]) >= 0 {
+		s = "00" + s
+	}
+	return s
+}
+
+func TestDERSerial(t *testing.T) {
+	for in, want := range map[string]string{"DBA9": "00DBA9", "7F01": "7F01", "ABC": "0ABC", "01": "01"} {
+		if got := derSerial(in); got != want {
+			t.Errorf("derSerial(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
