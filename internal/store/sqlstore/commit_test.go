@@ -5,9 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,25 +50,9 @@ func (r *commitRig) batches() []int {
 // commitRigs returns a rig per engine (PostgreSQL when the tests have a
 // server), each opened with opts.
 func commitRigs(t *testing.T, opts Options) map[string]func(t *testing.T) *commitRig {
-	rig := func(t *testing.T, opts Options, open func(opts Options) *Store) *commitRig {
-		r := &commitRig{}
-		opts.ObserveBatch = func(n int) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.sizes = append(r.sizes, n)
-		}
-		r.s = open(opts)
-		if _, err := r.s.SaveRegistration(t.Context(), testRecord("blocker", "hub0"), "", nil); err != nil {
-			t.Fatal(err)
-		}
-		r.mu.Lock()
-		r.sizes = nil
-		r.mu.Unlock()
-		return r
-	}
 	rigs := map[string]func(t *testing.T) *commitRig{
 		"sqlite": func(t *testing.T) *commitRig {
-			r := rig(t, opts, func(opts Options) *Store { return openSQLite(t, opts) })
+			r := newCommitRig(t, opts, func(opts Options) *Store { return openSQLite(t, opts) })
 			r.hold = func(t *testing.T) func() {
 				// The writer pool has one connection.
 				tx, err := r.s.w.begin(t.Context())
@@ -79,37 +68,149 @@ func commitRigs(t *testing.T, opts Options) map[string]func(t *testing.T) *commi
 	if dsn := os.Getenv("DPS_TEST_PG_DSN"); dsn != "" {
 		rigs["postgres"] = func(t *testing.T) *commitRig {
 			dsn := pgSchema(t, dsn)
-			pgOpts := opts
-			pgOpts.MaxOpenConns = 4 // one committer
-			r := rig(t, pgOpts, func(opts Options) *Store {
-				s, err := Open(t.Context(), dsn, opts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { s.Close() })
-				return s
-			})
-			if r.s.commit.max != 1 {
-				t.Fatalf("%d committers, want 1", r.s.commit.max)
-			}
-			r.hold = func(t *testing.T) func() {
-				db, err := sql.Open("pgx", dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tx, err := db.BeginTx(t.Context(), nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := tx.Exec(`SELECT key FROM registrations WHERE key = 'blocker' FOR UPDATE`); err != nil {
-					t.Fatal(err)
-				}
-				return func() { tx.Rollback(); db.Close() }
-			}
-			return r
+			return pgCommitRig(t, dsn, dsn, opts)
 		}
 	}
 	return rigs
+}
+
+// newCommitRig opens a store with open and writes the record "blocker".
+func newCommitRig(t *testing.T, opts Options, open func(opts Options) *Store) *commitRig {
+	r := &commitRig{}
+	opts.ObserveBatch = func(n int) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.sizes = append(r.sizes, n)
+	}
+	r.s = open(opts)
+	if _, err := r.s.SaveRegistration(t.Context(), testRecord("blocker", "hub0"), "", nil); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.sizes = nil
+	r.mu.Unlock()
+	return r
+}
+
+// pgCommitRig is the PostgreSQL rig: its store connects to storeDSN, and
+// holds up on a connection of its own to dsn (the same database).
+func pgCommitRig(t *testing.T, dsn, storeDSN string, opts Options) *commitRig {
+	r := newCommitRig(t, opts, func(opts Options) *Store {
+		s, err := Open(t.Context(), storeDSN, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+	r.hold = func(t *testing.T) func() {
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.BeginTx(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(`SELECT key FROM registrations WHERE key = 'blocker' FOR UPDATE`); err != nil {
+			t.Fatal(err)
+		}
+		return func() { tx.Rollback(); db.Close() }
+	}
+	return r
+}
+
+// TestPipelinedBatchRoundTrips: on PostgreSQL a batch costs two round trips
+// whatever its size (commit.go). A proxy between the store and the server
+// counts what the store sends: a batch of 16 registrations, each with its
+// operation, run one statement at a time, would take 2 x 16 + 2 sends.
+func TestPipelinedBatchRoundTrips(t *testing.T) {
+	dsn := os.Getenv("DPS_TEST_PG_DSN")
+	if dsn == "" {
+		t.Skip("no PostgreSQL server (DPS_TEST_PG_DSN)")
+	}
+	dsn = pgSchema(t, dsn)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := u.Host
+	if !strings.Contains(server, ":") {
+		server += ":5432"
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var sends atomic.Int64 // reads of what the store sent, each one send or more
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", server)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(c, up); c.Close() }()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						sends.Add(1)
+						if _, err := up.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	proxied := *u
+	proxied.Host = ln.Addr().String()
+	r := pgCommitRig(t, dsn, proxied.String(), Options{})
+	// The committer's connection prepares its statements on first use.
+	for i := range 3 {
+		if o := r.save(fmt.Sprintf("warm-%d", i), "hub1", "", fmt.Sprintf("op-warm-%d", i))(); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	r.mu.Lock()
+	r.sizes = nil
+	r.mu.Unlock()
+	const n = 16
+	calls := make([]func() outcome, n)
+	for i := range calls {
+		calls[i] = r.save(fmt.Sprintf("dev-%02d", i), "hub1", "", fmt.Sprintf("op-%02d", i))
+	}
+	before := sends.Load()
+	outs, blocker := r.heldBatch(t, calls...)
+	got := sends.Load() - before
+	for i, o := range append(outs, blocker) {
+		if o.err != nil {
+			t.Fatalf("call %d: %v", i, o.err)
+		}
+	}
+	if b := r.batches(); !slices.Equal(b, []int{1, n}) {
+		t.Fatalf("batches of %v writes, want [1 %d]", b, n)
+	}
+	for i := range n {
+		r.wantStored(t, fmt.Sprintf("dev-%02d", i), "hub1")
+		r.wantOperation(t, fmt.Sprintf("op-%02d", i), true)
+	}
+	// Two per batch; a connection idle for over a second may be pinged
+	// when it is taken.
+	if got < 4 || got > 6 {
+		t.Fatalf("the store sent %d times for two batches, want 4 (at most 6)", got)
+	}
 }
 
 func testRecord(id, hub string) *store.Registration {
@@ -321,40 +422,49 @@ func TestGroupCommit(t *testing.T) {
 				}
 			})
 
-			t.Run("a write that fails after writing is rolled back alone", func(t *testing.T) {
-				r := newRig(t)
-				failed := func() outcome {
-					// A record, then a statement the database refuses (which
-					// aborts a PostgreSQL transaction).
-					err := r.s.batch(context.Background(), "bad", "registration/bad", func(ctx context.Context, tx *txn) error {
-						if _, err := r.s.put(ctx, tx, registrationsT, "bad", "bad", []any{nil, "", "{}", nil, "", "", nil}, "", registrationEtag); err != nil {
-							return err
+			// A write the database fails with an error of its own, not
+			// declines: its statements run (and on PostgreSQL abort the
+			// transaction) when it is sent, or cannot even be prepared (the
+			// pipeline then runs the batch sequentially).
+			notNull := stmt{what: "bad", query: `INSERT INTO operations (id, registration_id, status, created, expires) VALUES ('op-bad', NULL, 'x', 0, 0)`}
+			noTable := stmt{what: "bad", query: `SELECT * FROM no_such_table`}
+			for name, bad := range map[string]batchWrite{
+				"its first statement fails when run":               {first: notNull},
+				"it fails when run, after its record":              {then: func() ([]stmt, error) { return []stmt{notNull}, nil }},
+				"it cannot be prepared, after its record":          {then: func() ([]stmt, error) { return []stmt{noTable}, nil }},
+				"it fails before its statements, after its record": {then: func() ([]stmt, error) { return nil, errors.New("bad: no statements") }},
+			} {
+				t.Run("a write that fails is rolled back alone: "+name, func(t *testing.T) {
+					r := newRig(t)
+					failed := func() outcome {
+						if bad.then != nil {
+							var m meta
+							bad.first, bad.scan = r.s.putStmt(registrationsT, "bad", "bad", []any{nil, "", "{}", nil, "", "", nil}, "", registrationEtag, &m)
 						}
-						_, err := tx.ExecContext(ctx, `SELECT * FROM no_such_table`)
-						return err
-					})
-					return outcome{nil, err}
-				}
-				outs, _ := r.heldBatch(t,
-					r.save("a", "hub1", "", "op-a"),
-					failed,
-					r.save("c", "hub1", "", "op-c"),
-				)
-				if outs[0].err != nil || outs[2].err != nil {
-					t.Fatalf("a: %v; c: %v", outs[0].err, outs[2].err)
-				}
-				if err := outs[1].err; err == nil || errors.Is(err, store.ErrUnavailable) || !errors.Is(err, errNotCommitted) {
-					t.Fatalf("the failing write: %v, want its own error, not committed", err)
-				}
-				r.wantStored(t, "bad", "")
-				r.wantStored(t, "a", "hub1")
-				r.wantStored(t, "c", "hub1")
-				r.wantOperation(t, "op-a", true)
-				r.wantOperation(t, "op-c", true)
-				if got := r.batches(); !slices.Equal(got, []int{1, 2}) {
-					t.Fatalf("batches of %v writes, want [1 2]", got)
-				}
-			})
+						return outcome{nil, r.s.batch(context.Background(), "bad", "registration/bad", bad)}
+					}
+					outs, _ := r.heldBatch(t,
+						r.save("a", "hub1", "", "op-a"),
+						failed,
+						r.save("c", "hub1", "", "op-c"),
+					)
+					if outs[0].err != nil || outs[2].err != nil {
+						t.Fatalf("a: %v; c: %v", outs[0].err, outs[2].err)
+					}
+					if err := outs[1].err; err == nil || errors.Is(err, store.ErrUnavailable) || !errors.Is(err, errNotCommitted) {
+						t.Fatalf("the failing write: %v, want its own error, not committed", err)
+					}
+					r.wantStored(t, "bad", "")
+					r.wantOperation(t, "op-bad", false)
+					r.wantStored(t, "a", "hub1")
+					r.wantStored(t, "c", "hub1")
+					r.wantOperation(t, "op-a", true)
+					r.wantOperation(t, "op-c", true)
+					if got := r.batches(); !slices.Equal(got, []int{1, 2}) {
+						t.Fatalf("batches of %v writes, want [1 2]", got)
+					}
+				})
+			}
 		})
 	}
 }
@@ -367,9 +477,14 @@ func TestGroupCommitDatabaseFailure(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			r := newRig(t)
 			failing := func() outcome {
-				err := r.s.batch(context.Background(), "sick", "registration/m", func(ctx context.Context, tx *txn) error {
-					return r.s.fail(ctx, "sick", &pgconn.PgError{Code: "40001", Message: "could not serialize access"})
-				})
+				err := r.s.batch(context.Background(), "sick", "registration/m", batchWrite{first: stmt{what: "sick", query: `SELECT 1`},
+					scan: func(row scanner) error {
+						var one int
+						if err := row.Scan(&one); err != nil {
+							return err
+						}
+						return r.s.fail(context.Background(), "sick", &pgconn.PgError{Code: "40001", Message: "could not serialize access"})
+					}})
 				return outcome{nil, err}
 			}
 			outs, _ := r.heldBatch(t, r.save("a", "hub1", "", "op-a"), failing, r.save("z", "hub1", "", "op-z"))

@@ -192,12 +192,10 @@ func (s *Store) newIssuedRow(c *store.IssuedCertificate) ([]any, error) {
 	return args, nil
 }
 
-// putIssued records a newly issued certificate (newIssuedRow) inside tx.
-func (s *Store) putIssued(ctx context.Context, tx *txn, args []any) error {
-	if _, err := tx.ExecContext(ctx, insertIssued, args...); err != nil {
-		return s.fail(ctx, fmt.Sprintf("issued certificate %s", args[3]), err)
-	}
-	return nil
+// issuedStmt is the statement that records a newly issued certificate
+// (newIssuedRow).
+func issuedStmt(args []any) stmt {
+	return stmt{what: fmt.Sprintf("issued certificate %s", args[3]), query: insertIssued, args: args}
 }
 
 // IssuedCertificate returns an issued certificate by serial number.

@@ -152,36 +152,54 @@ func newTable(name string, cols ...string) *table {
 // new etag differs from it. what names the record in errors.
 func (s *Store) put(ctx context.Context, q queryer, t *table, what, k string, vals []any, ifMatch string,
 	mkEtag func(old string, now int64) string) (meta, error) {
-	now := s.stamp()
-	var stmt string
-	var old string
-	switch ifMatch {
-	case "":
-		stmt = t.insert
-	case "*":
-		stmt = t.upsert
-	default:
-		stmt = t.update
-		old = bareEtag(ifMatch)
-	}
-	m := meta{etag: mkEtag(old, now)}
-	args := make([]any, 0, len(vals)+4)
-	args = append(args, k)
-	args = append(args, vals...)
-	args = append(args, m.etag, now)
-	if stmt == t.update {
-		args = append(args, old)
-	}
-	err := q.QueryRowContext(ctx, stmt, args...).Scan(&m.created, &m.updated)
-	switch {
-	case errors.Is(err, sql.ErrNoRows) && stmt == t.insert:
-		return meta{}, refused{fmt.Errorf("%s: %w", what, store.ErrConflict)}
-	case errors.Is(err, sql.ErrNoRows):
-		return meta{}, refused{fmt.Errorf("%s: %w", what, store.ErrPreconditionFailed)}
-	case err != nil:
+	var m meta
+	st, scan := s.putStmt(t, what, k, vals, ifMatch, mkEtag, &m)
+	if err := scan(q.QueryRowContext(ctx, st.query, st.args...)); err != nil {
+		if errors.As(err, new(refused)) {
+			return meta{}, err
+		}
 		return meta{}, s.fail(ctx, what, err)
 	}
 	return m, nil
+}
+
+// putStmt is put as a statement and the function that reads its row into
+// m: refused when the database declined the write, the row's error as it
+// is otherwise.
+func (s *Store) putStmt(t *table, what, k string, vals []any, ifMatch string,
+	mkEtag func(old string, now int64) string, m *meta) (stmt, func(scanner) error) {
+	now := s.stamp()
+	var query string
+	var old string
+	switch ifMatch {
+	case "":
+		query = t.insert
+	case "*":
+		query = t.upsert
+	default:
+		query = t.update
+		old = bareEtag(ifMatch)
+	}
+	etag := mkEtag(old, now)
+	args := make([]any, 0, len(vals)+4)
+	args = append(args, k)
+	args = append(args, vals...)
+	args = append(args, etag, now)
+	if query == t.update {
+		args = append(args, old)
+	}
+	scan := func(row scanner) error {
+		*m = meta{etag: etag}
+		err := row.Scan(&m.created, &m.updated)
+		switch {
+		case errors.Is(err, sql.ErrNoRows) && query == t.insert:
+			return refused{fmt.Errorf("%s: %w", what, store.ErrConflict)}
+		case errors.Is(err, sql.ErrNoRows):
+			return refused{fmt.Errorf("%s: %w", what, store.ErrPreconditionFailed)}
+		}
+		return err
+	}
+	return stmt{what: what, query: query, args: args}, scan
 }
 
 // refused is a write the database declined without an error: a create of

@@ -124,32 +124,31 @@ func (s *Store) SaveRegistration(ctx context.Context, r *store.Registration, ifM
 		// copy the columns hold. The certificates the registration delivers
 		// go to the answer and the operation, not into the record.
 		base := store.Registration{EnrollmentGroupID: r.EnrollmentGroupID, DevicePayload: payload, Placement: r.Placement, AppliedTwin: r.AppliedTwin.Clone()}
+		var m meta
 		var out *store.Registration
-		err = s.batch(ctx, what, "registration/"+k, func(ctx context.Context, tx *txn) error {
-			m, err := s.put(ctx, tx, registrationsT, what, k, cols, ifMatch, registrationEtag)
-			if err != nil {
-				return err
-			}
+		first, scan := s.putStmt(registrationsT, what, k, cols, ifMatch, registrationEtag, &m)
+		then := func() ([]stmt, error) {
 			res := new(dps.DeviceRegistrationResult)
 			*res = *tmpl
 			res.Etag, res.CreatedDateTimeUtc, res.LastUpdatedDateTimeUtc = m.etag, dps.NewTime(fromNanos(m.created)), dps.NewTime(fromNanos(m.updated))
 			stored := base
 			stored.Result = res
 			out = &stored
+			var next []stmt
 			if issued != nil {
-				if err := s.putIssued(ctx, tx, issued); err != nil {
-					return err
-				}
+				next = append(next, issuedStmt(issued))
 			}
 			if row == nil {
-				return nil
+				return next, nil
 			}
 			o := *row
+			var err error
 			if o.result, err = resultColumn(res); err != nil {
-				return fmt.Errorf("operation %q: %w", o.id, err)
+				return nil, fmt.Errorf("operation %q: %w", o.id, err)
 			}
-			return s.putOperation(ctx, tx, &o)
-		})
+			return append(next, o.stmt()), nil
+		}
+		err = s.batch(ctx, what, "registration/"+k, batchWrite{first: first, scan: scan, then: then})
 		if err != nil {
 			return nil, err
 		}
@@ -315,9 +314,7 @@ func (s *Store) PutOperation(ctx context.Context, op *store.Operation) error {
 		if err != nil {
 			return err
 		}
-		return s.batch(ctx, fmt.Sprintf("operation %q", op.ID), "operation/"+op.ID, func(ctx context.Context, tx *txn) error {
-			return s.putOperation(ctx, tx, &row)
-		})
+		return s.batch(ctx, fmt.Sprintf("operation %q", op.ID), "operation/"+op.ID, batchWrite{first: row.stmt()})
 	})
 }
 
@@ -365,12 +362,10 @@ func resultColumn(r *dps.DeviceRegistrationResult) (any, error) {
 	return string(b), nil
 }
 
-func (s *Store) putOperation(ctx context.Context, q queryer, o *operationRow) error {
-	if _, err := q.ExecContext(ctx, upsertOperation,
-		o.id, o.registrationID, o.status, o.result, o.job, o.lease, o.created, o.expires); err != nil {
-		return s.fail(ctx, fmt.Sprintf("operation %q", o.id), err)
-	}
-	return nil
+// stmt is the statement that writes the operation.
+func (o *operationRow) stmt() stmt {
+	return stmt{what: fmt.Sprintf("operation %q", o.id), query: upsertOperation,
+		args: []any{o.id, o.registrationID, o.status, o.result, o.job, o.lease, o.created, o.expires}}
 }
 
 // DeleteOperationsBefore removes the operations that expired before t, in

@@ -173,10 +173,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.commit = &committer{s: s, max: 1, observe: opts.ObserveBatch}
-	if s.d == postgresDialect {
-		s.commit.max = min(postgresCommitters, max(1, s.r.Stats().MaxOpenConnections/4))
-	}
+	s.commit = &committer{s: s, observe: opts.ObserveBatch}
 
 	switch {
 	case opts.SkipSchemaCheck:
