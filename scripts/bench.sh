@@ -16,7 +16,9 @@
 #                         https-sym-keepalive (no baseline) on a
 #                         throwaway PostgreSQL with its durable defaults
 #                         (fsync, synchronous_commit=on), with the CPU the
-#                         database used per registration
+#                         database used per registration; kept-alive
+#                         symmetric key alternates, in BENCH_PG_ROUNDS (5)
+#                         rounds, with a fresh SQLite dpsd running alongside
 #
 #   scripts/bench.sh [OUT_DIR]                 default ./bench
 #   BENCH_SECONDS=20 BENCH_CONCURRENCY=8 BENCH_ROUNDS=10 BENCH_PG=1 scripts/bench.sh
@@ -37,6 +39,9 @@ conc=${BENCH_CONCURRENCY:-8}
 rounds=${BENCH_ROUNDS:-10}
 https=127.0.0.1:${BENCH_HTTPS_PORT:-18471}
 mqtt=127.0.0.1:${BENCH_MQTT_PORT:-18871}
+https2=127.0.0.1:$((${BENCH_HTTPS_PORT:-18471} + 1))
+mqtt2=127.0.0.1:$((${BENCH_MQTT_PORT:-18871} + 1))
+pgrounds=${BENCH_PG_ROUNDS:-5}
 pgport=${BENCH_PG_PORT:-55490}
 
 command -v jq >/dev/null || { echo "bench: needs jq" >&2; exit 1; }
@@ -46,6 +51,7 @@ fi
 mkdir -p "$out"
 tmp=$(mktemp -d)
 pid=
+pid2=
 pgdir=
 store=
 stop_dpsd() {
@@ -57,7 +63,12 @@ stop_pg() {
     rm -rf "$pgdir"; pgdir=
   fi
 }
-cleanup() { stop_dpsd; stop_pg; rm -rf "$tmp"; }
+cleanup() {
+  stop_dpsd
+  if [ -n "$pid2" ]; then kill "$pid2" 2>/dev/null || true; wait "$pid2" 2>/dev/null || true; fi
+  stop_pg
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
 
 CGO_ENABLED=0 go build -o "$tmp/dpsd" ./cmd/dpsd
@@ -133,17 +144,48 @@ if [ "${BENCH_PG:-}" = 1 ]; then
   store="postgres://postgres@127.0.0.1:$pgport/dpsd?sslmode=disable"
   start_dpsd pg --store "$store"
   hz=$(getconf CLK_TCK)
-  for w in https-x509-new https-sym-keepalive; do
-    before=$(pgticks)
-    case $w in
-      https-x509-new) load "pg-$w" --transport https --attestation x509 --devices "$devices" --baseline=false ;;
-      https-sym-keepalive) load "pg-$w" --transport https --attestation symmetric-key --keep-alive --baseline=false ;;
-    esac
-    after=$(pgticks)
-    ops=$(jq '.workload.ops - .workload.errors' "$out/pg-$w.json")
-    echo "pg-$w: PostgreSQL CPU $(awk -v t="$((after - before))" -v hz="$hz" -v n="$ops" 'BEGIN { printf "%.3f", t * 1000 / hz / n }') ms/registration" |
+  pgcpu() { # NAME TICKS OPS
+    echo "$1: PostgreSQL CPU $(awk -v t="$2" -v hz="$hz" -v n="$3" 'BEGIN { printf "%.3f", t * 1000 / hz / n }') ms/registration" |
       tee -a "$out/summary.txt"
+  }
+  before=$(pgticks)
+  load pg-https-x509-new --transport https --attestation x509 --devices "$devices" --baseline=false
+  pgcpu pg-https-x509-new "$(($(pgticks) - before))" "$(jq '.workload.ops - .workload.errors' "$out/pg-https-x509-new.json")"
+
+  # pg-https-sym-keepalive: against a second, fresh SQLite dpsd running
+  # alongside, in BENCH_PG_ROUNDS (5) rounds that alternate the two, so that
+  # the machine's drift falls on both alike; the ratio is PostgreSQL's
+  # registrations over SQLite's in the same time.
+  "$tmp/dpsd" serve --data "$tmp/data-sqlite" --https-addr "$https2" --mqtt-addr "$mqtt2" \
+    --log-level warn 2>"$out/sqlite-alongside-serve.log" &
+  pid2=$!
+  for _ in $(seq 300); do
+    [ -f "$tmp/data-sqlite/server.json" ] && break
+    sleep 0.1
   done
+  [ -f "$tmp/data-sqlite/server.json" ] || { echo "bench: dpsd serve did not start; see $out/sqlite-alongside-serve.log" >&2; exit 1; }
+  login2=$("$tmp/dpsd" info --data "$tmp/data-sqlite" serviceConnectionString)
+  cafile2=$("$tmp/dpsd" info --data "$tmp/data-sqlite" serverCAFile)
+  slice=$(( (secs + pgrounds - 1) / pgrounds ))
+  ticks=0
+  for r in $(seq "$pgrounds"); do
+    "$tmp/dpsd-load" --login "$login2" --ca-file "$cafile2" --endpoint "$https2" \
+      --server-pid "$pid2" --concurrency "$conc" --duration "${slice}s" --attestation symmetric-key --keep-alive \
+      --baseline=false --output json >"$out/sqlite-alongside-https-sym-keepalive-$r.json"
+    before=$(pgticks)
+    "$tmp/dpsd-load" --login "$login" --ca-file "$cafile" --endpoint "$https" \
+      --server-pid "$pid" --concurrency "$conc" --duration "${slice}s" --attestation symmetric-key --keep-alive \
+      --baseline=false --output json >"$out/pg-https-sym-keepalive-$r.json"
+    ticks=$((ticks + $(pgticks) - before))
+  done
+  sum='map(.workload) | {ops: (map(.ops - .errors) | add), seconds: (map(.seconds) | add), cpu: (map(.server.cpuSeconds) | add)}'
+  pgs=$(jq -s "$sum" "$out"/pg-https-sym-keepalive-*.json)
+  sqs=$(jq -s "$sum" "$out"/sqlite-alongside-https-sym-keepalive-*.json)
+  jq -rn --argjson p "$pgs" --argjson q "$sqs" --arg n "$pgrounds" \
+    '"pg-https-sym-keepalive: \($p.ops / $p.seconds | floor)/s, SQLite alongside \($q.ops / $q.seconds | floor)/s, ratio \(($p.ops / $p.seconds) / ($q.ops / $q.seconds) * 1000 | round / 1000) (\($n) alternating rounds), server CPU \($p.cpu * 1000 / $p.ops * 10000 | round / 10000) ms/op"' |
+    tee -a "$out/summary.txt"
+  pgcpu pg-https-sym-keepalive "$ticks" "$(jq -n --argjson p "$pgs" '$p.ops')"
+  kill "$pid2"; wait "$pid2" 2>/dev/null || true; pid2=
   stop_dpsd
 fi
 echo "bench: reports in $out/ (summary.txt)"
