@@ -74,6 +74,16 @@ trap cleanup EXIT
 CGO_ENABLED=0 go build -o "$tmp/dpsd" ./cmd/dpsd
 go build -o "$tmp/dpsd-load" ./cmd/dpsd-load
 
+# wait_started DATA LOG: waits for the dpsd serving DATA to be up.
+wait_started() {
+  for _ in $(seq 300); do
+    [ -f "$1/server.json" ] && return
+    sleep 0.1
+  done
+  echo "bench: dpsd serve did not start; see $2" >&2
+  exit 1
+}
+
 # start_dpsd NAME [serve flags...]: a fresh dpsd on its own data directory.
 start_dpsd() {
   local name=$1; shift
@@ -81,11 +91,7 @@ start_dpsd() {
   "$tmp/dpsd" serve --data "$tmp/data" --https-addr "$https" --mqtt-addr "$mqtt" \
     --log-level warn "$@" 2>"$out/$name-serve.log" &
   pid=$!
-  for _ in $(seq 300); do
-    [ -f "$tmp/data/server.json" ] && break
-    sleep 0.1
-  done
-  [ -f "$tmp/data/server.json" ] || { echo "bench: dpsd serve did not start; see $out/$name-serve.log" >&2; exit 1; }
+  wait_started "$tmp/data" "$out/$name-serve.log"
   login=$("$tmp/dpsd" info --data "$tmp/data" ${store:+--store "$store"} serviceConnectionString)
   cafile=$("$tmp/dpsd" info --data "$tmp/data" ${store:+--store "$store"} serverCAFile)
 }
@@ -159,11 +165,7 @@ if [ "${BENCH_PG:-}" = 1 ]; then
   "$tmp/dpsd" serve --data "$tmp/data-sqlite" --https-addr "$https2" --mqtt-addr "$mqtt2" \
     --log-level warn 2>"$out/sqlite-alongside-serve.log" &
   pid2=$!
-  for _ in $(seq 300); do
-    [ -f "$tmp/data-sqlite/server.json" ] && break
-    sleep 0.1
-  done
-  [ -f "$tmp/data-sqlite/server.json" ] || { echo "bench: dpsd serve did not start; see $out/sqlite-alongside-serve.log" >&2; exit 1; }
+  wait_started "$tmp/data-sqlite" "$out/sqlite-alongside-serve.log"
   login2=$("$tmp/dpsd" info --data "$tmp/data-sqlite" serviceConnectionString)
   cafile2=$("$tmp/dpsd" info --data "$tmp/data-sqlite" serverCAFile)
   slice=$(( (secs + pgrounds - 1) / pgrounds ))
