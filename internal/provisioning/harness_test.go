@@ -92,6 +92,9 @@ type options struct {
 	// assignWait and assignTimeout are the pipeline's (short defaults for
 	// the tests, so that a slow hub does not slow them down).
 	assignWait, assignTimeout time.Duration
+	// pipelineStore wraps the store the pipeline and the attestor read
+	// (nil: the cache as it is).
+	pipelineStore func(store.Store) store.Store
 }
 
 func newHarness(t testing.TB, o options) *harness {
@@ -110,11 +113,15 @@ func newHarness(t testing.TB, o options) *harness {
 	// As in dpsd: the pipeline reads through a cache, and the tests write
 	// their fixtures to the store, as the service API does.
 	cached := cache.New(st)
+	var ps store.Store = cached
+	if o.pipelineStore != nil {
+		ps = o.pipelineStore(cached)
+	}
 	p := &provisioning.Pipeline{
 		Journal:      j,
-		Store:        cached,
+		Store:        ps,
 		Sync:         cached.Sync,
-		Attest:       &attest.Attestor{Store: cached, Log: log, Now: o.now},
+		Attest:       &attest.Attestor{Store: ps, Log: log, Now: o.now},
 		Log:          log,
 		Metrics:      metrics.New(),
 		IDScope:      scope,

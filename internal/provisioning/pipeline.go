@@ -137,6 +137,8 @@ func (p *Pipeline) now() time.Time {
 // Register authenticates the device and assigns it.
 func (p *Pipeline) Register(ctx context.Context, req Request) (_ *Answer, err error) {
 	defer p.journal(&req, OpRegister, &err)
+	// The device's enrollment and record are read together.
+	ctx = store.WithDeviceReads(ctx)
 	start := p.now()
 	var rec record
 	var csr *issuance.CSR
@@ -214,6 +216,7 @@ func (p *Pipeline) RegistrationStatus(ctx context.Context, req Request) (_ *dps.
 	if b := req.Body; b != nil && (b.CSR != "" || b.ClientCertificateCSR != "") {
 		return nil, dpserr.BadRequest("a status lookup must not carry a csr; send it with the register request")
 	}
+	ctx = store.WithDeviceReads(ctx)
 	var rec record
 	if _, err := p.admit(ctx, &req, &rec, OpLookup, nil); err != nil {
 		return nil, err

@@ -120,16 +120,10 @@ func pgCommitRig(t *testing.T, dsn, storeDSN string, opts Options) *commitRig {
 	return r
 }
 
-// TestPipelinedBatchRoundTrips: on PostgreSQL a batch costs two round trips
-// whatever its size (commit.go). A proxy between the store and the server
-// counts what the store sends: a batch of 16 registrations, each with its
-// operation, run one statement at a time, would take 2 x 16 + 2 sends.
-func TestPipelinedBatchRoundTrips(t *testing.T) {
-	dsn := os.Getenv("DPS_TEST_PG_DSN")
-	if dsn == "" {
-		t.Skip("no PostgreSQL server (DPS_TEST_PG_DSN)")
-	}
-	dsn = pgSchema(t, dsn)
+// countingProxy relays TCP connections to the server of dsn and counts the
+// reads of what its clients send, each one send or more; it returns dsn
+// through the proxy.
+func countingProxy(t *testing.T, dsn string) (string, *atomic.Int64) {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +137,7 @@ func TestPipelinedBatchRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	var sends atomic.Int64 // reads of what the store sent, each one send or more
+	sends := new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -176,7 +170,21 @@ func TestPipelinedBatchRoundTrips(t *testing.T) {
 	}()
 	proxied := *u
 	proxied.Host = ln.Addr().String()
-	r := pgCommitRig(t, dsn, proxied.String(), Options{})
+	return proxied.String(), sends
+}
+
+// TestPipelinedBatchRoundTrips: on PostgreSQL a batch costs two round trips
+// whatever its size (commit.go). A proxy between the store and the server
+// counts what the store sends: a batch of 16 registrations, each with its
+// operation, run one statement at a time, would take 2 x 16 + 2 sends.
+func TestPipelinedBatchRoundTrips(t *testing.T) {
+	dsn := os.Getenv("DPS_TEST_PG_DSN")
+	if dsn == "" {
+		t.Skip("no PostgreSQL server (DPS_TEST_PG_DSN)")
+	}
+	dsn = pgSchema(t, dsn)
+	proxied, sends := countingProxy(t, dsn)
+	r := pgCommitRig(t, dsn, proxied, Options{})
 	// The committer's connection prepares its statements on first use.
 	for i := range 3 {
 		if o := r.save(fmt.Sprintf("warm-%d", i), "hub1", "", fmt.Sprintf("op-warm-%d", i))(); o.err != nil {

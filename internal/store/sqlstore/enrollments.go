@@ -67,6 +67,9 @@ func scanDoc(sc interface{ Scan(...any) error }) (k, doc string, m meta, err err
 
 // Enrollment returns the individual enrollment of a registration ID.
 func (s *Store) Enrollment(ctx context.Context, registrationID string) (*dps.IndividualEnrollment, error) {
+	if e, ok, err := fromDeviceReads(ctx, s, registrationID, (*store.DeviceReads).TakeEnrollment); ok {
+		return e, err
+	}
 	return run(ctx, s, lookup, func(ctx context.Context) (*dps.IndividualEnrollment, error) {
 		return getDoc(ctx, s, fmt.Sprintf("enrollment %q", registrationID), qEnrollment, key(registrationID), decodeEnrollment)
 	})

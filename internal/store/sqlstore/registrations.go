@@ -68,6 +68,9 @@ func scanRegistration(sc scanner) (k string, r *store.Registration, err error) {
 
 // Registration returns the registration record of a registration ID.
 func (s *Store) Registration(ctx context.Context, registrationID string) (*store.Registration, error) {
+	if r, ok, err := fromDeviceReads(ctx, s, registrationID, (*store.DeviceReads).TakeRegistration); ok {
+		return r, err
+	}
 	return run(ctx, s, lookup, func(ctx context.Context) (*store.Registration, error) {
 		what := fmt.Sprintf("registration %q", registrationID)
 		_, r, err := scanRegistration(s.r.QueryRowContext(ctx, qRegistration, key(registrationID)))
