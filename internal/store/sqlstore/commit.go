@@ -367,18 +367,22 @@ func (c *committer) pipelined(ctx context.Context, ws []*batched) (errs []error,
 		return nil, -1, beginFailed{err}
 	}
 	defer conn.Close()
-	bad = -1
-	// Raw's own error is only the one returned below.
-	_ = conn.Raw(func(dc any) error {
+	ran := false
+	rawErr := conn.Raw(func(dc any) error {
+		ran = true
 		pc := dc.(*stdlib.Conn).Conn()
 		errs, bad, err = c.pipeline(ctx, pc, ws)
-		if pc.IsClosed() || pc.PgConn().TxStatus() != 'I' {
-			// Lost, or still in the transaction (its ROLLBACK failed): the
-			// pool must not hand it out again.
+		if pc.PgConn().TxStatus() != 'I' {
+			// Still in the transaction (its ROLLBACK failed): the pool
+			// must not hand it out again (a lost one it drops by itself).
 			return driver.ErrBadConn
 		}
 		return nil
 	})
+	if !ran {
+		// The connection was closed before the batch began.
+		return nil, -1, beginFailed{rawErr}
+	}
 	return errs, bad, err
 }
 

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 
@@ -39,10 +38,9 @@ func fromDeviceReads[T any](ctx context.Context, s *Store, registrationID string
 // keeps them in d.
 func (s *Store) readDevice(ctx context.Context, d *store.DeviceReads, registrationID string) error {
 	return run0(ctx, s, lookup, func(ctx context.Context) error {
-		what := fmt.Sprintf("enrollment and registration %q", registrationID)
 		conn, err := s.r.Conn(ctx)
 		if err != nil {
-			return s.fail(ctx, what, err)
+			return s.readErr(ctx, "enrollment and registration", registrationID, err)
 		}
 		defer conn.Close()
 		k := key(registrationID)
@@ -61,30 +59,27 @@ func (s *Store) readDevice(ctx context.Context, d *store.DeviceReads, registrati
 				e, eErr = decodeEnrollment(doc, m)
 			}
 			_, r, rErr = scanRegistration(br.QueryRow())
-			if err := br.Close(); err != nil {
-				if pc.IsClosed() {
-					return errors.Join(err, driver.ErrBadConn)
-				}
-				return err
-			}
-			return nil
+			// A failure of the batch itself fails both reads; the pool
+			// drops a connection it lost.
+			return br.Close()
 		})
 		if err != nil {
-			return s.fail(ctx, what, err)
+			return s.readErr(ctx, "enrollment and registration", registrationID, err)
 		}
-		d.Set(registrationID, e, s.readErr(ctx, fmt.Sprintf("enrollment %q", registrationID), eErr),
-			r, s.readErr(ctx, fmt.Sprintf("registration %q", registrationID), rErr))
+		d.Set(registrationID, e, s.readErr(ctx, "enrollment", registrationID, eErr),
+			r, s.readErr(ctx, "registration", registrationID, rErr))
 		return nil
 	})
 }
 
-// readErr is the error of one lookup: ErrNotFound without a row.
-func (s *Store) readErr(ctx context.Context, what string, err error) error {
+// readErr is the error of one lookup of a kind of record: ErrNotFound
+// without a row.
+func (s *Store) readErr(ctx context.Context, kind, registrationID string, err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		return fmt.Errorf("%s %q: %w", kind, registrationID, store.ErrNotFound)
 	}
-	return s.fail(ctx, what, err)
+	return s.fail(ctx, fmt.Sprintf("%s %q", kind, registrationID), err)
 }
