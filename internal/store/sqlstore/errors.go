@@ -90,6 +90,16 @@ func unavailable(ctx context.Context, err error) bool {
 	return false
 }
 
+// busy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
+func busy(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code() & 0xff
+	return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+}
+
 // uniqueViolation reports whether err is a unique constraint failure. The
 // store's statements avoid them with ON CONFLICT; this catches races the
 // statements cannot see.

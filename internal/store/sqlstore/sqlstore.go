@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/dpsd/dpsd/internal/store"
+	"github.com/dpsd/dpsd/internal/wait"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
@@ -168,7 +169,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		err = s.openPostgres(dsn, opts)
 	} else {
-		err = s.openSQLite(dsn)
+		err = s.openSQLite(ctx, dsn)
 	}
 	if err != nil {
 		return nil, err
@@ -214,7 +215,7 @@ func (s *Store) openPostgres(dsn string, opts Options) error {
 	return nil
 }
 
-func (s *Store) openSQLite(dsn string) error {
+func (s *Store) openSQLite(ctx context.Context, dsn string) error {
 	s.d = sqliteDialect
 	path, query, _ := strings.Cut(dsn, "?")
 	path = strings.TrimPrefix(path, "sqlite:")
@@ -237,13 +238,16 @@ func (s *Store) openSQLite(dsn string) error {
 
 	common := url.Values{}
 	common.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
-	common.Add("_pragma", "journal_mode(WAL)")
-	common.Add("_pragma", "foreign_keys(1)")
 	for k, vs := range extra {
 		for _, v := range vs {
 			common.Add(k, v)
 		}
 	}
+	if err := useWAL(ctx, path, common); err != nil {
+		return err
+	}
+	common.Add("_pragma", "journal_mode(WAL)")
+	common.Add("_pragma", "foreign_keys(1)")
 
 	wq := cloneValues(common)
 	// A registration acknowledged to a device must survive a power cut.
@@ -272,6 +276,37 @@ func (s *Store) openSQLite(dsn string) error {
 	s.r, s.w = newPool(r, true), newPool(w, true)
 	s.log.Info("opened SQLite store", "path", path)
 	return nil
+}
+
+// useWAL puts the database file in WAL mode, which it keeps. SQLite
+// switches a new file's journal mode in a transaction that reads and then
+// writes, and it does not wait for the busy timeout when that upgrade finds
+// another connection's lock (waiting could deadlock): processes opening a new
+// file together would see SQLITE_BUSY at once. So the switch is made here on
+// its own connection, and retried until the busy timeout has passed.
+func useWAL(ctx context.Context, path string, q url.Values) error {
+	db, err := sql.Open("sqlite", path+"?"+q.Encode())
+	if err != nil {
+		return fmt.Errorf("sqlstore: open %s: %w", path, err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	for attempt := 0; ; attempt++ {
+		var mode string
+		err = db.QueryRowContext(ctx, `PRAGMA journal_mode=WAL`).Scan(&mode)
+		switch {
+		case err == nil && strings.EqualFold(mode, "wal"):
+			return nil
+		case err == nil:
+			return fmt.Errorf("sqlstore: %s cannot use a write-ahead log (journal mode %q): put it on a local file system", path, mode)
+		case !busy(err) || time.Now().After(deadline):
+			return fmt.Errorf("sqlstore: open %s: %w: %w", path, store.ErrUnavailable, err)
+		}
+		if wait.Sleep(ctx, backoff(min(attempt, 3))) != nil {
+			return fmt.Errorf("sqlstore: open %s: %w", path, ctx.Err())
+		}
+	}
 }
 
 // createSQLiteFile creates the database file (and its directory) readable by

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -247,6 +248,45 @@ func testConcurrentOpen(t *testing.T, dsn string) {
 
 func TestSQLiteConcurrentOpen(t *testing.T) {
 	testConcurrentOpen(t, filepath.Join(t.TempDir(), "dpsd.db"))
+}
+
+// TestSQLiteOpenWhileWriting opens a new database file while another
+// process is writing to it in SQLite's default journal mode: SQLite refuses
+// the switch to WAL at once rather than wait, and Open must wait for the
+// writer instead of failing.
+func TestSQLiteOpenWhileWriting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dpsd.db")
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{`BEGIN IMMEDIATE`, `CREATE TABLE other (x INTEGER)`} {
+		if _, err := conn.ExecContext(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opened := make(chan error, 1)
+	go func() {
+		s, err := Open(t.Context(), path, Options{})
+		if err == nil {
+			s.Close()
+		}
+		opened <- err
+	}()
+	// Long enough for Open to meet the lock; far below the busy timeout.
+	time.Sleep(200 * time.Millisecond)
+	if _, err := conn.ExecContext(t.Context(), `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-opened; err != nil {
+		t.Fatalf("Open beside a writer: %v", err)
+	}
 }
 
 func TestPostgresConcurrentOpen(t *testing.T) {
