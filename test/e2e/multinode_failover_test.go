@@ -173,7 +173,10 @@ func TestMultiNodeDatabaseOutage(t *testing.T) {
 
 	// One line for the outage and one for the recovery, not one per
 	// request; request lines at Error level are rate-limited too.
-	time.Sleep(200 * time.Millisecond) // the log is copied asynchronously
+	// The log is copied asynchronously; the recovery line is the last of them.
+	for deadline := time.Now().Add(10 * time.Second); mnLogLines(a, "database available again") == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if n := mnLogLines(a, "database unavailable"); n != 1 {
 		t.Errorf("%d outage lines, want 1; the log:\n%s", n, a.Logs())
 	}
