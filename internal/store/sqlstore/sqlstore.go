@@ -299,7 +299,9 @@ func useWAL(ctx context.Context, path string, q url.Values) error {
 		case err == nil && strings.EqualFold(mode, "wal"):
 			return nil
 		case err == nil:
-			return fmt.Errorf("sqlstore: %s cannot use a write-ahead log (journal mode %q): put it on a local file system", path, mode)
+			// SQLite keeps the old mode when it cannot switch: a read-only
+			// file, or a file system without shared memory.
+			return fmt.Errorf("sqlstore: %s cannot use a write-ahead log: SQLite kept journal mode %q", path, mode)
 		case !busy(err) || time.Now().After(deadline):
 			return fmt.Errorf("sqlstore: open %s: %w: %w", path, store.ErrUnavailable, err)
 		}
